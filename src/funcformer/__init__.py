@@ -1,0 +1,70 @@
+"""funcformer: pretrained transformers as small, typed, trainable functions.
+
+>>> import funcformer
+>>> fn = funcformer.train("classify", "reviews.csv")      # doctest: +SKIP
+>>> fn("Delivery was two days late.")                      # doctest: +SKIP
+Prediction(label='negative', score=0.91, scores={...})
+
+Heavy modules (torch, transformers) load on first use, so `import funcformer` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+__all__ = [
+    "ArtifactError",
+    "BackboneNotFound",
+    "DataError",
+    "FuncformerError",
+    "Function",
+    "MissingExtra",
+    "Prediction",
+    "TaskError",
+    "TrainConfig",
+    "__version__",
+    "load",
+    "train",
+]
+
+_LAZY = {
+    "ArtifactError": "._errors",
+    "BackboneNotFound": "._errors",
+    "DataError": "._errors",
+    "FuncformerError": "._errors",
+    "MissingExtra": "._errors",
+    "TaskError": "._errors",
+    "Prediction": "._results",
+    "TrainConfig": "._config",
+    "Function": "._function",
+    "load": "._function",
+    "train": "._function",
+}
+
+if TYPE_CHECKING:
+    from ._config import TrainConfig
+    from ._errors import (
+        ArtifactError,
+        BackboneNotFound,
+        DataError,
+        FuncformerError,
+        MissingExtra,
+        TaskError,
+    )
+    from ._function import Function, load, train
+    from ._results import Prediction
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'funcformer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,173 @@
+"""Artifacts: a directory with `funcformer.json` and safetensors files. Never pickle.
+
+    funcformer.json      manifest (format version, task, labels, backbone name + digest, ...)
+    head.safetensors     the head's weights
+    encoder/             only for `full`: the fine-tuned encoder, its tokenizer and pooling
+
+Writes go to a temporary sibling directory that is renamed into place, so an interrupted save
+never leaves a loadable half-artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "funcformer.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+# Sentence-transformers files that carry pooling and max length; copied with a full encoder.
+POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
+
+
+class BackboneRef(BaseModel):
+    """Which backbone a function was built on, and whether its weights are in the artifact."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    digest: str
+    included: bool = False
+    """True for `full`: the fine-tuned encoder lives in encoder/ and `digest` is its digest."""
+    base_digest: str | None = None
+    """For an included encoder: the digest of the pretrained backbone it started from."""
+
+
+class HeadSpec(BaseModel):
+    """Enough to rebuild the head module before loading its weights."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "linear"
+    hidden: int
+    outputs: int
+
+
+class Manifest(BaseModel):
+    """The contents of funcformer.json."""
+
+    model_config = ConfigDict(extra="allow")
+    format_version: int = FORMAT_VERSION
+    task: str
+    labels: list[str]
+    method: str
+    backbone: BackboneRef
+    head: HeadSpec
+    digest: str
+    """The function's own digest: labels, head weights and encoder weights together."""
+    config: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    library_version: str
+    created_at: str
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and check funcformer.json; every problem is an ArtifactError saying what to do."""
+    from ._version import __version__
+
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such directory. Fix: pass the directory that "
+                            "'funcformer train --out' or fn.save() wrote.")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). An interrupted "
+                            "save leaves no manifest; train or save again.")
+    try:
+        raw = json.loads(file.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{file}: not valid JSON ({err}). The artifact is damaged; save "
+                            "it again.") from None
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{file}: format version {version!r} was written by funcformer "
+            f"{raw.get('library_version', '?') if isinstance(raw, dict) else '?'}; this is "
+            f"funcformer {__version__}, which reads format {FORMAT_VERSION} and older. "
+            "Fix: pip install -U funcformer.")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{file}: field '{field}': {first['msg']}. The artifact is damaged "
+                            "or was edited by hand; save it again.") from None
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    (directory / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces `target` in one rename.
+
+    Refuses to replace a non-empty directory that is not a funcformer artifact.
+    """
+    target = Path(target).absolute()
+    if target.exists() and not _replaceable(target):
+        raise ArtifactError(f"{target} exists and is not a funcformer function; refusing to "
+                            "overwrite it. Fix: choose a new or empty --out directory.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    temp = target.parent / f".{target.name}.tmp-{tag}"
+    temp.mkdir()
+    try:
+        yield temp
+        _fsync_tree(temp)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{tag}"
+            os.replace(target, old)
+            os.replace(temp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, target)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _replaceable(target: Path) -> bool:
+    return target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+
+
+def _fsync_tree(root: Path) -> None:
+    for file in root.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def copy_pooling_files(source: Path, destination: Path) -> None:
+    """Copy the sentence-transformers pooling/length files that exist in `source`."""
+    for name in POOLING_FILES:
+        if (source / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, destination / name)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Any]:
+    """Open a temporary text file beside `target`; on success it replaces `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        if temp.exists():
+            temp.unlink()

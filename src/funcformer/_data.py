@@ -1,0 +1,263 @@
+"""Reading and validating examples from files (CSV, TSV, JSONL, TXT) and Python objects.
+
+Every problem is a `DataError` naming the source, the line (files) or index (Python objects),
+the field, and a fix. Limits: a text holds at most `MAX_TEXT_CHARS` characters, a label at
+most `MAX_LABEL_CHARS`; texts longer than the model's token limit are truncated, not rejected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import DataError
+
+MAX_TEXT_CHARS = 100_000
+MAX_LABEL_CHARS = 200
+_BOM = b"\xef\xbb\xbf"
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+            ".txt": "txt"}
+
+
+@dataclass
+class Examples:
+    """Validated texts, optional labels, and where each came from (for later messages)."""
+
+    texts: list[str]
+    labels: list[str] | None
+    source: str
+    places: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def where(self, i: int) -> str:
+        """'reviews.csv, line 7' or '<list>, index 6': where example `i` came from."""
+        return f"{self.source}, {self.places[i]}"
+
+
+@dataclass
+class _Row:
+    fields: Mapping[str, Any]
+    place: str  # "line 7" or "index 6"
+
+
+def read_examples(data: Any, *, text_column: str = "text", label_column: str | None = "label",
+                  labels_required: bool = True) -> Examples:
+    """Read texts (and labels) from a path, list, dict of columns, or pandas DataFrame.
+
+    >>> read_examples([{"text": "great", "label": "pos"}, ("awful", "neg")]).labels
+    ['pos', 'neg']
+    """
+    if isinstance(data, Examples):
+        return data
+    source, rows = _rows(data, text_column, label_column)
+    texts: list[str] = []
+    labels: list[str] | None = [] if label_column else None
+    places: list[str] = []
+    for row in rows:
+        where = f"{source}, {row.place}"
+        texts.append(_text(row.fields, text_column, where))
+        if labels is not None:
+            label = _label(row.fields, label_column, where, labels_required)
+            if label is None:
+                labels = None
+            else:
+                labels.append(label)
+        places.append(row.place)
+    if not texts:
+        wanted = f"'{text_column}'" + (f" and '{label_column}'" if label_column else "")
+        raise DataError(f"{source}: no examples found. Fix: add rows with {wanted} fields.")
+    return Examples(texts=texts, labels=labels, source=source, places=places)
+
+
+def read_texts(data: Any, *, text_column: str = "text") -> Examples:
+    """Read texts only (for prediction): a path, a list of strings, or rows with a text field."""
+    return read_examples(data, text_column=text_column, label_column=None, labels_required=False)
+
+
+def _text(fields: Mapping[str, Any], column: str, where: str) -> str:
+    if column not in fields:
+        raise DataError(f"{where}: field '{column}' is missing. Fix: add it, or name the text "
+                        f"field with --text-column / text_column= (fields here: "
+                        f"{', '.join(map(str, fields)) or 'none'}).")
+    value = fields[column]
+    if not isinstance(value, str):
+        raise DataError(f"{where}, field '{column}': expected a string, got "
+                        f"{_json_type(value)}. Fix: put the text in quotes.")
+    if not value.strip():
+        raise DataError(f"{where}, field '{column}': the text is empty or only whitespace. "
+                        "Fix: remove the row or fill in the text.")
+    if len(value) > MAX_TEXT_CHARS:
+        raise DataError(f"{where}, field '{column}': the text has {len(value):,} characters, "
+                        f"over the limit of {MAX_TEXT_CHARS:,}. Fix: split or shorten it.")
+    return value
+
+
+def _label(fields: Mapping[str, Any], column: str | None, where: str,
+           required: bool) -> str | None:
+    value = fields.get(column) if column else None
+    if column not in fields and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if value is None or value == "":
+            raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every "
+                            "row a label, or remove unlabelled rows.")
+        raise DataError(f"{where}, field '{column}': a label must be a string or an integer, "
+                        f"got {_json_type(value)}.")
+    label = str(value).strip()
+    if not label:
+        raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every row "
+                        "a label, or remove unlabelled rows.")
+    if len(label) > MAX_LABEL_CHARS:
+        raise DataError(f"{where}, field '{column}': the label has {len(label)} characters, "
+                        f"over the limit of {MAX_LABEL_CHARS}. Fix: use a shorter label name.")
+    return label
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+             list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _rows(data: Any, text_column: str, label_column: str | None) -> tuple[str, Iterable[_Row]]:
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        return path.name, _file_rows(path, text_column, label_column)
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+        records = data.to_dict(orient="records")
+        return "<DataFrame>", (_Row(r, f"row {i}") for i, r in enumerate(records))
+    if isinstance(data, Mapping):
+        return "<dict>", _column_rows(data)
+    if isinstance(data, Sequence):
+        return "<list>", _list_rows(data, text_column, label_column)
+    raise DataError(f"Cannot read examples from a {type(data).__name__}. Fix: pass a file path "
+                    "(.csv, .tsv, .jsonl, .txt), a list of strings, dicts or (text, label) "
+                    "pairs, a dict of columns, or a pandas DataFrame.")
+
+
+def _list_rows(items: Sequence[Any], text_column: str,
+               label_column: str | None) -> Iterator[_Row]:
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            yield _Row({text_column: item}, f"index {i}")
+        elif isinstance(item, Mapping):
+            yield _Row(item, f"index {i}")
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and label_column:
+            yield _Row({text_column: item[0], label_column: item[1]}, f"index {i}")
+        else:
+            raise DataError(f"<list>, index {i}: expected a string, a dict, or a (text, label) "
+                            f"pair, got {type(item).__name__}.")
+
+
+def _column_rows(columns: Mapping[str, Any]) -> Iterator[_Row]:
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"<dict>: the columns have different lengths ({lengths}). Fix: give "
+                        "every column one value per example.")
+    for i in range(next(iter(lengths.values()), 0)):
+        yield _Row({name: values[i] for name, values in columns.items()}, f"index {i}")
+
+
+def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterator[_Row]:
+    kind = _FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path.name}: unknown file type '{path.suffix}'. Fix: use .csv, .tsv, "
+                        ".jsonl or .txt (one text per line).")
+    text = _decode(path)
+    if not text.strip():
+        raise DataError(f"{path.name}: the file is empty. Fix: add a header line and rows.")
+    if kind == "jsonl":
+        return _jsonl_rows(path.name, text)
+    if kind == "txt":
+        return (_Row({text_column: line}, f"line {n}")
+                for n, line in enumerate(text.splitlines(), start=1))
+    return _delimited_rows(path.name, text, kind, [text_column, label_column])
+
+
+def _decode(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file. Fix: check the path.")
+    raw = path.read_bytes()
+    skip = len(_BOM) if raw.startswith(_BOM) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = raw.count(b"\n", 0, offset) + 1
+        raise DataError(
+            f"{path.name}, line {line}: not valid UTF-8 (byte 0x{raw[offset]:02x} at byte "
+            f"offset {offset}). The file's encoding is unknown (perhaps Latin-1 or "
+            "Windows-1252). Fix: convert it to UTF-8, e.g. iconv -f <its encoding> -t UTF-8 "
+            f"{path.name} > fixed{path.suffix}") from None
+
+
+def _jsonl_rows(name: str, text: str) -> Iterator[_Row]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}, line {number}: malformed JSON ({err.msg} at column "
+                            f"{err.colno}). Fix: each line must be one JSON object, e.g. "
+                            '{"text": "...", "label": "..."}') from None
+        if not isinstance(record, dict):
+            raise DataError(f"{name}, line {number}: expected a JSON object, got "
+                            f"{_json_type(record)}.")
+        yield _Row(record, f"line {number}")
+
+
+def _delimited_rows(name: str, text: str, kind: str,
+                    wanted: list[str | None]) -> Iterator[_Row]:
+    # TSV is read without quote handling (a literal " is text), as in most TSV corpora.
+    options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv"
+                               else {"delimiter": ","})
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_TEXT_CHARS * 4))
+    reader = csv.reader(io.StringIO(text, newline=""), **options)
+    try:
+        header = [h.strip() for h in next(reader)]
+        missing = [c for c in wanted if c and c not in header]
+        if missing:
+            flag = "--text-column" if missing[0] == wanted[0] else "--label-column"
+            raise DataError(f"{name}, line 1: no column '{missing[0]}' in the header (columns: "
+                            f"{', '.join(header)}). Fix: rename the column or pass {flag}.")
+        start = reader.line_num
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                start = reader.line_num
+                continue
+            yield _Row(_fields(name, start, header, fields, kind), f"line {start}")
+            start = reader.line_num
+    except csv.Error as err:
+        raise DataError(f"{name}, line {reader.line_num}: cannot parse the row ({err}). Fix: "
+                        "check quoting; a field over the size limit also causes this.") from None
+
+
+def _fields(name: str, line: int, header: list[str], fields: list[str],
+            kind: str) -> dict[str, str]:
+    if len(fields) != len(header):
+        sep = "tab" if kind == "tsv" else "comma"
+        raise DataError(f"{name}, line {line}: expected {len(header)} {sep}-separated fields "
+                        f"({', '.join(header)}), found {len(fields)}. Fix: quote fields that "
+                        f"contain a {sep}" + (" (CSV), or remove stray tabs." if kind == "tsv"
+                                              else ", or add the missing field."))
+    return dict(zip(header, fields, strict=True))
+
+
+def label_set(examples: Examples, task: str = "classify") -> list[str]:
+    """The sorted distinct labels; at least two are needed to train a classifier."""
+    if examples.labels is None:
+        raise DataError(f"{examples.source}: no labels found. Fix: add a label column.")
+    labels = sorted(set(examples.labels))
+    if len(labels) < 2:
+        raise DataError(f"{examples.source}: every row has the label '{labels[0]}'; {task} "
+                        "needs at least two classes. Fix: add examples of the other classes.")
+    return labels

@@ -1,0 +1,58 @@
+"""The exception hierarchy. Library code raises these; only the CLI turns them into exit codes.
+
+    FuncformerError
+    ├── DataError          bad training/evaluation/prediction input (file, line, field, fix)
+    ├── BackboneNotFound   no backbone resolved from a name or path (what was tried, what to do)
+    ├── ArtifactError      a function artifact is missing, corrupt, or does not match its backbone
+    ├── TaskError          a task or method was asked for something it cannot do
+    └── MissingExtra       an optional feature's packages are not installed (the pip line to run)
+"""
+
+from __future__ import annotations
+
+
+class FuncformerError(Exception):
+    """Base class of every error funcformer raises on purpose.
+
+    >>> try:
+    ...     raise DataError("reviews.csv, line 3, field 'text': the text is empty.")
+    ... except FuncformerError as err:
+    ...     print(err)
+    reviews.csv, line 3, field 'text': the text is empty.
+    """
+
+
+class DataError(FuncformerError, ValueError):
+    """Input data is malformed; the message names the file, line and field, and a fix."""
+
+
+class BackboneNotFound(FuncformerError, LookupError):
+    """No backbone could be resolved; the message lists every place that was tried."""
+
+
+class ArtifactError(FuncformerError):
+    """A saved function cannot be loaded (missing file, format version, backbone digest)."""
+
+
+class TaskError(FuncformerError, ValueError):
+    """A task or training method was configured in a way it does not support."""
+
+
+class MissingExtra(FuncformerError, ImportError):
+    """An optional dependency is missing; the message gives the `pip install` line."""
+
+    def __init__(self, feature: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'funcformer[{feature}]'"
+        )
+
+
+def require(module: str, extra: str):
+    """Import an optional module or raise `MissingExtra` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtra(extra, module.split(".")[0]) from err

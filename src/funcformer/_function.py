@@ -1,0 +1,252 @@
+"""`Function`: a trained, callable, savable function; `train()` and `load()` make one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+
+from . import _backbone
+from ._artifact import (
+    ENCODER_DIR,
+    HEAD_FILE,
+    BackboneRef,
+    HeadSpec,
+    Manifest,
+    atomic_directory,
+    copy_pooling_files,
+    read_manifest,
+    write_manifest,
+)
+from ._config import TrainConfig
+from ._data import Examples, label_set, read_examples, read_texts
+from ._errors import ArtifactError, TaskError
+from ._results import Prediction
+from ._tasks import task_class
+from ._version import __version__
+
+log = logging.getLogger("funcformer")
+PathLike = str | os.PathLike[str]
+
+
+class Function:
+    """A trained function: `fn("text")` -> one Prediction, `fn([...])` -> a list.
+
+    >>> fn = funcformer.train("classify", "reviews.csv")   # doctest: +SKIP
+    >>> fn("The battery died after a day.").label           # doctest: +SKIP
+    'negative'
+    """
+
+    def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module,
+                 manifest: Manifest, encoder: torch.nn.Module | None = None) -> None:
+        self.task = task
+        self.backbone = backbone
+        self.head = head.eval()
+        self.encoder = encoder
+        """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
+        self.manifest = manifest
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels)
+
+    @property
+    def digest(self) -> str:
+        """Identifies this function's behaviour: labels, head and encoder weights."""
+        return self.manifest.digest
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest.metrics)
+
+    def __repr__(self) -> str:
+        return (f"Function(task={self.manifest.task!r}, method={self.manifest.method!r}, "
+                f"labels={self.labels!r}, backbone={self.manifest.backbone.name!r})")
+
+    @overload
+    def __call__(self, inputs: str) -> Prediction: ...
+    @overload
+    def __call__(self, inputs: Sequence[str]) -> list[Prediction]: ...
+
+    def __call__(self, inputs: str | Sequence[str]) -> Prediction | list[Prediction]:
+        if isinstance(inputs, str):
+            return self.predict([inputs])[0]
+        return self.predict(inputs)
+
+    def predict(self, texts: Sequence[str] | Examples) -> list[Prediction]:
+        """Predictions for many texts, in input order."""
+        return self.task.decode(self.logits(texts))
+
+    def logits(self, texts: Sequence[str] | Examples) -> torch.Tensor:
+        """Raw head outputs (N, C), in input order."""
+        examples = texts if isinstance(texts, Examples) else read_texts(list(texts))
+        max_length = self.manifest.config.get("max_length")
+        features, truncated = self.backbone.embed(examples.texts, encoder=self.encoder,
+                                                  max_length=max_length)
+        if truncated:
+            log.warning("%d of %d texts were longer than the token limit and were truncated.",
+                        truncated, len(examples))
+        with torch.inference_mode():
+            return self.head(torch.from_numpy(features))
+
+    def evaluate(self, data: Any, *, text_column: str = "text",
+                 label_column: str = "label") -> dict[str, Any]:
+        """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+        examples = read_examples(data, text_column=text_column, label_column=label_column)
+        self.task.targets(examples)  # unknown labels fail here, naming the row
+        predicted = self.task.predicted_labels(self.logits(examples))
+        assert examples.labels is not None
+        return self.task.metrics(examples.labels, predicted)
+
+    def save(self, path: PathLike) -> Path:
+        """Write the artifact atomically; returns its directory."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        with atomic_directory(target) as temp:
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
+                      str(temp / HEAD_FILE))
+            manifest = self.manifest
+            if self.manifest.backbone.included:
+                manifest = self._save_encoder(temp / ENCODER_DIR)
+            write_manifest(temp, manifest)
+        return target
+
+    def _save_encoder(self, directory: Path) -> Manifest:
+        encoder = self.encoder if self.encoder is not None else self.backbone.model
+        with _backbone.quiet_transformers():
+            encoder.save_pretrained(directory)
+        self.backbone.tokenizer.save_pretrained(directory)
+        copy_pooling_files(self.backbone.path, directory)
+        ref = self.manifest.backbone.model_copy(
+            update={"digest": _backbone.weights_digest(directory)})
+        return self.manifest.model_copy(update={"backbone": ref})
+
+
+def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
+          method: str = "head", text_column: str = "text", label_column: str = "label",
+          config: TrainConfig | None = None, progress: bool = True,
+          **options: Any) -> Function:
+    """Train a function on labelled data; `options` override fields of `TrainConfig`.
+
+    >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
+    ...                       epochs=5)                                    # doctest: +SKIP
+    """
+    from ._methods import fit
+
+    config = _config(config, method, options)
+    cls = task_class(task)
+    train_examples = read_examples(data, text_column=text_column, label_column=label_column)
+    eval_examples = (read_examples(eval_data, text_column=text_column, label_column=label_column)
+                     if eval_data is not None else None)
+    labels = label_set(train_examples, task)
+    task_obj = cls(labels)
+    if eval_examples is not None:
+        task_obj.targets(eval_examples)  # fail early on labels the training data lacks
+    shared = _backbone.load(backbone)
+    started = time.perf_counter()
+    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress)
+    seconds = time.perf_counter() - started
+    if trained.truncated:
+        log.warning("%d of %d training texts were longer than %d tokens and were truncated.",
+                    trained.truncated, len(train_examples), config.max_length or shared.max_length)
+    report = {"examples": len(train_examples), "truncated": trained.truncated,
+              "seconds": round(seconds, 2), "eval_source": trained.eval_source,
+              "history": trained.history.to_dict()}
+    manifest = _manifest(task_obj, shared, trained, config, report)
+    fn = Function(task=task_obj, backbone=shared, head=trained.head, manifest=manifest,
+                  encoder=trained.encoder)
+    if eval_examples is not None:
+        metrics = fn.evaluate(eval_examples)
+        fn.manifest.metrics = {k: metrics[k] for k in ("accuracy", "macro_f1", "examples")}
+    elif trained.history.best_metric is not None:
+        fn.manifest.metrics = {f"held_out_{config.metric}": trained.history.best_metric}
+    return fn
+
+
+def _config(config: TrainConfig | None, method: str, options: dict[str, Any]) -> TrainConfig:
+    values = config.to_dict() if config is not None else {"method": method}
+    unknown = set(options) - set(TrainConfig().to_dict())
+    if unknown:
+        raise TaskError(f"Unknown training option(s): {', '.join(sorted(unknown))}. See "
+                        "funcformer.TrainConfig for the options there are.")
+    values.update({k: v for k, v in options.items() if v is not None})
+    return TrainConfig.from_dict(values).resolved()
+
+
+def _manifest(task: Any, shared: _backbone.Backbone, trained: Any, config: TrainConfig,
+              report: dict[str, Any]) -> Manifest:
+    included = trained.encoder is not None
+    ref = BackboneRef(name=shared.name, digest=shared.digest, included=included,
+                      base_digest=shared.digest if included else None)
+    head = HeadSpec(hidden=shared.hidden_size, outputs=len(task.labels))
+    encoder_state = trained.encoder.state_dict() if included else None
+    return Manifest(
+        task=task.name, labels=task.labels, method=config.method, backbone=ref, head=head,
+        digest=_digest(task.labels, trained.head.state_dict(), encoder_state, shared.digest),
+        config=config.to_dict(), training=report, library_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _digest(labels: list[str], head_state: dict[str, torch.Tensor],
+            encoder_state: dict[str, torch.Tensor] | None, backbone_digest: str) -> str:
+    digest = hashlib.sha256(json.dumps(labels).encode())
+    digest.update(backbone_digest.encode())
+    for state in (head_state, encoder_state or {}):
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().contiguous().cpu().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def load(path: PathLike, *, backbone: PathLike | None = None) -> Function:
+    """Load a saved function. `backbone` overrides where to find a referenced backbone.
+
+    >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(path)
+    manifest = read_manifest(directory)
+    task = task_class(manifest.task)(manifest.labels)
+    shared = _load_backbone(directory, manifest, backbone)
+    head = task.head(manifest.head.hidden, float(manifest.config.get("dropout", 0.1)))
+    head_file = directory / HEAD_FILE
+    if not head_file.is_file():
+        raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")
+    try:
+        head.load_state_dict(load_file(str(head_file)))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
+                            "The artifact is damaged; save it again.") from None
+    return Function(task=task, backbone=shared, head=head, manifest=manifest)
+
+
+def _load_backbone(directory: Path, manifest: Manifest,
+                   override: PathLike | None) -> _backbone.Backbone:
+    ref = manifest.backbone
+    if ref.included:
+        where: PathLike = directory / ENCODER_DIR
+        if not (directory / ENCODER_DIR / "config.json").is_file():
+            raise ArtifactError(f"{directory}: the fine-tuned encoder ({ENCODER_DIR}/) is "
+                                "missing. Save the function again.")
+    else:
+        where = override or ref.name
+    shared = _backbone.load(where)
+    if shared.digest != ref.digest:
+        what = "its fine-tuned encoder" if ref.included else f"backbone '{ref.name}'"
+        raise ArtifactError(
+            f"{directory}: this function was trained on {what} with weights digest "
+            f"{ref.digest[:19]}…, but the weights found at {shared.path} have digest "
+            f"{shared.digest[:19]}…; its predictions would be wrong. Fix: pass backbone= "
+            "(or --backbone) pointing to the original weights, or retrain.")
+    return shared

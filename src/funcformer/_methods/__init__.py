@@ -1,0 +1,66 @@
+"""Training methods: small strategies over the one loop in `_train`.
+
+`head`: frozen backbone, features computed once, only the head trains.
+`full`: the encoder (a private copy of the shared backbone) and the head train together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._backbone import Backbone
+from .._config import TrainConfig
+from .._data import Examples
+from .._train import History
+
+
+@dataclass
+class Trained:
+    """A method's result: the encoder (None: the shared frozen backbone) and the head."""
+
+    encoder: torch.nn.Module | None
+    head: torch.nn.Module
+    history: History
+    truncated: int
+    eval_source: str
+    """Where early stopping's eval data came from: 'given', 'held out N', or 'none'."""
+
+
+def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
+        config: TrainConfig, progress: bool = True) -> Trained:
+    """Train with `config.method`; holds out part of `train` when no eval data is given."""
+    from . import full, head
+
+    source = "given"
+    if eval_data is None:
+        train, eval_data = holdout(train, config.eval_fraction, config.seed)
+        source = f"held out {len(eval_data)}" if eval_data is not None else "none"
+    method = {"head": head.fit, "full": full.fit}[config.method]
+    return method(task, backbone, train, eval_data, config, progress, source)
+
+
+def holdout(examples: Examples, fraction: float,
+            seed: int) -> tuple[Examples, Examples | None]:
+    """A seeded, label-stratified split; no split when the data is too small to spare any."""
+    assert examples.labels is not None
+    generator = torch.Generator().manual_seed(seed)
+    held: list[int] = []
+    for label in sorted(set(examples.labels)):
+        rows = [i for i, y in enumerate(examples.labels) if y == label]
+        take = round(len(rows) * fraction)
+        if len(rows) >= 5 and take >= 1:
+            picks = torch.randperm(len(rows), generator=generator)[:take].tolist()
+            held += [rows[p] for p in picks]
+    if len(examples) < 20 or not held:
+        return examples, None
+    kept = sorted(set(range(len(examples))) - set(held))
+    return subset(examples, kept), subset(examples, sorted(held))
+
+
+def subset(examples: Examples, rows: list[int]) -> Examples:
+    labels = [examples.labels[i] for i in rows] if examples.labels is not None else None
+    return Examples(texts=[examples.texts[i] for i in rows], labels=labels,
+                    source=examples.source, places=[examples.places[i] for i in rows])

@@ -1,0 +1,62 @@
+"""`full`: fine-tune a private copy of the encoder together with the head (AdamW, warm-up and
+linear decay, clipping, early stopping on the eval metric). The shared backbone is untouched."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from .._backbone import Backbone
+from .._config import TrainConfig
+from .._data import Examples
+from .._model import FunctionModel
+from .._train import Plan, length_grouped_batches, run
+from . import Trained
+from .head import probe
+
+
+def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
+        config: TrainConfig, progress: bool, source: str) -> Trained:
+    # Linear probing first (Kumar et al. 2022, "LP-FT"): a head fit on frozen features gives
+    # the fine-tuning a sensible start instead of gradients from a random head.
+    probe_config = TrainConfig(method="head", seed=config.seed, max_length=config.max_length,
+                               dropout=config.dropout, metric=config.metric).resolved()
+    head, _, _ = probe(task, backbone, train, eval_data, probe_config, progress)
+    torch.manual_seed(config.seed)
+    encoder = copy.deepcopy(backbone.model).train()
+    for param in encoder.parameters():
+        param.requires_grad_(True)
+    model = FunctionModel(encoder, head, backbone.pooling)
+    encoded = backbone.tokenize(train.texts, config.max_length)
+    targets = task.targets(train)
+    rows = encoded.input_ids
+    lengths = [len(r) for r in rows]
+    batch_size = int(config.batch_size or 16)
+
+    def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        order = length_grouped_batches(lengths, batch_size, config.seed + epoch)
+        return [(backbone.pad([rows[i] for i in idx]), targets[idx]) for idx in order]
+
+    plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
+                loss=task.loss, evaluate=_evaluator(task, backbone, eval_data, config), head=head)
+    history = run(plan, config, progress=progress, description="fine-tuning")
+    encoder.eval()
+    return Trained(encoder, model.head, history, encoded.truncated, source)
+
+
+def _evaluator(task: Any, backbone: Backbone, eval_data: Examples | None,
+               config: TrainConfig) -> Any:
+    if eval_data is None:
+        return None
+    gold = eval_data.labels
+
+    def evaluate(model: torch.nn.Module) -> float:
+        features, _ = backbone.embed(eval_data.texts, encoder=model.encoder,
+                                     max_length=config.max_length)
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(features))
+        return task.score(gold, task.predicted_labels(logits), config.metric)
+
+    return evaluate

@@ -1,0 +1,69 @@
+"""`head`: the backbone stays frozen; its pooled features are computed once, then only the
+head trains, for many cheap epochs. When the eval data was held out of the training data, the
+best epoch count found on it is used to refit the head on all the data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .._backbone import Backbone
+from .._config import TrainConfig
+from .._data import Examples
+from .._train import History, Plan, run, shuffled_batches
+from . import Trained
+
+
+def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
+        config: TrainConfig, progress: bool, source: str) -> Trained:
+    refit = source.startswith("held out")
+    head, history, truncated = probe(task, backbone, train, eval_data, config, progress, refit)
+    return Trained(None, head, history, truncated, source)
+
+
+def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
+          config: TrainConfig, progress: bool,
+          refit: bool = False) -> tuple[torch.nn.Module, History, int]:
+    """Fit a head on frozen features; with `refit`, fit again on train + eval data for the
+    number of epochs that was best on the eval data."""
+    features, truncated = _features(backbone, train, config)
+    targets = task.targets(train)
+    if eval_data is None:
+        head, history = _train_head(task, features, targets, config, None, progress)
+        return head, history, truncated
+    eval_features, _ = _features(backbone, eval_data, config)
+    gold = eval_data.labels
+
+    def evaluate(model: torch.nn.Module) -> float:
+        with torch.inference_mode():
+            return task.score(gold, task.predicted_labels(model(eval_features)), config.metric)
+
+    head, history = _train_head(task, features, targets, config, evaluate, progress)
+    if refit:
+        again = dataclasses.replace(config, epochs=max(history.best_epoch, 1))
+        head, _ = _train_head(task, torch.cat([features, eval_features]),
+                              torch.cat([targets, task.targets(eval_data)]), again, None, False)
+    return head, history, truncated
+
+
+def _features(backbone: Backbone, examples: Examples,
+              config: TrainConfig) -> tuple[torch.Tensor, int]:
+    array, truncated = backbone.embed(examples.texts, max_length=config.max_length)
+    return torch.from_numpy(array), truncated
+
+
+def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+                evaluate: Any, progress: bool) -> tuple[torch.nn.Module, History]:
+    torch.manual_seed(config.seed)
+    head = task.head(features.shape[1], config.dropout)
+    batch_size = int(config.batch_size or 32)
+
+    def batches(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(features[idx], targets[idx])
+                for idx in shuffled_batches(len(targets), batch_size, config.seed + epoch)]
+
+    plan = Plan(model=head, batches=batches, forward=lambda model, x: model(x),
+                loss=task.loss, evaluate=evaluate)
+    return head, run(plan, config, progress=progress, description="training head")

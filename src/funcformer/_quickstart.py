@@ -1,0 +1,66 @@
+"""`funcformer quickstart`: train, evaluate and save a sentiment function on sample reviews."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+TRY = [
+    "The delivery was two days late and nobody answered my emails.",
+    "Absolutely love this phone, the camera is stunning.",
+    "The hotel is a ten-minute walk from the central station.",
+    "Not bad at all, better than I expected for the price.",
+    "I waited forty minutes and the soup arrived cold.",
+]
+
+
+def sample_reviews() -> Path:
+    """The sample dataset that ships with funcformer: 300 reviews, negative/neutral/positive."""
+    return Path(str(resources.files("funcformer") / "_data_files" / "reviews.csv"))
+
+
+def run(out: Path, method: str, console: Any) -> None:
+    from ._data import read_examples
+    from ._function import train
+    from ._methods import holdout
+
+    started = time.perf_counter()
+    examples = read_examples(sample_reviews())
+    train_part, test_part = holdout(examples, 0.2, seed=0)
+    assert test_part is not None
+    console.print(f"[bold]funcformer quickstart[/bold]: a sentiment function from "
+                  f"{len(examples)} sample reviews ({len(train_part)} to train, "
+                  f"{len(test_part)} held out to test), method '{method}', backbone "
+                  "all-MiniLM-L6-v2.")
+    fn = train("classify", train_part, method=method)
+    console.print(f"Trained in {fn.manifest.training['seconds']:.1f}s.\n")
+    _show_metrics(fn.evaluate(test_part), console)
+    _show_predictions(fn, console)
+    fn.save(out)
+    console.print(f"Saved the function to [bold]{out}[/bold] "
+                  f"(total {time.perf_counter() - started:.0f}s). Next, try:\n"
+                  f"  funcformer predict {out} \"The staff were wonderful.\"\n"
+                  f"  funcformer eval {out} {sample_reviews()} --report report\n"
+                  f"  funcformer info {out}\n"
+                  f"  funcformer train classify YOUR_DATA.csv --out functions/mine")
+
+
+def _show_metrics(metrics: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    console.print(f"Held-out test: accuracy [bold]{metrics['accuracy']:.3f}[/bold], macro-F1 "
+                  f"{metrics['macro_f1']:.3f} on {metrics['examples']} reviews")
+    table = Table("label", "precision", "recall", "f1", "support")
+    for label, row in metrics["per_class"].items():
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+
+
+def _show_predictions(fn: Any, console: Any) -> None:
+    console.print("Predictions:")
+    for text, result in zip(TRY, fn(TRY), strict=True):
+        console.print(f"  {result.label:>8} {result.score:.2f}  {text}")
+    console.print()

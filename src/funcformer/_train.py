@@ -1,0 +1,152 @@
+"""The one training loop every method shares.
+
+A method supplies a `Plan`: the trainable module, how to make an epoch's batches, how to turn
+a batch into logits, the loss, and how to score the model on eval data. The loop owns the
+optimizer (AdamW, no decay on biases and norms), the warm-up + linear-decay schedule, gradient
+clipping, per-epoch evaluation, early stopping and keeping the best weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._config import TrainConfig
+from ._progress import Progress
+
+Batch = tuple[Any, torch.Tensor]  # (model inputs, targets)
+
+
+@dataclass
+class Plan:
+    """What a method hands the loop."""
+
+    model: torch.nn.Module
+    batches: Callable[[int], Sequence[Batch]]
+    """epoch -> that epoch's batches, in the order to train on them."""
+    forward: Callable[[torch.nn.Module, Any], torch.Tensor]
+    """(model, inputs) -> logits (B, C)."""
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    evaluate: Callable[[torch.nn.Module], float] | None = None
+    """model -> eval metric, higher is better; None trains every epoch without early stopping."""
+    head: torch.nn.Module | None = None
+    """A submodule of `model` trained at `config.head_learning_rate` instead."""
+
+
+@dataclass
+class History:
+    """What happened: per-epoch loss and eval metric, and which epoch was kept."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch,
+                "best_metric": self.best_metric, "stopped_early": self.stopped_early}
+
+
+def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
+        description: str = "training") -> History:
+    """Train `plan.model` in place; on return it holds the best epoch's weights."""
+    epochs, patience = int(config.epochs or 1), int(config.patience or 1)
+    steps_per_epoch = len(plan.batches(0))
+    optimizer = _optimizer(plan, config)
+    schedule = _schedule(optimizer, steps_per_epoch * epochs, config.warmup_ratio)
+    history, best_state, waited = History(), None, 0
+    with Progress(description, total=steps_per_epoch * epochs, enabled=progress) as bar:
+        for epoch in range(1, epochs + 1):
+            loss = _epoch(plan, optimizer, schedule, config, epoch, bar)
+            record = {"epoch": float(epoch), "loss": loss}
+            if plan.evaluate is not None:
+                record["eval"] = metric = plan.evaluate(plan.model)
+                bar.advance(0, loss=loss, **{config.metric: metric})
+                if history.best_metric is None or metric > history.best_metric:
+                    history.best_metric, history.best_epoch, waited = metric, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
+                else:
+                    waited += 1
+            else:
+                history.best_epoch = epoch
+            history.epochs.append(record)
+            if waited >= patience:
+                history.stopped_early = True
+                bar.finish(f"stopped early; best epoch {history.best_epoch} "
+                           f"({config.metric} {history.best_metric:.4f})")
+                break
+    if best_state is not None:
+        plan.model.load_state_dict(best_state)
+    plan.model.eval()
+    return history
+
+
+def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: TrainConfig,
+           epoch: int, bar: Progress) -> float:
+    plan.model.train()
+    total, count = 0.0, 0
+    for inputs, targets in plan.batches(epoch):
+        loss = plan.loss(plan.forward(plan.model, inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plan.model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        total, count = total + float(loss.detach()), count + 1
+        bar.advance(1, loss=total / count, epoch=f"{epoch}/{config.epochs}")
+    plan.model.eval()
+    return total / max(count, 1)
+
+
+def _optimizer(plan: Plan, config: TrainConfig) -> torch.optim.Optimizer:
+    head_ids = {id(p) for p in plan.head.parameters()} if plan.head is not None else set()
+    groups = []
+    for is_head in (False, True):
+        params = [p for p in plan.model.parameters()
+                  if p.requires_grad and (id(p) in head_ids) == is_head]
+        lr = float((config.head_learning_rate if is_head else config.learning_rate) or 1e-3)
+        # Weights decay; biases and norm scales (1-D) do not.
+        groups += [{"params": [p for p in params if p.ndim >= 2], "lr": lr,
+                    "weight_decay": config.weight_decay},
+                   {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> Any:
+    warmup = math.ceil(total * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Index batches of a seeded permutation of range(n)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int,
+                           group: int = 32) -> list[list[int]]:
+    """Shuffled batches of similar-length examples, so padding is small (order still random).
+
+    Shuffle, cut into groups of `group` batches, sort each group by length, batch it, then
+    shuffle the batches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * group
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
