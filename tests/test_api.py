@@ -1,0 +1,50 @@
+"""The public surface: exported names, lazy imports, docstrings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import funcformer
+
+EXPECTED = [
+    "ArtifactError", "BackboneNotFound", "DataError", "Function", "FuncformerError",
+    "MissingExtra", "Prediction", "TaskError", "TrainConfig", "__version__", "load", "train",
+]
+
+
+def test_all_is_sorted_and_matches_the_agreed_surface() -> None:
+    assert funcformer.__all__ == sorted(funcformer.__all__)
+    assert funcformer.__all__ == sorted(EXPECTED)
+    for name in funcformer.__all__:
+        assert getattr(funcformer, name) is not None
+
+
+def test_import_is_light_and_has_no_side_effects() -> None:
+    code = ("import sys, os, warnings; env = dict(os.environ); filters = list(warnings.filters);"
+            "import funcformer;"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules;"
+            "assert dict(os.environ) == env and warnings.filters == filters")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_objects_have_docstrings_with_examples() -> None:
+    for name in ["Function", "Prediction", "TrainConfig", "FuncformerError", "load", "train"]:
+        doc = getattr(funcformer, name).__doc__ or ""
+        assert ">>>" in doc, name
+
+
+def test_error_hierarchy() -> None:
+    for name in ["DataError", "BackboneNotFound", "ArtifactError", "TaskError", "MissingExtra"]:
+        assert issubclass(getattr(funcformer, name), funcformer.FuncformerError)
+
+
+def test_missing_extra_names_the_pip_line() -> None:
+    from funcformer._errors import require
+
+    try:
+        require("surely_not_a_module_xyz", "report")
+    except funcformer.MissingExtra as err:
+        assert "pip install 'funcformer[report]'" in str(err)
+    else:
+        raise AssertionError("MissingExtra not raised")

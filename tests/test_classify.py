@@ -1,0 +1,209 @@
+"""The classify task and the head/full methods on a tiny random-init backbone."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import funcformer
+from funcformer import DataError, Prediction, TaskError, TrainConfig
+from funcformer import _backbone as bb
+from funcformer._data import read_examples
+from funcformer._methods import holdout
+from funcformer._train import History, Plan, _schedule, length_grouped_batches, run
+
+
+@pytest.fixture(scope="module")
+def head_fn(tiny_backbone: Path) -> funcformer.Function:
+    from conftest import make_reviews
+
+    return funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False)
+
+
+def test_call_shapes(head_fn: funcformer.Function) -> None:
+    one = head_fn("the food was great")
+    assert isinstance(one, Prediction)
+    many = head_fn(["the food was great", "the room was dirty"])
+    assert isinstance(many, list) and len(many) == 2
+    assert head_fn(["only one"])[0] == head_fn("only one")
+    assert head_fn.labels == ["negative", "positive"]
+    assert set(one.scores) == {"negative", "positive"}
+    assert abs(sum(one.scores.values()) - 1) < 1e-5
+    assert one.score == max(one.scores.values()) == one.scores[one.label]
+
+
+def test_head_learns_separable_data(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(30), eval_data=make_reviews(10, seed=7),
+                          backbone=tiny_backbone, progress=False)
+    assert fn.metrics["accuracy"] >= 0.7
+    assert fn.manifest.training["eval_source"] == "given"
+
+
+def test_same_seed_same_function_other_seed_differs(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    rows = make_reviews()
+    a, b, c = (funcformer.train("classify", rows, backbone=tiny_backbone, progress=False,
+                                epochs=3, seed=s) for s in (1, 1, 2))
+    assert a.digest == b.digest
+    assert a.digest != c.digest
+
+
+def test_full_is_reproducible_and_leaves_the_shared_backbone_alone(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    shared = bb.load(tiny_backbone)
+    before = {k: v.clone() for k, v in shared.model.state_dict().items()}
+    runs = [funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="full",
+                             epochs=2, progress=False) for _ in range(2)]
+    assert runs[0].digest == runs[1].digest
+    assert runs[0].encoder is not None and runs[0].encoder is not shared.model
+    for key, value in shared.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    changed = any(not torch.equal(v, before[k]) for k, v in runs[0].encoder.state_dict().items())
+    assert changed
+    assert runs[0].manifest.backbone.included
+
+
+def test_without_eval_data_part_is_held_out(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(20), backbone=tiny_backbone, progress=False,
+                          epochs=2)
+    assert fn.manifest.training["eval_source"] == "held out 4"
+    assert "held_out_accuracy" in fn.metrics
+
+
+def test_holdout_is_stratified_and_seeded() -> None:
+    from conftest import make_reviews
+
+    examples = read_examples(make_reviews(50))
+    train, held = holdout(examples, 0.1, seed=3)
+    assert held is not None and len(held) == 10 and len(train) == 90
+    assert sorted(held.labels or []) == ["negative"] * 5 + ["positive"] * 5
+    assert holdout(examples, 0.1, seed=3)[1].texts == held.texts  # type: ignore[union-attr]
+    tiny = read_examples(make_reviews(3))
+    assert holdout(tiny, 0.1, seed=0)[1] is None
+
+
+def test_truncation_is_reported_once(tiny_backbone: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    from conftest import make_reviews
+
+    rows = make_reviews(10) + [("great " * 200, "positive"), ("awful " * 200, "negative")]
+    with caplog.at_level(logging.WARNING, logger="funcformer"):
+        fn = funcformer.train("classify", rows, backbone=tiny_backbone, progress=False,
+                              epochs=1)
+    assert fn.manifest.training["truncated"] == 2
+    notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("2 of 22")
+
+
+def test_eval_labels_must_be_known(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    with pytest.raises(DataError, match=r"<list>, index 1.*unknown label 'neutral'"):
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False,
+                         eval_data=[("ok", "positive"), ("fine", "neutral")])
+
+
+def test_bad_options_are_task_errors(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    with pytest.raises(TaskError, match="Unknown training option"):
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epoch=3)
+    with pytest.raises(TaskError, match="Unknown task"):
+        funcformer.train("translate", make_reviews(), backbone=tiny_backbone)
+    with pytest.raises(TaskError, match="Unknown training method"):
+        TrainConfig(method="magic")
+    with pytest.raises(TaskError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    assert TrainConfig(method="full").resolved().learning_rate == 5e-5
+
+
+def test_chinese_classification_end_to_end(tiny_chinese_backbone: Path, tmp_path: Path) -> None:
+    rows = [("服务很好", "好"), ("菜很好", "好"), ("服务很坏", "坏"), ("菜不好", "坏")] * 6
+    fn = funcformer.train("classify", rows, backbone=tiny_chinese_backbone, progress=False,
+                          epochs=20, learning_rate=0.05)
+    assert fn.labels == ["坏", "好"]
+    assert fn("服务很好").label in {"好", "坏"}
+    loaded = funcformer.load(fn.save(tmp_path / "zh"))
+    assert loaded("服务很好") == fn("服务很好")
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def _toy_plan(scores: list[float]) -> tuple[Plan, list[dict[str, torch.Tensor]]]:
+    torch.manual_seed(0)
+    model, snapshots = _Toy(), []
+    data = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]
+
+    def evaluate(m: torch.nn.Module) -> float:
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return scores[len(snapshots) - 1]
+
+    plan = Plan(model=model, batches=lambda epoch: data, forward=lambda m, x: m(x),
+                loss=torch.nn.functional.cross_entropy, evaluate=evaluate)
+    return plan, snapshots
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    plan, snapshots = _toy_plan([0.5, 0.9, 0.8, 0.7, 0.95])
+    history = run(plan, TrainConfig(epochs=5, patience=2, learning_rate=0.1).resolved(),
+                  progress=False)
+    assert isinstance(history, History)
+    assert history.stopped_early and history.best_epoch == 2 and len(history.epochs) == 4
+    for key, value in plan.model.state_dict().items():
+        assert torch.equal(value, snapshots[1][key])
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = _schedule(optimizer, total=10, warmup_ratio=0.2)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == 0.5 and rates[1] == 1.0
+    assert rates[2:] == sorted(rates[2:], reverse=True) and rates[-1] < 0.2
+
+
+def test_gradients_are_clipped() -> None:
+    plan, _ = _toy_plan([0.0])
+    plan.loss = lambda logits, targets: logits.sum() * 1e6
+    plan.evaluate = None
+    norms = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm):  # type: ignore[no-untyped-def]
+        params = list(params)
+        original(params, max_norm)
+        norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in params]))))
+
+    torch.nn.utils.clip_grad_norm_ = spy
+    try:
+        run(plan, TrainConfig(epochs=1, max_grad_norm=1.0).resolved(), progress=False)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = original
+    assert norms and max(norms) <= 1.0 + 1e-4
+
+
+def test_length_grouped_batches_cover_everything_once() -> None:
+    lengths = [5, 1, 9, 3, 3, 7, 2, 8, 4, 6] * 5
+    batches = length_grouped_batches(lengths, batch_size=4, seed=0, group=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches == length_grouped_batches(lengths, batch_size=4, seed=0, group=2)
+    assert batches != length_grouped_batches(lengths, batch_size=4, seed=1, group=2)
