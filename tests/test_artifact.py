@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import funcformer
-from funcformer import ArtifactError
-from funcformer import _artifact
+from funcformer import ArtifactError, _artifact
 
 TEXTS = ["the food was great", "the staff were rude", "the room was slow and dirty"]
 
@@ -109,8 +108,8 @@ def test_save_in_place_replaces_and_reloads_fresh(trained: dict, tmp_path: Path)
     first = funcformer.load(target).logits(TEXTS)
     from conftest import make_reviews
 
-    other = funcformer.train("classify", make_reviews(seed=9), backbone=trained["full"].backbone.path,
-                             method="full", epochs=1, seed=7, progress=False)
+    other = funcformer.train("classify", make_reviews(seed=9), method="full", epochs=1, seed=7,
+                             backbone=trained["full"].backbone.path, progress=False)
     other.save(target)
     second = funcformer.load(target)
     assert second.digest == other.digest
@@ -130,7 +129,7 @@ def test_newer_format_version_is_refused(trained: dict, tmp_path: Path) -> None:
     manifest = json.loads((out / "funcformer.json").read_text())
     manifest["format_version"] = 999
     (out / "funcformer.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"format version 999.*pip install -U funcformer"):
+    with pytest.raises(ArtifactError, match=r"format version 999.*pip install -U funcformer\."):
         funcformer.load(out)
 
 

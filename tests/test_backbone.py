@@ -49,7 +49,7 @@ def test_refuses_pickle_only_weights(tiny_backbone: Path, tmp_path: Path) -> Non
     target = tmp_path / "pickled"
     shutil.copytree(tiny_backbone, target)
     (target / "model.safetensors").rename(target / "pytorch_model.bin")
-    with pytest.raises(BackboneNotFound, match="pytorch_model.bin.*pickle"):
+    with pytest.raises(BackboneNotFound, match=r"pytorch_model\.bin.*pickle"):
         bb.load(target)
 
 
@@ -118,3 +118,29 @@ def test_chinese_text_is_split_into_characters(tiny_chinese_backbone: Path) -> N
     ids = backbone.tokenize(["服务很好"]).input_ids[0]
     tokens = backbone.tokenizer.convert_ids_to_tokens(ids)
     assert tokens == ["[CLS]", "服", "务", "很", "好", "[SEP]"]
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta", "xlm-roberta"])
+def test_other_encoder_families_train_and_reload(kind: str, tiny_backbone: Path,
+                                                 tmp_path: Path) -> None:
+    """Any AutoModel encoder works: no token_type_ids, other pad ids and position offsets."""
+    from conftest import make_reviews
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    import funcformer
+
+    directory = tmp_path / kind
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    tokenizer.save_pretrained(directory)
+    sizes = ({"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+             if kind == "distilbert" else
+             {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64, "pad_token_id": tokenizer.pad_token_id})
+    config = AutoConfig.for_model(kind, vocab_size=len(tokenizer), max_position_embeddings=80,
+                                  **sizes)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(directory)
+    fn = funcformer.train("classify", make_reviews(), backbone=directory, epochs=2,
+                          method="full", progress=False)
+    loaded = funcformer.load(fn.save(tmp_path / "fn"))
+    assert loaded(["the food was great"]) == fn(["the food was great"])

@@ -95,7 +95,7 @@ def test_truncation_is_reported_once(tiny_backbone: Path,
                                      caplog: pytest.LogCaptureFixture) -> None:
     from conftest import make_reviews
 
-    rows = make_reviews(10) + [("great " * 200, "positive"), ("awful " * 200, "negative")]
+    rows = [*make_reviews(10), ("great " * 200, "positive"), ("awful " * 200, "negative")]
     with caplog.at_level(logging.WARNING, logger="funcformer"):
         fn = funcformer.train("classify", rows, backbone=tiny_backbone, progress=False,
                               epochs=1)

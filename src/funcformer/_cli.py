@@ -164,8 +164,10 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def _write_report(metrics: dict[str, Any], directory: Path) -> None:
+    from ._errors import require
     from ._metrics import plot_confusion_matrix
 
+    require("matplotlib", "report")  # before writing anything
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf-8")
     plot_confusion_matrix(metrics, directory / "confusion_matrix.png")

@@ -42,7 +42,9 @@ def run(out: Path, method: str, console: Any) -> None:
     console.print(f"Saved the function to [bold]{out}[/bold] "
                   f"(total {time.perf_counter() - started:.0f}s). Next, try:\n"
                   f"  funcformer predict {out} \"The staff were wonderful.\"\n"
-                  f"  funcformer eval {out} {sample_reviews()} --report report\n"
+                  f"  funcformer eval {out} {sample_reviews()}\n"
+                  f"      (add --report DIR for metrics.json and a confusion-matrix PNG; "
+                  "it needs pip install 'funcformer[report]')\n"
                   f"  funcformer info {out}\n"
                   f"  funcformer train classify YOUR_DATA.csv --out functions/mine")
 
