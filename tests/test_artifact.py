@@ -141,7 +141,7 @@ def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
     (out / "funcformer.json").write_text('{"format_version": 1, "task": "classify"}')
     with pytest.raises(ArtifactError, match="field 'labels'"):
         funcformer.load(out)
-    with pytest.raises(ArtifactError, match="no funcformer.json"):
+    with pytest.raises(ArtifactError, match=r"no funcformer\.json"):
         funcformer.load(tmp_path)
     with pytest.raises(ArtifactError, match="no such directory"):
         funcformer.load(tmp_path / "missing")
