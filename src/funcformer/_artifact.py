@@ -114,10 +114,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
     Refuses to replace a non-empty directory that is not a funcformer artifact.
     """
-    target = Path(target).absolute()
-    if target.exists() and not _replaceable(target):
-        raise ArtifactError(f"{target} exists and is not a funcformer function; refusing to "
-                            "overwrite it. Fix: choose a new or empty --out directory.")
+    target = check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     temp = target.parent / f".{target.name}.tmp-{tag}"
@@ -135,6 +132,15 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def check_target(target: Path) -> Path:
+    """The absolute path to save to, or an ArtifactError if saving there would destroy data."""
+    target = Path(target).absolute()
+    if target.exists() and not _replaceable(target):
+        raise ArtifactError(f"{target} exists and is not a funcformer function; refusing to "
+                            "overwrite it. Fix: choose a new or empty --out directory.")
+    return target
 
 
 def _replaceable(target: Path) -> bool:

@@ -33,16 +33,21 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from ._version import __version__
 
         print(f"funcformer {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Train, run and serve small functions built on pretrained transformers."""
 
 
 @app.command()
@@ -64,8 +69,10 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same result.")] = 42,
 ) -> None:
     """Train a function on labelled data and save it."""
+    from ._artifact import check_target
     from ._function import train as train_function
 
+    check_target(out)  # refuse a bad --out before minutes of training, not after
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
                         text_column=text_column, label_column=label_column, epochs=epochs,
                         learning_rate=learning_rate, batch_size=batch_size,
@@ -222,9 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(_run(args, debug))
 
 
-def _run(args: list[str], debug: bool) -> int:
-    import click
+def _click_exceptions() -> Any:
+    """typer may bundle its own copy of click; its exception classes are the ones raised."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
+
+def _run(args: list[str], debug: bool) -> int:
+    click = _click_exceptions()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="funcformer", standalone_mode=False)
@@ -232,9 +247,9 @@ def _run(args: list[str], debug: bool) -> int:
     except click.ClickException as err:
         err.show()
         return err.exit_code
-    except click.exceptions.Exit as err:
+    except (getattr(click, "Exit", typer.Exit), typer.Exit) as err:
         return err.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (getattr(click, "Abort", typer.Abort), typer.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return 130
     except FuncformerError as err:

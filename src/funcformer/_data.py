@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,16 +104,20 @@ def _text(fields: Mapping[str, Any], column: str, where: str) -> str:
 
 def _label(fields: Mapping[str, Any], column: str | None, where: str,
            required: bool) -> str | None:
-    value = fields.get(column) if column else None
-    if column not in fields and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        if value is None or value == "":
-            raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every "
-                            "row a label, or remove unlabelled rows.")
+    if column not in fields:
+        if not required:
+            return None
+        raise DataError(f"{where}: field '{column}' is missing. Fix: add a label to every "
+                        f"example, or name the label field with --label-column / label_column= "
+                        f"(fields here: {', '.join(map(str, fields)) or 'none'}).")
+    value = fields[column]
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas' missing
+        value = ""
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise DataError(f"{where}, field '{column}': a label must be a string or an integer, "
-                        f"got {_json_type(value)}.")
-    label = str(value).strip()
+                        f"got {_json_type(value)}. Fix: write the label as text, e.g. "
+                        '"positive".')
+    label = str(int(value) if isinstance(value, numbers.Integral) else value).strip()
     if not label:
         raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every row "
                         "a label, or remove unlabelled rows.")
@@ -154,7 +160,8 @@ def _list_rows(items: Sequence[Any], text_column: str,
             yield _Row({text_column: item[0], label_column: item[1]}, f"index {i}")
         else:
             raise DataError(f"<list>, index {i}: expected a string, a dict, or a (text, label) "
-                            f"pair, got {type(item).__name__}.")
+                            f"pair, got {type(item).__name__}. Fix: pass one of those for "
+                            "every item.")
 
 
 def _column_rows(columns: Mapping[str, Any]) -> Iterator[_Row]:
@@ -177,8 +184,11 @@ def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterat
     if kind == "jsonl":
         return _jsonl_rows(path.name, text)
     if kind == "txt":
+        if label_column:
+            raise DataError(f"{path.name}: a .txt file holds texts only (one per line), no "
+                            "labels. Fix: use .csv, .tsv or .jsonl with text and label columns.")
         return (_Row({text_column: line}, f"line {n}")
-                for n, line in enumerate(text.splitlines(), start=1))
+                for n, line in enumerate(text.splitlines(), start=1) if line.strip())
     return _delimited_rows(path.name, text, kind, [text_column, label_column])
 
 
@@ -211,7 +221,8 @@ def _jsonl_rows(name: str, text: str) -> Iterator[_Row]:
                             '{"text": "...", "label": "..."}') from None
         if not isinstance(record, dict):
             raise DataError(f"{name}, line {number}: expected a JSON object, got "
-                            f"{_json_type(record)}.")
+                            f"{_json_type(record)}. Fix: write each line as an object, e.g. "
+                            '{"text": "...", "label": "..."}')
         yield _Row(record, f"line {number}")
 
 
@@ -229,13 +240,13 @@ def _delimited_rows(name: str, text: str, kind: str,
             flag = "--text-column" if missing[0] == wanted[0] else "--label-column"
             raise DataError(f"{name}, line 1: no column '{missing[0]}' in the header (columns: "
                             f"{', '.join(header)}). Fix: rename the column or pass {flag}.")
-        start = reader.line_num
+        start = reader.line_num + 1  # the line the next record starts on
         for fields in reader:
             if not any(f.strip() for f in fields):
-                start = reader.line_num
+                start = reader.line_num + 1
                 continue
             yield _Row(_fields(name, start, header, fields, kind), f"line {start}")
-            start = reader.line_num
+            start = reader.line_num + 1
     except csv.Error as err:
         raise DataError(f"{name}, line {reader.line_num}: cannot parse the row ({err}). Fix: "
                         "check quoting; a field over the size limit also causes this.") from None
