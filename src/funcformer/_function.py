@@ -26,6 +26,7 @@ from ._artifact import (
     read_manifest,
     write_manifest,
 )
+from ._cache import Cache, open_cache
 from ._config import TrainConfig
 from ._data import Examples, label_set, read_examples, read_texts
 from ._errors import ArtifactError, TaskError
@@ -85,17 +86,31 @@ class Function:
         """Predictions for many texts, in input order."""
         return self.task.decode(self.logits(texts))
 
-    def logits(self, texts: Sequence[str] | Examples) -> torch.Tensor:
+    def logits(self, texts: Sequence[str] | Examples, cache: Cache | None = None) -> torch.Tensor:
         """Raw head outputs (N, C), in input order."""
         examples = texts if isinstance(texts, Examples) else read_texts(list(texts))
+        return self.apply_head(self.features(examples.texts, cache))
+
+    @property
+    def encoder_key(self) -> tuple[int, int | None]:
+        """Functions with equal keys compute identical features: one backbone pass serves all."""
+        encoder = self.encoder if self.encoder is not None else self.backbone.model
+        return id(encoder), self.manifest.config.get("max_length")
+
+    def features(self, texts: Sequence[str], cache: Cache | None = None) -> torch.Tensor:
+        """Pooled encoder outputs (N, H) for validated texts, in input order."""
         max_length = self.manifest.config.get("max_length")
-        features, truncated = self.backbone.embed(examples.texts, encoder=self.encoder,
-                                                  max_length=max_length)
+        features, truncated = self.backbone.embed(texts, encoder=self.encoder,
+                                                  max_length=max_length, cache=cache)
         if truncated:
             log.warning("%d of %d texts were longer than the token limit and were truncated.",
-                        truncated, len(examples))
+                        truncated, len(texts))
+        return torch.from_numpy(features)
+
+    def apply_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Head outputs (N, C) for features (N, H)."""
         with torch.inference_mode():
-            return self.head(torch.from_numpy(features))
+            return self.head(features)
 
     def evaluate(self, data: Any, *, text_column: str = "text",
                  label_column: str = "label") -> dict[str, Any]:
@@ -134,8 +149,11 @@ class Function:
 def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
           method: str = "head", text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
-          **options: Any) -> Function:
+          cache: Cache | str | os.PathLike[str] | None = None, **options: Any) -> Function:
     """Train a function on labelled data; `options` override fields of `TrainConfig`.
+
+    `cache` ("memory", an SQLite path, or a Cache) keeps the frozen backbone's features, so
+    training again on the same texts (another seed, another head) skips the encoder.
 
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
@@ -153,7 +171,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone)
     started = time.perf_counter()
-    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress)
+    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress,
+                  open_cache(cache))
     seconds = time.perf_counter() - started
     if trained.truncated:
         log.warning("%d of %d training texts were longer than %d tokens and were truncated.",

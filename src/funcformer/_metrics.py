@@ -35,6 +35,17 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str],
     }
 
 
+def metrics_table(metrics: dict[str, Any]) -> Any:
+    """A rich Table of per-class precision, recall, F1 and support."""
+    from rich.table import Table
+
+    table = Table("label", "precision", "recall", "f1", "support")
+    for label, row in metrics["per_class"].items():
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['f1']:.3f}", str(row["support"]))
+    return table
+
+
 def plot_confusion_matrix(metrics: dict[str, Any], path: Path) -> None:
     """Write the confusion matrix (rows: true label, columns: predicted) as a PNG."""
     require("matplotlib", "report")

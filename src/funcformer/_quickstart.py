@@ -50,15 +50,11 @@ def run(out: Path, method: str, console: Any) -> None:
 
 
 def _show_metrics(metrics: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
+    from ._metrics import metrics_table
 
     console.print(f"Held-out test: accuracy [bold]{metrics['accuracy']:.3f}[/bold], macro-F1 "
                   f"{metrics['macro_f1']:.3f} on {metrics['examples']} reviews")
-    table = Table("label", "precision", "recall", "f1", "support")
-    for label, row in metrics["per_class"].items():
-        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                      f"{row['f1']:.3f}", str(row["support"]))
-    console.print(table)
+    console.print(metrics_table(metrics))
 
 
 def _show_predictions(fn: Any, console: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .._backbone import Backbone
+from .._cache import Cache
 from .._config import TrainConfig
 from .._data import Examples
 from .._train import History
@@ -30,7 +31,7 @@ class Trained:
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
-        config: TrainConfig, progress: bool = True) -> Trained:
+        config: TrainConfig, progress: bool = True, cache: Cache | None = None) -> Trained:
     """Train with `config.method`; holds out part of `train` when no eval data is given."""
     from . import full, head
 
@@ -39,7 +40,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         train, eval_data = holdout(train, config.eval_fraction, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     method = {"head": head.fit, "full": full.fit}[config.method]
-    return method(task, backbone, train, eval_data, config, progress, source)
+    return method(task, backbone, train, eval_data, config, progress, source, cache)
 
 
 def holdout(examples: Examples, fraction: float,

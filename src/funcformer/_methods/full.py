@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .._backbone import Backbone
+from .._cache import Cache
 from .._config import TrainConfig
 from .._data import Examples
 from .._model import FunctionModel
@@ -18,12 +19,12 @@ from .head import probe
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
-        config: TrainConfig, progress: bool, source: str) -> Trained:
+        config: TrainConfig, progress: bool, source: str, cache: Cache | None) -> Trained:
     # Linear probing first (Kumar et al. 2022, "LP-FT"): a head fit on frozen features gives
     # the fine-tuning a sensible start instead of gradients from a random head.
     probe_config = TrainConfig(method="head", seed=config.seed, max_length=config.max_length,
                                dropout=config.dropout, metric=config.metric).resolved()
-    head, _, _ = probe(task, backbone, train, eval_data, probe_config, progress)
+    head, _, _ = probe(task, backbone, train, eval_data, probe_config, progress, cache=cache)
     torch.manual_seed(config.seed)
     encoder = copy.deepcopy(backbone.model).train()
     for param in encoder.parameters():

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .._backbone import Backbone
+from .._cache import Cache
 from .._config import TrainConfig
 from .._data import Examples
 from .._train import History, Plan, run, shuffled_batches
@@ -17,23 +18,24 @@ from . import Trained
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
-        config: TrainConfig, progress: bool, source: str) -> Trained:
+        config: TrainConfig, progress: bool, source: str, cache: Cache | None) -> Trained:
     refit = source.startswith("held out")
-    head, history, truncated = probe(task, backbone, train, eval_data, config, progress, refit)
+    head, history, truncated = probe(task, backbone, train, eval_data, config, progress, refit,
+                                     cache)
     return Trained(None, head, history, truncated, source)
 
 
 def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
-          config: TrainConfig, progress: bool,
-          refit: bool = False) -> tuple[torch.nn.Module, History, int]:
+          config: TrainConfig, progress: bool, refit: bool = False,
+          cache: Cache | None = None) -> tuple[torch.nn.Module, History, int]:
     """Fit a head on frozen features; with `refit`, fit again on train + eval data for the
     number of epochs that was best on the eval data."""
-    features, truncated = _features(backbone, train, config)
+    features, truncated = _features(backbone, train, config, cache)
     targets = task.targets(train)
     if eval_data is None:
         head, history = _train_head(task, features, targets, config, None, progress)
         return head, history, truncated
-    eval_features, _ = _features(backbone, eval_data, config)
+    eval_features, _ = _features(backbone, eval_data, config, cache)
     gold = eval_data.labels
 
     def evaluate(model: torch.nn.Module) -> float:
@@ -48,9 +50,9 @@ def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | 
     return head, history, truncated
 
 
-def _features(backbone: Backbone, examples: Examples,
-              config: TrainConfig) -> tuple[torch.Tensor, int]:
-    array, truncated = backbone.embed(examples.texts, max_length=config.max_length)
+def _features(backbone: Backbone, examples: Examples, config: TrainConfig,
+              cache: Cache | None) -> tuple[torch.Tensor, int]:
+    array, truncated = backbone.embed(examples.texts, max_length=config.max_length, cache=cache)
     return torch.from_numpy(array), truncated
 
 

@@ -53,6 +53,10 @@ class Classify:
                                   scores=dict(zip(self.labels, row, strict=True))))
         return out
 
+    def result_from_dict(self, data: dict[str, Any]) -> Prediction:
+        """Rebuild a result from `Prediction.to_dict()` (the cache stores results as JSON)."""
+        return Prediction(**data)
+
     def predicted_labels(self, logits: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
 

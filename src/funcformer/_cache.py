@@ -1,0 +1,150 @@
+"""Caches of computed values keyed by (namespace, text): in memory (LRU) or in SQLite.
+
+The namespace says what computed the value, so a changed function or backbone never reads a
+stale entry: results use the function's digest, features the backbone's weights digest with
+its pooling and token limit. Values are bytes; callers encode and decode them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class Cache(ABC):
+    """Interface and hit/miss counters shared by both stores.
+
+    >>> cache = MemoryCache(max_items=2)
+    >>> cache.put_many("ns", [("a", b"1")]); cache.get_many("ns", ["a", "b"])
+    [b'1', None]
+    >>> cache.hits, cache.misses
+    (1, 1)
+    """
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self._counter_lock = threading.Lock()
+
+    def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        values = self._get(namespace, keys)
+        found = sum(v is not None for v in values)
+        with self._counter_lock:
+            self.hits += found
+            self.misses += len(values) - found
+        return values
+
+    def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> None:
+        if items:
+            self._put(namespace, items)
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+    @abstractmethod
+    def _get(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        """The stored value for each key, None where there is none."""
+
+    @abstractmethod
+    def _put(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store (key, value) pairs, replacing old values."""
+
+
+class MemoryCache(Cache):
+    """A thread-safe least-recently-used cache holding at most `max_items` values.
+
+    >>> engine = funcformer.Engine({"sentiment": fn}, cache=MemoryCache(10_000))  # doctest: +SKIP
+    """
+
+    def __init__(self, max_items: int = 100_000) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _get(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                value = self._items.get((namespace, key))
+                if value is not None:
+                    self._items.move_to_end((namespace, key))
+                out.append(value)
+        return out
+
+    def _put(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> None:
+        with self._lock:
+            for key, value in items:
+                self._items[(namespace, key)] = value
+                self._items.move_to_end((namespace, key))
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+
+class SQLiteCache(Cache):
+    """A cache in an SQLite file (WAL mode): persists across runs, shared between processes.
+
+    >>> funcformer.Engine.from_directory("fns", cache=SQLiteCache("c.db"))  # doctest: +SKIP
+
+    Texts are stored as their sha256, so keys stay small whatever the text's length.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL, "
+                       "key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (namespace, key))"
+                       " WITHOUT ROWID")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:  # one connection per thread; sqlite3 objects are not shareable
+            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _get(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        hashed = [_hash(k) for k in keys]
+        found: dict[bytes, bytes] = {}
+        db = self._connect()
+        for start in range(0, len(hashed), 500):  # SQLite caps bound parameters per query
+            chunk = hashed[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(f"SELECT key, value FROM cache WHERE namespace = ? AND key IN "
+                              f"({marks})", [namespace, *chunk])
+            found.update(rows.fetchall())
+        return [found.get(h) for h in hashed]
+
+    def _put(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> None:
+        db = self._connect()
+        with db:  # one transaction
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)",
+                           [(namespace, _hash(k), v) for k, v in items])
+
+
+def _hash(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def open_cache(spec: Cache | str | Path | None) -> Cache | None:
+    """None -> no cache; "memory" -> a MemoryCache; a path -> an SQLiteCache; a Cache as is."""
+    if spec is None or isinstance(spec, Cache):
+        return spec
+    if str(spec) == "memory":
+        return MemoryCache()
+    return SQLiteCache(spec)

@@ -1,0 +1,118 @@
+"""The Engine: runs many functions over the same texts, computing as little as possible.
+
+Functions whose encoder state is identical (every `head` function on one backbone) share one
+backbone pass per batch; each then applies only its head. Results are cached by (function
+digest, text), features by (backbone digest, pooling, token limit, text), in memory or SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._artifact import MANIFEST
+from ._cache import Cache, open_cache
+from ._data import read_texts
+from ._errors import TaskError
+
+
+class Engine:
+    """Holds named functions and runs them together.
+
+    >>> engine = Engine({"sentiment": sentiment, "topic": topic})     # doctest: +SKIP
+    >>> out = engine.run(["sentiment", "topic"], ["Stocks fell 3% today."])  # doctest: +SKIP
+    >>> out["sentiment"][0].label                                     # doctest: +SKIP
+    'negative'
+    """
+
+    def __init__(self, functions: Mapping[str, Any] | None = None, *,
+                 cache: Cache | str | os.PathLike[str] | None = "memory",
+                 threads: int | None = None) -> None:
+        self.functions: dict[str, Any] = dict(functions or {})
+        self.cache = open_cache(cache)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike[str], **options: Any) -> Engine:
+        """Load every function artifact directly under `directory`, named by its folder."""
+        from ._function import load
+
+        root = Path(directory)
+        found = sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
+        return cls({path.name: load(path) for path in found}, **options)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.functions)
+
+    def add(self, name: str, function: Any) -> None:
+        self.functions[name] = function
+
+    def remove(self, name: str) -> None:
+        self.functions.pop(name, None)
+
+    def __call__(self, name: str, inputs: str | Sequence[str]) -> Any:
+        """Run one function: one text in, one result out; a list in, a list out."""
+        if isinstance(inputs, str):
+            return self.run([name], [inputs])[name][0]
+        return self.run([name], inputs)[name]
+
+    def run(self, names: Iterable[str] | str, texts: Sequence[str]) -> dict[str, list[Any]]:
+        """Each named function's results for `texts`, in input order."""
+        names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        unknown = [n for n in names if n not in self.functions]
+        if unknown:
+            raise TaskError(f"Unknown function(s): {', '.join(unknown)}. This engine has: "
+                            f"{', '.join(self.names) or 'none'}.")
+        texts = read_texts(list(texts)).texts
+        results: dict[str, list[Any]] = {}
+        groups: dict[Any, list[str]] = {}
+        for name in names:
+            results[name] = self._cached(name, texts)
+            if any(r is None for r in results[name]):
+                groups.setdefault(self.functions[name].encoder_key, []).append(name)
+        for members in groups.values():
+            self._compute(members, texts, results)
+        return results
+
+    def _cached(self, name: str, texts: Sequence[str]) -> list[Any]:
+        if self.cache is None:
+            return [None] * len(texts)
+        fn = self.functions[name]
+        values = self.cache.get_many(_namespace(fn), texts)
+        return [None if v is None else fn.task.result_from_dict(json.loads(v)) for v in values]
+
+    def _compute(self, members: list[str], texts: Sequence[str],
+                 results: dict[str, list[Any]]) -> None:
+        """One encoder pass for the distinct texts any member lacks; then each member's head.
+
+        A repeated text is computed once and shares one result object, so equal inputs give
+        equal outputs (a GEMM may round two equal rows differently).
+        """
+        missing = list(dict.fromkeys(texts[i] for n in members
+                                     for i, r in enumerate(results[n]) if r is None))
+        features = self.functions[members[0]].features(missing, cache=self.cache)  # (M, H)
+        for name in members:
+            fn = self.functions[name]
+            computed = dict(zip(missing, fn.task.decode(fn.apply_head(features)), strict=True))
+            lacking = {texts[i] for i, r in enumerate(results[name]) if r is None}
+            results[name] = [computed[t] if r is None else r
+                             for t, r in zip(texts, results[name], strict=True)]
+            if self.cache is not None:
+                self.cache.put_many(_namespace(fn), [(t, json.dumps(computed[t].to_dict())
+                                                      .encode()) for t in lacking])
+
+    def stats(self) -> dict[str, Any]:
+        """Cache hit/miss counters and the functions loaded."""
+        return {"functions": self.names,
+                "cache": self.cache.stats() if self.cache is not None else None}
+
+
+def _namespace(fn: Any) -> str:
+    return f"results:{fn.digest}"

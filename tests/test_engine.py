@@ -1,0 +1,176 @@
+"""The Engine: one backbone pass for many functions, input order, result and feature caches."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import funcformer
+from funcformer import Engine, MemoryCache, SQLiteCache, TaskError
+from funcformer import _backbone as bb
+
+TEXTS = ["the food was great", "slow", "the staff were rude and the room was dirty",
+         "the food was great", "lovely hotel"]
+
+
+@pytest.fixture(scope="module")
+def functions(tiny_backbone: Path) -> dict[str, funcformer.Function]:
+    from conftest import make_reviews
+
+    head = {f"head{i}": funcformer.train("classify", make_reviews(seed=i), backbone=tiny_backbone,
+                                         epochs=2, seed=i, progress=False) for i in range(3)}
+    full = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="full",
+                            epochs=1, progress=False)
+    return {**head, "full": full}
+
+
+@pytest.fixture()
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts encoder passes (calls of Backbone._embed) and the texts each computed."""
+    calls: list[int] = []
+    original = bb.Backbone._embed
+
+    def counting(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(bb.Backbone, "_embed", counting)
+    return calls
+
+
+def test_results_equal_each_function_run_alone_in_input_order(functions: dict) -> None:
+    engine = Engine(functions, cache=None)
+    out = engine.run(list(functions), TEXTS)
+    for name, fn in functions.items():
+        assert [p.label for p in out[name]] == [p.label for p in fn(TEXTS)]
+        expected = [p.scores for p in fn(TEXTS)]
+        for got, want in zip(out[name], expected, strict=True):
+            assert got.scores == pytest.approx(want, abs=1e-6)
+
+
+def test_head_functions_share_one_backbone_pass(functions: dict, passes: list[int]) -> None:
+    engine = Engine(functions, cache=None)
+    engine.run(["head0", "head1", "head2"], TEXTS)
+    assert passes == [4]  # one pass, each distinct text once
+    passes.clear()
+    engine.run(["head0", "full"], TEXTS)
+    assert len(passes) == 2  # the fine-tuned encoder needs its own pass
+
+
+def test_repeated_calls_hit_the_result_cache(functions: dict, passes: list[int]) -> None:
+    engine = Engine(functions, cache=MemoryCache())
+    first = engine.run(["head0", "head1"], TEXTS)
+    assert engine.cache is not None and engine.cache.misses > 0
+    passes.clear()
+    hits = engine.cache.hits
+    again = engine.run(["head0", "head1"], TEXTS)
+    assert passes == []
+    assert engine.cache.hits == hits + 2 * len(TEXTS)
+    assert again == first
+
+
+def test_new_functions_reuse_cached_features(functions: dict, passes: list[int]) -> None:
+    engine = Engine({"head0": functions["head0"]}, cache=MemoryCache())
+    engine.run("head0", TEXTS)
+    passes.clear()
+    engine.add("head1", functions["head1"])
+    engine.run("head1", TEXTS)  # results not cached yet, features are
+    assert passes == []
+
+
+def test_a_changed_function_never_reads_stale_results(functions: dict,
+                                                      tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    cache = MemoryCache()
+    engine = Engine({"f": functions["head0"]}, cache=cache)
+    before = engine.run("f", TEXTS)["f"]
+    flipped = [(t, "negative" if y == "positive" else "positive") for t, y in make_reviews()]
+    retrained = funcformer.train("classify", flipped, backbone=tiny_backbone, epochs=2,
+                                 progress=False)
+    assert retrained.digest != functions["head0"].digest
+    engine.add("f", retrained)
+    after = engine.run("f", TEXTS)["f"]
+    for got, want in zip(after, retrained(TEXTS), strict=True):
+        assert got.label == want.label and got.scores == pytest.approx(want.scores, abs=1e-6)
+    assert [p.label for p in after] != [p.label for p in before]
+
+
+def test_call_shapes_and_errors(functions: dict) -> None:
+    engine = Engine(functions)
+    assert engine("head0", "lovely hotel") == engine("head0", ["lovely hotel"])[0]
+    with pytest.raises(TaskError, match=r"Unknown function.*nope"):
+        engine.run(["nope"], TEXTS)
+    with pytest.raises(funcformer.DataError, match="index 1"):
+        engine.run("head0", ["fine", "  "])
+
+
+def test_from_directory_loads_each_artifact(functions: dict, tmp_path: Path) -> None:
+    for name in ("head0", "full"):
+        functions[name].save(tmp_path / name)
+    (tmp_path / "not-a-function").mkdir()
+    engine = Engine.from_directory(tmp_path)
+    assert engine.names == ["full", "head0"]
+    assert engine("head0", TEXTS) == functions["head0"](TEXTS)
+
+
+def test_training_reuses_the_feature_cache(tiny_backbone: Path, passes: list[int]) -> None:
+    from conftest import make_reviews
+
+    cache = MemoryCache()
+    rows = make_reviews()
+    funcformer.train("classify", rows, backbone=tiny_backbone, epochs=1, cache=cache,
+                     progress=False)
+    computed = sum(passes)
+    passes.clear()
+    funcformer.train("classify", rows, backbone=tiny_backbone, epochs=1, seed=5, cache=cache,
+                     progress=False)
+    assert computed > 0 and sum(passes) == 0
+
+
+def test_memory_cache_evicts_least_recently_used() -> None:
+    cache = MemoryCache(max_items=2)
+    cache.put_many("ns", [("a", b"1"), ("b", b"2")])
+    cache.get_many("ns", ["a"])
+    cache.put_many("ns", [("c", b"3")])
+    assert cache.get_many("ns", ["a", "b", "c"]) == [b"1", None, b"3"]
+    assert cache.get_many("other", ["a"]) == [None]
+
+
+def _writer(path: str, start: int) -> None:
+    cache = SQLiteCache(path)
+    for i in range(start, start + 200, 10):
+        cache.put_many("ns", [(f"text {j}", str(j).encode()) for j in range(i, i + 10)])
+        cache.get_many("ns", [f"text {j}" for j in range(0, 400, 7)])
+
+
+def test_sqlite_cache_is_shared_between_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "cache.db")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(path, s)) for s in (0, 200)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    values = SQLiteCache(path).get_many("ns", [f"text {j}" for j in range(400)])
+    assert values == [str(j).encode() for j in range(400)]
+
+
+def test_sqlite_cache_persists_features(functions: dict, tmp_path: Path,
+                                        passes: list[int]) -> None:
+    path = tmp_path / "cache.db"
+    first = Engine(functions, cache=SQLiteCache(path)).run("head0", TEXTS)["head0"]
+    passes.clear()
+    fresh = Engine(functions, cache=str(path))
+    assert fresh.run("head0", TEXTS)["head0"] == first
+    assert passes == []
+    backbone = functions["head0"].backbone
+    cached = np.stack([np.frombuffer(v, dtype=np.float32) for v in SQLiteCache(path).get_many(
+        backbone.feature_namespace(), TEXTS[:2])])
+    np.testing.assert_allclose(cached, backbone.embed(TEXTS[:2])[0], atol=1e-6)
+    assert torch.get_num_threads() >= 1
