@@ -3,6 +3,8 @@
     funcformer.json      manifest (format version, task, labels, backbone name + digest, ...)
     head.safetensors     the head's weights
     encoder/             only for `full`: the fine-tuned encoder, its tokenizer and pooling
+    onnx/                optional, from `funcformer export`: model.onnx / model-int8.onnx,
+                         the tokenizer and export.json (the function digest it came from)
 
 Writes go to a temporary sibling directory that is renamed into place, so an interrupted save
 never leaves a loadable half-artifact.
@@ -27,6 +29,7 @@ FORMAT_VERSION = 1
 MANIFEST = "funcformer.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
+ONNX_DIR = "onnx"
 # Sentence-transformers files that carry pooling and max length; copied with a full encoder.
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 

@@ -324,17 +324,30 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool) -> Backbone:
                                           trust_remote_code=trust_remote_code)
     model.eval().to(device)
     return Backbone(name=resolved.name, path=path, model=model, tokenizer=tokenizer,
-                    pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, model),
+                    pooling=Pooling.read(path),
+                    max_length=_max_length(path, tokenizer, model.config),
                     digest=weights_digest(path), device=device)
 
 
-def _max_length(path: Path, tokenizer: Any, model: Any) -> int:
+def load_tokenizer(path: Path) -> Backbone:
+    """A Backbone with tokenizer, pooling and token limit but no model (for ONNX runtimes)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+    return Backbone(name=str(path), path=path, model=None, tokenizer=tokenizer,
+                    pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, config),
+                    digest="")
+
+
+def _max_length(path: Path, tokenizer: Any, config: Any) -> int:
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
         value = json.loads(st_config.read_text("utf-8")).get("max_seq_length")
         if value:
             return int(value)
-    candidates = [getattr(model.config, "max_position_embeddings", None),
+    candidates = [getattr(config, "max_position_embeddings", None),
                   getattr(tokenizer, "model_max_length", None), _MAX_LENGTH_CAP]
     return int(min(c for c in candidates if isinstance(c, int) and c > 0))
 

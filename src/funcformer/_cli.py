@@ -24,6 +24,10 @@ app = typer.Typer(
 Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv or .jsonl with text and label.")]
 FunctionDir = Annotated[Path, typer.Argument(help="A function directory (from train --out).")]
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
+Runtime = Annotated[str, typer.Option("--runtime", help="torch, onnx or onnx-int8 (after "
+                                      "funcformer export).")]
+CacheFile = Annotated[str | None, typer.Option("--cache", help="SQLite file caching features "
+                                               "and results across runs.")]
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
 
 
@@ -67,6 +71,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Token limit.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same result.")] = 42,
+    cache: CacheFile = None,
 ) -> None:
     """Train a function on labelled data and save it."""
     from ._artifact import check_target
@@ -76,7 +81,7 @@ def train(
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
                         text_column=text_column, label_column=label_column, epochs=epochs,
                         learning_rate=learning_rate, batch_size=batch_size,
-                        max_length=max_length, seed=seed)
+                        max_length=max_length, seed=seed, cache=cache)
     fn.save(out)
     _print_training(fn, out)
 
@@ -103,15 +108,18 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", help="Write JSON lines here "
                                                 "instead of stdout.")] = None,
     text_column: TextColumn = "text",
+    runtime: Runtime = "torch",
+    cache: CacheFile = None,
 ) -> None:
     """Run a function; prints one JSON line per input, in input order."""
     from ._data import read_texts
+    from ._engine import Engine
     from ._function import load
 
     examples = _prediction_inputs(texts, input_file, text_column, read_texts)
-    fn = load(function)
+    engine = Engine({"fn": load(function, runtime=runtime)}, cache=cache)
     lines = (json.dumps({"text": text, **result.to_dict()}, ensure_ascii=False)
-             for text, result in zip(examples.texts, fn.predict(examples), strict=True))
+             for text, result in zip(examples.texts, engine("fn", examples.texts), strict=True))
     if output is None:
         for line in lines:
             print(line)
@@ -145,11 +153,12 @@ def evaluate(
                                                 "confusion_matrix.png to this directory.")] = None,
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
+    runtime: Runtime = "torch",
 ) -> None:
     """Evaluate a function on labelled data: accuracy, macro-F1, per-class scores."""
     from ._function import load
 
-    fn = load(function)
+    fn = load(function, runtime=runtime)
     metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
     _print_metrics(metrics)
     if report is not None:
@@ -174,6 +183,29 @@ def _write_report(metrics: dict[str, Any], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf-8")
     plot_confusion_matrix(metrics, directory / "confusion_matrix.png")
+
+
+@app.command()
+def export(
+    function: FunctionDir,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (encoder, pooling and "
+                                       "head in one graph).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also quantize weights to int8 "
+                                       "(dynamic quantization).")] = False,
+) -> None:
+    """Export a function for another runtime; load it with --runtime onnx or onnx-int8."""
+    from ._function import load
+
+    if not onnx:
+        raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
+    fn = load(function)
+    written = [fn.export_onnx(function, int8=False)]
+    if int8:
+        written.append(fn.export_onnx(function, int8=True))
+    for path in written:
+        _console().print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    runtime = "onnx-int8" if int8 else "onnx"
+    _console().print(f"Run it with: funcformer predict {function} --runtime {runtime} \"...\"")
 
 
 @app.command()

@@ -97,10 +97,13 @@ class Engine:
         """
         missing = list(dict.fromkeys(texts[i] for n in members
                                      for i, r in enumerate(results[n]) if r is None))
-        features = self.functions[members[0]].features(missing, cache=self.cache)  # (M, H)
+        first = self.functions[members[0]]
+        features = (first.features(missing, cache=self.cache)  # (M, H)
+                    if first.runtime == "torch" else None)
         for name in members:
             fn = self.functions[name]
-            computed = dict(zip(missing, fn.task.decode(fn.apply_head(features)), strict=True))
+            logits = fn.logits(missing) if features is None else fn.apply_head(features)
+            computed = dict(zip(missing, fn.task.decode(logits), strict=True))
             lacking = {texts[i] for i, r in enumerate(results[name]) if r is None}
             results[name] = [computed[t] if r is None else r
                              for t, r in zip(texts, results[name], strict=True)]

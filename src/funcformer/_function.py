@@ -18,6 +18,7 @@ from . import _backbone
 from ._artifact import (
     ENCODER_DIR,
     HEAD_FILE,
+    ONNX_DIR,
     BackboneRef,
     HeadSpec,
     Manifest,
@@ -46,14 +47,21 @@ class Function:
     'negative'
     """
 
-    def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module,
-                 manifest: Manifest, encoder: torch.nn.Module | None = None) -> None:
+    def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module | None,
+                 manifest: Manifest, encoder: torch.nn.Module | None = None,
+                 runner: Any = None) -> None:
         self.task = task
         self.backbone = backbone
-        self.head = head.eval()
+        self.head = head.eval() if head is not None else None
         self.encoder = encoder
         """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
+        self.runner = runner
+        """An ONNX Runtime session computing logits from token ids; None runs torch."""
         self.manifest = manifest
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self.runner is None else "onnx"
 
     @property
     def labels(self) -> list[str]:
@@ -89,11 +97,24 @@ class Function:
     def logits(self, texts: Sequence[str] | Examples, cache: Cache | None = None) -> torch.Tensor:
         """Raw head outputs (N, C), in input order."""
         examples = texts if isinstance(texts, Examples) else read_texts(list(texts))
+        if self.runner is not None:
+            return self._runner_logits(examples.texts)
         return self.apply_head(self.features(examples.texts, cache))
 
+    def _runner_logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """Logits from the ONNX graph: length-sorted token-budget batches, input order kept."""
+        encoded = self.backbone.tokenize(texts, self.manifest.config.get("max_length"))
+        out = torch.zeros((len(texts), len(self.labels)))
+        for index in _backbone.token_batches(encoded.input_ids, 1024):
+            batch = self.backbone.pad([encoded.input_ids[i] for i in index])
+            out[index] = self.runner(batch["input_ids"], batch["attention_mask"])
+        return out
+
     @property
-    def encoder_key(self) -> tuple[int, int | None]:
+    def encoder_key(self) -> tuple[Any, ...]:
         """Functions with equal keys compute identical features: one backbone pass serves all."""
+        if self.runner is not None:
+            return ("onnx", id(self.runner))
         encoder = self.encoder if self.encoder is not None else self.backbone.model
         return id(encoder), self.manifest.config.get("max_length")
 
@@ -120,6 +141,30 @@ class Function:
         predicted = self.task.predicted_labels(self.logits(examples))
         assert examples.labels is not None
         return self.task.metrics(examples.labels, predicted)
+
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
+        """Export encoder, pooling and head as one ONNX graph into the artifact at `path`.
+
+        Writes `onnx/model.onnx` (or `onnx/model-int8.onnx`, dynamically quantized), the
+        tokenizer, and `onnx/export.json` recording the function digest it was made from.
+        """
+        from . import _onnx
+        from ._model import FunctionModel
+
+        if self.runner is not None or self.head is None:
+            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
+                            "to export it.")
+        directory = Path(path) / ONNX_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        encoder = self.encoder if self.encoder is not None else self.backbone.model
+        model = FunctionModel(encoder, self.head, self.backbone.pooling).eval()
+        target = _onnx.export(model, directory / onnx_file(int8), int8=int8)
+        self.backbone.tokenizer.save_pretrained(directory)
+        encoder.config.save_pretrained(directory)
+        copy_pooling_files(self.backbone.path, directory)
+        record = {"digest": self.digest, "library_version": __version__}
+        (directory / "export.json").write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        return target
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
@@ -226,8 +271,12 @@ def _digest(labels: list[str], head_state: dict[str, torch.Tensor],
     return "sha256:" + digest.hexdigest()
 
 
-def load(path: PathLike, *, backbone: PathLike | None = None) -> Function:
+def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
+         threads: int | None = None) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
+
+    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
+    neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
@@ -237,6 +286,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None) -> Function:
     directory = Path(path)
     manifest = read_manifest(directory)
     task = task_class(manifest.task)(manifest.labels)
+    if runtime != "torch":
+        return _load_onnx(directory, manifest, task, runtime, threads)
     shared = _load_backbone(directory, manifest, backbone)
     head = task.head(manifest.head.hidden, float(manifest.config.get("dropout", 0.1)))
     head_file = directory / HEAD_FILE
@@ -269,3 +320,28 @@ def _load_backbone(directory: Path, manifest: Manifest,
             f"{shared.digest[:19]}…; its predictions would be wrong. Fix: pass backbone= "
             "(or --backbone) pointing to the original weights, or retrain.")
     return shared
+
+
+def onnx_file(int8: bool) -> str:
+    return "model-int8.onnx" if int8 else "model.onnx"
+
+
+def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
+               threads: int | None) -> Function:
+    from ._onnx import OnnxRunner
+
+    if runtime not in ("onnx", "onnx-int8"):
+        raise TaskError(f"Unknown runtime '{runtime}'. Choose torch, onnx or onnx-int8.")
+    int8 = runtime == "onnx-int8"
+    graph = directory / ONNX_DIR / onnx_file(int8)
+    flag = " --int8" if int8 else ""
+    if not graph.is_file():
+        raise ArtifactError(f"{directory}: no ONNX export ({ONNX_DIR}/{graph.name}). Fix: run "
+                            f"funcformer export {directory} --onnx{flag}")
+    record = json.loads((directory / ONNX_DIR / "export.json").read_text("utf-8"))
+    if record.get("digest") != manifest.digest:
+        raise ArtifactError(f"{graph}: exported from another version of this function. Fix: "
+                            f"run funcformer export {directory} --onnx{flag} again.")
+    tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR)
+    return Function(task=task, backbone=tokenizer, head=None, manifest=manifest,
+                    runner=OnnxRunner(graph, threads=threads))
