@@ -1,0 +1,185 @@
+"""ONNX export and the ONNX Runtime runner, checked against the torch model on tiny_backbone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import torch
+
+from funcformer import _backbone, _onnx
+from funcformer._errors import MissingExtra
+from funcformer._model import FunctionModel, LinearHead
+
+TEXTS = ["great", "the food was excellent", "the staff was rude and the room was very dirty",
+         "the phone is slow", "the hotel was lovely, the service was friendly and the "
+         "delivery was fast", "not good"]
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_backbone: Path) -> _backbone.Backbone:
+    return _backbone.load(tiny_backbone)
+
+
+@pytest.fixture(scope="module")
+def model(backbone: _backbone.Backbone) -> FunctionModel:
+    torch.manual_seed(0)
+    head = LinearHead(backbone.hidden_size, 3)
+    return FunctionModel(backbone.model, head, backbone.pooling).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(model: FunctionModel, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("onnx")
+    return {"fp32": _onnx.export(model, out / "fp32.onnx"),
+            "int8": _onnx.export(model, out / "int8.onnx", int8=True)}
+
+
+def _batch(backbone: _backbone.Backbone, texts: list[str]) -> dict[str, torch.Tensor]:
+    return backbone.pad(backbone.tokenize(texts).input_ids)  # (B, T) right-padded
+
+
+def _torch(model: FunctionModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**batch)
+
+
+def test_fp32_matches_torch_on_padded_batch(backbone, model, exported) -> None:
+    batch = _batch(backbone, TEXTS)
+    assert batch["attention_mask"].sum(1).unique().numel() > 1  # rows really differ in length
+    logits = _onnx.OnnxRunner(exported["fp32"])(**batch)
+    assert logits.dtype == torch.float32 and logits.shape == (len(TEXTS), 3)
+    assert (logits - _torch(model, batch)).abs().max().item() < 1e-4
+
+
+def test_int8_close_to_torch(backbone, model, exported) -> None:
+    # QInt8 weights and run-time quantized activations: with these logits (|x| up to ~1.2)
+    # the error measured 0.005-0.01 over 5 head seeds, so 0.1 leaves 10x headroom yet still
+    # catches a broken graph (mask ignored, padding pooled), which is off by more than that.
+    batch = _batch(backbone, TEXTS)
+    expected = _torch(model, batch)
+    logits = _onnx.OnnxRunner(exported["int8"])(**batch)
+    assert (logits - expected).abs().max().item() < 0.1
+    agree = (logits.argmax(1) == expected.argmax(1)).float().mean().item()
+    assert agree >= 0.8
+
+
+def test_optimize_fuses_bert_ops(exported) -> None:
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(exported["fp32"])).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops
+    quantized = {node.op_type for node in onnx.load(str(exported["int8"])).graph.node}
+    assert {"QAttention", "MatMulInteger"} <= quantized
+
+
+def test_dynamic_axes(backbone, model, exported) -> None:
+    runner = _onnx.OnnxRunner(exported["fp32"], threads=1)
+    one = _batch(backbone, [TEXTS[1]])  # batch 1, no padding
+    assert (runner(**one) - _torch(model, one)).abs().max().item() < 1e-4
+    long = _batch(backbone, [" ".join(TEXTS) * 2, "great"])  # far past the 8-token export
+    assert long["input_ids"].shape[1] > 40
+    assert (runner(**long) - _torch(model, long)).abs().max().item() < 1e-4
+
+
+def test_unoptimized_export_matches(backbone, model, tmp_path: Path) -> None:
+    path = _onnx.export(model, tmp_path / "plain.onnx", optimize=False)
+    batch = _batch(backbone, TEXTS)
+    logits = _onnx.OnnxRunner(path)(**batch)
+    assert (logits - _torch(model, batch)).abs().max().item() < 1e-4
+
+
+def test_interrupted_export_leaves_nothing(model, tmp_path: Path, monkeypatch) -> None:
+    import onnxruntime.quantization
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", fail)
+    target = tmp_path / "fn.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        _onnx.export(model, target, int8=True, optimize=False)
+    assert list(tmp_path.iterdir()) == []  # no target, no temporary directory
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        _onnx.export(model, target, int8=True, optimize=False)
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("module", ["onnxruntime", "onnxscript", "onnx"])
+def test_missing_package_names_the_extra(model, tmp_path: Path, monkeypatch, module) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[onnx\]'"):
+        _onnx.export(model, tmp_path / "fn.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runner_without_onnxruntime(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingExtra, match="'onnxruntime' package"):
+        _onnx.OnnxRunner(tmp_path / "fn.onnx")
+
+
+def test_runner_is_thread_safe(backbone, model, exported) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = _onnx.OnnxRunner(exported["fp32"], threads=1)
+    batches = [_batch(backbone, TEXTS[i:] or TEXTS) for i in range(len(TEXTS))] * 3
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: runner(**b), batches))
+    for batch, logits in zip(batches, results, strict=True):
+        assert (logits - _torch(model, batch)).abs().max().item() < 1e-4
+
+
+def test_function_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path: Path) -> None:
+    """export_onnx writes into the artifact; load(runtime=...) serves the same results API."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=2,
+                          method="full", progress=False)
+    out = fn.save(tmp_path / "fn")
+    texts = ["the food was great", "the staff were rude and the room was dirty", "slow"]
+    with pytest.raises(funcformer.ArtifactError, match="funcformer export"):
+        funcformer.load(out, runtime="onnx")
+    loaded = funcformer.load(out)
+    loaded.export_onnx(out)
+    loaded.export_onnx(out, int8=True)
+    onnx_fn = funcformer.load(out, runtime="onnx")
+    assert onnx_fn.runtime == "onnx"
+    torch.testing.assert_close(onnx_fn.logits(texts), loaded.logits(texts), rtol=0, atol=1e-4)
+    assert [p.label for p in onnx_fn(texts)] == [p.label for p in loaded(texts)]
+    int8_fn = funcformer.load(out, runtime="onnx-int8")
+    assert len(int8_fn(texts)) == 3 and isinstance(int8_fn("slow"), funcformer.Prediction)
+    engine = funcformer.Engine({"onnx": onnx_fn, "torch": loaded}, cache=None)
+    both = engine.run(["onnx", "torch"], texts)
+    assert [p.label for p in both["onnx"]] == [p.label for p in both["torch"]]
+    fn.save(out)  # a re-save replaces the whole artifact, export included
+    with pytest.raises(funcformer.ArtifactError, match="no ONNX export"):
+        funcformer.load(out, runtime="onnx")
+    with pytest.raises(funcformer.TaskError, match="Unknown runtime"):
+        funcformer.load(out, runtime="tensorrt")
+
+
+def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
+    import json
+
+    from conftest import make_reviews
+
+    import funcformer
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                          progress=False)
+    out = fn.save(tmp_path / "fn")
+    fn.export_onnx(out)
+    record = json.loads((out / "onnx/export.json").read_text())
+    record["digest"] = "sha256:other"
+    (out / "onnx/export.json").write_text(json.dumps(record))
+    with pytest.raises(funcformer.ArtifactError, match="exported from another version"):
+        funcformer.load(out, runtime="onnx")
