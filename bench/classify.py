@@ -52,7 +52,9 @@ def anchor(train: list, test: list) -> dict:
 
 def ours(train: list, test: list, method: str, seed: int) -> dict:
     import funcformer
+    from funcformer import _backbone
 
+    _backbone.load()  # loading the model is outside the timing, as for the anchor
     started = time.perf_counter()
     fn = funcformer.train("classify", train, method=method, seed=seed, progress=False)
     train_s = time.perf_counter() - started

@@ -11,7 +11,7 @@ METHODS = ("head", "full")
 # Defaults that differ by method: the head trains on cached features, so it can afford many
 # cheap epochs at a high learning rate; full fine-tuning takes few epochs at a small one.
 _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "head": {"epochs": 30, "learning_rate": 2e-2, "batch_size": 32, "patience": 5},
+    "head": {"epochs": 30, "learning_rate": 5e-2, "batch_size": 32, "patience": 5},
     "full": {"epochs": 4, "learning_rate": 5e-5, "batch_size": 16, "patience": 2,
              "head_learning_rate": 1e-3},
 }
@@ -31,7 +31,7 @@ class TrainConfig:
     epochs: int | None = None
     """Passes over the training data; None takes the method's default (head 30, full 4)."""
     learning_rate: float | None = None
-    """Peak learning rate after warm-up; None takes the method's default (head 2e-2, full 5e-5)."""
+    """Peak learning rate after warm-up; None takes the method's default (head 5e-2, full 5e-5)."""
     batch_size: int | None = None
     """Examples per optimizer step; None takes the method's default (head 32, full 16)."""
     head_learning_rate: float | None = None
