@@ -13,24 +13,14 @@ the evaluation split is never seen during training by either system.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import random
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import DATA, print_header, read_tsv
+
 DATASETS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"),
             "emotion": ("emotion/train.tsv", "emotion/test.tsv")}
 
-
-def read_tsv(path: Path) -> list[tuple[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(row["text"], row["label"]) for row in reader]
 
 
 def anchor(train: list, test: list) -> dict:
@@ -66,6 +56,7 @@ def ours(train: list, test: list, method: str, seed: int) -> dict:
             "epochs": fn.manifest.training["history"]["best_epoch"]}
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -74,13 +65,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-
-    import torch
-
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python {' '.join(sys.argv)}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
+    print_header()
     print("| dataset | system | accuracy | train s | predict s | train time vs anchor |")
     print("|---|---|---|---|---|---|")
     for name in args.datasets:

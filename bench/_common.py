@@ -1,0 +1,36 @@
+"""Shared helpers of the benchmark scripts: data reading and the run header."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    """(text, label) rows of a shared-data TSV (header row, no quoting)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [(row["text"], row["label"]) for row in rows]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def print_header() -> None:
+    """Date, command and machine, as docs/benchmarks.md records them."""
+    import torch
+
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)\n")
