@@ -144,3 +144,25 @@ def test_other_encoder_families_train_and_reload(kind: str, tiny_backbone: Path,
                           method="full", progress=False)
     loaded = funcformer.load(fn.save(tmp_path / "fn"))
     assert loaded(["the food was great"]) == fn(["the food was great"])
+
+
+def test_half_precision_path_runs_on_cpu(tiny_backbone: Path, tmp_path: Path) -> None:
+    """The dtype path used on GPUs (bf16 weights, fp32 features out) also runs on a CPU."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    fp32, _ = bb.load(tiny_backbone).embed(["the food was great", "slow"])
+    half = bb.load(tiny_backbone, dtype="bfloat16")
+    assert half is not bb.load(tiny_backbone)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    low, _ = half.embed(["the food was great", "slow"])
+    assert low.dtype == np.float32
+    np.testing.assert_allclose(low, fp32, atol=0.1)
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                          progress=False, device="cpu")
+    loaded = funcformer.load(fn.save(tmp_path / "fn"), dtype="bfloat16")
+    low_scores = loaded("the food was great").scores
+    assert low_scores == pytest.approx(fn("the food was great").scores, abs=0.1)
+    with pytest.raises(BackboneNotFound, match="Unsupported dtype"):
+        bb.load(tiny_backbone, dtype="int4")

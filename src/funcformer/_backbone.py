@@ -268,7 +268,8 @@ class Backbone:
             for index in token_batches(encoded.input_ids, batch_tokens):
                 batch = self.pad([encoded.input_ids[i] for i in index])
                 states = encoder(**batch).last_hidden_state  # (B, T, H)
-                out[index] = pool(states, batch["attention_mask"], self.pooling).float().numpy()
+                pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
+                out[index] = pooled.float().cpu().numpy()
         return out, encoded.truncated
 
 
@@ -288,8 +289,11 @@ def token_batches(rows: Sequence[list[int]], budget: int,
 
 
 def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu",
-         trust_remote_code: bool = False) -> Backbone:
-    """Load a backbone once per process (keyed by path and device) and share it.
+         trust_remote_code: bool = False, dtype: str | None = None) -> Backbone:
+    """Load a backbone once per process (keyed by path, device and dtype) and share it.
+
+    `device` is any torch device ("cpu", "cuda", "cuda:1"); `dtype` ("float16", "bfloat16")
+    casts the weights for inference (features are returned as float32 all the same).
 
     >>> load("all-MiniLM-L6-v2") is load("all-MiniLM-L6-v2")
     True
@@ -299,14 +303,15 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
     # encoder/ renamed over the old one) is loaded afresh rather than served stale.
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
-    key = (str(resolved.path), device, stamp)
+    key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
     with _lock:
         if key not in _loaded:
-            _loaded[key] = _load(resolved, device, trust_remote_code)
+            _loaded[key] = _load(resolved, device, trust_remote_code, dtype)
         return _loaded[key]
 
 
-def _load(resolved: Resolved, device: str, trust_remote_code: bool) -> Backbone:
+def _load(resolved: Resolved, device: str, trust_remote_code: bool,
+          dtype: str | None) -> Backbone:
     from transformers import AutoModel, AutoTokenizer
 
     path = resolved.path
@@ -323,6 +328,13 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool) -> Backbone:
         model = AutoModel.from_pretrained(path, use_safetensors=True,
                                           trust_remote_code=trust_remote_code)
     model.eval().to(device)
+    if dtype is not None:
+        import torch
+
+        if dtype not in ("float16", "bfloat16", "float32"):
+            raise BackboneNotFound(f"Unsupported dtype '{dtype}': use float32, float16 or "
+                                   "bfloat16.")
+        model.to(getattr(torch, dtype))
     return Backbone(name=resolved.name, path=path, model=model, tokenizer=tokenizer,
                     pooling=Pooling.read(path),
                     max_length=_max_length(path, tokenizer, model.config),

@@ -196,11 +196,13 @@ class Function:
 def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
           method: str = "head", text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
-          cache: Cache | str | os.PathLike[str] | None = None, **options: Any) -> Function:
+          cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
+          **options: Any) -> Function:
     """Train a function on labelled data; `options` override fields of `TrainConfig`.
 
     `cache` ("memory", an SQLite path, or a Cache) keeps the frozen backbone's features, so
     training again on the same texts (another seed, another head) skips the encoder.
+    `device` is a torch device ("cuda" trains `full` on a GPU; heads always train on CPU).
 
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
@@ -216,7 +218,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     task_obj = cls(labels)
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
-    shared = _backbone.load(backbone)
+    shared = _backbone.load(backbone, device=device)
     started = time.perf_counter()
     trained = fit(task_obj, shared, train_examples, eval_examples, config, progress,
                   open_cache(cache))
@@ -274,11 +276,12 @@ def _digest(labels: list[str], head_state: dict[str, torch.Tensor],
 
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
-         threads: int | None = None) -> Function:
+         threads: int | None = None, device: str = "cpu", dtype: str | None = None) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
     neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
+    `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU.
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
@@ -290,7 +293,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     task = task_class(manifest.task)(manifest.labels)
     if runtime != "torch":
         return _load_onnx(directory, manifest, task, runtime, threads)
-    shared = _load_backbone(directory, manifest, backbone)
+    shared = _load_backbone(directory, manifest, backbone, device, dtype)
     head = task.head(manifest.head.hidden, float(manifest.config.get("dropout", 0.1)))
     head_file = directory / HEAD_FILE
     if not head_file.is_file():
@@ -303,8 +306,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     return Function(task=task, backbone=shared, head=head, manifest=manifest)
 
 
-def _load_backbone(directory: Path, manifest: Manifest,
-                   override: PathLike | None) -> _backbone.Backbone:
+def _load_backbone(directory: Path, manifest: Manifest, override: PathLike | None,
+                   device: str, dtype: str | None) -> _backbone.Backbone:
     ref = manifest.backbone
     if ref.included:
         where: PathLike = directory / ENCODER_DIR
@@ -313,7 +316,7 @@ def _load_backbone(directory: Path, manifest: Manifest,
                                 "missing. Save the function again.")
     else:
         where = override or ref.name
-    shared = _backbone.load(where)
+    shared = _backbone.load(where, device=device, dtype=dtype)
     if shared.digest != ref.digest:
         what = "its fine-tuned encoder" if ref.included else f"backbone '{ref.name}'"
         raise ArtifactError(

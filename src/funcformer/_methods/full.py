@@ -29,7 +29,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     encoder = copy.deepcopy(backbone.model).train()
     for param in encoder.parameters():
         param.requires_grad_(True)
-    model = FunctionModel(encoder, head, backbone.pooling)
+    model = FunctionModel(encoder, head.to(backbone.device), backbone.pooling)
     encoded = backbone.tokenize(train.texts, config.max_length)
     targets = task.targets(train)
     rows = encoded.input_ids
@@ -38,13 +38,14 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
     def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         order = length_grouped_batches(lengths, batch_size, config.seed + epoch)
-        return [(backbone.pad([rows[i] for i in idx]), targets[idx]) for idx in order]
+        return [(backbone.pad([rows[i] for i in idx]), targets[idx].to(backbone.device))
+                for idx in order]
 
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
                 loss=task.loss, evaluate=_evaluator(task, backbone, eval_data, config), head=head)
     history = run(plan, config, progress=progress, description="fine-tuning")
     encoder.eval()
-    return Trained(encoder, model.head, history, encoded.truncated, source)
+    return Trained(encoder, model.head.cpu(), history, encoded.truncated, source)
 
 
 def _evaluator(task: Any, backbone: Backbone, eval_data: Examples | None,
@@ -57,7 +58,7 @@ def _evaluator(task: Any, backbone: Backbone, eval_data: Examples | None,
         features, _ = backbone.embed(eval_data.texts, encoder=model.encoder,
                                      max_length=config.max_length)
         with torch.inference_mode():
-            logits = model.head(torch.from_numpy(features))
+            logits = model.head(torch.from_numpy(features).to(backbone.device))
         return task.score(gold, task.predicted_labels(logits), config.metric)
 
     return evaluate
