@@ -10,7 +10,7 @@ import funcformer
 EXPECTED = [
     "ArtifactError", "BackboneNotFound", "DataError", "Engine", "Function", "FuncformerError",
     "MemoryCache", "MissingExtra", "Prediction", "SQLiteCache", "TaskError", "TrainConfig",
-    "__version__", "load", "train",
+    "ZeroShot", "__version__", "embed", "load", "similarity", "train", "zero_shot",
 ]
 
 
@@ -31,7 +31,7 @@ def test_import_is_light_and_has_no_side_effects() -> None:
 
 def test_public_objects_have_docstrings_with_examples() -> None:
     for name in ["Function", "Prediction", "TrainConfig", "FuncformerError", "load", "train",
-                 "Engine", "MemoryCache"]:
+                 "Engine", "MemoryCache", "ZeroShot", "embed", "similarity", "zero_shot"]:
         doc = getattr(funcformer, name).__doc__ or ""
         assert ">>>" in doc, name
 

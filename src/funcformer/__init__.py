@@ -28,9 +28,13 @@ __all__ = [
     "SQLiteCache",
     "TaskError",
     "TrainConfig",
+    "ZeroShot",
     "__version__",
+    "embed",
     "load",
+    "similarity",
     "train",
+    "zero_shot",
 ]
 
 _LAZY = {
@@ -44,6 +48,10 @@ _LAZY = {
     "TrainConfig": "._config",
     "Function": "._function",
     "Engine": "._engine",
+    "ZeroShot": "._embed",
+    "embed": "._embed",
+    "similarity": "._embed",
+    "zero_shot": "._embed",
     "MemoryCache": "._cache",
     "SQLiteCache": "._cache",
     "load": "._function",
@@ -53,6 +61,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._cache import MemoryCache, SQLiteCache
     from ._config import TrainConfig
+    from ._embed import ZeroShot, embed, similarity, zero_shot
     from ._engine import Engine
     from ._errors import (
         ArtifactError,
