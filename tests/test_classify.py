@@ -59,7 +59,8 @@ def test_full_is_reproducible_and_leaves_the_shared_backbone_alone(tiny_backbone
 
     shared = bb.load(tiny_backbone)
     before = {k: v.clone() for k, v in shared.model.state_dict().items()}
-    runs = [funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="full",
+    # 10 examples: too few to hold any out, so no early stopping and every epoch trains
+    runs = [funcformer.train("classify", make_reviews(5), backbone=tiny_backbone, method="full",
                              epochs=2, progress=False) for _ in range(2)]
     assert runs[0].digest == runs[1].digest
     assert runs[0].encoder is not None and runs[0].encoder is not shared.model
@@ -73,22 +74,22 @@ def test_full_is_reproducible_and_leaves_the_shared_backbone_alone(tiny_backbone
 def test_without_eval_data_part_is_held_out(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 
-    fn = funcformer.train("classify", make_reviews(20), backbone=tiny_backbone, progress=False,
+    fn = funcformer.train("classify", make_reviews(100), backbone=tiny_backbone, progress=False,
                           epochs=2)
-    assert fn.manifest.training["eval_source"] == "held out 4"
+    assert fn.manifest.training["eval_source"] == "held out 20"
     assert "held_out_accuracy" in fn.metrics
 
 
 def test_holdout_is_stratified_and_seeded() -> None:
     from conftest import make_reviews
 
-    examples = read_examples(make_reviews(50))
+    examples = read_examples(make_reviews(100))
     train, held = holdout(examples, 0.1, seed=3)
-    assert held is not None and len(held) == 10 and len(train) == 90
-    assert sorted(held.labels or []) == ["negative"] * 5 + ["positive"] * 5
+    assert held is not None and len(held) == 20 and len(train) == 180
+    assert sorted(held.labels or []) == ["negative"] * 10 + ["positive"] * 10
     assert holdout(examples, 0.1, seed=3)[1].texts == held.texts  # type: ignore[union-attr]
-    tiny = read_examples(make_reviews(3))
-    assert holdout(tiny, 0.1, seed=0)[1] is None
+    small = read_examples(make_reviews(50))  # 10 would be held out: too few to judge by
+    assert holdout(small, 0.1, seed=0)[1] is None
 
 
 def test_truncation_is_reported_once(tiny_backbone: Path,
@@ -207,3 +208,33 @@ def test_length_grouped_batches_cover_everything_once() -> None:
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert batches == length_grouped_batches(lengths, batch_size=4, seed=0, group=2)
     assert batches != length_grouped_batches(lengths, batch_size=4, seed=1, group=2)
+
+
+def test_full_keeps_the_linear_probe_when_fine_tuning_never_beats_it(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="full",
+                          eval_data=make_reviews(10, seed=3), epochs=2,
+                          learning_rate=1e-12, head_learning_rate=1e-12,
+                          patience=1, progress=False)
+    history = fn.manifest.training["history"]
+    assert history["epochs"][0]["epoch"] == 0 and history["best_epoch"] == 0
+    shared = bb.load(tiny_backbone).model.state_dict()
+    for key, value in fn.encoder.state_dict().items():
+        assert torch.equal(value, shared[key]), key
+
+
+def test_zero_shot_init_starts_from_label_embeddings(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    zs = funcformer.ZeroShot({"positive": "the food was great", "negative": "the room was dirty"},
+                             backbone=tiny_backbone)
+    fn = zs.fit(make_reviews(), eval_data=make_reviews(10, seed=3), epochs=3, progress=False)
+    assert fn.manifest.training["init"] == "zero_shot"
+    assert fn.manifest.training["history"]["epochs"][0]["epoch"] == 0  # zero-shot baseline
+    untrained = funcformer.train("classify", make_reviews(), backbone=tiny_backbone,
+                                 init=zs, epochs=1, learning_rate=1e-12, progress=False)
+    texts = ["the food was great", "the room was dirty"]
+    assert [p.label for p in untrained(texts)] == [p.label for p in zs(texts)]
+    with pytest.raises(TaskError, match="init must be"):
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, init="random")

@@ -19,7 +19,7 @@ import numpy as np
 from . import _backbone
 from ._cache import Cache, MemoryCache
 from ._data import read_texts
-from ._errors import DataError
+from ._errors import DataError, TaskError
 from ._results import Prediction
 
 DEFAULT_TEMPLATE = "This text is about {}."
@@ -84,10 +84,22 @@ class ZeroShot:
 
     def __init__(self, labels: Sequence[str] | Mapping[str, str], *,
                  template: str = DEFAULT_TEMPLATE,
-                 backbone: str | os.PathLike[str] | None = None, device: str = "cpu") -> None:
+                 backbone: str | os.PathLike[str] | _backbone.Backbone | None = None,
+                 device: str = "cpu") -> None:
         self.template = _check_template(template)
-        self.backbone = _backbone.load(backbone, device=device)
+        self.backbone = (backbone if isinstance(backbone, _backbone.Backbone)
+                         else _backbone.load(backbone, device=device))
         self.labels = labels
+
+    def fit(self, data: Any, **options: Any) -> Any:
+        """A trainable `classify` Function whose head starts from these label embeddings.
+
+        >>> topic = ZeroShot({"billing": "invoices and charges", ...})  # doctest: +SKIP
+        >>> fn = topic.fit("tickets.csv", epochs=20)                        # doctest: +SKIP
+        """
+        from ._function import train
+
+        return train("classify", data, init=self, backbone=self.backbone.path, **options)
 
     def prompts(self, labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
         """{label: the text embedded for it}."""
@@ -132,6 +144,20 @@ def zero_shot(texts: Texts, labels: Sequence[str] | Mapping[str, str], *,
     'business'
     """
     return ZeroShot(labels, template=template, backbone=backbone)(texts)
+
+
+def head_init(spec: Any, labels: Sequence[str], backbone: _backbone.Backbone) -> Any:
+    """Head weights (C, H) for `labels` from label prompts: `spec` is "zero_shot" (template
+    prompts) or a ZeroShot (its descriptions where it has one for a label)."""
+    import torch
+
+    if isinstance(spec, str) and spec == "zero_shot":
+        spec = ZeroShot(labels, backbone=backbone)
+    if not isinstance(spec, ZeroShot):
+        raise TaskError(f"init must be 'zero_shot' or a ZeroShot, got {spec!r}.")
+    given = spec.labels if isinstance(spec.labels, Mapping) else {}
+    prompts = {label: given.get(label, spec.template.format(label)) for label in labels}
+    return torch.from_numpy(_SCALE * spec.label_vectors(prompts)).float()
 
 
 def _check_template(template: str) -> str:

@@ -197,12 +197,14 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
           method: str = "head", text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
           cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
-          **options: Any) -> Function:
+          init: Any = None, **options: Any) -> Function:
     """Train a function on labelled data; `options` override fields of `TrainConfig`.
 
     `cache` ("memory", an SQLite path, or a Cache) keeps the frozen backbone's features, so
     training again on the same texts (another seed, another head) skips the encoder.
     `device` is a torch device ("cuda" trains `full` on a GPU; heads always train on CPU).
+    `init="zero_shot"` (or a `ZeroShot` with label descriptions) starts the head from the label
+    embeddings, so a few examples improve on zero-shot rather than start from scratch.
 
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
@@ -219,6 +221,10 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone, device=device)
+    if init is not None:
+        from ._embed import head_init
+
+        task_obj.init = head_init(init, labels, shared)
     started = time.perf_counter()
     trained = fit(task_obj, shared, train_examples, eval_examples, config, progress,
                   open_cache(cache))
@@ -227,6 +233,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         log.warning("%d of %d training texts were longer than %d tokens and were truncated.",
                     trained.truncated, len(train_examples), config.max_length or shared.max_length)
     report = {"examples": len(train_examples), "truncated": trained.truncated,
+              "init": "zero_shot" if init is not None else "random",
               "seconds": round(seconds, 2), "eval_source": trained.eval_source,
               "history": trained.history.to_dict()}
     manifest = _manifest(task_obj, shared, trained, config, report)

@@ -35,6 +35,9 @@ class Plan:
     """model -> eval metric, higher is better; None trains every epoch without early stopping."""
     head: torch.nn.Module | None = None
     """A submodule of `model` trained at `config.head_learning_rate` instead."""
+    baseline: bool = False
+    """Evaluate before training too (epoch 0), so an informed start (a linear probe, a
+    zero-shot head) is kept when training never beats it."""
 
 
 @dataclass
@@ -59,6 +62,10 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     optimizer = _optimizer(plan, config)
     schedule = _schedule(optimizer, steps_per_epoch * epochs, config.warmup_ratio)
     history, best_state, waited = History(), None, 0
+    if plan.baseline and plan.evaluate is not None:
+        history.best_metric = plan.evaluate(plan.model.eval())
+        history.epochs.append({"epoch": 0.0, "eval": history.best_metric})
+        best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
     with Progress(description, total=steps_per_epoch * epochs, enabled=progress) as bar:
         for epoch in range(1, epochs + 1):
             loss = _epoch(plan, optimizer, schedule, config, epoch, bar)

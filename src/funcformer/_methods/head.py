@@ -43,7 +43,9 @@ def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | 
             return task.score(gold, task.predicted_labels(model(eval_features)), config.metric)
 
     head, history = _train_head(task, features, targets, config, evaluate, progress)
-    if refit:
+    if refit and history.best_epoch == 0:  # training never beat the informed start
+        head = task.head(features.shape[1], config.dropout).eval()
+    elif refit:
         again = dataclasses.replace(config, epochs=max(history.best_epoch, 1))
         head, _ = _train_head(task, torch.cat([features, eval_features]),
                               torch.cat([targets, task.targets(eval_data)]), again, None, False)
@@ -67,5 +69,5 @@ def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config
                 for idx in shuffled_batches(len(targets), batch_size, config.seed + epoch)]
 
     plan = Plan(model=head, batches=batches, forward=lambda model, x: model(x),
-                loss=task.loss, evaluate=evaluate)
+                loss=task.loss, evaluate=evaluate, baseline=task.init is not None)
     return head, run(plan, config, progress=progress, description="training head")

@@ -24,12 +24,19 @@ class Classify:
 
     name = "classify"
 
-    def __init__(self, labels: Sequence[str]) -> None:
+    def __init__(self, labels: Sequence[str], init: torch.Tensor | None = None) -> None:
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
+        self.init = init
+        """Starting head weights (C, H), e.g. from zero-shot label embeddings; None: random."""
 
     def head(self, hidden: int, dropout: float = 0.1) -> torch.nn.Module:
-        return LinearHead(hidden, len(self.labels), dropout)
+        head = LinearHead(hidden, len(self.labels), dropout)
+        if self.init is not None:
+            with torch.no_grad():
+                head.linear.weight.copy_(self.init)
+                head.linear.bias.zero_()
+        return head
 
     def targets(self, examples: Examples) -> torch.Tensor:
         """Label indices (N,); an unknown label is a DataError naming its row."""
