@@ -50,3 +50,11 @@ def test_missing_extra_names_the_pip_line() -> None:
         assert "pip install 'funcformer[report]'" in str(err)
     else:
         raise AssertionError("MissingExtra not raised")
+
+
+def test_api_page_covers_every_public_name() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs/api.md").read_text("utf-8")
+    missing = [n for n in funcformer.__all__ if n != "__version__" and f"`{n}" not in page]
+    assert not missing, f"docs/api.md does not cover: {missing}"
