@@ -778,3 +778,16 @@ def test_usage_error_exits_2(capsys, args: list[str]) -> None:
     assert "internal error" not in err
     assert "Traceback" not in err
     assert "Usage:" in err or "Error" in err
+
+
+def test_train_with_zero_shot_init(capsys, tmp_path: Path, tiny_backbone: Path,
+                                   reviews_csv: Path) -> None:
+    out_dir = tmp_path / "fn"
+    code, _, err = cli(capsys, "train", "classify", reviews_csv, "--out", out_dir,
+                       "--backbone", tiny_backbone, "--epochs", "2", "--init", "zero_shot")
+    assert code == 0, err
+    manifest = json.loads((out_dir / "funcformer.json").read_text("utf-8"))
+    assert manifest["training"]["init"] == "zero_shot"
+    code, _, err = cli(capsys, "train", "classify", reviews_csv, "--out", tmp_path / "x",
+                       "--backbone", tiny_backbone, "--init", "magic")
+    assert code == 1 and err.startswith("error: init must be") and "Traceback" not in err

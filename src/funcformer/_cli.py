@@ -72,6 +72,8 @@ def train(
     max_length: Annotated[int | None, typer.Option("--max-length", help="Token limit.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same result.")] = 42,
     cache: CacheFile = None,
+    init: Annotated[str | None, typer.Option("--init", help="zero_shot: start the head from "
+                                             "the label names' embeddings.")] = None,
 ) -> None:
     """Train a function on labelled data and save it."""
     from ._artifact import check_target
@@ -81,7 +83,7 @@ def train(
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
                         text_column=text_column, label_column=label_column, epochs=epochs,
                         learning_rate=learning_rate, batch_size=batch_size,
-                        max_length=max_length, seed=seed, cache=cache)
+                        max_length=max_length, seed=seed, cache=cache, init=init)
     fn.save(out)
     _print_training(fn, out)
 
