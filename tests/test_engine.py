@@ -175,3 +175,9 @@ def test_sqlite_cache_persists_features(functions: dict, tmp_path: Path,
         backbone.feature_namespace(), TEXTS[:2])])
     np.testing.assert_allclose(cached, backbone.embed(TEXTS[:2])[0], atol=1e-6)
     assert torch.get_num_threads() >= 1
+
+
+def test_feature_cache_keeps_dtypes_apart(tiny_backbone: Path) -> None:
+    fp32, bf16 = bb.load(tiny_backbone), bb.load(tiny_backbone, dtype="bfloat16")
+    assert fp32.digest == bf16.digest
+    assert fp32.feature_namespace() != bf16.feature_namespace()

@@ -218,10 +218,12 @@ class Backbone:
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def feature_namespace(self, max_length: int | None = None) -> str:
-        """Cache namespace of this backbone's pooled features: weights, pooling, token limit."""
+        """Cache namespace of this backbone's pooled features: weights, their dtype, pooling and
+        token limit (a bf16 copy must not share entries with the fp32 one)."""
         limit = min(max_length or self.max_length, self.max_length)
-        return (f"features:{self.digest}:{self.pooling.mode}:{int(self.pooling.normalize)}:"
-                f"{limit}")
+        dtype = next(self.model.parameters()).dtype if self.model is not None else "none"
+        return (f"features:{self.digest}:{dtype}:{self.pooling.mode}:"
+                f"{int(self.pooling.normalize)}:{limit}")
 
     def embed(self, texts: Sequence[str], encoder: Any = None, max_length: int | None = None,
               cache: Cache | None = None, batch_tokens: int = 1024) -> tuple[np.ndarray, int]:
