@@ -44,7 +44,7 @@ def run(out: Path, method: str, console: Any) -> None:
                   f"  funcformer predict {out} \"The staff were wonderful.\"\n"
                   f"  funcformer eval {out} {sample_reviews()}\n"
                   f"      (add --report DIR for metrics.json and a confusion-matrix PNG; "
-                  "it needs pip install 'funcformer[report]')\n"
+                  "it needs pip install 'funcformer\\[report]')\n"
                   f"  funcformer info {out}\n"
                   f"  funcformer train classify YOUR_DATA.csv --out functions/mine")
 

@@ -83,8 +83,8 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             history.epochs.append(record)
             if waited >= patience:
                 history.stopped_early = True
-                bar.finish(f"stopped early; best epoch {history.best_epoch} "
-                           f"({config.metric} {history.best_metric:.4f})")
+                bar.finish(f"early stop: best epoch {history.best_epoch} "
+                           f"({history.best_metric:.3f})")
                 break
     if best_state is not None:
         plan.model.load_state_dict(best_state)

@@ -44,7 +44,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
                 loss=task.loss, evaluate=_evaluator(task, backbone, eval_data, config), head=head,
                 baseline=True)
-    history = run(plan, config, progress=progress, description="fine-tuning")
+    history = run(plan, config, progress=progress, description="fine-tune")
     encoder.eval()
     return Trained(encoder, model.head.cpu(), history, encoded.truncated, source)
 

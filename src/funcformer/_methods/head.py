@@ -70,4 +70,4 @@ def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config
 
     plan = Plan(model=head, batches=batches, forward=lambda model, x: model(x),
                 loss=task.loss, evaluate=evaluate, baseline=task.init is not None)
-    return head, run(plan, config, progress=progress, description="training head")
+    return head, run(plan, config, progress=progress, description="head")
