@@ -264,15 +264,23 @@ class Backbone:
         import torch
 
         encoder = self.model if encoder is None else encoder
-        encoded = self.tokenize(texts, max_length)
+        truncated, batches = self.batches(texts, max_length, batch_tokens)
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         with self._lock, torch.inference_mode():
-            for index in token_batches(encoded.input_ids, batch_tokens):
-                batch = self.pad([encoded.input_ids[i] for i in index])
+            for index, batch in batches:
                 states = encoder(**batch).last_hidden_state  # (B, T, H)
                 pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
                 out[index] = pooled.float().cpu().numpy()
-        return out, encoded.truncated
+        return out, truncated
+
+    def batches(self, texts: Sequence[str], max_length: int | None = None,
+                batch_tokens: int = 1024) -> tuple[int, Iterator[tuple[list[int], dict]]]:
+        """Tokenize once; return the truncation count and (row indices, padded batch) pairs
+        in length order, packed by a token budget. Callers write results back by index."""
+        encoded = self.tokenize(texts, max_length)
+        rows = encoded.input_ids
+        return encoded.truncated, ((index, self.pad([rows[i] for i in index]))
+                                   for index in token_batches(rows, batch_tokens))
 
 
 def token_batches(rows: Sequence[list[int]], budget: int,

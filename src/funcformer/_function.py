@@ -103,10 +103,10 @@ class Function:
 
     def _runner_logits(self, texts: Sequence[str]) -> torch.Tensor:
         """Logits from the ONNX graph: length-sorted token-budget batches, input order kept."""
-        encoded = self.backbone.tokenize(texts, self.manifest.config.get("max_length"))
+        truncated, batches = self.backbone.batches(texts, self.manifest.config.get("max_length"))
+        _note_truncation(truncated, len(texts))
         out = torch.zeros((len(texts), len(self.labels)))
-        for index in _backbone.token_batches(encoded.input_ids, 1024):
-            batch = self.backbone.pad([encoded.input_ids[i] for i in index])
+        for index, batch in batches:
             out[index] = self.runner(batch["input_ids"], batch["attention_mask"])
         return out
 
@@ -123,9 +123,7 @@ class Function:
         max_length = self.manifest.config.get("max_length")
         features, truncated = self.backbone.embed(texts, encoder=self.encoder,
                                                   max_length=max_length, cache=cache)
-        if truncated:
-            log.warning("%d of %d texts were longer than the token limit and were truncated.",
-                        truncated, len(texts))
+        _note_truncation(truncated, len(texts))
         return torch.from_numpy(features)
 
     def apply_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -191,6 +189,13 @@ class Function:
         ref = self.manifest.backbone.model_copy(
             update={"digest": _backbone.weights_digest(directory)})
         return self.manifest.model_copy(update={"backbone": ref})
+
+
+def _note_truncation(truncated: int, total: int) -> None:
+    """Report cut texts once per call: a note, not an error."""
+    if truncated:
+        log.warning("%d of %d texts were longer than the token limit and were truncated.",
+                    truncated, total)
 
 
 def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
