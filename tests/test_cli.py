@@ -696,11 +696,11 @@ def test_corrupt_manifest(capsys, function_copy: Path) -> None:
 def test_manifest_missing_a_field(capsys, function_copy: Path) -> None:
     manifest_file = function_copy / "funcformer.json"
     manifest = json.loads(manifest_file.read_text("utf-8"))
-    del manifest["labels"]
+    del manifest["backbone"]
     manifest_file.write_text(json.dumps(manifest), "utf-8")
     code, _, err = cli(capsys, "info", function_copy)
     assert_clean_error(code, err)
-    assert "'labels'" in err
+    assert "'backbone'" in err
 
 
 def test_missing_head_weights(capsys, function_copy: Path) -> None:

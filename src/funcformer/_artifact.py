@@ -3,6 +3,8 @@
     funcformer.json      manifest (format version, task, labels, backbone name + digest, ...)
     head.safetensors     the head's weights
     encoder/             only for `full`: the fine-tuned encoder, its tokenizer and pooling
+    index/               `search`: vectors.safetensors + documents.jsonl
+    model/               `generate` after fine-tuning: the causal LM and its tokenizer
     onnx/                optional, from `funcformer export`: model.onnx / model-int8.onnx,
                          the tokenizer and export.json (the function digest it came from)
 
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ._errors import ArtifactError
 
@@ -61,10 +63,13 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     format_version: int = FORMAT_VERSION
     task: str
-    labels: list[str]
+    labels: list[str] = []
     method: str
     backbone: BackboneRef
-    head: HeadSpec
+    head: HeadSpec | None = None
+    """None for tasks without a head (embed, search, generate)."""
+    options: dict[str, Any] = {}
+    """Task settings needed to rebuild the function: thresholds, template, index size..."""
     digest: str
     """The function's own digest: labels, head weights and encoder weights together."""
     config: dict[str, Any] = {}
@@ -72,6 +77,12 @@ class Manifest(BaseModel):
     training: dict[str, Any] = {}
     library_version: str
     created_at: str
+
+    @model_validator(mode="after")
+    def _classify_has_a_head(self) -> Manifest:
+        if self.task == "classify" and (self.head is None or len(self.labels) < 1):
+            raise ValueError("a classify function needs 'labels' and 'head'")
+        return self
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -155,6 +166,16 @@ def _fsync_tree(root: Path) -> None:
         if file.is_file():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def save_encoder(encoder: Any, tokenizer: Any, source: Path, directory: Path) -> None:
+    """Write a fine-tuned encoder, its tokenizer and the pooling files of `source` (safetensors)."""
+    from ._backbone import quiet_transformers
+
+    with quiet_transformers():
+        encoder.save_pretrained(directory)  # safetensors: the only format in 5.x
+    tokenizer.save_pretrained(directory)
+    copy_pooling_files(source, directory)
 
 
 def copy_pooling_files(source: Path, destination: Path) -> None:

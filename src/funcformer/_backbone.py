@@ -329,7 +329,7 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool,
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
         hint = (f" It has {', '.join(pickled)}, which funcformer does not load (pickle can run "
                 "code). Convert it once with transformers: "
-                "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)."
+                "AutoModel.from_pretrained(dir).save_pretrained(dir)."
                 if pickled else "")
         raise BackboneNotFound(f"Backbone '{resolved.name}' at {path} has no *.safetensors "
                                f"weights.{hint}")

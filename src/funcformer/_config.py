@@ -8,6 +8,9 @@ from typing import Any
 from ._errors import TaskError
 
 METHODS = ("head", "full")
+METRICS = ("accuracy", "macro_f1", "micro_f1")
+"""Early-stopping metrics a user can choose for `classify`; other tasks use their own
+(Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
 # Defaults that differ by method: the head trains on cached features, so it can afford many
 # cheap epochs at a high learning rate; full fine-tuning takes few epochs at a small one.
 _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -46,7 +49,8 @@ class TrainConfig:
     patience: int | None = None
     """Stop after this many epochs without a better eval metric; None: method default."""
     metric: str = "accuracy"
-    """Eval metric for early stopping and choosing the best epoch: accuracy or macro_f1."""
+    """Eval metric for early stopping and choosing the best epoch (`classify`): accuracy,
+    macro_f1 or micro_f1 (multi-label uses micro_f1 unless macro_f1 is asked for)."""
     eval_fraction: float = 0.1
     """Share of the training data held out for early stopping when no eval data is given."""
     max_length: int | None = None
@@ -60,8 +64,9 @@ class TrainConfig:
         if self.method not in METHODS:
             raise TaskError(f"Unknown training method '{self.method}'. Choose one of: "
                             f"{', '.join(METHODS)}.")
-        if self.metric not in ("accuracy", "macro_f1"):
-            raise TaskError(f"Unknown metric '{self.metric}'. Choose accuracy or macro_f1.")
+        if self.metric not in METRICS:
+            raise TaskError(f"Unknown metric '{self.metric}'. Choose one of: "
+                            f"{', '.join(METRICS)}.")
         for name in ("epochs", "batch_size", "patience", "max_length"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -22,6 +22,8 @@ from ._errors import DataError
 
 MAX_TEXT_CHARS = 100_000
 MAX_LABEL_CHARS = 200
+MULTI_SEPARATOR = "|"
+"""Separates the labels of a multi-label row in CSV/TSV: 'billing|refund'."""
 _BOM = b"\xef\xbb\xbf"
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".txt": "txt"}
@@ -79,6 +81,71 @@ def read_examples(data: Any, *, text_column: str = "text", label_column: str | N
     return Examples(texts=texts, labels=labels, source=source, places=places)
 
 
+@dataclass
+class Records:
+    """Validated rows of named fields (pairs, documents, tagged tokens...) and their places."""
+
+    rows: list[dict[str, Any]]
+    source: str
+    places: list[str]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, i: int) -> str:
+        return f"{self.source}, {self.places[i]}"
+
+    def column(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.rows]
+
+
+def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (),
+                 what: str = "examples") -> Records:
+    """Rows whose `texts` fields are required, valid texts; `optional` fields are kept as read.
+
+    Tuples and lists of the right length are taken in the order `texts` + `optional`.
+
+    >>> read_records([("a cat", "a dog", 0.5)], texts=["text_a", "text_b"],
+    ...              optional=["score"]).rows[0]["score"]
+    0.5
+    """
+    if isinstance(data, Records):
+        return data
+    names = list(texts) + list(optional)
+    items = data
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        items = [dict(zip(names, item, strict=False)) if isinstance(item, (tuple, list))
+                 else item for item in data]
+    source, found = _rows(items, texts[0], None)
+    rows: list[dict[str, Any]] = []
+    places: list[str] = []
+    for row in found:
+        where = f"{source}, {row.place}"
+        record = dict(row.fields)
+        for name in texts:
+            record[name] = _text(record, name, where)
+        rows.append(record)
+        places.append(row.place)
+    if not rows:
+        raise DataError(f"{source}: no {what} found. Fix: add rows with the fields "
+                        f"{', '.join(repr(n) for n in texts)}.")
+    return Records(rows=rows, source=source, places=places)
+
+
+def number_field(value: Any, where: str, field: str, fix: str) -> float:
+    """A finite number from a JSON number or a numeric string, else a DataError."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{where}, field '{field}': expected a number, got {value!r}. Fix: "
+                        f"{fix}")
+    return number
+
+
 def read_texts(data: Any, *, text_column: str = "text") -> Examples:
     """Read texts only (for prediction): a path, a list of strings, or rows with a text field."""
     return read_examples(data, text_column=text_column, label_column=None, labels_required=False)
@@ -111,6 +178,8 @@ def _label(fields: Mapping[str, Any], column: str | None, where: str,
                         f"example, or name the label field with --label-column / label_column= "
                         f"(fields here: {', '.join(map(str, fields)) or 'none'}).")
     value = fields[column]
+    if isinstance(value, (list, tuple)):  # multi-label: ["billing", "refund"]; [] is no label
+        return _label_list(value, column, where)
     if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas' missing
         value = ""
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
@@ -121,10 +190,36 @@ def _label(fields: Mapping[str, Any], column: str | None, where: str,
     if not label:
         raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every row "
                         "a label, or remove unlabelled rows.")
+    return _check_label_length(label, column, where)
+
+
+def _label_list(values: Sequence[Any], column: str, where: str) -> str:
+    names = []
+    for value in values:
+        if not isinstance(value, str) or not value.strip() or MULTI_SEPARATOR in value:
+            raise DataError(f"{where}, field '{column}': every label in the list must be a "
+                            f"non-empty string without '{MULTI_SEPARATOR}', got {value!r}. Fix: "
+                            'write e.g. ["billing", "refund"].')
+        names.append(value.strip()[:MAX_LABEL_CHARS + 1])
+    return MULTI_SEPARATOR.join(_check_label_length(n, column, where) for n in names)
+
+
+def _check_label_length(label: str, column: str, where: str) -> str:
     if len(label) > MAX_LABEL_CHARS:
         raise DataError(f"{where}, field '{column}': the label has {len(label)} characters, "
                         f"over the limit of {MAX_LABEL_CHARS}. Fix: use a shorter label name.")
     return label
+
+
+def split_labels(label: str) -> list[str]:
+    """The labels of a multi-label row: 'billing|refund' -> ['billing', 'refund']."""
+    return [part.strip() for part in label.split(MULTI_SEPARATOR) if part.strip()]
+
+
+def is_multi_label(examples: Examples) -> bool:
+    """True when any row has several labels ('a|b' or a list) or none (an empty list)."""
+    return examples.labels is not None and any(
+        MULTI_SEPARATOR in label or not label for label in examples.labels)
 
 
 def _json_type(value: Any) -> str:
@@ -263,10 +358,15 @@ def _fields(name: str, line: int, header: list[str], fields: list[str],
     return dict(zip(header, fields, strict=True))
 
 
-def label_set(examples: Examples, task: str = "classify") -> list[str]:
+def label_set(examples: Examples, task: str = "classify", multi_label: bool = False) -> list[str]:
     """The sorted distinct labels; at least two are needed to train a classifier."""
     if examples.labels is None:
         raise DataError(f"{examples.source}: no labels found. Fix: add a label column.")
+    if multi_label:
+        labels = sorted({name for label in examples.labels for name in split_labels(label)})
+        if not labels:
+            raise DataError(f"{examples.source}: no row has a label. Fix: label some rows.")
+        return labels
     labels = sorted(set(examples.labels))
     if len(labels) < 2:
         raise DataError(f"{examples.source}: every row has the label '{labels[0]}'; {task} "

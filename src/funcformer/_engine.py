@@ -70,23 +70,44 @@ class Engine:
         if unknown:
             raise TaskError(f"Unknown function(s): {', '.join(unknown)}. This engine has: "
                             f"{', '.join(self.names) or 'none'}.")
-        texts = read_texts(list(texts)).texts
+        texts = list(texts)
+        if any(self.functions[n].shares_features for n in names):
+            texts = read_texts(texts).texts
         results: dict[str, list[Any]] = {}
         groups: dict[Any, list[str]] = {}
         for name in names:
+            fn = self.functions[name]
+            if not fn.shares_features:  # its own model: one predict call, cached by input
+                results[name] = self._own(fn, fn.read_inputs(texts))
+                continue
             results[name] = self._cached(name, texts)
             if any(r is None for r in results[name]):
-                groups.setdefault(self.functions[name].encoder_key, []).append(name)
+                groups.setdefault(fn.encoder_key, []).append(name)
         for members in groups.values():
             self._compute(members, texts, results)
         return results
+
+    def _own(self, fn: Any, inputs: list[Any]) -> list[Any]:
+        keys = [x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in inputs]
+        if self.cache is None:
+            return fn.predict(inputs)
+        values = self.cache.get_many(_namespace(fn), keys)
+        found = {k: fn.result_from_dict(json.loads(v))
+                 for k, v in zip(keys, values, strict=True) if v is not None}
+        todo = {k: x for k, x in zip(keys, inputs, strict=True) if k not in found}
+        if todo:
+            computed = dict(zip(todo, fn.predict(list(todo.values())), strict=True))
+            self.cache.put_many(_namespace(fn), [(k, json.dumps(r.to_dict()).encode())
+                                                 for k, r in computed.items()])
+            found.update(computed)
+        return [found[k] for k in keys]
 
     def _cached(self, name: str, texts: Sequence[str]) -> list[Any]:
         if self.cache is None:
             return [None] * len(texts)
         fn = self.functions[name]
         values = self.cache.get_many(_namespace(fn), texts)
-        return [None if v is None else fn.task.result_from_dict(json.loads(v)) for v in values]
+        return [None if v is None else fn.result_from_dict(json.loads(v)) for v in values]
 
     def _compute(self, members: list[str], texts: Sequence[str],
                  results: dict[str, list[Any]]) -> None:
@@ -98,11 +119,10 @@ class Engine:
         missing = list(dict.fromkeys(texts[i] for n in members
                                      for i, r in enumerate(results[n]) if r is None))
         first = self.functions[members[0]]
-        features = (first.features(missing, cache=self.cache)  # (M, H)
-                    if first.runtime == "torch" else None)
+        features = first.features(missing, cache=self.cache)  # (M, H)
         for name in members:
             fn = self.functions[name]
-            logits = fn.logits(missing) if features is None else fn.apply_head(features)
+            logits = fn.apply_head(features)
             computed = dict(zip(missing, fn.task.decode(logits), strict=True))
             lacking = {texts[i] for i, r in enumerate(results[name]) if r is None}
             results[name] = [computed[t] if r is None else r

@@ -29,10 +29,10 @@ from ._artifact import (
 )
 from ._cache import Cache, open_cache
 from ._config import TrainConfig
-from ._data import Examples, label_set, read_examples, read_texts
+from ._data import Examples, is_multi_label, label_set, read_examples, read_texts
 from ._errors import ArtifactError, TaskError
 from ._results import Prediction
-from ._tasks import task_class
+from ._tasks import task_class, task_module
 from ._version import __version__
 
 log = logging.getLogger("funcformer")
@@ -40,28 +40,28 @@ PathLike = str | os.PathLike[str]
 
 
 class Function:
-    """A trained function: `fn("text")` -> one Prediction, `fn([...])` -> a list.
+    """A trained function: call it on one input for one result, on a list for a list.
+
+    Every task's function (`classify`, `embed`, `search`, `tag`, `pair`, `generate`,
+    `zero_shot`) is one of these: it carries its manifest, predicts, evaluates and saves
+    atomically, and `funcformer.load` gives it back.
 
     >>> fn = funcformer.train("classify", "reviews.csv")   # doctest: +SKIP
     >>> fn("The battery died after a day.").label           # doctest: +SKIP
     'negative'
     """
 
-    def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module | None,
-                 manifest: Manifest, encoder: torch.nn.Module | None = None,
-                 runner: Any = None) -> None:
-        self.task = task
-        self.backbone = backbone
-        self.head = head.eval() if head is not None else None
-        self.encoder = encoder
-        """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
-        self.runner = runner
-        """An ONNX Runtime session computing logits from token ids; None runs torch."""
+    shares_features = False
+    """True when the Engine may compute pooled backbone features once for this function and
+    others on the same backbone, then apply only this function's head."""
+    runtime = "torch"
+
+    def __init__(self, *, manifest: Manifest) -> None:
         self.manifest = manifest
 
     @property
-    def runtime(self) -> str:
-        return "torch" if self.runner is None else "onnx"
+    def task_name(self) -> str:
+        return self.manifest.task
 
     @property
     def labels(self) -> list[str]:
@@ -69,30 +69,85 @@ class Function:
 
     @property
     def digest(self) -> str:
-        """Identifies this function's behaviour: labels, head and encoder weights."""
+        """Identifies this function's behaviour: its settings and weights."""
         return self.manifest.digest
 
     @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.manifest.metrics)
 
+    @property
+    def encoder_key(self) -> tuple[Any, ...]:
+        """Functions with equal keys compute identical features: one backbone pass serves all."""
+        return ("own", id(self))
+
     def __repr__(self) -> str:
-        return (f"Function(task={self.manifest.task!r}, method={self.manifest.method!r}, "
-                f"labels={self.labels!r}, backbone={self.manifest.backbone.name!r})")
+        return (f"{type(self).__name__}(task={self.manifest.task!r}, "
+                f"method={self.manifest.method!r}, labels={self.labels!r}, "
+                f"backbone={self.manifest.backbone.name!r})")
 
-    @overload
-    def __call__(self, inputs: str) -> Prediction: ...
-    @overload
-    def __call__(self, inputs: Sequence[str]) -> list[Prediction]: ...
+    def __call__(self, inputs: Any, **options: Any) -> Any:
+        if self.is_single(inputs):
+            return self.predict([inputs], **options)[0]
+        return self.predict(list(inputs), **options)
 
-    def __call__(self, inputs: str | Sequence[str]) -> Prediction | list[Prediction]:
-        if isinstance(inputs, str):
-            return self.predict([inputs])[0]
-        return self.predict(inputs)
+    def is_single(self, inputs: Any) -> bool:
+        """Whether `inputs` is one input (a string for most tasks) rather than a list."""
+        return isinstance(inputs, str)
+
+    def read_inputs(self, data: Any, *, text_column: str = "text") -> list[Any]:
+        """Validated inputs from a file, list or DataFrame (what `predict` takes)."""
+        return read_texts(data, text_column=text_column).texts
+
+    def predict(self, inputs: Sequence[Any], **options: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def result_from_dict(self, data: dict[str, Any]) -> Any:
+        """Rebuild a result from its `to_dict()` (the Engine caches results as JSON)."""
+        raise NotImplementedError
+
+    def evaluate(self, data: Any, **columns: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, path: PathLike) -> Path:
+        raise NotImplementedError
+
+
+class Classifier(Function):
+    """A `classify` function (single- or multi-label): pooled backbone features -> a head.
+
+    >>> fn("The battery died after a day.").label           # doctest: +SKIP
+    'negative'
+    """
+
+    shares_features = True
+
+    def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module | None,
+                 manifest: Manifest, encoder: torch.nn.Module | None = None,
+                 runner: Any = None) -> None:
+        super().__init__(manifest=manifest)
+        self.task = task
+        self.backbone = backbone
+        self.head = head.eval() if head is not None else None
+        self.encoder = encoder
+        """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
+        self.runner = runner
+        """An ONNX Runtime session computing logits from token ids; None runs torch."""
+
+    @property
+    def runtime(self) -> str:  # type: ignore[override]
+        return "torch" if self.runner is None else "onnx"
+
+    @property
+    def shares_features(self) -> bool:  # type: ignore[override]
+        return self.runner is None
 
     def predict(self, texts: Sequence[str] | Examples) -> list[Prediction]:
         """Predictions for many texts, in input order."""
         return self.task.decode(self.logits(texts))
+
+    def result_from_dict(self, data: dict[str, Any]) -> Any:
+        return self.task.result_from_dict(data)
 
     def logits(self, texts: Sequence[str] | Examples, cache: Cache | None = None) -> torch.Tensor:
         """Raw head outputs (N, C), in input order."""
@@ -112,7 +167,6 @@ class Function:
 
     @property
     def encoder_key(self) -> tuple[Any, ...]:
-        """Functions with equal keys compute identical features: one backbone pass serves all."""
         if self.runner is not None:
             return ("onnx", id(self.runner))
         encoder = self.encoder if self.encoder is not None else self.backbone.model
@@ -216,13 +270,20 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     """
     from ._methods import fit
 
-    config = _config(config, method, options)
-    cls = task_class(task)
+    if task != "classify":
+        return task_module(task).train(
+            data, eval_data=eval_data, backbone=backbone, method=method, config=config,
+            progress=progress, cache=cache, device=device, text_column=text_column,
+            label_column=label_column, init=init, **options)
+    multi_label = options.pop("multi_label", None)
+    config = make_config(config, method, options)
     train_examples = read_examples(data, text_column=text_column, label_column=label_column)
     eval_examples = (read_examples(eval_data, text_column=text_column, label_column=label_column)
                      if eval_data is not None else None)
-    labels = label_set(train_examples, task)
-    task_obj = cls(labels)
+    if multi_label is None:
+        multi_label = is_multi_label(train_examples)
+    labels = label_set(train_examples, task, multi_label)
+    task_obj = task_class(task, multi_label)(labels)
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone, device=device)
@@ -242,17 +303,25 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
               "seconds": round(seconds, 2), "eval_source": trained.eval_source,
               "history": trained.history.to_dict()}
     manifest = _manifest(task_obj, shared, trained, config, report)
-    fn = Function(task=task_obj, backbone=shared, head=trained.head, manifest=manifest,
+    fn = Classifier(task=task_obj, backbone=shared, head=trained.head, manifest=manifest,
                   encoder=trained.encoder)
+    if task_obj.multi_label and trained.eval_data is not None:
+        task_obj.tune_thresholds(fn.logits(trained.eval_data), trained.eval_data)
+        fn.manifest.options = task_obj.options
+        fn.manifest.digest = _digest([task_obj.labels, task_obj.options],
+                                     trained.head.state_dict(),
+                                     trained.encoder.state_dict() if trained.encoder else None,
+                                     shared.digest)
     if eval_examples is not None:
         metrics = fn.evaluate(eval_examples)
-        fn.manifest.metrics = {k: metrics[k] for k in ("accuracy", "macro_f1", "examples")}
+        keys = ("accuracy", "micro_f1", "macro_f1", "examples")
+        fn.manifest.metrics = {k: metrics[k] for k in keys if k in metrics}
     elif trained.history.best_metric is not None:
         fn.manifest.metrics = {f"held_out_{config.metric}": trained.history.best_metric}
     return fn
 
 
-def _config(config: TrainConfig | None, method: str, options: dict[str, Any]) -> TrainConfig:
+def make_config(config: TrainConfig | None, method: str, options: dict[str, Any]) -> TrainConfig:
     values = config.to_dict() if config is not None else {"method": method}
     unknown = set(options) - set(TrainConfig().to_dict())
     if unknown:
@@ -271,20 +340,31 @@ def _manifest(task: Any, shared: _backbone.Backbone, trained: Any, config: Train
     encoder_state = trained.encoder.state_dict() if included else None
     return Manifest(
         task=task.name, labels=task.labels, method=config.method, backbone=ref, head=head,
-        digest=_digest(task.labels, trained.head.state_dict(), encoder_state, shared.digest),
+        options=task.options,
+        digest=_digest([task.labels, task.options] if task.options else task.labels,
+                       trained.head.state_dict(), encoder_state, shared.digest),
         config=config.to_dict(), training=report, library_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def _digest(labels: list[str], head_state: dict[str, torch.Tensor],
+def _digest(labels: Any, head_state: dict[str, torch.Tensor],
             encoder_state: dict[str, torch.Tensor] | None, backbone_digest: str) -> str:
-    digest = hashlib.sha256(json.dumps(labels).encode())
+    return state_digest(labels, backbone_digest, head_state, encoder_state or {})
+
+
+def state_digest(settings: Any, backbone_digest: str, *states: dict[str, Any]) -> str:
+    """sha256 over JSON settings, the backbone digest and tensors (by sorted name)."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(backbone_digest.encode())
-    for state in (head_state, encoder_state or {}):
+    for state in states:
         for name in sorted(state):
             digest.update(name.encode())
             digest.update(state[name].detach().contiguous().cpu().numpy().tobytes())
     return "sha256:" + digest.hexdigest()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
@@ -302,10 +382,17 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
     directory = Path(path)
     manifest = read_manifest(directory)
-    task = task_class(manifest.task)(manifest.labels)
+    if manifest.task != "classify":
+        if runtime != "torch":
+            raise TaskError(f"{directory}: runtime '{runtime}' serves classify functions; this "
+                            f"is a {manifest.task} function. Fix: use runtime='torch'.")
+        return task_module(manifest.task).load(directory, manifest, backbone=backbone,
+                                               device=device, dtype=dtype)
+    task = task_class(manifest.task, manifest.options.get("multi_label", False))(
+        manifest.labels, **manifest.options.get("task", {}))
     if runtime != "torch":
         return _load_onnx(directory, manifest, task, runtime, threads)
-    shared = _load_backbone(directory, manifest, backbone, device, dtype)
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
     head = task.head(manifest.head.hidden, float(manifest.config.get("dropout", 0.1)))
     head_file = directory / HEAD_FILE
     if not head_file.is_file():
@@ -315,10 +402,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
                             "The artifact is damaged; save it again.") from None
-    return Function(task=task, backbone=shared, head=head, manifest=manifest)
+    return Classifier(task=task, backbone=shared, head=head, manifest=manifest)
 
 
-def _load_backbone(directory: Path, manifest: Manifest, override: PathLike | None,
+def load_backbone(directory: Path, manifest: Manifest, override: PathLike | None,
                    device: str, dtype: str | None) -> _backbone.Backbone:
     ref = manifest.backbone
     if ref.included:
@@ -360,5 +447,5 @@ def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
         raise ArtifactError(f"{graph}: exported from another version of this function. Fix: "
                             f"run funcformer export {directory} --onnx{flag} again.")
     tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR)
-    return Function(task=task, backbone=tokenizer, head=None, manifest=manifest,
+    return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
                     runner=OnnxRunner(graph, threads=threads))

@@ -35,6 +35,34 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str],
     }
 
 
+def multilabel_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
+                       labels: Sequence[str]) -> dict[str, Any]:
+    """Micro- and macro-F1, subset accuracy, per-label precision/recall/F1/support.
+
+    >>> m = multilabel_metrics([["a", "b"], ["b"]], [["a"], ["b"]], ["a", "b"])
+    >>> round(m["micro_f1"], 3), m["accuracy"]
+    (0.8, 0.5)
+    """
+    per_class = {}
+    totals = [0, 0, 0]  # true positives, predicted, gold
+    for label in labels:
+        tp = sum(label in g and label in p for g, p in zip(gold, predicted, strict=True))
+        guessed = sum(label in p for p in predicted)
+        support = sum(label in g for g in gold)
+        precision = tp / guessed if guessed else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (guessed + support) if guessed + support else 0.0
+        per_class[label] = {"precision": precision, "recall": recall, "f1": f1,
+                            "support": support}
+        totals = [totals[0] + tp, totals[1] + guessed, totals[2] + support]
+    micro = 2 * totals[0] / (totals[1] + totals[2]) if totals[1] + totals[2] else 0.0
+    exact = sum(set(g) == set(p) for g, p in zip(gold, predicted, strict=True))
+    return {"accuracy": exact / len(gold) if gold else 0.0, "micro_f1": micro,
+            "macro_f1": sum(r["f1"] for r in per_class.values()) / len(labels) if labels else 0.0,
+            "examples": len(gold), "per_class": per_class, "labels": list(labels),
+            "multi_label": True}
+
+
 def metrics_table(metrics: dict[str, Any]) -> Any:
     """A rich Table of per-class precision, recall, F1 and support."""
     from rich.table import Table

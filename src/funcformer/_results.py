@@ -21,3 +21,18 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """One multi-label result: every label whose probability reached its threshold.
+
+    >>> Labels(labels=["billing"], scores={"billing": 0.8, "refund": 0.3}).labels
+    ['billing']
+    """
+
+    labels: list[str]
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

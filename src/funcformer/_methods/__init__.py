@@ -30,6 +30,8 @@ class Trained:
     truncated: int
     eval_source: str
     """Where early stopping's eval data came from: 'given', 'held out N', or 'none'."""
+    eval_data: Examples | None = None
+    """The eval examples used (given or held out), e.g. to tune multi-label thresholds."""
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
@@ -42,7 +44,9 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         train, eval_data = holdout(train, config.eval_fraction, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     method = {"head": head.fit, "full": full.fit}[config.method]
-    return method(task, backbone, train, eval_data, config, progress, source, cache)
+    trained = method(task, backbone, train, eval_data, config, progress, source, cache)
+    trained.eval_data = eval_data
+    return trained
 
 
 def holdout(examples: Examples, fraction: float,

@@ -1,4 +1,5 @@
-"""The `classify` task: single-label classification with a softmax over a linear head."""
+"""The `classify` task: single-label (softmax) or multi-label (sigmoids with tuned thresholds)
+classification with a linear head on pooled features."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Any
 
 import torch
 
-from .._data import Examples
+from .._data import MULTI_SEPARATOR, Examples, split_labels
 from .._errors import DataError
-from .._metrics import classification_metrics
+from .._metrics import classification_metrics, multilabel_metrics
 from .._model import LinearHead
-from .._results import Prediction
+from .._results import Labels, Prediction
 
 
 class Classify:
@@ -23,12 +24,18 @@ class Classify:
     """
 
     name = "classify"
+    multi_label = False
 
     def __init__(self, labels: Sequence[str], init: torch.Tensor | None = None) -> None:
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.init = init
         """Starting head weights (C, H), e.g. from zero-shot label embeddings; None: random."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What the artifact records to rebuild this task (beyond its labels)."""
+        return {}
 
     def head(self, hidden: int, dropout: float = 0.1) -> torch.nn.Module:
         head = LinearHead(hidden, len(self.labels), dropout)
@@ -73,3 +80,89 @@ class Classify:
     def score(self, gold: Sequence[str], predicted: Sequence[str], metric: str) -> float:
         """One number for early stopping: accuracy or macro-F1."""
         return float(self.metrics(gold, predicted)[metric])
+
+
+class MultiLabel(Classify):
+    """Multi-label classification: one sigmoid per label, each with its own threshold.
+
+    Gold labels are 'a|b' strings (lists are joined on reading; '' is no label). Thresholds
+    start at 0.5 and are tuned per label on eval data after training (`tune_thresholds`).
+
+    >>> task = MultiLabel(["billing", "refund"])
+    >>> task.decode(torch.tensor([[2.0, -2.0]]))[0].labels
+    ['billing']
+    """
+
+    multi_label = True
+
+    def __init__(self, labels: Sequence[str], init: torch.Tensor | None = None,
+                 thresholds: Sequence[float] | None = None) -> None:
+        super().__init__(labels, init)
+        self.thresholds = list(thresholds) if thresholds is not None else [0.5] * len(labels)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What the artifact records to rebuild this task."""
+        return {"multi_label": True, "task": {"thresholds": self.thresholds}}
+
+    def head(self, hidden: int, dropout: float = 0.1) -> torch.nn.Module:
+        head = super().head(hidden, dropout)
+        if self.init is not None:  # cosine logits are all large: centre them at the midpoint
+            with torch.no_grad():
+                head.linear.bias.fill_(-float(self.init.norm(dim=1).mean()) * 0.3)
+        return head
+
+    def targets(self, examples: Examples) -> torch.Tensor:
+        """Multi-hot targets (N, C) as floats."""
+        assert examples.labels is not None
+        out = torch.zeros((len(examples), len(self.labels)))
+        for i, label in enumerate(examples.labels):
+            for name in split_labels(label):
+                if name not in self.index:
+                    raise DataError(f"{examples.where(i)}, field 'label': unknown label "
+                                    f"'{name}'. This function knows: {', '.join(self.labels)}.")
+                out[i, self.index[name]] = 1.0
+        return out
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+    def decode(self, logits: torch.Tensor) -> list[Labels]:  # type: ignore[override]
+        probs = torch.sigmoid(logits.float()).tolist()
+        return [Labels(labels=[n for n, p, t in zip(self.labels, row, self.thresholds,
+                                                    strict=True) if p >= t],
+                       scores=dict(zip(self.labels, row, strict=True))) for row in probs]
+
+    def result_from_dict(self, data: dict[str, Any]) -> Labels:  # type: ignore[override]
+        return Labels(**data)
+
+    def predicted_labels(self, logits: torch.Tensor) -> list[str]:
+        return [MULTI_SEPARATOR.join(result.labels) for result in self.decode(logits)]
+
+    def metrics(self, gold: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+        return multilabel_metrics([split_labels(g) for g in gold],
+                                  [split_labels(p) for p in predicted], self.labels)
+
+    def score(self, gold: Sequence[str], predicted: Sequence[str], metric: str) -> float:
+        """micro-F1 for early stopping (macro-F1 when asked for)."""
+        key = "macro_f1" if metric == "macro_f1" else "micro_f1"
+        return float(self.metrics(gold, predicted)[key])
+
+    def tune_thresholds(self, logits: torch.Tensor, examples: Examples) -> None:
+        """Per label, the threshold with the best F1 on these examples (ties: nearest 0.5).
+
+        A label with no positive example keeps 0.5: there is nothing to tune it on.
+        """
+        probs = torch.sigmoid(logits.float())
+        gold = self.targets(examples).bool()
+        grid = torch.linspace(0.05, 0.95, 19)
+        for c in range(len(self.labels)):
+            if not gold[:, c].any():
+                continue
+            best = (-1.0, 0.0, 0.5)
+            for t in grid.tolist():
+                guess = probs[:, c] >= t
+                tp = float((guess & gold[:, c]).sum())
+                f1 = 2 * tp / max(float(guess.sum() + gold[:, c].sum()), 1.0)
+                best = max(best, (round(f1, 6), -abs(t - 0.5), t))
+            self.thresholds[c] = round(best[2], 4)
