@@ -56,7 +56,8 @@ def _root(
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Argument(help="What to train: classify.")],
+    task: Annotated[str, typer.Argument(help="What to train: classify, zero_shot, embed, "
+                                        "search, tag, pair or generate.")],
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
     method: Annotated[str, typer.Option(help="head (fast, frozen backbone) or full.")] = "head",
@@ -74,18 +75,41 @@ def train(
     cache: CacheFile = None,
     init: Annotated[str | None, typer.Option("--init", help="zero_shot: start the head from "
                                              "the label names' embeddings.")] = None,
+    multi_label: Annotated[bool | None, typer.Option(
+        "--multi-label/--single-label", help="classify: several labels per text ('a|b'); "
+        "default: detected from the data.")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A task option as KEY=VALUE (VALUE read as JSON when it parses), e.g. "
+        "--set template='This review is {}.' or --set pairs=logs.csv; repeatable.")] = None,
 ) -> None:
-    """Train a function on labelled data and save it."""
+    """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target
     from ._function import train as train_function
 
     check_target(out)  # refuse a bad --out before minutes of training, not after
+    options = _settings(settings or [])
+    if multi_label is not None:
+        options["multi_label"] = multi_label
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
                         text_column=text_column, label_column=label_column, epochs=epochs,
                         learning_rate=learning_rate, batch_size=batch_size,
-                        max_length=max_length, seed=seed, cache=cache, init=init)
+                        max_length=max_length, seed=seed, cache=cache, init=init, **options)
     fn.save(out)
     _print_training(fn, out)
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as text."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. --set threshold=0.4.")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def _print_training(fn: Any, out: Path) -> None:
@@ -93,8 +117,9 @@ def _print_training(fn: Any, out: Path) -> None:
     report = fn.manifest.training
     metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in fn.metrics.items())
-    console.print(f"Trained {fn.manifest.task} ({fn.manifest.method}) on {report['examples']} "
-                  f"examples in {report['seconds']:.1f}s; eval data: {report['eval_source']}.")
+    console.print(f"Trained {fn.manifest.task} ({fn.manifest.method}) on "
+                  f"{report.get('examples', 0)} examples in {report.get('seconds', 0):.1f}s; "
+                  f"eval data: {report.get('eval_source', 'none')}.")
     if metrics:
         console.print(f"Metrics: {metrics}")
     console.print(f"Saved to {out}")
@@ -114,14 +139,15 @@ def predict(
     cache: CacheFile = None,
 ) -> None:
     """Run a function; prints one JSON line per input, in input order."""
-    from ._data import read_texts
     from ._engine import Engine
     from ._function import load
 
-    examples = _prediction_inputs(texts, input_file, text_column, read_texts)
-    engine = Engine({"fn": load(function, runtime=runtime)}, cache=cache)
-    lines = (json.dumps({"text": text, **result.to_dict()}, ensure_ascii=False)
-             for text, result in zip(examples.texts, engine("fn", examples.texts), strict=True))
+    fn = load(function, runtime=runtime)
+    inputs = _prediction_inputs(texts, input_file, text_column, fn.read_inputs)
+    engine = Engine({"fn": fn}, cache=cache)
+    lines = (json.dumps({"input" if not isinstance(x, str) else "text": x, **result.to_dict()},
+                        ensure_ascii=False)
+             for x, result in zip(inputs, engine("fn", inputs), strict=True))
     if output is None:
         for line in lines:
             print(line)
@@ -134,17 +160,17 @@ def predict(
 
 
 def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_column: str,
-                       read_texts: Any) -> Any:
+                       read_inputs: Any) -> list[Any]:
     if texts and input_file:
         raise DataError("Give texts on the command line or --input, not both.")
     if input_file == "-":
         lines = [line.rstrip("\r\n") for line in sys.stdin]
-        return read_texts([line for line in lines if line.strip()] or [""])
+        return read_inputs([line for line in lines if line.strip()] or [""])
     if input_file:
-        return read_texts(input_file, text_column=text_column)
+        return read_inputs(input_file, text_column=text_column)
     if not texts:
         raise DataError("Nothing to predict. Fix: give texts as arguments, or --input FILE.")
-    return read_texts(texts)
+    return read_inputs(texts)
 
 
 @app.command("eval")
@@ -163,6 +189,9 @@ def evaluate(
     fn = load(function, runtime=runtime)
     metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
     _print_metrics(metrics)
+    if report is not None and "confusion_matrix" not in metrics:
+        raise DataError(f"--report writes a confusion matrix, which {fn.manifest.task} "
+                        "functions do not have; the metrics above are the report.")
     if report is not None:
         _write_report(metrics, report)
         _console().print(f"Report written to {report}/ (metrics.json, confusion_matrix.png)")
@@ -172,9 +201,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     from ._metrics import metrics_table
 
     console = _console()
-    console.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
-                  f"({metrics['examples']} examples)")
-    console.print(metrics_table(metrics))
+    scalars = [f"{k.replace('_f1', '-F1').replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
+               if isinstance(v, float)]
+    console.print("   ".join(scalars) + f"   ({metrics.get('examples', '?')} examples)")
+    if "per_class" in metrics:
+        console.print(metrics_table(metrics))
 
 
 def _write_report(metrics: dict[str, Any], directory: Path) -> None:
@@ -224,8 +255,9 @@ def info(
         return
     console = _console()
     ref = manifest.backbone
-    rows = [("task", manifest.task), ("method", manifest.method),
-            ("labels", ", ".join(manifest.labels)),
+    rows = [("task", manifest.task + (" (multi-label)" if manifest.options.get("multi_label")
+                                      else "")), ("method", manifest.method),
+            ("labels", ", ".join(manifest.labels) or "-"),
             ("backbone", f"{ref.name} ({'included' if ref.included else 'referenced'})"),
             ("backbone digest", ref.digest), ("function digest", manifest.digest),
             ("metrics", json.dumps(manifest.metrics)),

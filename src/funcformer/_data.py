@@ -53,8 +53,10 @@ class _Row:
 
 
 def read_examples(data: Any, *, text_column: str = "text", label_column: str | None = "label",
-                  labels_required: bool = True) -> Examples:
+                  labels_required: bool = True, empty_labels: bool = False) -> Examples:
     """Read texts (and labels) from a path, list, dict of columns, or pandas DataFrame.
+
+    `empty_labels` accepts a row with an empty label (multi-label data: no label applies).
 
     >>> read_examples([{"text": "great", "label": "pos"}, ("awful", "neg")]).labels
     ['pos', 'neg']
@@ -69,7 +71,7 @@ def read_examples(data: Any, *, text_column: str = "text", label_column: str | N
         where = f"{source}, {row.place}"
         texts.append(_text(row.fields, text_column, where))
         if labels is not None:
-            label = _label(row.fields, label_column, where, labels_required)
+            label = _label(row.fields, label_column, where, labels_required, empty_labels)
             if label is None:
                 labels = None
             else:
@@ -170,7 +172,7 @@ def _text(fields: Mapping[str, Any], column: str, where: str) -> str:
 
 
 def _label(fields: Mapping[str, Any], column: str | None, where: str,
-           required: bool) -> str | None:
+           required: bool, empty_ok: bool = False) -> str | None:
     if column not in fields:
         if not required:
             return None
@@ -187,9 +189,10 @@ def _label(fields: Mapping[str, Any], column: str | None, where: str,
                         f"got {_json_type(value)}. Fix: write the label as text, e.g. "
                         '"positive".')
     label = str(int(value) if isinstance(value, numbers.Integral) else value).strip()
-    if not label:
+    if not label and not empty_ok:
         raise DataError(f"{where}, field '{column}': the label is empty. Fix: give every row "
-                        "a label, or remove unlabelled rows.")
+                        "a label, or remove unlabelled rows (multi-label data where no label "
+                        "applies: write [] in JSONL, or pass multi_label=True / --multi-label).")
     return _check_label_length(label, column, where)
 
 

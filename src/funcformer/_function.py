@@ -188,7 +188,8 @@ class Classifier(Function):
     def evaluate(self, data: Any, *, text_column: str = "text",
                  label_column: str = "label") -> dict[str, Any]:
         """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
-        examples = read_examples(data, text_column=text_column, label_column=label_column)
+        examples = read_examples(data, text_column=text_column, label_column=label_column,
+                                 empty_labels=self.task.multi_label)
         self.task.targets(examples)  # unknown labels fail here, naming the row
         predicted = self.task.predicted_labels(self.logits(examples))
         assert examples.labels is not None
@@ -277,9 +278,10 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
     config = make_config(config, method, options)
-    train_examples = read_examples(data, text_column=text_column, label_column=label_column)
-    eval_examples = (read_examples(eval_data, text_column=text_column, label_column=label_column)
-                     if eval_data is not None else None)
+    columns = {"text_column": text_column, "label_column": label_column,
+               "empty_labels": bool(multi_label)}
+    train_examples = read_examples(data, **columns)
+    eval_examples = read_examples(eval_data, **columns) if eval_data is not None else None
     if multi_label is None:
         multi_label = is_multi_label(train_examples)
     labels = label_set(train_examples, task, multi_label)
