@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 
 from . import _backbone
+from ._artifact import BackboneRef, Manifest
 from ._cache import Cache, MemoryCache
-from ._data import read_texts
+from ._data import read_examples, read_texts
 from ._errors import DataError, TaskError
-from ._results import Prediction
+from ._function import Function
+from ._results import Labels, Prediction
+from ._version import __version__
 
 DEFAULT_TEMPLATE = "This text is about {}."
 # Cosine similarities span a narrow range; a softmax over them at temperature 0.05 turns them
 # into usable probabilities (the scale CLIP-style zero-shot classifiers use, 1 / 0.05 = 20).
 _SCALE = 20.0
+# Multi-label zero-shot keeps each label whose prompt's cosine similarity reaches this; 0.25
+# separates on-topic from off-topic texts for all-MiniLM-L6-v2 prompts in our checks, but it
+# depends on the backbone: `ZeroShot.calibrate(data)` tunes it on labelled examples.
+DEFAULT_THRESHOLD = 0.25
 _labels_cache = MemoryCache(max_items=10_000)
 
 Texts = str | Sequence[str]
@@ -71,11 +79,13 @@ def similarity(a: Texts, b: Texts, **options: Any) -> Any:
     return scores[:, 0] if isinstance(b, str) else scores
 
 
-class ZeroShot:
+class ZeroShot(Function):
     """Classify with no training, from label names or descriptions.
 
     `labels` is a list of names (each put into `template`) or a dict {name: description}
-    (descriptions used as written). Labels may also be given per call.
+    (descriptions used as written). Labels may also be given per call. With `multi_label`, every
+    label whose cosine similarity reaches `threshold` is returned (`calibrate` tunes it on
+    labelled data). `save()` writes a small artifact (settings only; the backbone is referenced).
 
     >>> topic = ZeroShot(["business", "sports", "science"])          # doctest: +SKIP
     >>> topic("The striker scored twice.").label                       # doctest: +SKIP
@@ -85,13 +95,31 @@ class ZeroShot:
     def __init__(self, labels: Sequence[str] | Mapping[str, str], *,
                  template: str = DEFAULT_TEMPLATE,
                  backbone: str | os.PathLike[str] | _backbone.Backbone | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", multi_label: bool = False,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         self.template = _check_template(template)
         self.backbone = (backbone if isinstance(backbone, _backbone.Backbone)
                          else _backbone.load(backbone, device=device))
-        self.labels = labels
+        self.spec = dict(labels) if isinstance(labels, Mapping) else list(labels)
+        self.prompts(self.spec)  # fail now on a bad label set, not at the first call
+        self.multi_label = multi_label
+        self.threshold = float(threshold)
+        super().__init__(manifest=self._manifest())
 
-    def fit(self, data: Any, **options: Any) -> Any:
+    def _manifest(self) -> Manifest:
+        from ._function import now, state_digest
+
+        options = {"template": self.template, "multi_label": self.multi_label,
+                   "threshold": self.threshold,
+                   "descriptions": self.spec if isinstance(self.spec, dict) else {}}
+        return Manifest(
+            task="zero_shot", labels=list(self.prompts(self.spec)), method="none",
+            backbone=BackboneRef(name=self.backbone.name, digest=self.backbone.digest),
+            options=options, digest=state_digest([list(self.spec), options],
+                                                 self.backbone.digest),
+            library_version=__version__, created_at=now())
+
+    def fit(self, data: Any, **options: Any) -> Function:
         """A trainable `classify` Function whose head starts from these label embeddings.
 
         >>> topic = ZeroShot({"billing": "invoices and charges", ...})  # doctest: +SKIP
@@ -99,6 +127,7 @@ class ZeroShot:
         """
         from ._function import train
 
+        options.setdefault("multi_label", self.multi_label or None)
         return train("classify", data, init=self, backbone=self.backbone.path, **options)
 
     def prompts(self, labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
@@ -118,32 +147,102 @@ class ZeroShot:
         vectors, _ = self.backbone.embed(prompts, cache=_labels_cache)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    def __call__(self, texts: Texts, labels: Sequence[str] | Mapping[str, str] | None = None,
-                 ) -> Prediction | list[Prediction]:
-        single = isinstance(texts, str)
-        checked = read_texts([texts] if single else list(texts)).texts
-        labels = self.labels if labels is None else labels
-        names = list(self.prompts(labels))
+    def similarities(self, texts: Sequence[str],
+                     labels: Sequence[str] | Mapping[str, str] | None = None) -> np.ndarray:
+        """Cosine similarity of each text to each label prompt (N, L)."""
+        checked = read_texts(list(texts)).texts
         vectors, _ = self.backbone.embed(checked)
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        logits = _SCALE * (vectors @ self.label_vectors(labels).T)  # (N, L)
+        return vectors @ self.label_vectors(self.spec if labels is None else labels).T
+
+    def __call__(self, texts: Texts,  # type: ignore[override]
+                 labels: Sequence[str] | Mapping[str, str] | None = None) -> Any:
+        """One text -> one result; a list -> a list. `labels` replaces the label set for
+        this call (names, or {name: description})."""
+        return super().__call__(texts, labels=labels)
+
+    def predict(self, texts: Sequence[str],  # type: ignore[override]
+                labels: Sequence[str] | Mapping[str, str] | None = None) -> list[Any]:
+        """One result per text: a Prediction, or Labels when multi-label."""
+        names = list(self.prompts(self.spec if labels is None else labels))
+        cosines = self.similarities(texts, labels)
+        if self.multi_label:
+            return [Labels(labels=[n for n, c in zip(names, row, strict=True)
+                                   if c >= self.threshold],
+                           scores={n: float(c) for n, c in zip(names, row, strict=True)})
+                    for row in cosines]
+        logits = _SCALE * cosines
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        out = [Prediction(label=names[int(row.argmax())], score=float(row.max()),
-                          scores={n: float(p) for n, p in zip(names, row, strict=True)})
-               for row in probs]
-        return out[0] if single else out
+        return [Prediction(label=names[int(row.argmax())], score=float(row.max()),
+                           scores={n: float(p) for n, p in zip(names, row, strict=True)})
+                for row in probs]
+
+    def result_from_dict(self, data: dict[str, Any]) -> Any:
+        return Labels(**data) if self.multi_label else Prediction(**data)
+
+    def calibrate(self, data: Any, *, text_column: str = "text",
+                  label_column: str = "label") -> float:
+        """Multi-label: set `threshold` to the cosine that maximises micro-F1 on labelled data."""
+        from ._data import split_labels
+
+        examples = read_examples(data, text_column=text_column, label_column=label_column,
+                                 empty_labels=True)
+        assert examples.labels is not None
+        names = self.labels
+        gold = np.array([[n in split_labels(y) for n in names] for y in examples.labels])
+        cosines = self.similarities(examples.texts)
+        best = (-1.0, self.threshold)
+        for t in np.round(np.arange(-0.2, 0.9, 0.01), 2):
+            guess = cosines >= t
+            tp = float((guess & gold).sum())
+            best = max(best, (2 * tp / max(float(guess.sum() + gold.sum()), 1.0), float(t)))
+        self.threshold = best[1]
+        self.manifest = self._manifest()
+        return self.threshold
+
+    def evaluate(self, data: Any, *, text_column: str = "text",
+                 label_column: str = "label") -> dict[str, Any]:
+        """Accuracy and macro-F1 (single-label), or micro/macro-F1 (multi-label)."""
+        from ._data import split_labels
+        from ._metrics import classification_metrics, multilabel_metrics
+
+        examples = read_examples(data, text_column=text_column, label_column=label_column,
+                                 empty_labels=self.multi_label)
+        assert examples.labels is not None
+        known = set(self.labels)
+        for i, label in enumerate(examples.labels):
+            for name in split_labels(label) if self.multi_label else [label]:
+                if name not in known:
+                    raise DataError(f"{examples.where(i)}, field '{label_column}': unknown "
+                                    f"label '{name}'. This function knows: "
+                                    f"{', '.join(self.labels)}.")
+        results = self.predict(examples.texts)
+        if self.multi_label:
+            return multilabel_metrics([split_labels(y) for y in examples.labels],
+                                      [r.labels for r in results], self.labels)
+        return classification_metrics(examples.labels, [r.label for r in results], self.labels)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the artifact (funcformer.json only: settings and the backbone reference)."""
+        from ._artifact import atomic_directory, write_manifest
+
+        target = Path(path)
+        with atomic_directory(target) as temp:
+            write_manifest(temp, self.manifest)
+        return target
 
 
 def zero_shot(texts: Texts, labels: Sequence[str] | Mapping[str, str], *,
-              template: str = DEFAULT_TEMPLATE, backbone: str | os.PathLike[str] | None = None
-              ) -> Prediction | list[Prediction]:
+              template: str = DEFAULT_TEMPLATE, backbone: str | os.PathLike[str] | None = None,
+              multi_label: bool = False, threshold: float = DEFAULT_THRESHOLD) -> Any:
     """One-shot zero-shot classification; see `ZeroShot` for repeated use.
 
     >>> funcformer.zero_shot("Stocks fell 3%.", ["business", "sports"]).label  # doctest: +SKIP
     'business'
     """
-    return ZeroShot(labels, template=template, backbone=backbone)(texts)
+    return ZeroShot(labels, template=template, backbone=backbone, multi_label=multi_label,
+                    threshold=threshold)(texts)
 
 
 def head_init(spec: Any, labels: Sequence[str], backbone: _backbone.Backbone) -> Any:
@@ -155,7 +254,7 @@ def head_init(spec: Any, labels: Sequence[str], backbone: _backbone.Backbone) ->
         spec = ZeroShot(labels, backbone=backbone)
     if not isinstance(spec, ZeroShot):
         raise TaskError(f"init must be 'zero_shot' or a ZeroShot, got {spec!r}.")
-    given = spec.labels if isinstance(spec.labels, Mapping) else {}
+    given = spec.spec if isinstance(spec.spec, Mapping) else {}
     prompts = {label: given.get(label, spec.template.format(label)) for label in labels}
     return torch.from_numpy(_SCALE * spec.label_vectors(prompts)).float()
 

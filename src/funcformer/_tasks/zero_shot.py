@@ -1,0 +1,82 @@
+"""The `zero_shot` task: classify from label names or descriptions, no training.
+
+`funcformer.train("zero_shot", labels)` takes the labels as a list of names, a dict
+{name: description}, or a file: .txt (one name per line) or .csv/.tsv/.jsonl with a `label`
+column and an optional `description` column. With `eval_data` (labelled texts) a multi-label
+function calibrates its threshold on them; either way the eval metrics are recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .._artifact import Manifest
+from .._data import read_records, read_texts
+from .._embed import DEFAULT_TEMPLATE, DEFAULT_THRESHOLD, ZeroShot
+from .._errors import DataError, TaskError
+
+
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "head",
+          device: str = "cpu", text_column: str = "text", label_column: str = "label",
+          template: str = DEFAULT_TEMPLATE, multi_label: bool | None = None,
+          threshold: float = DEFAULT_THRESHOLD, progress: bool = True, config: Any = None,
+          cache: Any = None, init: Any = None, **options: Any) -> ZeroShot:
+    """A ZeroShot function from a label set; nothing is trained."""
+    ignored = {k for k, v in options.items() if v is not None and k not in ("seed",)}
+    if ignored or init is not None:
+        raise TaskError(f"zero_shot trains nothing, so {', '.join(sorted(ignored)) or 'init'} "
+                        "does not apply. Fix: drop it, or train a classify function with "
+                        "init='zero_shot' (ZeroShot.fit) to learn from examples.")
+    fn = ZeroShot(read_labels(data, label_column), template=template, backbone=backbone,
+                  device=device, multi_label=bool(multi_label), threshold=threshold)
+    if eval_data is not None:
+        if fn.multi_label:
+            fn.calibrate(eval_data, text_column=text_column, label_column=label_column)
+        metrics = fn.evaluate(eval_data, text_column=text_column, label_column=label_column)
+        fn.manifest.metrics = {k: metrics[k] for k in ("accuracy", "micro_f1", "macro_f1",
+                                                       "examples") if k in metrics}
+    fn.manifest.training = {"examples": 0, "seconds": 0.0,
+                            "eval_source": "given" if eval_data is not None else "none"}
+    return fn
+
+
+def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str, str]:
+    """Label names, or {name: description} when descriptions are given."""
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return dict(data)
+    if isinstance(data, (list, tuple)) and all(isinstance(x, str) for x in data):
+        return list(data)
+    if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
+        return read_texts(data).texts
+    records = read_records(data, texts=[label_column], optional=["description"], what="labels")
+    described = {}
+    for i, row in enumerate(records.rows):
+        description = row.get("description")
+        if description is not None and (not isinstance(description, str)
+                                        or not description.strip()):
+            raise DataError(f"{records.where(i)}, field 'description': expected a non-empty "
+                            "text. Fix: describe the label, or drop the description column.")
+        described[row[label_column]] = description
+    if all(d is None for d in described.values()):
+        return list(described)
+    missing = [k for k, d in described.items() if d is None]
+    if missing:
+        raise DataError(f"{records.source}: label '{missing[0]}' has no description while "
+                        "others do. Fix: describe every label, or none.")
+    return {k: str(d) for k, d in described.items()}
+
+
+def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
+         dtype: str | None = None) -> ZeroShot:
+    from .._function import load_backbone
+
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
+    options = manifest.options
+    labels = options.get("descriptions") or manifest.labels
+    fn = ZeroShot(labels, template=options.get("template", DEFAULT_TEMPLATE), backbone=shared,
+                  multi_label=bool(options.get("multi_label")),
+                  threshold=float(options.get("threshold", DEFAULT_THRESHOLD)))
+    fn.manifest = manifest
+    return fn

@@ -1,0 +1,130 @@
+"""The zero_shot task as a function: artifact, multi-label, calibration, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import funcformer
+from funcformer import ArtifactError, DataError, Prediction, TaskError, ZeroShot
+from funcformer._results import Labels
+from funcformer._tasks.zero_shot import read_labels
+
+
+def test_is_a_function_that_saves_and_loads(tiny_backbone: Path, tmp_path: Path) -> None:
+    fn = funcformer.train("zero_shot", {"good": "a great review", "bad": "an awful review"},
+                          backbone=tiny_backbone)
+    assert isinstance(fn, funcformer.Function) and fn.labels == ["good", "bad"]
+    out = fn.save(tmp_path / "zs")
+    assert sorted(p.name for p in out.iterdir()) == ["funcformer.json"]
+    loaded = funcformer.load(out)
+    assert isinstance(loaded, ZeroShot) and loaded.digest == fn.digest
+    texts = ["the food was great", "the room was dirty"]
+    assert loaded(texts) == fn(texts)
+    assert loaded.spec == {"good": "a great review", "bad": "an awful review"}
+
+
+def test_digest_follows_settings(tiny_backbone: Path) -> None:
+    a = ZeroShot(["x", "y"], backbone=tiny_backbone)
+    assert a.digest == ZeroShot(["x", "y"], backbone=tiny_backbone).digest
+    assert a.digest != ZeroShot(["x", "y"], backbone=tiny_backbone, template="About {}.").digest
+    assert a.digest != ZeroShot(["x", "z"], backbone=tiny_backbone).digest
+
+
+def test_multi_label_scores_are_cosines(tiny_backbone: Path) -> None:
+    fn = ZeroShot(["food", "staff", "room"], backbone=tiny_backbone, multi_label=True,
+                  threshold=-1.0)
+    result = fn("the food was great")
+    assert isinstance(result, Labels)
+    assert result.labels == ["food", "staff", "room"]  # every cosine >= -1
+    cosines = fn.similarities(["the food was great"])[0]
+    assert [result.scores[n] for n in fn.labels] == pytest.approx(cosines.tolist())
+    fn.threshold = 1.01
+    assert fn("the food was great").labels == []
+
+
+def test_calibrate_picks_the_best_threshold(tiny_backbone: Path) -> None:
+    fn = ZeroShot(["food", "room"], backbone=tiny_backbone, multi_label=True, threshold=0.99)
+    texts = ["the food was great", "the room was dirty", "the food was cold",
+             "the room was lovely"]
+    data = [{"text": t, "label": ["food"] if "food" in t else ["room"]} for t in texts]
+    cosines = fn.similarities(texts)
+    before = fn.evaluate(data)["micro_f1"]
+    threshold = fn.calibrate(data)
+    after = fn.evaluate(data)["micro_f1"]
+    assert after >= before and fn.threshold == threshold
+    gold = np.array([[r["label"] == ["food"], r["label"] == ["room"]] for r in data])
+    guess = cosines >= threshold
+    tp = (guess & gold).sum()
+    assert after == pytest.approx(2 * tp / (guess.sum() + gold.sum()))
+
+
+def test_labels_from_files_and_errors(tmp_path: Path) -> None:
+    txt = tmp_path / "labels.txt"
+    txt.write_text("business\nsports\n\nscience\n", "utf-8")
+    assert read_labels(str(txt)) == ["business", "sports", "science"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("label,description\nbilling,invoices and charges\nlogin,passwords\n", "utf-8")
+    assert read_labels(str(csv)) == {"billing": "invoices and charges", "login": "passwords"}
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text('{"label": "a", "description": "x"}\n{"label": "b"}\n', "utf-8")
+    with pytest.raises(DataError, match="label 'b' has no description"):
+        read_labels(str(partial))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"label": "a", "description": 3}\n', "utf-8")
+    with pytest.raises(DataError, match="line 1, field 'description'"):
+        read_labels(str(bad))
+
+
+def test_training_options_are_refused(tiny_backbone: Path) -> None:
+    with pytest.raises(TaskError, match="zero_shot trains nothing, so epochs"):
+        funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, epochs=3)
+
+
+def test_eval_data_records_metrics_and_calibrates(tiny_backbone: Path) -> None:
+    data = [{"text": "the food was great", "label": ["food"]},
+            {"text": "the room was dirty", "label": ["room"]}]
+    fn = funcformer.train("zero_shot", ["food", "room"], backbone=tiny_backbone,
+                          multi_label=True, eval_data=data)
+    assert set(fn.metrics) == {"accuracy", "micro_f1", "macro_f1", "examples"}
+    assert fn.manifest.options["threshold"] == fn.threshold
+    with pytest.raises(DataError, match="index 0, field 'label': unknown label 'drinks'"):
+        fn.evaluate([{"text": "a", "label": ["drinks"]}])
+
+
+def test_fit_makes_a_classifier_from_label_embeddings(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    zs = ZeroShot(["negative", "positive"], backbone=tiny_backbone)
+    fn = zs.fit(make_reviews(), epochs=3, progress=False)
+    assert fn.manifest.task == "classify" and fn.manifest.training["init"] == "zero_shot"
+    assert isinstance(fn("the food was great"), Prediction)
+
+
+def test_loading_on_other_weights_is_refused(tiny_backbone: Path, tiny_chinese_backbone: Path,
+                                             tmp_path: Path) -> None:
+    out = ZeroShot(["a", "b"], backbone=tiny_backbone).save(tmp_path / "zs")
+    with pytest.raises(ArtifactError, match="digest"):
+        funcformer.load(out, backbone=tiny_chinese_backbone)
+
+
+def test_cli_train_and_predict(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._cli import main
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("food\nroom\n", "utf-8")
+    out = tmp_path / "zs"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "zero_shot", str(labels), "--out", str(out), "--backbone",
+              str(tiny_backbone), "--set", "template=All about {}."])
+    assert exit_info.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(out), "the food was great"])
+    assert exit_info.value.code == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["label"] in ("food", "room")
+    assert funcformer.load(out).template == "All about {}."
