@@ -24,6 +24,7 @@ from ._artifact import (
     Manifest,
     atomic_directory,
     copy_pooling_files,
+    save_encoder,
     read_manifest,
     write_manifest,
 )
@@ -231,19 +232,19 @@ class Classifier(Function):
                       str(temp / HEAD_FILE))
             manifest = self.manifest
             if self.manifest.backbone.included:
-                manifest = self._save_encoder(temp / ENCODER_DIR)
+                manifest = write_encoder(temp, self.encoder, self.backbone, manifest)
             write_manifest(temp, manifest)
         return target
 
-    def _save_encoder(self, directory: Path) -> Manifest:
-        encoder = self.encoder if self.encoder is not None else self.backbone.model
-        with _backbone.quiet_transformers():
-            encoder.save_pretrained(directory)
-        self.backbone.tokenizer.save_pretrained(directory)
-        copy_pooling_files(self.backbone.path, directory)
-        ref = self.manifest.backbone.model_copy(
-            update={"digest": _backbone.weights_digest(directory)})
-        return self.manifest.model_copy(update={"backbone": ref})
+def write_encoder(directory: Path, encoder: torch.nn.Module | None,
+                  backbone: _backbone.Backbone, manifest: Manifest) -> Manifest:
+    """Save a fine-tuned encoder (None: the backbone's model, i.e. a loaded one) into
+    `directory/encoder/`; returns the manifest with that copy's weights digest."""
+    target = directory / ENCODER_DIR
+    save_encoder(encoder if encoder is not None else backbone.model, backbone.tokenizer,
+                 backbone.path, target)
+    ref = manifest.backbone.model_copy(update={"digest": _backbone.weights_digest(target)})
+    return manifest.model_copy(update={"backbone": ref})
 
 
 def _note_truncation(truncated: int, total: int) -> None:

@@ -1,0 +1,139 @@
+"""The embed task: an Embedder function, training from pairs, artifact round trip, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import funcformer
+from funcformer import DataError, TaskError
+from funcformer._tasks.embed import (Embedder, Embedding, from_backbone, read_pairs,
+                                     retrieval_metrics, tune_encoder)
+
+
+def paraphrases(n: int = 24, seed: int = 0) -> list[tuple[str, str]]:
+    from conftest import NEGATIVE, NOUNS, POSITIVE
+
+    rng = random.Random(seed)
+    return [(f"the {noun} was {adj}", f"{adj} {noun}")
+            for noun, adj in ((rng.choice(NOUNS), rng.choice(POSITIVE + NEGATIVE))
+                              for _ in range(n))]
+
+
+def scored(n: int = 30, seed: int = 0) -> list[tuple[str, str, float]]:
+    from conftest import NEGATIVE, POSITIVE
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.choice(POSITIVE), rng.choice(POSITIVE + NEGATIVE)
+        rows.append((f"the food was {a}", f"the food was {b}", 5.0 if b in POSITIVE else 0.0))
+    return rows
+
+
+def test_untrained_embedder_matches_funcformer_embed(tiny_backbone: Path) -> None:
+    fn = from_backbone(tiny_backbone)
+    vectors = fn.encode(["the food was great", "the room was dirty"])
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.allclose(vectors, funcformer.embed(["the food was great", "the room was dirty"],
+                                                 backbone=tiny_backbone), atol=1e-6)
+    one = fn("the food was great")
+    assert isinstance(one, Embedding) and np.allclose(one.array, vectors[0])
+    assert fn.similarity("the food was great", ["the food was great"])[0] == pytest.approx(1.0)
+
+
+def test_in_batch_negatives_pull_pairs_together(tiny_backbone: Path, tmp_path: Path) -> None:
+    pairs = paraphrases()
+    before = from_backbone(tiny_backbone).evaluate(pairs)
+    fn = funcformer.train("embed", pairs, eval_data=pairs, backbone=tiny_backbone,
+                          progress=False, epochs=8, learning_rate=1e-3, batch_size=8)
+    assert fn.manifest.options["loss"] == "in_batch_negatives"
+    assert fn.metrics["mrr_at_10"] >= before["mrr_at_10"]
+    assert fn.manifest.training["history"]["best_metric"] == pytest.approx(
+        fn.metrics["mrr_at_10"])
+    out = fn.save(tmp_path / "emb")
+    assert {p.name for p in out.iterdir()} == {"funcformer.json", "encoder"}
+    assert (out / "encoder" / "model.safetensors").is_file()
+    loaded = funcformer.load(out)
+    assert isinstance(loaded, Embedder) and loaded.digest == fn.digest
+    texts = [a for a, _ in pairs[:5]]
+    assert np.allclose(loaded.encode(texts), fn.encode(texts), atol=1e-5)
+
+
+def test_cosine_regression_on_scores(tiny_backbone: Path) -> None:
+    rows = scored()
+    before = from_backbone(tiny_backbone).evaluate(rows)["spearman"]
+    fn = funcformer.train("embed", rows, eval_data=scored(20, seed=1), backbone=tiny_backbone,
+                          progress=False, epochs=6, learning_rate=1e-3)
+    assert fn.manifest.options["loss"] == "cosine"
+    assert list(fn.manifest.options["score_range"]) == [0.0, 5.0]
+    assert fn.evaluate(rows)["spearman"] > before
+
+
+def test_retrieval_metrics_count_duplicate_documents() -> None:
+    gold = [{0, 1}, {0, 1}, {2}]  # two copies of one document: either is a hit
+    scores = np.array([[0.9, 0.9, 0.1], [0.8, 0.9, 0.1], [0.1, 0.4, 0.3]])
+    assert retrieval_metrics(scores, gold) == {"accuracy_at_1": 2 / 3,
+                                               "mrr_at_10": (1 + 1 + 1 / 2) / 3}
+
+
+def test_pair_errors_name_rows(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text("text_a,text_b,score\na,b,1\nc,,2\n", "utf-8")
+    with pytest.raises(DataError, match=r"pairs.csv, line 3, field 'text_b'.*empty"):
+        read_pairs(str(path))
+    path.write_text("text_a,text_b,score\na,b,1\nc,d,lots\n", "utf-8")
+    with pytest.raises(DataError, match=r"line 3, field 'score': expected a number"):
+        read_pairs(str(path))
+    path.write_text("text_a,text_b,score\na,b,1\nc,d,\n", "utf-8")
+    with pytest.raises(DataError, match=r"line 3, field 'score': missing while other rows"):
+        read_pairs(str(path))
+    with pytest.raises(DataError, match="same score"):
+        funcformer.train("embed", [("a", "b", 1), ("c", "d", 1)], progress=False)
+
+
+def test_method_and_tiny_data_errors(tiny_backbone: Path) -> None:
+    with pytest.raises(TaskError, match="embed trains with method 'full'"):
+        funcformer.train("embed", paraphrases(), backbone=tiny_backbone,
+                         config=funcformer.TrainConfig(method="head"))
+    with pytest.raises(DataError, match="at least two pairs per batch"):
+        funcformer.train("embed", [("a b", "b a")], backbone=tiny_backbone, progress=False)
+
+
+def test_tune_encoder_leaves_the_shared_backbone_alone(tiny_backbone: Path) -> None:
+    from funcformer import _backbone as bb
+
+    shared = bb.load(tiny_backbone)
+    before = {k: v.clone() for k, v in shared.model.state_dict().items()}
+    config = funcformer.TrainConfig(method="full", epochs=1, learning_rate=1e-3).resolved()
+    a, b = zip(*paraphrases(8), strict=True)
+    encoder, _, _ = tune_encoder(shared, a, b, None, config, None, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in shared.model.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"text_a": a, "text_b": b}) + "\n"
+                            for a, b in paraphrases()), "utf-8")
+    out = tmp_path / "emb"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "embed", str(data), "--out", str(out), "--backbone", str(tiny_backbone),
+              "--epochs", "1"])
+    assert exit_info.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(out), "the food was great"])
+    assert exit_info.value.code == 0
+    assert len(json.loads(capsys.readouterr().out)["vector"]) == 32
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(out), str(data)])
+    assert exit_info.value.code == 0 and "mrr at 10" in capsys.readouterr().out
