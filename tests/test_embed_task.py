@@ -12,8 +12,14 @@ import torch
 
 import funcformer
 from funcformer import DataError, TaskError
-from funcformer._tasks.embed import (Embedder, Embedding, from_backbone, read_pairs,
-                                     retrieval_metrics, tune_encoder)
+from funcformer._tasks.embed import (
+    Embedder,
+    Embedding,
+    from_backbone,
+    read_pairs,
+    retrieval_metrics,
+    tune_encoder,
+)
 
 
 def paraphrases(n: int = 24, seed: int = 0) -> list[tuple[str, str]]:

@@ -112,6 +112,18 @@ def _settings(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
+    import inspect
+
+    accepted = [name for name, p in inspect.signature(fn.predict).parameters.items()
+                if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
+                                                and p.default is not p.empty)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DataError(f"--set {unknown[0]}: not an option of {fn.manifest.task} functions. "
+                        f"Options: {', '.join(accepted) or 'none'}.")
+
+
 def _print_training(fn: Any, out: Path) -> None:
     console = _console()
     report = fn.manifest.training
@@ -137,6 +149,9 @@ def predict(
     text_column: TextColumn = "text",
     runtime: Runtime = "torch",
     cache: CacheFile = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A call option as KEY=VALUE, e.g. --set k=3 (search), --set answer=true "
+        "(FAQ answers), --set max_new_tokens=50 (generate); repeatable.")] = None,
 ) -> None:
     """Run a function; prints one JSON line per input, in input order."""
     from ._engine import Engine
@@ -144,10 +159,13 @@ def predict(
 
     fn = load(function, runtime=runtime)
     inputs = _prediction_inputs(texts, input_file, text_column, fn.read_inputs)
-    engine = Engine({"fn": fn}, cache=cache)
+    options = _settings(settings or [])
+    _check_call_options(fn, options)
+    results = (fn.predict(inputs, **options) if options
+               else Engine({"fn": fn}, cache=cache)("fn", inputs))
     lines = (json.dumps({"input" if not isinstance(x, str) else "text": x, **result.to_dict()},
                         ensure_ascii=False)
-             for x, result in zip(inputs, engine("fn", inputs), strict=True))
+             for x, result in zip(inputs, results, strict=True))
     if output is None:
         for line in lines:
             print(line)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import torch
 
@@ -24,8 +24,8 @@ from ._artifact import (
     Manifest,
     atomic_directory,
     copy_pooling_files,
-    save_encoder,
     read_manifest,
+    save_encoder,
     write_manifest,
 )
 from ._cache import Cache, open_cache
@@ -120,8 +120,6 @@ class Classifier(Function):
     >>> fn("The battery died after a day.").label           # doctest: +SKIP
     'negative'
     """
-
-    shares_features = True
 
     def __init__(self, *, task: Any, backbone: _backbone.Backbone, head: torch.nn.Module | None,
                  manifest: Manifest, encoder: torch.nn.Module | None = None,

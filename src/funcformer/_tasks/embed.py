@@ -27,8 +27,15 @@ from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import Records, number_field, read_records
 from .._errors import DataError, TaskError
-from .._function import (Function, PathLike, load_backbone, make_config, now, state_digest,
-                         write_encoder)
+from .._function import (
+    Function,
+    PathLike,
+    load_backbone,
+    make_config,
+    now,
+    state_digest,
+    write_encoder,
+)
 from .._model import FunctionModel
 from .._train import History, Plan, run, shuffled_batches
 from .._version import __version__

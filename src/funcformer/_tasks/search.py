@@ -1,0 +1,487 @@
+"""The `search` task: an index of documents searched by meaning; FAQ answering.
+
+    fn = funcformer.train("search", "faq.csv", id_column="faq_id", text_column="question",
+                          eval_data="queries.csv")   # eval queries calibrate "no answer"
+    fn("how do I delete my account?").hits[0].id
+    fn.answer("how do I delete my account?")    # Answer(id, answer, question, score, answered)
+    fn.add([{"id": "42", "text": "..."}]); fn.remove(["7"]); fn.save("faq-bot")
+
+Documents are embedded with the function's encoder (the backbone, or one tuned on (query, id)
+pairs with in-batch negatives: `pairs=`). Search is exact (a matrix product in numpy) up to
+`ANN_THRESHOLD` documents; past that, or with `backend="faiss"`, an HNSW index (the `[ann]`
+extra) answers instead, behind the same interface. The index is stored in the artifact as
+index/vectors.safetensors and index/documents.jsonl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _backbone
+from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
+from .._config import TrainConfig
+from .._data import read_records
+from .._errors import ArtifactError, DataError, TaskError, require
+from .._function import Function, PathLike, load_backbone, make_config, now, write_encoder
+from .._version import __version__
+from .embed import DEFAULT_LEARNING_RATE, Embedder, from_backbone, retrieval_metrics, tune_encoder
+
+log = logging.getLogger("funcformer")
+INDEX_DIR = "index"
+ANN_THRESHOLD = 1_000_000
+"""Past this many documents `backend="auto"` switches from exact search to HNSW (faiss)."""
+DEFAULT_THRESHOLD = 0.5
+"""`answer()` says "no answer" below this cosine similarity unless calibrated on queries."""
+
+Filter = Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching document: its id, text, cosine similarity and metadata."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The top-k documents for one query, best first."""
+
+    hits: list[Hit]
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i: int) -> Hit:
+        return self.hits[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": [asdict(h) for h in self.hits]}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The best FAQ entry for a query, or `answered=False` when none is close enough."""
+
+    answered: bool
+    id: str | None
+    answer: str | None
+    question: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    answer: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Index:
+    """Documents and their normalised vectors (N, H); exact or HNSW top-k search."""
+
+    def __init__(self, documents: list[Document], vectors: np.ndarray,
+                 backend: str = "auto") -> None:
+        if backend not in ("auto", "exact", "faiss"):
+            raise TaskError(f"Unknown search backend '{backend}'. Choose auto, exact or faiss.")
+        self.documents = documents
+        self.vectors = vectors.astype(np.float32, copy=False)
+        self.backend = backend
+        self.rows = {doc.id: i for i, doc in enumerate(documents)}
+        self._ann: Any = None
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @property
+    def uses_ann(self) -> bool:
+        return self.backend == "faiss" or (self.backend == "auto" and len(self) > ANN_THRESHOLD)
+
+    def add(self, documents: list[Document], vectors: np.ndarray) -> None:
+        clash = [d.id for d in documents if d.id in self.rows]
+        if clash:
+            raise DataError(f"Document id '{clash[0]}' is already in the index. Fix: remove it "
+                            "first, or give new documents new ids.")
+        self.documents = self.documents + documents
+        self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
+        self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
+        self._ann = None
+
+    def remove(self, ids: Sequence[str]) -> int:
+        drop = {str(i) for i in ids} & set(self.rows)
+        keep = [i for i, doc in enumerate(self.documents) if doc.id not in drop]
+        self.documents = [self.documents[i] for i in keep]
+        self.vectors = self.vectors[keep]
+        self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
+        self._ann = None
+        return len(drop)
+
+    def search(self, queries: np.ndarray, k: int, where: Filter = None
+               ) -> list[list[tuple[int, float]]]:
+        """Per query, up to `k` (row, cosine) pairs, best first, among documents passing
+        `where` (a dict of metadata values that must match, or a predicate on metadata)."""
+        allowed = self._allowed(where)
+        if not len(self) or (allowed is not None and not allowed.any()):
+            return [[] for _ in queries]
+        if self.uses_ann:
+            return self._ann_search(queries, k, allowed)
+        scores = queries @ self.vectors.T  # (Q, N)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        k = min(k, len(self) if allowed is None else int(allowed.sum()))
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        out = []
+        for row, candidates in zip(scores, top, strict=True):
+            best = candidates[np.argsort(-row[candidates], kind="stable")]
+            out.append([(int(i), float(row[i])) for i in best])
+        return out
+
+    def _allowed(self, where: Filter) -> np.ndarray | None:
+        if where is None:
+            return None
+        if callable(where):
+            return np.array([bool(where(doc.metadata)) for doc in self.documents], dtype=bool)
+        return np.array([all(doc.metadata.get(k) == v for k, v in where.items())
+                         for doc in self.documents], dtype=bool)
+
+    def _ann_search(self, queries: np.ndarray, k: int,
+                    allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
+        faiss = require("faiss", "ann")
+        if self._ann is None:
+            index = faiss.IndexHNSWFlat(self.vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 200
+            index.add(np.ascontiguousarray(self.vectors))
+            self._ann = index
+        self._ann.hnsw.efSearch = max(64, 2 * k)
+        fetch = k if allowed is None else min(len(self), k * 10)  # filter after fetching more
+        scores, rows = self._ann.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        out = []
+        for score_row, index_row in zip(scores, rows, strict=True):
+            hits = [(int(i), float(s)) for i, s in zip(index_row, score_row, strict=True)
+                    if i >= 0 and (allowed is None or allowed[i])]
+            out.append(hits[:k])
+        return out
+
+
+class Searcher(Function):
+    """A `search` function: `fn(query)` -> Hits; `fn.answer(query)` -> Answer."""
+
+    def __init__(self, *, embedder: Embedder, index: Index, manifest: Manifest) -> None:
+        super().__init__(manifest=manifest)
+        self.embedder = embedder
+        self.index = index
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest.options.get("threshold", DEFAULT_THRESHOLD))
+
+    def predict(self, queries: Sequence[str], k: int = 10, filter: Filter = None,
+                answer: bool = False) -> list[Any]:
+        """Top-k Hits per query (or an Answer per query with `answer=True`)."""
+        if answer:
+            return self.answers(queries)
+        if k < 1:
+            raise TaskError(f"k must be at least 1, got {k}.")
+        found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
+                                  k, filter)
+        docs = self.index.documents
+        return [Hits([Hit(id=docs[i].id, text=docs[i].text, score=s,
+                          metadata=dict(docs[i].metadata)) for i, s in row]) for row in found]
+
+    def search(self, query: str, k: int = 10, filter: Filter = None) -> Hits:
+        return self.predict([query], k=k, filter=filter)[0]
+
+    def answer(self, query: str | Sequence[str]) -> Any:
+        """The best entry's answer for one query (an Answer), or a list for a list."""
+        if isinstance(query, str):
+            return self.answers([query])[0]
+        return self.answers(list(query))
+
+    def answers(self, queries: Sequence[str]) -> list[Answer]:
+        found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
+                                  1, None)
+        out = []
+        for row in found:
+            if not row:
+                out.append(Answer(False, None, None, None, 0.0))
+                continue
+            i, score = row[0]
+            doc = self.index.documents[i]
+            ok = score >= self.threshold
+            out.append(Answer(answered=ok, id=doc.id if ok else None,
+                              answer=(doc.answer if doc.answer is not None else doc.text)
+                              if ok else None,
+                              question=doc.text if ok else None, score=score))
+        return out
+
+    def result_from_dict(self, data: dict[str, Any]) -> Any:
+        if "hits" in data:
+            return Hits([Hit(**h) for h in data["hits"]])
+        return Answer(**data)
+
+    def add(self, documents: Any, **columns: Any) -> int:
+        """Embed and add documents (same formats as training); returns how many."""
+        docs = read_documents(documents, **{**self._columns(), **columns})
+        self.index.add(docs, self.embedder.encode([d.text for d in docs]).reshape(len(docs), -1))
+        self._refresh()
+        return len(docs)
+
+    def remove(self, ids: Sequence[str] | str) -> int:
+        """Remove documents by id; returns how many were found and removed."""
+        removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
+        self._refresh()
+        return removed
+
+    def _columns(self) -> dict[str, str]:
+        return dict(self.manifest.options.get("columns", {}))
+
+    def _refresh(self) -> None:
+        self.manifest.options["documents"] = len(self.index)
+        self.manifest.digest = index_digest(self.manifest.options["encoder_digest"], self.index,
+                                            self.threshold)
+
+    def calibrate(self, queries: Any, **columns: Any) -> float:
+        """Set the "no answer" threshold from queries with gold ids (an empty id: the query has
+        no answer): the cosine that makes the most answer-or-abstain decisions right."""
+        texts, gold = read_queries(queries, **{**self._columns(), **columns})
+        found = self.index.search(self.embedder.encode(texts).reshape(len(texts), -1), 1, None)
+        top = [(row[0][1], self.index.documents[row[0][0]].id in ids) if row else (0.0, False)
+               for row, ids in zip(found, gold, strict=True)]
+        best = (-1, DEFAULT_THRESHOLD)
+        for t in sorted({s for s, _ in top} | {1.01}):
+            right = sum((s >= t) == correct for s, correct in top)
+            best = max(best, (right, t))
+        self.manifest.options["threshold"] = float(best[1])
+        self.manifest.options["calibrated_on"] = len(texts)
+        self._refresh()
+        return self.threshold
+
+    def evaluate(self, data: Any, **columns: Any) -> dict[str, Any]:
+        """Queries with gold document ids: accuracy@1, MRR@10, and how often `answer()` is right
+        (the right entry above the threshold, or no answer for a query without one)."""
+        texts, gold = read_queries(data, **{**self._columns(), **columns})
+        vectors = self.embedder.encode(texts).reshape(len(texts), -1)
+        found = self.index.search(vectors, 10, None)
+        scores = np.full((len(texts), len(self.index)), -np.inf, dtype=np.float32)
+        for q, row in enumerate(found):
+            for i, s in row:
+                scores[q, i] = s
+        answerable = [q for q, ids in enumerate(gold) if ids]
+        columns_gold = [{self.index.rows[i] for i in gold[q] if i in self.index.rows}
+                        for q in answerable]
+        metrics = retrieval_metrics(scores[answerable], columns_gold) if answerable else {}
+        right = sum((bool(row) and row[0][1] >= self.threshold
+                     and self.index.documents[row[0][0]].id in ids)
+                    or (not ids and (not row or row[0][1] < self.threshold))
+                    for row, ids in zip(found, gold, strict=True))
+        return {**metrics, "answer_accuracy": right / len(texts), "examples": len(texts)}
+
+    def save(self, path: PathLike) -> Path:
+        from safetensors.numpy import save_file
+
+        target = Path(path)
+        with atomic_directory(target) as temp:
+            (temp / INDEX_DIR).mkdir()
+            save_file({"vectors": np.ascontiguousarray(self.index.vectors)},
+                      str(temp / INDEX_DIR / "vectors.safetensors"))
+            with open(temp / INDEX_DIR / "documents.jsonl", "w", encoding="utf-8") as handle:
+                for doc in self.index.documents:
+                    handle.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
+            manifest = self.manifest
+            if manifest.backbone.included:
+                manifest = write_encoder(temp, self.embedder.encoder, self.embedder.backbone,
+                                         manifest)
+            write_manifest(temp, manifest)
+        return target
+
+
+def index_digest(encoder_digest: str, index: Index, threshold: float) -> str:
+    digest = hashlib.sha256(f"{encoder_digest}:{threshold}".encode())
+    for doc in index.documents:
+        digest.update(json.dumps(asdict(doc), sort_keys=True, ensure_ascii=False).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text",
+                   answer_column: str = "answer", **_: Any) -> list[Document]:
+    """Documents from a file, list or DataFrame: text, optional id (default: the row number),
+    optional answer; a JSONL `metadata` object, or else every other column, is metadata."""
+    if isinstance(data, Sequence) and not isinstance(data, str) and all(
+            isinstance(x, str) for x in data):
+        data = [{text_column: x} for x in data]
+    records = read_records(data, texts=[text_column], what="documents")
+    docs, seen = [], {}
+    for i, row in enumerate(records.rows):
+        raw_id = row.get(id_column)
+        doc_id = str(i) if raw_id in (None, "") else str(raw_id).strip()
+        if doc_id in seen:
+            raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}' "
+                            f"(first at {records.places[seen[doc_id]]}). Fix: give every "
+                            "document its own id.")
+        seen[doc_id] = i
+        answer = row.get(answer_column)
+        if answer is not None and not isinstance(answer, str):
+            raise DataError(f"{records.where(i)}, field '{answer_column}': expected a text, "
+                            f"got {type(answer).__name__}. Fix: write the answer as text.")
+        metadata = row.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise DataError(f"{records.where(i)}, field 'metadata': expected an object, e.g. "
+                            '{"lang": "en"}. Fix: write metadata as a JSON object.')
+        if metadata is None:
+            metadata = {k: v for k, v in row.items()
+                        if k not in (id_column, text_column, answer_column)}
+        docs.append(Document(doc_id, row[text_column], answer or None, dict(metadata)))
+    return docs
+
+
+def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text",
+                 **_: Any) -> tuple[list[str], list[set[str]]]:
+    """Queries and their gold document ids ('a|b' for several; empty: no answer exists)."""
+    records = read_records(data, texts=[query_column], optional=[id_column], what="queries")
+    gold = []
+    for i, row in enumerate(records.rows):
+        if id_column not in row:
+            raise DataError(f"{records.where(i)}: field '{id_column}' is missing. Fix: give "
+                            "each query the id of the document that answers it (empty: none).")
+        value = row[id_column]
+        gold.append({p.strip() for p in str(value if value is not None else "").split("|")
+                     if p.strip()})
+    return records.column(query_column), gold
+
+
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "head",
+          config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
+          text_column: str = "text", label_column: str = "label", init: Any = None,
+          cache: Any = None, pairs: Any = None, id_column: str = "id",
+          answer_column: str = "answer", query_column: str = "text", backend: str = "auto",
+          threshold: float | None = None, **options: Any) -> Searcher:
+    """Index documents; with `pairs` (queries with gold ids) tune the encoder first; with
+    `eval_data` (queries with gold ids) calibrate "no answer" and record the metrics."""
+    started = time.perf_counter()
+    columns = {"id_column": id_column, "text_column": text_column,
+               "answer_column": answer_column, "query_column": query_column}
+    docs = read_documents(data, **columns)
+    shared = _backbone.load(backbone, device=device)
+    embedder = from_backbone(shared)
+    history: dict[str, Any] = {}
+    method_used = "none"
+    if pairs is not None:
+        if method == "head" and config is None:
+            method = "full"
+        options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
+        config = make_config(config, method, options)
+        if config.method != "full":
+            raise TaskError(f"search tunes its encoder with method 'full', not "
+                            f"'{config.method}'.")
+        embedder, history = _tune(embedder, docs, pairs, eval_data, columns, config, progress)
+        method_used = "full"
+    elif {k for k, v in options.items() if v is not None and k != "seed"}:
+        unused = sorted(k for k, v in options.items() if v is not None and k != "seed")
+        raise TaskError(f"{', '.join(unused)}: only used when tuning the encoder; pass "
+                        "pairs= (queries with the ids of their documents) to train.")
+    vectors = embedder.encode([d.text for d in docs]).reshape(len(docs), -1)
+    options_out = {"columns": columns, "threshold": DEFAULT_THRESHOLD if threshold is None
+                   else float(threshold), "backend": backend, "documents": len(docs),
+                   "encoder_digest": embedder.digest}
+    manifest = Manifest(
+        task="search", method=method_used, options=options_out,
+        config=config.to_dict() if pairs is not None and config else {},
+        backbone=embedder.manifest.backbone, digest="",
+        training={"examples": len(docs), "seconds": 0.0, "history": history,
+                  "eval_source": "given" if eval_data is not None else "none"},
+        library_version=__version__, created_at=now())
+    fn = Searcher(embedder=embedder, index=Index(docs, vectors, backend), manifest=manifest)
+    fn._refresh()
+    if eval_data is not None:
+        if threshold is None:
+            fn.calibrate(eval_data)
+        fn.manifest.metrics = fn.evaluate(eval_data)
+    fn.manifest.training["seconds"] = round(time.perf_counter() - started, 2)
+    return fn
+
+
+def _tune(embedder: Embedder, docs: list[Document], pairs: Any, eval_data: Any,
+          columns: dict[str, str], config: TrainConfig,
+          progress: bool) -> tuple[Embedder, dict[str, Any]]:
+    texts, gold = read_queries(pairs, **columns)
+    by_id = {d.id: d.text for d in docs}
+    a, b = [], []
+    for query, ids in zip(texts, gold, strict=True):
+        for doc_id in sorted(ids):
+            if doc_id not in by_id:
+                raise DataError(f"pairs: query {query!r} names document id '{doc_id}', which "
+                                "is not among the documents. Fix: use ids from the documents.")
+            a.append(query)
+            b.append(by_id[doc_id])
+    if not a:
+        raise DataError("pairs: no query names a document. Fix: give queries with gold ids.")
+    shared = embedder.backbone
+    evaluate = None
+    if eval_data is not None:
+        eval_texts, eval_gold = read_queries(eval_data, **columns)
+        doc_texts = [d.text for d in docs]
+        rows = {d.id: i for i, d in enumerate(docs)}
+        keep = [q for q, ids in enumerate(eval_gold) if ids & set(rows)]
+        targets = [{rows[i] for i in eval_gold[q] if i in rows} for q in keep]
+
+        def evaluate(encoder: Any) -> float:
+            embedder.encoder = encoder
+            q = embedder.encode([eval_texts[i] for i in keep]).reshape(len(keep), -1)
+            d = embedder.encode(doc_texts).reshape(len(doc_texts), -1)
+            return retrieval_metrics(q @ d.T, targets)["mrr_at_10"]
+
+    encoder, history, _ = tune_encoder(shared, a, b, None, config, evaluate, progress)
+    ref = BackboneRef(name=shared.name, digest=shared.digest, included=True,
+                      base_digest=shared.digest)
+    from .._function import state_digest
+
+    manifest = embedder.manifest.model_copy(update={
+        "backbone": ref, "method": "full",
+        "digest": state_digest({}, shared.digest, encoder.state_dict())})
+    return Embedder(backbone=shared, manifest=manifest, encoder=encoder), history.to_dict()
+
+
+def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
+         dtype: str | None = None) -> Searcher:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
+    vectors_file = directory / INDEX_DIR / "vectors.safetensors"
+    docs_file = directory / INDEX_DIR / "documents.jsonl"
+    if not vectors_file.is_file() or not docs_file.is_file():
+        raise ArtifactError(f"{directory}: the index ({INDEX_DIR}/vectors.safetensors and "
+                            f"{INDEX_DIR}/documents.jsonl) is missing. Save the function again.")
+    try:
+        vectors = load_file(str(vectors_file))["vectors"]
+        docs = [Document(**json.loads(line)) for line in
+                docs_file.read_text("utf-8").splitlines() if line.strip()]
+    except (SafetensorError, KeyError, TypeError, ValueError, OSError) as err:
+        raise ArtifactError(f"{directory / INDEX_DIR}: cannot read the index ({str(err)[:200]})."
+                            " The artifact is damaged; save it again.") from None
+    if len(docs) != len(vectors):
+        raise ArtifactError(f"{directory / INDEX_DIR}: {len(docs)} documents but "
+                            f"{len(vectors)} vectors. The artifact is damaged; save it again.")
+    embedder_manifest = manifest.model_copy(update={"task": "embed", "options": {}})
+    embedder = Embedder(backbone=shared, manifest=embedder_manifest)
+    index = Index(docs, vectors, manifest.options.get("backend", "auto"))
+    return Searcher(embedder=embedder, index=index, manifest=manifest)

@@ -1,0 +1,178 @@
+"""The search task: index, top-k, filters, FAQ answers with a calibrated threshold, training
+from (query, id) pairs, add/remove, artifact round trip, ANN backend, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import funcformer
+from funcformer import ArtifactError, DataError, TaskError
+from funcformer._tasks.search import (
+    Answer,
+    Document,
+    Hits,
+    Index,
+    Searcher,
+    read_documents,
+    read_queries,
+)
+
+FAQ = [
+    {"id": "food", "text": "the food was great", "answer": "Thanks for the food praise.",
+     "metadata": {"lang": "en", "topic": "food"}},
+    {"id": "room", "text": "the room was dirty", "answer": "Sorry about the room.",
+     "metadata": {"lang": "en", "topic": "room"}},
+    {"id": "staff", "text": "the staff was rude", "answer": "We will talk to the staff.",
+     "metadata": {"lang": "de", "topic": "staff"}},
+]
+
+
+@pytest.fixture(scope="module")
+def faq(tiny_backbone: Path) -> Searcher:
+    return funcformer.train("search", FAQ, backbone=tiny_backbone)
+
+
+def test_top_k_is_exact_and_sorted(faq: Searcher) -> None:
+    hits = faq("the food was great", k=2)
+    assert isinstance(hits, Hits) and len(hits) == 2
+    assert hits[0].id == "food" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score >= hits[1].score
+    vectors = faq.embedder.encode(["the room was lovely"])
+    expected = (vectors @ faq.index.vectors.T)[0]
+    got = faq("the room was lovely", k=3)
+    assert [h.score for h in got] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
+    assert faq(["a", "b"], k=1)[1].hits[0].id in {"food", "room", "staff"}
+    assert len(faq("x", k=50)) == 3
+
+
+def test_metadata_filters(faq: Searcher) -> None:
+    assert [h.id for h in faq.search("the food was great", filter={"lang": "de"})] == ["staff"]
+    assert {h.id for h in faq.search("x", filter=lambda m: m["topic"] != "staff")} == {
+        "food", "room"}
+    assert len(faq.search("x", filter={"lang": "fr"})) == 0
+
+
+def test_answer_and_no_answer(faq: Searcher) -> None:
+    answer = faq.answer("the food was great")
+    assert answer == Answer(True, "food", "Thanks for the food praise.", "the food was great",
+                            answer.score)
+    faq.manifest.options["threshold"] = 1.01
+    try:
+        assert faq.answer(["the food was great"])[0].answered is False
+    finally:
+        faq.manifest.options["threshold"] = 0.5
+
+
+def test_calibration_from_queries(tiny_backbone: Path) -> None:
+    fn = funcformer.train("search", FAQ, backbone=tiny_backbone)
+    queries = [{"text": d["text"], "id": d["id"]} for d in FAQ] + [
+        {"text": "delivery app slow", "id": ""}, {"text": "phone screen broken", "id": ""}]
+    threshold = fn.calibrate(queries)
+    texts, gold = read_queries(queries)
+    top = [(h[0].score, h[0].id in g) for h, g in zip(fn(texts, k=1), gold, strict=True)]
+    best = max(sum((s >= t) == ok for s, ok in top) for t in [s for s, _ in top] + [1.01])
+    assert sum((s >= threshold) == ok for s, ok in top) == best
+    assert fn.evaluate(queries)["answer_accuracy"] == pytest.approx(best / len(queries))
+
+
+def test_add_remove_change_results_and_digest(tiny_backbone: Path, tmp_path: Path) -> None:
+    fn = funcformer.train("search", FAQ, backbone=tiny_backbone)
+    before = fn.digest
+    fn.add([{"id": "wifi", "text": "the app was slow"}])
+    assert fn("the app was slow", k=1)[0].id == "wifi" and fn.digest != before
+    with pytest.raises(DataError, match="id 'wifi' is already in the index"):
+        fn.add([{"id": "wifi", "text": "again"}])
+    assert fn.remove(["wifi", "nope"]) == 1 and fn.digest == before
+    loaded = funcformer.load(fn.save(tmp_path / "s"))
+    loaded.add([{"id": "wifi", "text": "the app was slow"}])
+    fn.add([{"id": "wifi", "text": "the app was slow"}])
+    assert loaded.digest == fn.digest
+
+
+def test_artifact_round_trip(faq: Searcher, tmp_path: Path) -> None:
+    out = faq.save(tmp_path / "faq")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "funcformer.json", "index/documents.jsonl", "index/vectors.safetensors"]
+    loaded = funcformer.load(out)
+    assert isinstance(loaded, Searcher) and loaded.digest == faq.digest
+    assert loaded("the room was lovely") == faq("the room was lovely")
+    assert loaded.index.documents[0].metadata == {"lang": "en", "topic": "food"}
+    (out / "index" / "vectors.safetensors").write_bytes(b"junk")
+    with pytest.raises(ArtifactError, match="cannot read the index"):
+        funcformer.load(out)
+
+
+def test_documents_from_csv_with_metadata_columns(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    path.write_text("faq_id,question,answer,lang\n1,How do I pay?,By card.,en\n"
+                    "2,Where is it?,Here.,de\n", "utf-8")
+    docs = read_documents(str(path), id_column="faq_id", text_column="question")
+    assert docs[1] == Document("2", "Where is it?", "Here.", {"lang": "de"})
+    path.write_text("faq_id,question\n1,a\n1,b\n", "utf-8")
+    with pytest.raises(DataError, match=r"faq.csv, line 3, field 'faq_id': duplicate id '1' "
+                                        r"\(first at line 2\)"):
+        read_documents(str(path), id_column="faq_id", text_column="question")
+    assert [d.id for d in read_documents(["a", "b"])] == ["0", "1"]
+
+
+def test_training_from_query_pairs_improves_retrieval(tiny_backbone: Path) -> None:
+    from conftest import NEGATIVE, NOUNS, POSITIVE
+
+    # Documents share no word with their queries: only training can connect them.
+    docs = [{"id": noun, "text": f"very {good} and {bad}"}
+            for noun, good, bad in zip(NOUNS, POSITIVE, NEGATIVE, strict=True)]
+    queries = [{"text": f"the {noun} was {word}", "id": noun}
+               for noun in NOUNS for word in ("not", "is", "the", "very")]
+    untrained = funcformer.train("search", docs, backbone=tiny_backbone)
+    tuned = funcformer.train("search", docs, pairs=queries, eval_data=queries,
+                             backbone=tiny_backbone, progress=False, epochs=6,
+                             learning_rate=1e-3, batch_size=16)
+    assert tuned.manifest.method == "full" and tuned.manifest.backbone.included
+    assert tuned.evaluate(queries)["mrr_at_10"] > untrained.evaluate(queries)["mrr_at_10"]
+    with pytest.raises(DataError, match="names document id 'nope'"):
+        funcformer.train("search", docs, pairs=[{"text": "q", "id": "nope"}],
+                         backbone=tiny_backbone, progress=False)
+    with pytest.raises(TaskError, match="only used when tuning the encoder"):
+        funcformer.train("search", docs, backbone=tiny_backbone, epochs=3)
+
+
+def test_faiss_backend_agrees_with_exact_search() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [Document(str(i), f"doc {i}", metadata={"even": i % 2 == 0}) for i in range(500)]
+    exact, ann = Index(docs, vectors, "exact"), Index(docs, vectors, "faiss")
+    queries = vectors[:20] + 0.01
+    agree = [e[0][0] == a[0][0] for e, a in zip(exact.search(queries, 5),
+                                                  ann.search(queries, 5), strict=True)]
+    assert sum(agree) >= 19
+    filtered = ann.search(queries[:3], 3, {"even": True})
+    assert all(int(docs[i].id) % 2 == 0 for row in filtered for i, _ in row)
+
+
+def test_cli_train_predict_answer(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._cli import main
+
+    data = tmp_path / "faq.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in FAQ), "utf-8")
+    out = tmp_path / "faq"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "search", str(data), "--out", str(out), "--backbone", str(tiny_backbone)])
+    assert exit_info.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(out), "the food was great", "--set", "k=1"])
+    assert exit_info.value.code == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "food"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(out), "the food was great", "--set", "answer=true"])
+    assert json.loads(capsys.readouterr().out)["answer"] == "Thanks for the food praise."
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(out), "x", "--set", "top=3"])
+    assert exit_info.value.code == 1
+    assert "--set top: not an option of search functions" in capsys.readouterr().err
