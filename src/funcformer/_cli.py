@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Train, run and serve small functions built on pretrained transformers.")
 
-Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv or .jsonl with text and label.")]
+Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv or .jsonl (fields by task: "
+                                     "see docs/tasks.md).")]
 FunctionDir = Annotated[Path, typer.Argument(help="A function directory (from train --out).")]
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 Runtime = Annotated[str, typer.Option("--runtime", help="torch, onnx or onnx-int8 (after "

@@ -257,7 +257,13 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
           config: TrainConfig | None = None, progress: bool = True,
           cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
           init: Any = None, **options: Any) -> Function:
-    """Train a function on labelled data; `options` override fields of `TrainConfig`.
+    """Train a function for `task`; `options` override fields of `TrainConfig` or set task
+    options (see docs/tasks.md).
+
+    `task`: "classify" (single- or multi-label, detected from the labels or `multi_label=`),
+    "zero_shot" (data: the labels), "embed" (pairs), "search" (documents; `pairs=` queries with
+    gold ids tune the encoder), "tag" (tokens + tags, or text + spans), "pair" (text_a, text_b,
+    score or label) or "generate" (prompt, completion; `backbone=` a causal LM directory).
 
     `cache` ("memory", an SQLite path, or a Cache) keeps the frozen backbone's features, so
     training again on the same texts (another seed, another head) skips the encoder.
