@@ -275,6 +275,25 @@ def test_an_encoder_backbone_is_refused(tiny_backbone: Path) -> None:
         generate.from_backbone(tiny_backbone)
 
 
+def test_pickled_weights_and_untrusted_code_are_refused(tiny_lm: Path, tmp_path: Path) -> None:
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_lm, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(BackboneNotFound, match=r"no \*\.safetensors"):
+        generate.from_backbone(pickled)
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_lm, custom)
+    config = json.loads((custom / "config.json").read_text())
+    config.update(model_type="mycustom", architectures=["MyForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_my.MyConfig",
+                            "AutoModelForCausalLM": "modeling_my.MyForCausalLM"})
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BackboneNotFound, match="trust_remote_code=True"):
+        generate.from_backbone(custom)
+
+
 @pytest.mark.integration
 def test_the_default_backbone_is_refused() -> None:
     with pytest.raises(BackboneNotFound, match=r"all-MiniLM-L6-v2.*not a causal language model"):

@@ -89,8 +89,14 @@ def _load(resolved: _backbone.Resolved, device: str, dtype: str | None,
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = resolved.path
-    with _backbone.quiet_transformers():
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        with _backbone.quiet_transformers():
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as err:  # custom code not trusted, or a model type transformers lacks
+        raise BackboneNotFound(
+            f"Causal LM '{resolved.name}' at {path}: {str(err).splitlines()[0][:300]} Fix: if "
+            "the model ships its own code and you trust it, pass trust_remote_code=True; "
+            "otherwise upgrade transformers.") from None
     check_causal(config, resolved)
     if not any(path.glob("*.safetensors")):
         raise BackboneNotFound(f"Causal LM '{resolved.name}' at {path} has no *.safetensors "
