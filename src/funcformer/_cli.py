@@ -61,7 +61,9 @@ def train(
                                         "search, tag, pair or generate.")],
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
-    method: Annotated[str, typer.Option(help="head (fast, frozen backbone) or full.")] = "head",
+    method: Annotated[str | None, typer.Option(
+        help="head (fast, frozen backbone) or full; default: head for classify, full for the "
+        "tasks that train an encoder.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Eval data for early stopping "
                                                   "and metrics; default: hold out 10%.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "

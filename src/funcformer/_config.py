@@ -28,9 +28,10 @@ class TrainConfig:
     5e-05
     """
 
-    method: str = "head"
+    method: str | None = None
     """`head`: frozen backbone, features computed once, only the head trains (seconds).
-    `full`: the whole encoder and the head train together (minutes)."""
+    `full`: the whole encoder and the head train together (minutes). None: the task's default
+    (`head` for classify, `full` for tasks that train an encoder or a decoder)."""
     epochs: int | None = None
     """Passes over the training data; None takes the method's default (head 30, full 4)."""
     learning_rate: float | None = None
@@ -61,7 +62,7 @@ class TrainConfig:
     """Seed for initialisation, data order and the held-out split: same seed, same result."""
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method is not None and self.method not in METHODS:
             raise TaskError(f"Unknown training method '{self.method}'. Choose one of: "
                             f"{', '.join(METHODS)}.")
         if self.metric not in METRICS:
@@ -81,7 +82,9 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every None replaced by the method's default."""
         values = asdict(self)
-        defaults = {"head_learning_rate": values["learning_rate"], **_METHOD_DEFAULTS[self.method]}
+        values["method"] = self.method or "head"
+        defaults = {"head_learning_rate": values["learning_rate"],
+                    **_METHOD_DEFAULTS[values["method"]]}
         for name, default in defaults.items():
             if values[name] is None:
                 values[name] = default

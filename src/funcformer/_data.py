@@ -125,7 +125,10 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
         where = f"{source}, {row.place}"
         record = dict(row.fields)
         for name in texts:
-            record[name] = _text(record, name, where)
+            option = ("--text-column / text_column=" if name == "text"
+                      else f"--set {name}_column=... / {name}_column=" if "_column" not in name
+                      else f"{name}=")
+            record[name] = _text(record, name, where, option)
         rows.append(record)
         places.append(row.place)
     if not rows:
@@ -153,10 +156,11 @@ def read_texts(data: Any, *, text_column: str = "text") -> Examples:
     return read_examples(data, text_column=text_column, label_column=None, labels_required=False)
 
 
-def _text(fields: Mapping[str, Any], column: str, where: str) -> str:
+def _text(fields: Mapping[str, Any], column: str, where: str,
+          option: str = "--text-column / text_column=") -> str:
     if column not in fields:
-        raise DataError(f"{where}: field '{column}' is missing. Fix: add it, or name the text "
-                        f"field with --text-column / text_column= (fields here: "
+        raise DataError(f"{where}: field '{column}' is missing. Fix: add it, or name the "
+                        f"field with {option} (fields here: "
                         f"{', '.join(map(str, fields)) or 'none'}).")
     value = fields[column]
     if not isinstance(value, str):

@@ -253,7 +253,7 @@ def _note_truncation(truncated: int, total: int) -> None:
 
 
 def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
-          method: str = "head", text_column: str = "text", label_column: str = "label",
+          method: str | None = None, text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
           cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
           init: Any = None, **options: Any) -> Function:
@@ -282,7 +282,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             progress=progress, cache=cache, device=device, text_column=text_column,
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
-    config = make_config(config, method, options)
+    config = make_config(config, method or "head", options)
     columns = {"text_column": text_column, "label_column": label_column,
                "empty_labels": bool(multi_label)}
     train_examples = read_examples(data, **columns)
@@ -328,8 +328,11 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     return fn
 
 
-def make_config(config: TrainConfig | None, method: str, options: dict[str, Any]) -> TrainConfig:
-    values = config.to_dict() if config is not None else {"method": method}
+def make_config(config: TrainConfig | None, method: str | None,
+                options: dict[str, Any]) -> TrainConfig:
+    values = config.to_dict() if config is not None else {}
+    if values.get("method") is None:
+        values["method"] = method or "head"
     unknown = set(options) - set(TrainConfig().to_dict())
     if unknown:
         raise TaskError(f"Unknown training option(s): {', '.join(sorted(unknown))}. See "
@@ -375,12 +378,15 @@ def now() -> str:
 
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
-         threads: int | None = None, device: str = "cpu", dtype: str | None = None) -> Function:
+         threads: int | None = None, device: str = "cpu", dtype: str | None = None,
+         trust_remote_code: bool = False) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
     neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU.
+    `trust_remote_code` lets a `generate` function's model run its own code (never read from
+    the artifact: the caller decides).
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
@@ -393,8 +399,11 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
         if runtime != "torch":
             raise TaskError(f"{directory}: runtime '{runtime}' serves classify functions; this "
                             f"is a {manifest.task} function. Fix: use runtime='torch'.")
+        extra = {"trust_remote_code": True} if trust_remote_code else {}
+        if trust_remote_code and manifest.task != "generate":
+            raise TaskError("trust_remote_code applies to generate functions only.")
         return task_module(manifest.task).load(directory, manifest, backbone=backbone,
-                                               device=device, dtype=dtype)
+                                               device=device, dtype=dtype, **extra)
     task = task_class(manifest.task, manifest.options.get("multi_label", False))(
         manifest.labels, **manifest.options.get("task", {}))
     if runtime != "torch":

@@ -35,6 +35,8 @@ class Plan:
     """model -> eval metric, higher is better; None trains every epoch without early stopping."""
     head: torch.nn.Module | None = None
     """A submodule of `model` trained at `config.head_learning_rate` instead."""
+    metric_name: str | None = None
+    """What `evaluate` measures, for the progress bar; None: `config.metric`."""
     baseline: bool = False
     """Evaluate before training too (epoch 0), so an informed start (a linear probe, a
     zero-shot head) is kept when training never beats it."""
@@ -72,7 +74,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             record = {"epoch": float(epoch), "loss": loss}
             if plan.evaluate is not None:
                 record["eval"] = metric = plan.evaluate(plan.model)
-                bar.advance(0, loss=loss, **{config.metric: metric})
+                bar.advance(0, loss=loss, **{plan.metric_name or config.metric: metric})
                 if history.best_metric is None or metric > history.best_metric:
                     history.best_metric, history.best_epoch, waited = metric, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}

@@ -194,7 +194,8 @@ def _gold_columns(texts: Sequence[str]) -> list[set[int]]:
 def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str],
                  scores: Sequence[float] | None, config: TrainConfig,
                  evaluate: Callable[[torch.nn.Module], float] | None,
-                 progress: bool = True) -> tuple[torch.nn.Module, History, int]:
+                 progress: bool = True,
+                 metric_name: str = "spearman") -> tuple[torch.nn.Module, History, int]:
     """Fine-tune a private copy of the backbone's encoder on pairs with the shared loop.
 
     `scores` (already in [0, 1]) selects cosine regression; None selects in-batch negatives,
@@ -240,7 +241,8 @@ def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str
         return torch.nn.functional.cross_entropy(outputs, target)
 
     plan = Plan(model=model, batches=batches, forward=forward, loss=loss,
-                evaluate=(lambda m: evaluate(m.encoder)) if evaluate else None, baseline=True)
+                evaluate=(lambda m: evaluate(m.encoder)) if evaluate else None, baseline=True,
+                metric_name=metric_name)
     if not plan.batches(0):
         raise DataError("In-batch negatives need at least two pairs per batch. Fix: give more "
                         "pairs, or scores for cosine regression.")
@@ -258,13 +260,12 @@ def scale_scores(scores: Sequence[float]) -> tuple[list[float], tuple[float, flo
     return [(s - low) / (high - low) for s in scores], (low, high)
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "full",
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
           config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
           init: Any = None, text_column: str = "text", label_column: str = "label",
           cache: Any = None, **options: Any) -> Embedder:
     """Fine-tune an embedding model on pairs; see the module docstring."""
-    if method == "head" and config is None:
-        method = "full"  # the CLI's default method: an embedder has no head to train alone
+    method = method or "full"
     columns = {k: options.pop(k) for k in ("text_a_column", "text_b_column", "score_column")
                if k in options}
     normalize = bool(options.pop("normalize", True))
@@ -286,9 +287,9 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         metrics = fn.evaluate(held.records, **columns)
         return metrics.get("spearman", metrics.get("mrr_at_10", 0.0))
 
-    encoder, history, truncated = tune_encoder(shared, pairs.a, pairs.b, scores, config,
-                                               evaluate if held is not None else None,
-                                               progress)
+    encoder, history, truncated = tune_encoder(
+        shared, pairs.a, pairs.b, scores, config, evaluate if held is not None else None,
+        progress, metric_name="spearman" if held and held.scores is not None else "mrr@10")
     options_out = {"normalize": normalize, "score_range": score_range,
                    "loss": "cosine" if scores is not None else "in_batch_negatives"}
     manifest = Manifest(

@@ -309,11 +309,10 @@ def load(directory: Path, manifest: Manifest, *, backbone: str | os.PathLike[str
 
 
 def _full(config: TrainConfig | None, method: str | None) -> TrainConfig | None:
-    """`config` with method `full`, or a TaskError naming it. `head` is what
-    `funcformer.train` passes when no method is chosen; a decoder has no separate head, so it
-    means the default here."""
+    """`config` with method `full`, or a TaskError naming it (a decoder has no separate head,
+    so `head` does not apply)."""
     chosen = config.method if config is not None else method
-    if chosen not in (None, "head", "full"):
+    if chosen not in (None, "full"):
         raise TaskError(f"generate trains with method 'full' (every weight of the causal LM), "
                         f"not '{chosen}'. Fix: method='full' (or leave it out).")
     return TrainConfig.from_dict({**config.to_dict(), "method": "full"}) if config else None
@@ -433,7 +432,8 @@ def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, confi
     held = encode_pairs(shared, eval_data, limit) if eval_data is not None else None
     evaluate = (lambda m: -mean_loss(shared, m, held)) if held else None  # higher is better
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m(**inputs).logits,
-                loss=causal_loss, evaluate=evaluate, baseline=held is not None)
+                loss=causal_loss, evaluate=evaluate, baseline=held is not None,
+                metric_name="-eval_loss")
     history = run(plan, config, progress=progress, description="fine-tune")
     return model, history, source, pairs.truncated
 

@@ -368,7 +368,7 @@ def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text"
     return records.column(query_column), gold
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "head",
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
           config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
           text_column: str = "text", label_column: str = "label", init: Any = None,
           cache: Any = None, pairs: Any = None, id_column: str = "id",
@@ -385,8 +385,7 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     history: dict[str, Any] = {}
     method_used = "none"
     if pairs is not None:
-        if method == "head" and config is None:
-            method = "full"
+        method = method or "full"
         options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
         config = make_config(config, method, options)
         if config.method != "full":
@@ -449,7 +448,8 @@ def _tune(embedder: Embedder, docs: list[Document], pairs: Any, eval_data: Any,
             d = embedder.encode(doc_texts).reshape(len(doc_texts), -1)
             return retrieval_metrics(q @ d.T, targets)["mrr_at_10"]
 
-    encoder, history, _ = tune_encoder(shared, a, b, None, config, evaluate, progress)
+    encoder, history, _ = tune_encoder(shared, a, b, None, config, evaluate, progress,
+                                       metric_name="mrr@10")
     ref = BackboneRef(name=shared.name, digest=shared.digest, included=True,
                       base_digest=shared.digest)
     from .._function import state_digest

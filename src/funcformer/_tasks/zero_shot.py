@@ -18,7 +18,7 @@ from .._embed import DEFAULT_TEMPLATE, DEFAULT_THRESHOLD, ZeroShot
 from .._errors import DataError, TaskError
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "head",
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
           device: str = "cpu", text_column: str = "text", label_column: str = "label",
           template: str = DEFAULT_TEMPLATE, multi_label: bool | None = None,
           threshold: float = DEFAULT_THRESHOLD, progress: bool = True, config: Any = None,
