@@ -324,3 +324,30 @@ def test_option_errors(fn: generate.TextGenerator, tiny_lm: Path) -> None:
         fn.stream("hello", beams=2)  # fails on the call, not at the first piece
     with pytest.raises(DataError):
         fn(["hello", ""])
+
+
+def test_cli_train_predict_eval(tiny_lm: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from funcformer._cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {c}:", "completion": f" {c}{c}"}) + "\n"
+                            for c in "abcdefgh"), "utf-8")
+    out = tmp_path / "gen"
+
+    def cli(*args: str) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        return int(exit_info.value.code)
+
+    assert cli("train", "generate", data, "--out", out, "--backbone", tiny_lm, "--epochs",
+               "1") == 0
+    capsys.readouterr()
+    assert cli("predict", out, "say a:", "--set", "max_new_tokens=3") == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["input"] == "say a:" and line["tokens"] <= 3 and "text" in line
+    assert cli("predict", out, "say a:", "--set", "beams=3") == 1
+    assert "Unknown generation option(s): beams" in capsys.readouterr().err
+    assert cli("eval", out, data) == 0
+    assert "perplexity" in capsys.readouterr().out

@@ -115,10 +115,20 @@ def _settings(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """The input under "text" (or "input" when it is not a text or the result has a "text"
+    field, as a Generation does), then the result's fields."""
+    key = "text" if isinstance(given, str) and "text" not in result else "input"
+    return {key: given, **result}
+
+
 def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
     import inspect
 
-    accepted = [name for name, p in inspect.signature(fn.predict).parameters.items()
+    parameters = inspect.signature(fn.predict).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return  # the function checks its own options (generate: its Decoding fields)
+    accepted = [name for name, p in parameters.items()
                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
                                                 and p.default is not p.empty)]
     unknown = sorted(set(options) - set(accepted))
@@ -166,8 +176,7 @@ def predict(
     _check_call_options(fn, options)
     results = (fn.predict(inputs, **options) if options
                else Engine({"fn": fn}, cache=cache)("fn", inputs))
-    lines = (json.dumps({"input" if not isinstance(x, str) else "text": x, **result.to_dict()},
-                        ensure_ascii=False)
+    lines = (json.dumps(_output_line(x, result.to_dict()), ensure_ascii=False)
              for x, result in zip(inputs, results, strict=True))
     if output is None:
         for line in lines:
