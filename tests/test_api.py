@@ -8,9 +8,10 @@ import sys
 import funcformer
 
 EXPECTED = [
-    "ArtifactError", "BackboneNotFound", "DataError", "Engine", "Function", "FuncformerError",
-    "MemoryCache", "MissingExtra", "Prediction", "SQLiteCache", "TaskError", "TrainConfig",
-    "ZeroShot", "__version__", "embed", "load", "similarity", "train", "zero_shot",
+    "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
+    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
+    "MissingExtra", "Prediction", "SQLiteCache", "TaskError", "TrainConfig", "ZeroShot",
+    "__version__", "embed", "generator", "load", "similarity", "train", "zero_shot",
 ]
 
 

@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 __all__ = [
+    "Answer",
     "ArtifactError",
     "BackboneNotFound",
     "DataError",
+    "Embedding",
     "Engine",
     "FuncformerError",
     "Function",
+    "Generation",
+    "Hit",
+    "Hits",
+    "Labels",
     "MemoryCache",
     "MissingExtra",
     "Prediction",
@@ -31,6 +37,7 @@ __all__ = [
     "ZeroShot",
     "__version__",
     "embed",
+    "generator",
     "load",
     "similarity",
     "train",
@@ -38,6 +45,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Answer": "._tasks.search",
+    "Embedding": "._tasks.embed",
+    "Generation": "._tasks.generate",
+    "Hit": "._tasks.search",
+    "Hits": "._tasks.search",
+    "Labels": "._results",
+    "generator": "._tasks.generate",
     "ArtifactError": "._errors",
     "BackboneNotFound": "._errors",
     "DataError": "._errors",
@@ -72,7 +86,10 @@ if TYPE_CHECKING:
         TaskError,
     )
     from ._function import Function, load, train
-    from ._results import Prediction
+    from ._results import Labels, Prediction
+    from ._tasks.embed import Embedding
+    from ._tasks.generate import Generation, generator
+    from ._tasks.search import Answer, Hit, Hits
 
 
 def __getattr__(name: str) -> Any:

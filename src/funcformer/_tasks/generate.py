@@ -107,7 +107,7 @@ class Decoding:
 class TextGenerator(Function):
     """A `generate` function: `fn(prompt)` -> `Generation`, `fn.stream(prompt)` -> text pieces.
 
-    >>> fn = from_backbone("models/my-gpt2")                         # doctest: +SKIP
+    >>> fn = funcformer.generator("models/my-gpt2")                  # doctest: +SKIP
     >>> fn("Once upon a time", max_new_tokens=20, stop=["\\n"]).text   # doctest: +SKIP
     """
 
@@ -213,13 +213,13 @@ class TextGenerator(Function):
         return target
 
 
-def from_backbone(backbone: str | os.PathLike[str], *, device: str = "cpu",
+def generator(backbone: str | os.PathLike[str], *, device: str = "cpu",
                   dtype: str | None = None, trust_remote_code: bool = False,
                   decoding: Decoding | dict[str, Any] | None = None) -> TextGenerator:
     """A function that generates with a causal LM as it is, without training. Saved, it
     references the model by name and weights digest (nothing is copied).
 
-    >>> fn = from_backbone("models/my-gpt2", decoding={"stop": ["\\n\\n"]})   # doctest: +SKIP
+    >>> fn = funcformer.generator("models/my-gpt2", decoding={"stop": ["\\n\\n"]})  # doctest: +SKIP
     """
     lm = _causal.load(backbone, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     chosen = _decoding(decoding)
@@ -456,3 +456,6 @@ def _holdout(records: Records, fraction: float, seed: int) -> tuple[Records, Rec
 def _subset(records: Records, index: list[int]) -> Records:
     return Records(rows=[records.rows[i] for i in index], source=records.source,
                    places=[records.places[i] for i in index])
+
+
+from_backbone = generator  # the name every task module uses for "a function, untrained"
