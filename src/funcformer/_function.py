@@ -253,7 +253,7 @@ def _note_truncation(truncated: int, total: int) -> None:
 
 
 def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
-          method: str = "head", text_column: str = "text", label_column: str = "label",
+          method: str | None = None, text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
           cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
           init: Any = None, **options: Any) -> Function:
@@ -264,6 +264,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     `device` is a torch device ("cuda" trains `full` on a GPU; heads always train on CPU).
     `init="zero_shot"` (or a `ZeroShot` with label descriptions) starts the head from the label
     embeddings, so a few examples improve on zero-shot rather than start from scratch.
+    `method` None takes the task's default (`head` for classify, `full` for tag).
 
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
@@ -276,7 +277,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             progress=progress, cache=cache, device=device, text_column=text_column,
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
-    config = make_config(config, method, options)
+    config = make_config(config, method or "head", options)
     train_examples = read_examples(data, text_column=text_column, label_column=label_column)
     eval_examples = (read_examples(eval_data, text_column=text_column, label_column=label_column)
                      if eval_data is not None else None)

@@ -38,6 +38,8 @@ class Plan:
     baseline: bool = False
     """Evaluate before training too (epoch 0), so an informed start (a linear probe, a
     zero-shot head) is kept when training never beats it."""
+    metric: str | None = None
+    """What `evaluate` measures, for the progress bar; None: `config.metric`."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             record = {"epoch": float(epoch), "loss": loss}
             if plan.evaluate is not None:
                 record["eval"] = metric = plan.evaluate(plan.model)
-                bar.advance(0, loss=loss, **{config.metric: metric})
+                bar.advance(0, loss=loss, **{plan.metric or config.metric: metric})
                 if history.best_metric is None or metric > history.best_metric:
                     history.best_metric, history.best_epoch, waited = metric, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
