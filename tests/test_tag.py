@@ -40,7 +40,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 def head_fn(tiny_backbone: Path) -> Tagger:
     return funcformer.train("tag", toy_rows(40), eval_data=toy_rows(20, seed=1),
                             backbone=tiny_backbone, method="head", epochs=10,
-                            learning_rate=0.05, batch_size=8, progress=False)
+                            learning_rate=0.05, batch_size=8, alignment="first", progress=False)
 
 
 # ------------------------------------------------------------------------- reading data
@@ -224,7 +224,7 @@ def test_head_artifact_references_the_backbone(head_fn: Tagger, tmp_path: Path) 
     manifest = json.loads((path / "funcformer.json").read_text("utf-8"))
     assert manifest["task"] == "tag" and manifest["method"] == "head"
     assert manifest["backbone"]["included"] is False
-    assert manifest["options"]["scheme"] == "IOB2"
+    assert manifest["options"]["scheme"] == "IOB2" and manifest["options"]["alignment"] == "first"
     assert manifest["options"]["tags"] == tag_list(["BAD", "GOOD", "ITEM"])
     loaded = funcformer.load(path)
     texts = ["the phone was very awful", "the room was very lovely and the app was slow"]
@@ -288,8 +288,7 @@ def test_training_errors(tiny_backbone: Path) -> None:
 
 def test_all_alignment_and_head_defaults(tiny_backbone: Path) -> None:
     fn = funcformer.train("tag", toy_rows(40), eval_data=toy_rows(20, seed=1),
-                          backbone=tiny_backbone, method="head", batch_size=8,
-                          alignment="all", progress=False)
+                          backbone=tiny_backbone, method="head", batch_size=8, progress=False)
     assert fn.manifest.options["alignment"] == "all" and fn.metrics["f1"] > 0.5
     assert fn.manifest.config["epochs"] == 10 and fn.manifest.config["learning_rate"] == 0.05
 

@@ -4,8 +4,9 @@ and a fast tokenizer's token windows.
 
 Token rows become text by joining the tokens with single spaces, so inside there is one path:
 text + character spans. Labels live on words (the tokenizer's pre-tokenized words:
-whitespace/punctuation pieces, single characters for Chinese); a word's first sub-token
-carries its IOB2 tag, in training and in prediction.
+whitespace/punctuation pieces, single characters for Chinese): a word's first sub-token
+carries its IOB2 tag; in training the others carry I- (alignment "all") or nothing ("first");
+in prediction a word's tag is read from its first sub-token.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .._data import _json_type, _rows, _text
 from .._errors import DataError, TaskError
 
 IGNORE = -100
-"""Target of tokens the loss skips: special tokens, padding, non-first sub-tokens."""
+"""Target of tokens the loss skips: special tokens, padding (and with alignment "first", a
+word's sub-tokens after its first)."""
 _TAG = re.compile(r"^[BI]-\S.*$")
 ALIGNMENTS = ("first", "all")
 Gold = tuple[int, int, str]  # (start, end, type): a character span and its entity type
@@ -258,7 +260,7 @@ class Coder:
     """Texts <-> token windows: tokenizing with offsets, training targets, decoding spans."""
 
     def __init__(self, tokenizer: Any, tags: Sequence[str], limit: int,
-                 alignment: str = "first") -> None:
+                 alignment: str = "all") -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise TaskError("tag needs a fast (Rust) tokenizer for character offsets; this "
                             "backbone's tokenizer is a slow one. Fix: use a backbone with a "
