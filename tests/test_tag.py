@@ -231,6 +231,19 @@ def test_head_artifact_references_the_backbone(head_fn: Tagger, tmp_path: Path) 
     assert loaded(texts) == head_fn(texts)
 
 
+def test_damaged_artifacts_are_artifact_errors(head_fn: Tagger, tmp_path: Path) -> None:
+    path = head_fn.save(tmp_path / "tagger")
+    (path / "head.safetensors").write_bytes(b"not weights")
+    with pytest.raises(funcformer.ArtifactError, match="cannot load the head weights"):
+        funcformer.load(path)
+    path = head_fn.save(tmp_path / "tagger")
+    manifest = json.loads((path / "funcformer.json").read_text("utf-8"))
+    manifest["options"]["tags"] = manifest["options"]["tags"][:-1]
+    (path / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(funcformer.ArtifactError, match="tag list does not match its head"):
+        funcformer.load(path)
+
+
 def test_full_trains_saves_and_loads_identically(tiny_backbone: Path, tmp_path: Path) -> None:
     shared = bb.load(tiny_backbone)
     before = {k: v.clone() for k, v in shared.model.state_dict().items()}
