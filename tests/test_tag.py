@@ -251,6 +251,7 @@ def test_full_trains_saves_and_loads_identically(tiny_backbone: Path, tmp_path: 
     fn = funcformer.train("tag", rows, backbone=tiny_backbone, epochs=2, batch_size=4,
                           progress=False)  # full is tag's default method
     assert fn.manifest.method == "full" and fn.manifest.backbone.included
+    assert fn.manifest.config["learning_rate"] == 1e-4
     assert fn.manifest.training["eval_source"] == "none" and fn.manifest.training["windows"] == 12
     for key, value in shared.model.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -54,9 +54,11 @@ from ._spans import (
     tag_list,
 )
 
-HEAD_EPOCHS = 10
-"""`head` epochs by default: unlike classify's cached pooled features, per-token states are
-computed again every epoch, so 30 epochs would cost 30 encoder passes."""
+DEFAULTS = {"full": {"learning_rate": 1e-4}, "head": {"epochs": 10}}
+"""Where tag's defaults differ from TrainConfig's. `full`: on CoNLL-2003 (2,000 sentences, 2
+epochs, MiniLM-L6) 1e-4 reached 0.746 dev F1 against 0.679 at 5e-5. `head`: unlike classify's
+cached pooled features, per-token states are computed again every epoch, so 30 epochs would
+cost 30 encoder passes."""
 
 __all__ = ["Entities", "Span", "Tagger", "chunks", "entity_metrics", "load", "read_tagged",
            "tag_list", "train"]
@@ -242,9 +244,11 @@ def train(data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
         raise TaskError(f"Unknown alignment '{alignment}'. Choose first or all.")
     if init is not None:
         raise TaskError("tag has no informed start (init); train it from labelled data.")
-    if config is None and method == "head" and options.get("epochs") is None:
-        options["epochs"] = HEAD_EPOCHS
-    config = make_config(config, method or "full", options)
+    method = method or "full"
+    if config is None:
+        for name, value in DEFAULTS.get(method, {}).items():
+            options[name] = value if options.get(name) is None else options[name]
+    config = make_config(config, method, options)
     columns = {"text_column": text_column, "label_column": label_column}
     read = read_tagged(data, **columns)
     types = read.types()
