@@ -9,8 +9,8 @@ import funcformer
 
 EXPECTED = [
     "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
-    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
-    "MissingExtra", "Prediction", "SQLiteCache", "TaskError", "TrainConfig", "ZeroShot",
+    "Entities", "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
+    "MissingExtra", "Prediction", "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot",
     "__version__", "embed", "generator", "load", "similarity", "train", "zero_shot",
 ]
 

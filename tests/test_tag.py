@@ -374,3 +374,25 @@ def test_minilm_head_finds_people_and_places() -> None:
     assert [(s.text, s.label) for s in found] == [("ANGELA Merkel", "PER"), ("Paris", "LOC")]
     assert all(text[s.start:s.end] == s.text for s in found)
     assert fn.evaluate(unseen[16:])["f1"] >= 0.5  # unseen names and cities; measured 0.69
+
+
+def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._cli import main
+
+    data = write_jsonl(tmp_path / "tags.jsonl", toy_rows(30))
+    out = tmp_path / "ner"
+
+    def cli(*args: object) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        return int(exit_info.value.code)
+
+    assert cli("train", "tag", data, "--out", out, "--backbone", tiny_backbone, "--epochs",
+               "1", "--method", "head") == 0
+    assert "Trained tag (head)" in capsys.readouterr().out
+    assert cli("predict", out, "the food was very great") == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["text"] == "the food was very great" and isinstance(line["spans"], list)
+    assert cli("eval", out, data) == 0
+    printed = capsys.readouterr().out
+    assert "f1" in printed and "ITEM" in printed  # the per-type table

@@ -21,6 +21,7 @@ __all__ = [
     "BackboneNotFound",
     "DataError",
     "Embedding",
+    "Entities",
     "Engine",
     "FuncformerError",
     "Function",
@@ -32,6 +33,7 @@ __all__ = [
     "MissingExtra",
     "Prediction",
     "SQLiteCache",
+    "Span",
     "TaskError",
     "TrainConfig",
     "ZeroShot",
@@ -47,6 +49,8 @@ __all__ = [
 _LAZY = {
     "Answer": "._tasks.search",
     "Embedding": "._tasks.embed",
+    "Entities": "._tasks.tag",
+    "Span": "._tasks.tag",
     "Generation": "._tasks.generate",
     "Hit": "._tasks.search",
     "Hits": "._tasks.search",
@@ -90,6 +94,7 @@ if TYPE_CHECKING:
     from ._tasks.embed import Embedding
     from ._tasks.generate import Generation, generator
     from ._tasks.search import Answer, Hit, Hits
+    from ._tasks.tag import Entities, Span
 
 
 def __getattr__(name: str) -> Any:

@@ -234,8 +234,9 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     scalars = [f"{k.replace('_f1', '-F1').replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
                if isinstance(v, float)]
     console.print("   ".join(scalars) + f"   ({metrics.get('examples', '?')} examples)")
-    if "per_class" in metrics:
-        console.print(metrics_table(metrics))
+    rows = metrics.get("per_class") or metrics.get("per_type")  # classes, or entity types
+    if rows:
+        console.print(metrics_table({"per_class": rows}))
 
 
 def _write_report(metrics: dict[str, Any], directory: Path) -> None:
