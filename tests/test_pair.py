@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import funcformer
-from funcformer import DataError, TaskError
+from funcformer import ArtifactError, DataError, TaskError
 from funcformer import _backbone as bb
 from funcformer._tasks._pairs import Columns, Scale, metrics, read_pairs
 from funcformer._tasks.pair import PairScore, Ranked
@@ -248,6 +248,18 @@ def test_save_load_round_trip(fns: dict, method: str, tmp_path: Path,
     assert [s.score for s in loaded(pairs)] == [s.score for s in fn(pairs)]
     assert loaded.digest == fn.digest and loaded.manifest.options == fn.manifest.options
     assert loaded.evaluate(make_pairs(30, seed=1)) == fn.metrics
+
+
+def test_damaged_artifacts_are_artifact_errors(fns: dict, tmp_path: Path) -> None:
+    out = fns["head"].save(tmp_path / "fn")
+    (out / "head.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match="cannot load the head weights"):
+        funcformer.load(out)
+    manifest = json.loads((out / "funcformer.json").read_text())
+    manifest["backbone"]["digest"] = "sha256:" + "0" * 64
+    (out / "funcformer.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="weights digest"):
+        funcformer.load(out)
 
 
 def test_engine_runs_pair_functions(fns: dict) -> None:
