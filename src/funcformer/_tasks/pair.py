@@ -215,9 +215,11 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
           init: Any = None, **options: Any) -> PairFunction:
     """Train a cross-encoder on scored or labelled pairs.
 
-    Options: `text_a_column`, `text_b_column`, `score_column` name the fields; `positive`
-    names the positive label of binary data. `cache` is not used: pair features depend on both
-    texts. Without `eval_data`, `eval_fraction` of the pairs is held out for early stopping.
+    A score field makes the pairs graded (even 0/1 scores: early stopping on Spearman); a label
+    field makes them binary (early stopping on ROC-AUC). Options: `text_a_column`,
+    `text_b_column`, `score_column` name the fields; `positive` names the positive label (else
+    the later in sorted order). `cache` is not used: pair features depend on both texts.
+    Without `eval_data`, `eval_fraction` of the pairs is held out at random for early stopping.
 
     >>> fn = funcformer.train("pair", [("a cat", "a kitten", 4.2), ("a cat", "a car", 0.4)],
     ...                       epochs=1)                                     # doctest: +SKIP
