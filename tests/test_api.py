@@ -8,10 +8,11 @@ import sys
 import funcformer
 
 EXPECTED = [
-    "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
-    "Entities", "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
-    "MissingExtra", "Prediction", "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot",
-    "__version__", "embed", "generator", "load", "similarity", "train", "zero_shot",
+    "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine", "Entities",
+    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
+    "MissingExtra", "PairScore", "Prediction", "Ranked", "SQLiteCache", "Span", "TaskError",
+    "TrainConfig", "ZeroShot", "__version__", "embed", "generator", "load", "similarity", "train",
+    "zero_shot",
 ]
 
 

@@ -278,3 +278,29 @@ def test_metrics_graded_and_binary() -> None:
     flags = metrics(torch.tensor([0.2, 0.7, 0.6]), torch.tensor([0.0, 1.0, 0.0]), graded=False)
     assert flags["accuracy"] == pytest.approx(2 / 3) and flags["roc_auc"] == 1.0
     assert metrics(torch.tensor([0.2]), torch.tensor([1.0]), graded=False)["roc_auc"] is None
+
+
+def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._cli import main
+
+    data = tmp_path / "pairs.tsv"
+    data.write_text("text_a\ttext_b\tscore\n" + "".join(
+        f"the food was {a}\tthe food was {b}\t{5 if a == b else 1}\n"
+        for a in ("great", "awful", "cold") for b in ("great", "awful", "cold")), "utf-8")
+    out = tmp_path / "pair"
+
+    def cli(*args: object) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        return int(exit_info.value.code)
+
+    assert cli("train", "pair", data, "--out", out, "--backbone", tiny_backbone, "--epochs",
+               "1") == 0
+    assert "Trained pair (full)" in capsys.readouterr().out
+    assert cli("predict", out, "the food was great\tthe food was cold") == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["input"] == ["the food was great", "the food was cold"]
+    assert 0 <= line["score"] <= 1
+    assert cli("eval", out, data) == 0
+    assert "spearman" in capsys.readouterr().out
+    assert cli("predict", out, "no tab here") == 1

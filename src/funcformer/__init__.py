@@ -31,7 +31,9 @@ __all__ = [
     "Labels",
     "MemoryCache",
     "MissingExtra",
+    "PairScore",
     "Prediction",
+    "Ranked",
     "SQLiteCache",
     "Span",
     "TaskError",
@@ -51,6 +53,8 @@ _LAZY = {
     "Embedding": "._tasks.embed",
     "Entities": "._tasks.tag",
     "Span": "._tasks.tag",
+    "PairScore": "._tasks.pair",
+    "Ranked": "._tasks.pair",
     "Generation": "._tasks.generate",
     "Hit": "._tasks.search",
     "Hits": "._tasks.search",
@@ -93,6 +97,7 @@ if TYPE_CHECKING:
     from ._results import Labels, Prediction
     from ._tasks.embed import Embedding
     from ._tasks.generate import Generation, generator
+    from ._tasks.pair import PairScore, Ranked
     from ._tasks.search import Answer, Hit, Hits
     from ._tasks.tag import Entities, Span
 

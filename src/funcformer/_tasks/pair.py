@@ -147,7 +147,11 @@ class PairFunction(Function):
                 and all(isinstance(x, str) for x in inputs))
 
     def read_inputs(self, data: Any, *, text_column: str = "text") -> list[tuple[str, str]]:
-        """Pairs from a file with text_a/text_b columns, or a list of tuples or dicts."""
+        """Pairs from a file with text_a/text_b columns, a list of tuples or dicts, or strings
+        holding the two texts separated by a tab (command-line arguments, lines on stdin)."""
+        if isinstance(data, list):
+            data = [tuple(x.split("\t", 1)) if isinstance(x, str) and "\t" in x else x
+                    for x in data]
         pairs = read_pairs(data, self.columns, gold=False)
         return list(zip(pairs.a, pairs.b, strict=True))
 
@@ -209,7 +213,7 @@ class PairFunction(Function):
         return target
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str = "full",
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
           config: TrainConfig | None = None, progress: bool = True, cache: Any = None,
           device: str = "cpu", text_column: str = "text", label_column: str = "label",
           init: Any = None, **options: Any) -> PairFunction:
@@ -226,6 +230,7 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     """
     if init is not None:
         raise TaskError("pair has no informed start (init=); train it from the backbone.")
+    method = (config.method if config is not None else None) or method or "full"
     if method not in METHODS:
         raise TaskError(f"pair trains with method 'full' (the default) or 'head', not "
                         f"'{method}'.")
@@ -294,7 +299,8 @@ def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | Non
     make = _full_plan if config.method == "full" else _head_plan
     plan = make(shared, model, encoded, targets, held_encoded if held else None, judge, config)
     kind = "spearman" if scale.graded else "ROC-AUC"
-    history = run(plan, config, progress=progress, description=f"pair {config.method} ({kind})")
+    plan.metric_name = kind
+    history = run(plan, config, progress=progress, description=f"pair {config.method}")
     best = seen[history.best_epoch - 1] if seen else None
     return Fitted(model.to(shared.device).eval(), history, encoded.truncated, best)
 
