@@ -222,17 +222,24 @@ class Classifier(Function):
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
-        from safetensors.torch import save_file
+        return save_with_head(path, self.head, self.manifest, self.encoder, self.backbone)
 
-        target = Path(path)
-        with atomic_directory(target) as temp:
-            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                      str(temp / HEAD_FILE))
-            manifest = self.manifest
-            if self.manifest.backbone.included:
-                manifest = write_encoder(temp, self.encoder, self.backbone, manifest)
-            write_manifest(temp, manifest)
-        return target
+
+def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
+                   encoder: torch.nn.Module | None, backbone: _backbone.Backbone) -> Path:
+    """The artifact of a function with a head: funcformer.json, head.safetensors, and encoder/
+    when the manifest says the encoder is included; written atomically."""
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    with atomic_directory(target) as temp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                  str(temp / HEAD_FILE))
+        if manifest.backbone.included:
+            manifest = write_encoder(temp, encoder, backbone, manifest)
+        write_manifest(temp, manifest)
+    return target
+
 
 def write_encoder(directory: Path, encoder: torch.nn.Module | None,
                   backbone: _backbone.Backbone, manifest: Manifest) -> Manifest:

@@ -9,7 +9,6 @@ one loss serves both: binary cross-entropy against the scaled target.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -20,19 +19,23 @@ import torch
 
 from .. import _backbone
 from .._artifact import (
-    ENCODER_DIR,
     HEAD_FILE,
     BackboneRef,
     HeadSpec,
     Manifest,
-    atomic_directory,
-    save_encoder,
-    write_manifest,
 )
-from .._backbone import Backbone, Pooling, pool, token_batches, weights_digest
+from .._backbone import Backbone, Pooling, pool, token_batches
 from .._config import TrainConfig
 from .._errors import ArtifactError, TaskError
-from .._function import Function, load_backbone, make_config, now, state_digest
+from .._function import (
+    Function,
+    PathLike,
+    load_backbone,
+    make_config,
+    now,
+    save_with_head,
+    state_digest,
+)
 from .._model import LinearHead
 from .._train import History, Plan, length_grouped_batches, run, shuffled_batches
 from .._version import __version__
@@ -194,23 +197,10 @@ class PairFunction(Function):
         pairs = read_pairs(data, columns)
         return metrics(self.scores(pairs), self.scale.targets(pairs), self.scale.graded)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`) atomically."""
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        with atomic_directory(target) as temp:
-            save_file({k: v.detach().cpu().contiguous()
-                       for k, v in self.model.head.state_dict().items()}, str(temp / HEAD_FILE))
-            manifest = self.manifest
-            if manifest.backbone.included:
-                save_encoder(self.model.encoder, self.backbone.tokenizer, self.backbone.path,
-                             temp / ENCODER_DIR)
-                ref = manifest.backbone.model_copy(
-                    update={"digest": weights_digest(temp / ENCODER_DIR)})
-                manifest = manifest.model_copy(update={"backbone": ref})
-            write_manifest(temp, manifest)
-        return target
+        return save_with_head(path, self.model.head, self.manifest, self.model.encoder,
+                              self.backbone)
 
 
 def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,

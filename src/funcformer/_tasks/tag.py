@@ -24,19 +24,23 @@ import torch
 
 from .. import _backbone
 from .._artifact import (
-    ENCODER_DIR,
     HEAD_FILE,
     BackboneRef,
     HeadSpec,
     Manifest,
-    atomic_directory,
-    save_encoder,
-    write_manifest,
 )
 from .._config import TrainConfig
 from .._data import read_texts
 from .._errors import ArtifactError, DataError, TaskError
-from .._function import Function, PathLike, load_backbone, make_config, now, state_digest
+from .._function import (
+    Function,
+    PathLike,
+    load_backbone,
+    make_config,
+    now,
+    save_with_head,
+    state_digest,
+)
 from .._model import LinearHead
 from .._train import Plan, length_grouped_batches, run
 from .._version import __version__
@@ -195,23 +199,8 @@ class Tagger(Function):
                                            for row in self.found(gold.texts)])
 
     def save(self, path: PathLike) -> Path:
-        """Write the artifact atomically: funcformer.json, head.safetensors, and encoder/
-        for `full`; returns its directory."""
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        with atomic_directory(target) as temp:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-            save_file(state, str(temp / HEAD_FILE))
-            manifest = self.manifest
-            if manifest.backbone.included:
-                save_encoder(self.model.encoder, self.backbone.tokenizer, self.backbone.path,
-                             temp / ENCODER_DIR)
-                ref = manifest.backbone.model_copy(
-                    update={"digest": _backbone.weights_digest(temp / ENCODER_DIR)})
-                manifest = manifest.model_copy(update={"backbone": ref})
-            write_manifest(temp, manifest)
-        return target
+        """Write funcformer.json + head.safetensors (+ encoder/ for `full`) atomically."""
+        return save_with_head(path, self.head, self.manifest, self.model.encoder, self.backbone)
 
 
 # -------------------------------------------------------------------- train / load
