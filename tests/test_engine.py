@@ -181,3 +181,25 @@ def test_feature_cache_keeps_dtypes_apart(tiny_backbone: Path) -> None:
     fp32, bf16 = bb.load(tiny_backbone), bb.load(tiny_backbone, dtype="bfloat16")
     assert fp32.digest == bf16.digest
     assert fp32.feature_namespace() != bf16.feature_namespace()
+
+
+def test_other_tasks_run_beside_classifiers_and_are_cached(functions: dict, tiny_backbone: Path,
+                                                          passes: list[int]) -> None:
+    from funcformer._tasks.embed import from_backbone
+
+    faq = funcformer.train("search", ["the food was great", "the room was dirty"],
+                           backbone=tiny_backbone)
+    engine = Engine({"head0": functions["head0"], "faq": faq,
+                     "emb": from_backbone(tiny_backbone)}, cache=MemoryCache())
+    out = engine.run(["head0", "faq", "emb"], TEXTS)
+    assert [p.label for p in out["head0"]] == [p.label for p in functions["head0"](TEXTS)]
+    for got, want in zip(out["faq"], faq(TEXTS), strict=True):  # batching rounds differently
+        assert [h.id for h in got] == [h.id for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+    for got, want in zip(out["emb"], engine.functions["emb"](TEXTS), strict=True):
+        assert got.vector == pytest.approx(want.vector, abs=1e-5)
+    passes.clear()
+    assert engine.run(["faq", "emb"], TEXTS) == {"faq": out["faq"], "emb": out["emb"]}
+    assert passes == []  # every result came from the cache
+    with pytest.raises(funcformer.DataError):
+        engine.run(["faq"], [""])
