@@ -84,6 +84,14 @@ def train(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A task option as KEY=VALUE (VALUE read as JSON when it parses), e.g. "
         "--set template='This review is {}.' or --set pairs=logs.csv; repeatable.")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(
+        "--checkpoint-dir", help="Write checkpoints here at each epoch's end (for --resume).")
+    ] = None,
+    checkpoint_steps: Annotated[int | None, typer.Option(
+        "--checkpoint-steps", help="Also checkpoint every N steps.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue a killed run from its last checkpoint (same data, options "
+        "and seed give the same result as an uninterrupted run).")] = False,
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target
@@ -91,6 +99,12 @@ def train(
 
     check_target(out)  # refuse a bad --out before minutes of training, not after
     options = _settings(settings or [])
+    if checkpoint_dir or resume:
+        if not checkpoint_dir:
+            raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
+                            "wrote its checkpoints to.")
+        options.update(checkpoint_dir=checkpoint_dir, checkpoint_steps=checkpoint_steps,
+                       resume=resume)
     if multi_label is not None:
         options["multi_label"] = multi_label
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,

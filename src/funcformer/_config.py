@@ -60,6 +60,14 @@ class TrainConfig:
     """Dropout before the head's linear layer during training."""
     seed: int = 42
     """Seed for initialisation, data order and the held-out split: same seed, same result."""
+    checkpoint_dir: str | None = None
+    """Write a checkpoint here (atomically) at each epoch's end, for `resume`. Applies to the
+    runs that train an encoder or decoder; `head` training takes seconds and is not saved."""
+    checkpoint_steps: int | None = None
+    """Also checkpoint every this many steps (with `checkpoint_dir`)."""
+    resume: bool = False
+    """Continue from the checkpoint in `checkpoint_dir` (if there is one): a run killed mid-way
+    ends with the same weights as one never interrupted (same data, options and seed)."""
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in METHODS:
@@ -68,7 +76,7 @@ class TrainConfig:
         if self.metric not in METRICS:
             raise TaskError(f"Unknown metric '{self.metric}'. Choose one of: "
                             f"{', '.join(METRICS)}.")
-        for name in ("epochs", "batch_size", "patience", "max_length"):
+        for name in ("epochs", "batch_size", "patience", "max_length", "checkpoint_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TaskError(f"{name} must be at least 1, got {value}.")

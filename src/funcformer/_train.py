@@ -8,6 +8,8 @@ clipping, per-epoch evaluation, early stopping and keeping the best weights.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,19 +60,40 @@ class History:
 
 def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
         description: str = "training") -> History:
-    """Train `plan.model` in place; on return it holds the best epoch's weights."""
+    """Train `plan.model` in place; on return it holds the best epoch's weights.
+
+    With `config.checkpoint_dir`, a checkpoint is written atomically at each epoch's end (and
+    every `config.checkpoint_steps` steps); with `config.resume`, a run killed mid-way continues
+    from its last checkpoint with the same data order and random state, so it ends with the
+    same weights as a run that was never interrupted.
+    """
     epochs, patience = int(config.epochs or 1), int(config.patience or 1)
     steps_per_epoch = len(plan.batches(0))
     optimizer = _optimizer(plan, config)
     schedule = _schedule(optimizer, steps_per_epoch * epochs, config.warmup_ratio)
+    keeper = _Checkpoints(plan, config, optimizer, schedule, description, steps_per_epoch)
     history, best_state, waited = History(), None, 0
-    if plan.baseline and plan.evaluate is not None:
+    start, skip, carried = 1, 0, (0.0, 0)
+    restored = keeper.restore()
+    if restored is not None:
+        state, best_state = restored
+        history = History(**state["history"])
+        waited, start, skip = state["waited"], state["epoch"], state["step"]
+        carried = (state["loss_total"], state["loss_count"])
+        if skip >= steps_per_epoch:  # saved after the epoch ended: go on with the next one
+            start, skip, carried = start + 1, 0, (0.0, 0)
+    elif plan.baseline and plan.evaluate is not None:
         history.best_metric = plan.evaluate(plan.model.eval())
         history.epochs.append({"epoch": 0.0, "eval": history.best_metric})
         best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
     with Progress(description, total=steps_per_epoch * epochs, enabled=progress) as bar:
-        for epoch in range(1, epochs + 1):
-            loss = _epoch(plan, optimizer, schedule, config, epoch, bar)
+        bar.advance((start - 1) * steps_per_epoch + skip)
+        for epoch in range(start, epochs + 1):
+            if waited >= patience:
+                break
+            keeper.context = (history, best_state, waited)
+            loss = _epoch(plan, optimizer, schedule, config, epoch, bar, keeper, skip, carried)
+            skip, carried = 0, (0.0, 0)
             record = {"epoch": float(epoch), "loss": loss}
             if plan.evaluate is not None:
                 record["eval"] = metric = plan.evaluate(plan.model)
@@ -85,6 +108,9 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             history.epochs.append(record)
             if waited >= patience:
                 history.stopped_early = True
+            keeper.context = (history, best_state, waited)
+            keeper.save(epoch, steps_per_epoch, (0.0, 0))
+            if history.stopped_early:
                 bar.finish(f"early stop: best epoch {history.best_epoch} "
                            f"({history.best_metric:.3f})")
                 break
@@ -94,11 +120,53 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     return history
 
 
+class _Checkpoints:
+    """Saves and restores a run's checkpoints (nothing, without `config.checkpoint_dir`)."""
+
+    def __init__(self, plan: Plan, config: TrainConfig, optimizer: torch.optim.Optimizer,
+                 schedule: Any, description: str, steps_per_epoch: int) -> None:
+        self.plan, self.config = plan, config
+        self.optimizer, self.schedule = optimizer, schedule
+        self.directory = config.checkpoint_dir
+        shapes = sorted((k, list(v.shape)) for k, v in plan.model.state_dict().items())
+        self.fingerprint = {"run": description, "epochs": config.epochs, "seed": config.seed,
+                            "steps_per_epoch": steps_per_epoch,
+                            "weights": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()}
+        self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
+
+    def restore(self) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+        if not self.directory or not self.config.resume:
+            return None
+        from . import _checkpoint
+
+        return _checkpoint.load(self.directory, model=self.plan.model, optimizer=self.optimizer,
+                                schedule=self.schedule, expect=self.fingerprint)
+
+    def due(self, step: int) -> bool:
+        every = self.config.checkpoint_steps
+        return bool(self.directory and every and step % every == 0)
+
+    def save(self, epoch: int, step: int, loss: tuple[float, int]) -> None:
+        if not self.directory:
+            return
+        from . import _checkpoint
+
+        history, best, waited = self.context
+        _checkpoint.save(self.directory, model=self.plan.model, optimizer=self.optimizer,
+                         schedule=self.schedule, best=best,
+                         state={"fingerprint": self.fingerprint, "epoch": epoch, "step": step,
+                                "loss_total": loss[0], "loss_count": loss[1],
+                                "waited": waited, "history": history.to_dict()})
+
+
 def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: TrainConfig,
-           epoch: int, bar: Progress) -> float:
+           epoch: int, bar: Progress, keeper: _Checkpoints | None = None, skip: int = 0,
+           carried: tuple[float, int] = (0.0, 0)) -> float:
     plan.model.train()
-    total, count = 0.0, 0
-    for inputs, targets in plan.batches(epoch):
+    total, count = carried
+    for step, (inputs, targets) in enumerate(plan.batches(epoch), start=1):
+        if step <= skip:  # done before the checkpoint this run resumed from
+            continue
         loss = plan.loss(plan.forward(plan.model, inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,6 +175,9 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
         schedule.step()
         total, count = total + float(loss.detach()), count + 1
         bar.advance(1, loss=total / count, epoch=f"{epoch}/{config.epochs}")
+        if keeper is not None and keeper.due(step):
+            keeper.save(epoch, step, (total, count))
+            plan.model.train()
     plan.model.eval()
     return total / max(count, 1)
 

@@ -254,6 +254,11 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         manifest.metrics = {prefix + k: v for k, v in fitted.metrics.items()}
     return PairFunction(backbone=shared, model=fitted.model, manifest=manifest)
 
+def _evaluated(history: History) -> int:
+    """How many epochs of this run were evaluated (epoch 0 is a baseline, not counted)."""
+    return sum(1 for e in history.epochs if "eval" in e and e["epoch"] > 0)
+
+
 @dataclass
 class Fitted:
     model: CrossEncoder
@@ -291,7 +296,11 @@ def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | Non
     kind = "spearman" if scale.graded else "ROC-AUC"
     plan.metric_name = kind
     history = run(plan, config, progress=progress, description=f"pair {config.method}")
-    best = seen[history.best_epoch - 1] if seen else None
+    if plan.evaluate is not None and len(seen) != _evaluated(history):
+        plan.evaluate(plan.model)  # resumed: earlier epochs were evaluated by the killed run
+        best = seen[-1]  # the kept (best) weights, evaluated now
+    else:
+        best = seen[history.best_epoch - 1] if seen else None
     return Fitted(model.to(shared.device).eval(), history, encoded.truncated, best)
 
 

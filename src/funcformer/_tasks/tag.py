@@ -304,7 +304,12 @@ def _fit(coder: Coder, shared: _backbone.Backbone, train_set: Tagged, eval_set: 
                 forward=_forward(shared, frozen=encoder is None), loss=_loss,
                 evaluate=evaluate, head=head if encoder is not None else None, metric_name="f1")
     history = run(plan, config, progress=progress, description=f"tag ({config.method})")
-    metrics = scores[history.best_epoch - 1] if scores and history.best_epoch else None
+    evaluated = sum(1 for e in history.epochs if "eval" in e and e["epoch"] > 0)
+    if evaluate is not None and len(scores) != evaluated:
+        evaluate(plan.model)  # resumed: earlier epochs were evaluated by the killed run
+        metrics = scores[-1]  # the kept (best) weights, evaluated now
+    else:
+        metrics = scores[history.best_epoch - 1] if scores and history.best_epoch else None
     return _Fitted(encoder.eval() if encoder is not None else None, head.eval(), history,
                    metrics, len(encoded.windows))
 

@@ -1,0 +1,112 @@
+"""Training checkpoints: everything `_train.run` needs to continue a killed run exactly.
+
+A checkpoint is a directory written atomically (temporary sibling, then rename):
+
+    model.safetensors      the model's weights now
+    best.safetensors       the best epoch's weights so far (when there is one)
+    optimizer.safetensors  the optimizer's tensors (moments, step counts) and the torch RNG state
+    state.json             epoch, step, loss so far, early-stopping state, history, the
+                           optimizer's and schedule's other fields
+
+No pickle: tensors go to safetensors, everything else to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+NAME = "checkpoint"
+
+
+def save(directory: str | os.PathLike[str], *, model: torch.nn.Module,
+         optimizer: torch.optim.Optimizer, schedule: Any, best: dict[str, torch.Tensor] | None,
+         state: dict[str, Any]) -> Path:
+    """Write the checkpoint into `directory/checkpoint`, replacing the previous one atomically."""
+    from safetensors.torch import save_file
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    temp = root / f".{NAME}.tmp-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        save_file(_plain(model.state_dict()), str(temp / "model.safetensors"))
+        if best is not None:
+            save_file(_plain(best), str(temp / "best.safetensors"))
+        tensors, optimizer_rest = _split_optimizer(optimizer.state_dict())
+        tensors["rng"] = torch.get_rng_state()
+        save_file(tensors, str(temp / "optimizer.safetensors"))
+        record = {**state, "optimizer": optimizer_rest, "schedule": schedule.state_dict()}
+        (temp / "state.json").write_text(json.dumps(record), "utf-8")
+        for file in temp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        target = root / NAME
+        old = root / f".{NAME}.old-{uuid.uuid4().hex[:8]}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(temp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return target
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
+         optimizer: torch.optim.Optimizer, schedule: Any, expect: dict[str, Any]
+         ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    """Restore model, optimizer, schedule and RNG from `directory/checkpoint`; returns the
+    saved state and the best weights, or None when there is no checkpoint. A checkpoint whose
+    fingerprint is not `expect` (another run's) is a TaskError, and nothing is changed."""
+    from safetensors.torch import load_file
+
+    from ._errors import TaskError
+
+    source = Path(directory) / NAME
+    if not (source / "state.json").is_file():
+        return None
+    state = json.loads((source / "state.json").read_text("utf-8"))
+    if state.get("fingerprint") != expect:
+        raise TaskError(f"{source}: this checkpoint is from another training run "
+                        f"({state.get('fingerprint')}), not this one ({expect}). Fix: resume "
+                        "with the same data and options, or use a new checkpoint directory.")
+    model.load_state_dict(load_file(str(source / "model.safetensors")))
+    tensors = load_file(str(source / "optimizer.safetensors"))
+    torch.set_rng_state(tensors.pop("rng"))
+    optimizer.load_state_dict(_join_optimizer(tensors, state.pop("optimizer")))
+    schedule.load_state_dict(state.pop("schedule"))
+    best_file = source / "best.safetensors"
+    best = load_file(str(best_file)) if best_file.is_file() else None
+    return state, best
+
+
+def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer tensors by 'param/field' key, and the rest (JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for param, fields in state["state"].items():
+        for name, value in fields.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{param}/{name}"] = value.detach().cpu().contiguous()
+            else:
+                rest["state"].setdefault(str(param), {})[name] = value
+    return tensors, rest
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in rest["state"].items()}
+    for key, value in tensors.items():
+        param, name = key.split("/", 1)
+        state.setdefault(int(param), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}

@@ -1,0 +1,151 @@
+"""Checkpoints and resume: a run killed mid-way (SIGKILL) resumes to the same weights."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import funcformer
+from funcformer import TaskError
+
+ROOT = Path(__file__).parent
+
+TRAIN = dict(method="full", epochs=2, batch_size=8, progress=False, seed=3)
+
+
+def _rows() -> list[tuple[str, str]]:
+    from conftest import make_reviews
+
+    return make_reviews(16)
+
+
+def test_checkpointing_does_not_change_the_result(tiny_backbone: Path, tmp_path: Path) -> None:
+    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN)
+    saved = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                             checkpoint_dir=str(tmp_path / "ck"), checkpoint_steps=1)
+    assert saved.digest == plain.digest
+    files = sorted(p.name for p in (tmp_path / "ck" / "checkpoint").iterdir())
+    assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    checkpoints = tmp_path / "ck"
+    # Same thread count as this process: a different one rounds sums differently.
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})
+        import funcformer
+        from funcformer import _checkpoint
+        from test_checkpoint import TRAIN, _rows
+
+        saves = 0
+        original = _checkpoint.save
+
+        def save_then_die(*args, **kwargs):
+            global saves
+            original(*args, **kwargs)
+            saves += 1
+            if saves == 6:  # epoch 1: 4 step saves + 1 at its end; then epoch 2, step 1
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        _checkpoint.save = save_then_die
+        funcformer.train("classify", _rows(), backbone={str(tiny_backbone)!r}, **TRAIN,
+                         checkpoint_dir={str(checkpoints)!r}, checkpoint_steps=1)
+        print("not killed")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    assert (checkpoints / "checkpoint" / "state.json").is_file()
+    from funcformer import _checkpoint
+
+    restored = []
+    original = _checkpoint.load
+    monkeypatch.setattr(_checkpoint, "load", lambda *a, **k: restored.append(
+        original(*a, **k)) or restored[-1])
+    resumed = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                               checkpoint_dir=str(checkpoints), checkpoint_steps=1, resume=True)
+    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN)
+    state = restored[0][0]
+    assert (state["epoch"], state["step"]) == (2, 1)  # it resumed mid-way, not from scratch
+    assert resumed.digest == plain.digest
+    assert resumed.manifest.training["history"]["epochs"] == (
+        plain.manifest.training["history"]["epochs"])
+
+
+def test_a_checkpoint_of_another_run_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
+    funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                     checkpoint_dir=str(tmp_path))
+    other = {**TRAIN, "epochs": 3}
+    with pytest.raises(TaskError, match="from another training run"):
+        funcformer.train("classify", _rows(), backbone=tiny_backbone, **other,
+                         checkpoint_dir=str(tmp_path), resume=True)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tiny_backbone: Path, tmp_path: Path) -> None:
+    fresh = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                             checkpoint_dir=str(tmp_path / "none"), resume=True)
+    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN)
+    assert fresh.digest == plain.digest
+
+
+def test_a_finished_run_resumes_to_its_end(tiny_backbone: Path, tmp_path: Path) -> None:
+    first = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                             checkpoint_dir=str(tmp_path))
+    again = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                             checkpoint_dir=str(tmp_path), resume=True)
+    assert again.digest == first.digest
+
+
+def test_cli_resume_flags(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    import csv
+
+    from funcformer._cli import main
+
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *_rows()])
+
+    def cli(*args: object) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        return int(exit_info.value.code)
+
+    common = ("train", "classify", data, "--backbone", tiny_backbone, "--method", "full",
+              "--epochs", "1", "--seed", "3")
+    assert cli(*common, "--out", tmp_path / "a", "--checkpoint-dir", tmp_path / "ck") == 0
+    assert (tmp_path / "ck" / "checkpoint" / "state.json").is_file()
+    assert cli(*common, "--out", tmp_path / "b", "--checkpoint-dir", tmp_path / "ck",
+               "--resume") == 0
+    assert funcformer.load(tmp_path / "a").digest == funcformer.load(tmp_path / "b").digest
+    capsys.readouterr()
+    assert cli(*common, "--out", tmp_path / "c", "--resume") == 1
+    assert "--resume needs --checkpoint-dir" in capsys.readouterr().err
+
+
+def test_resumed_tag_and_pair_report_their_eval_metrics(tiny_backbone: Path,
+                                                        tmp_path: Path) -> None:
+    from test_pair import make_pairs
+    from test_tag import toy_rows
+
+    options = dict(backbone=tiny_backbone, progress=False, epochs=2, batch_size=8)
+    tag = funcformer.train("tag", toy_rows(24), eval_data=toy_rows(8, seed=1), **options,
+                           checkpoint_dir=str(tmp_path / "tag"))
+    again = funcformer.train("tag", toy_rows(24), eval_data=toy_rows(8, seed=1), **options,
+                             checkpoint_dir=str(tmp_path / "tag"), resume=True)
+    assert again.digest == tag.digest and again.metrics == pytest.approx(tag.metrics)
+    pair = funcformer.train("pair", make_pairs(24), eval_data=make_pairs(8, seed=1), **options,
+                            checkpoint_dir=str(tmp_path / "pair"))
+    again = funcformer.train("pair", make_pairs(24), eval_data=make_pairs(8, seed=1), **options,
+                             checkpoint_dir=str(tmp_path / "pair"), resume=True)
+    assert again.digest == pair.digest and again.metrics == pytest.approx(pair.metrics)
