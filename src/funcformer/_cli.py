@@ -89,6 +89,9 @@ def train(
     ] = None,
     checkpoint_steps: Annotated[int | None, typer.Option(
         "--checkpoint-steps", help="Also checkpoint every N steps.")] = None,
+    log_dir: Annotated[str | None, typer.Option(
+        "--log-dir", help="Write TensorBoard scalars here (loss, learning rate, eval metric; "
+        "pip install 'funcformer[tensorboard]').")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a killed run from its last checkpoint (same data, options "
         "and seed give the same result as an uninterrupted run).")] = False,
@@ -107,6 +110,8 @@ def train(
                        resume=resume)
     if multi_label is not None:
         options["multi_label"] = multi_label
+    if log_dir:
+        options["log_dir"] = log_dir
     fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
                         text_column=text_column, label_column=label_column, epochs=epochs,
                         learning_rate=learning_rate, batch_size=batch_size,

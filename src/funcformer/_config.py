@@ -65,6 +65,9 @@ class TrainConfig:
     runs that train an encoder or decoder; `head` training takes seconds and is not saved."""
     checkpoint_steps: int | None = None
     """Also checkpoint every this many steps (with `checkpoint_dir`)."""
+    log_dir: str | None = None
+    """Write TensorBoard scalars here (training loss and learning rate per step, epoch loss
+    and eval metric per epoch); needs `pip install 'funcformer[tensorboard]'`."""
     resume: bool = False
     """Continue from the checkpoint in `checkpoint_dir` (if there is one): a run killed mid-way
     ends with the same weights as one never interrupted (same data, options and seed)."""

@@ -72,6 +72,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     optimizer = _optimizer(plan, config)
     schedule = _schedule(optimizer, steps_per_epoch * epochs, config.warmup_ratio)
     keeper = _Checkpoints(plan, config, optimizer, schedule, description, steps_per_epoch)
+    board = _Board(config.log_dir, description, plan.metric_name or config.metric)
     history, best_state, waited = History(), None, 0
     start, skip, carried = 1, 0, (0.0, 0)
     restored = keeper.restore()
@@ -92,7 +93,8 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             if waited >= patience:
                 break
             keeper.context = (history, best_state, waited)
-            loss = _epoch(plan, optimizer, schedule, config, epoch, bar, keeper, skip, carried)
+            loss = _epoch(plan, optimizer, schedule, config, epoch, bar, keeper, skip, carried,
+                          board)
             skip, carried = 0, (0.0, 0)
             record = {"epoch": float(epoch), "loss": loss}
             if plan.evaluate is not None:
@@ -106,6 +108,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
             else:
                 history.best_epoch = epoch
             history.epochs.append(record)
+            board.epoch(epoch, record)
             if waited >= patience:
                 history.stopped_early = True
             keeper.context = (history, best_state, waited)
@@ -114,10 +117,42 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                 bar.finish(f"early stop: best epoch {history.best_epoch} "
                            f"({history.best_metric:.3f})")
                 break
+    board.close()
     if best_state is not None:
         plan.model.load_state_dict(best_state)
     plan.model.eval()
     return history
+
+
+class _Board:
+    """TensorBoard scalars under `log_dir/<run>` (nothing without a log_dir)."""
+
+    def __init__(self, log_dir: str | None, run: str, metric: str) -> None:
+        self.writer: Any = None
+        self.metric = metric
+        if log_dir:
+            from ._errors import require
+
+            require("tensorboard", "tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
+
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)
+            self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}")
+
+    def step(self, step: int, loss: float, learning_rate: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/learning_rate", learning_rate, step)
+
+    def epoch(self, epoch: int, record: dict[str, float]) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("epoch/loss", record["loss"], epoch)
+            if "eval" in record:
+                self.writer.add_scalar(f"eval/{self.metric}", record["eval"], epoch)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class _Checkpoints:
@@ -161,7 +196,7 @@ class _Checkpoints:
 
 def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: TrainConfig,
            epoch: int, bar: Progress, keeper: _Checkpoints | None = None, skip: int = 0,
-           carried: tuple[float, int] = (0.0, 0)) -> float:
+           carried: tuple[float, int] = (0.0, 0), board: _Board | None = None) -> float:
     plan.model.train()
     total, count = carried
     for step, (inputs, targets) in enumerate(plan.batches(epoch), start=1):
@@ -175,6 +210,9 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
         schedule.step()
         total, count = total + float(loss.detach()), count + 1
         bar.advance(1, loss=total / count, epoch=f"{epoch}/{config.epochs}")
+        if board is not None:
+            board.step(schedule.last_epoch, float(loss.detach()),
+                       optimizer.param_groups[0]["lr"])
         if keeper is not None and keeper.due(step):
             keeper.save(epoch, step, (total, count))
             plan.model.train()

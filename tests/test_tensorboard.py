@@ -1,0 +1,60 @@
+"""TensorBoard scalars from the shared training loop (`log_dir` / `--log-dir`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import funcformer
+from funcformer import MissingExtra
+
+
+def _scalars(directory: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = [p for p in directory.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_loss_learning_rate_and_eval_are_logged(tiny_backbone: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(16), eval_data=make_reviews(8, seed=1),
+                          backbone=tiny_backbone, method="full", epochs=2, batch_size=8,
+                          progress=False, log_dir=str(tmp_path))
+    scalars = _scalars(tmp_path)
+    assert len(scalars["train/loss"]) == 2 * 4  # 32 examples, batches of 8, 2 epochs
+    assert len(scalars["train/learning_rate"]) == 8
+    assert max(scalars["train/learning_rate"]) == pytest.approx(5e-5, rel=1e-3)  # after warm-up
+    assert scalars["epoch/loss"] == pytest.approx(
+        [e["loss"] for e in fn.manifest.training["history"]["epochs"] if "loss" in e])
+    assert scalars["eval/accuracy"] == pytest.approx(
+        [e["eval"] for e in fn.manifest.training["history"]["epochs"] if e["epoch"] > 0])
+
+
+def test_missing_tensorboard_names_the_extra(tiny_backbone: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_reviews
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[tensorboard\]'"):
+        funcformer.train("classify", make_reviews(8), backbone=tiny_backbone, method="full",
+                         epochs=1, progress=False, log_dir=str(tmp_path))
+
+
+def test_cli_log_dir(tiny_backbone: Path, tmp_path: Path, reviews_csv: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from funcformer._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "classify", str(reviews_csv), "--out", str(tmp_path / "fn"),
+              "--backbone", str(tiny_backbone), "--method", "full", "--epochs", "1",
+              "--log-dir", str(tmp_path / "logs")])
+    assert exit_info.value.code == 0
+    assert _scalars(tmp_path / "logs")["train/loss"]
