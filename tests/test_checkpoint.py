@@ -149,3 +149,33 @@ def test_resumed_tag_and_pair_report_their_eval_metrics(tiny_backbone: Path,
     again = funcformer.train("pair", make_pairs(24), eval_data=make_pairs(8, seed=1), **options,
                              checkpoint_dir=str(tmp_path / "pair"), resume=True)
     assert again.digest == pair.digest and again.metrics == pytest.approx(pair.metrics)
+
+
+def test_the_saved_function_is_the_best_epoch_head_included(tiny_backbone: Path,
+                                                            tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """setfit #526/#425: early stopping must keep the best epoch's encoder *and* head."""
+    import torch
+    from safetensors.torch import load_file
+
+    from funcformer._methods import full
+
+    scores = iter([0.1, 0.9, 0.5, 0.4])  # baseline, then epochs 1-3: epoch 1 is the best
+    monkeypatch.setattr(full, "_evaluator", lambda *a, **k: lambda model: next(scores))
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", _rows(), eval_data=make_reviews(8, seed=1),
+                          backbone=tiny_backbone, method="full", epochs=3, patience=5,
+                          batch_size=8, progress=False, checkpoint_dir=str(tmp_path))
+    assert fn.manifest.training["history"]["best_epoch"] == 1
+    best = load_file(str(tmp_path / "checkpoint" / "best.safetensors"))
+    last = load_file(str(tmp_path / "checkpoint" / "model.safetensors"))
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # epochs 2-3 changed weights
+    kept = {**{f"encoder.{k}": v for k, v in fn.encoder.state_dict().items()},
+            **{f"head.{k}": v for k, v in fn.head.state_dict().items()}}
+    assert {k for k in best if k.startswith("head.")} == {k for k in kept if k.startswith("head.")}
+    assert all(torch.equal(kept[k], best[k]) for k in best)
+    saved = funcformer.load(fn.save(tmp_path / "fn"))
+    assert all(torch.equal(saved.head.state_dict()[k[5:]], best[k]) for k in best
+               if k.startswith("head."))
