@@ -62,8 +62,8 @@ def train(
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
     method: Annotated[str | None, typer.Option(
-        help="head (fast, frozen backbone) or full; default: head for classify, full for the "
-        "tasks that train an encoder.")] = None,
+        help="head (fast, frozen backbone), full, or contrastive (few examples per label); "
+        "default: head for classify, full for the tasks that train an encoder.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Eval data for early stopping "
                                                   "and metrics; default: hold out 10%.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "

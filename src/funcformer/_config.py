@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import TaskError
 
-METHODS = ("head", "full")
+METHODS = ("head", "full", "contrastive")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
 """Early-stopping metrics a user can choose for `classify`; other tasks use their own
 (Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
@@ -17,6 +17,10 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "head": {"epochs": 30, "learning_rate": 5e-2, "batch_size": 32, "patience": 5},
     "full": {"epochs": 4, "learning_rate": 5e-5, "batch_size": 16, "patience": 2,
              "head_learning_rate": 1e-3},
+    # Few examples: many cheap epochs over them; batches of 16 hold 8 same-label pairs. On SST-2
+    # with 8 per class (3 seeds), 40 epochs at 5e-5 gave 0.674 dev accuracy; 20 at 2e-5 0.663,
+    # 40 at 1e-4 0.665 (head alone: 0.654).
+    "contrastive": {"epochs": 40, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
 }
 
 

@@ -2,6 +2,7 @@
 
 `head`: frozen backbone, features computed once, only the head trains.
 `full`: the encoder (a private copy of the shared backbone) and the head train together.
+`contrastive`: few-shot; the encoder learns with a supervised contrastive loss, then a head.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ class Trained:
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
         config: TrainConfig, progress: bool = True, cache: Cache | None = None) -> Trained:
     """Train with `config.method`; holds out part of `train` when no eval data is given."""
-    from . import full, head
+    from . import contrastive, full, head
 
     source = "given"
     if eval_data is None:
         train, eval_data = holdout(train, config.eval_fraction, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
-    method = {"head": head.fit, "full": full.fit}[config.method]
+    method = {"head": head.fit, "full": full.fit, "contrastive": contrastive.fit}[config.method]
     trained = method(task, backbone, train, eval_data, config, progress, source, cache)
     trained.eval_data = eval_data
     return trained

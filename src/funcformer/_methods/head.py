@@ -27,15 +27,16 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
 def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
           config: TrainConfig, progress: bool, refit: bool = False,
-          cache: Cache | None = None) -> tuple[torch.nn.Module, History, int]:
+          cache: Cache | None = None,
+          encoder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, History, int]:
     """Fit a head on frozen features; with `refit`, fit again on train + eval data for the
     number of epochs that was best on the eval data."""
-    features, truncated = _features(backbone, train, config, cache)
+    features, truncated = _features(backbone, train, config, cache, encoder)
     targets = task.targets(train)
     if eval_data is None:
         head, history = _train_head(task, features, targets, config, None, progress)
         return head, history, truncated
-    eval_features, _ = _features(backbone, eval_data, config, cache)
+    eval_features, _ = _features(backbone, eval_data, config, cache, encoder)
     gold = eval_data.labels
 
     def evaluate(model: torch.nn.Module) -> float:
@@ -53,8 +54,12 @@ def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | 
 
 
 def _features(backbone: Backbone, examples: Examples, config: TrainConfig,
-              cache: Cache | None) -> tuple[torch.Tensor, int]:
-    array, truncated = backbone.embed(examples.texts, max_length=config.max_length, cache=cache)
+              cache: Cache | None, encoder: torch.nn.Module | None = None
+              ) -> tuple[torch.Tensor, int]:
+    """Pooled features of the backbone (cached) or of a tuned `encoder` (never cached)."""
+    array, truncated = backbone.embed(examples.texts, encoder=encoder,
+                                      max_length=config.max_length,
+                                      cache=cache if encoder is None else None)
     return torch.from_numpy(array), truncated
 
 

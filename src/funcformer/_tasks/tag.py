@@ -238,6 +238,9 @@ def train(data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
         for name, value in DEFAULTS.get(method, {}).items():
             options[name] = value if options.get(name) is None else options[name]
     config = make_config(config, method, options)
+    if config.method not in ("full", "head"):
+        raise TaskError(f"tag trains with method 'full' (the default) or 'head', not "
+                        f"'{config.method}'.")
     columns = {"text_column": text_column, "label_column": label_column}
     read = read_tagged(data, **columns)
     types = read.types()

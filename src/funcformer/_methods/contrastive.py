@@ -1,0 +1,111 @@
+"""`contrastive`: few-shot training in the spirit of SetFit, linear in the data.
+
+SetFit tunes the encoder on generated text pairs, whose number grows with the square of the
+data (setfit #628, #249: out-of-memory, 19-hour pair generation). Here each batch is its own
+set of pairs: a supervised contrastive loss (Khosla et al. 2020) pulls every text towards the
+other texts of its label in the batch and away from the rest, so one epoch costs one pass over
+the examples. Batches are built so that each example meets at least one of its own label.
+Then a head is fit on the tuned encoder's features (as `head` does), and the function keeps
+both: the artifact includes the tuned encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+
+from .._backbone import Backbone
+from .._cache import Cache
+from .._config import TrainConfig
+from .._data import Examples
+from .._model import FunctionModel
+from .._train import Plan, run
+from . import Trained
+from .head import probe
+
+SCALE = 20.0
+"""Cosine similarities times this are the logits of the contrastive loss (temperature 0.05)."""
+
+
+def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
+        config: TrainConfig, progress: bool, source: str, cache: Cache | None) -> Trained:
+    if getattr(task, "multi_label", False):
+        from .._errors import TaskError
+
+        raise TaskError("contrastive needs one label per text; for multi-label data use "
+                        "method 'head' or 'full'.")
+    torch.manual_seed(config.seed)
+    encoder = copy.deepcopy(backbone.model).train().requires_grad_(True)
+    model = FunctionModel(encoder, torch.nn.Identity(), backbone.pooling)
+    encoded = backbone.tokenize(train.texts, config.max_length)
+    labels = task.targets(train)
+    batch_size = int(config.batch_size or 16)
+
+    def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        out = []
+        for index in label_batches(labels.tolist(), batch_size, config.seed + epoch):
+            out.append((backbone.pad([encoded.input_ids[i] for i in index]),
+                        labels[index].to(backbone.device)))
+        return out
+
+    plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
+                loss=supervised_contrastive, evaluate=None, metric_name="loss")
+    history = run(plan, config, progress=progress, description="contrastive")
+    encoder.eval()
+    probe_config = dataclasses.replace(
+        TrainConfig(method="head", seed=config.seed, max_length=config.max_length,
+                    dropout=config.dropout, metric=config.metric).resolved())
+    head, head_history, _ = probe(task, backbone, train, eval_data, probe_config, progress,
+                                  refit=source.startswith("held out"), encoder=encoder)
+    history.best_metric = head_history.best_metric
+    return Trained(encoder, head, history, encoded.truncated, source)
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over anchors with a positive of -mean log p(positive | anchor), p a softmax over
+    the other texts of the batch by scaled cosine similarity.
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> bool(supervised_contrastive(f, torch.tensor([0, 0, 1, 1])) <
+    ...      supervised_contrastive(f, torch.tensor([0, 1, 0, 1])))
+    True
+    """
+    z = torch.nn.functional.normalize(features, dim=-1)
+    logits = SCALE * z @ z.T
+    eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, float("-inf"))  # never the anchor itself
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~eye
+    has = positive.any(dim=1)
+    if not has.any():
+        return features.sum() * 0.0  # no pair of one label in this batch: nothing to learn
+    mean_log = (log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1).clamp(min=1))
+    return -mean_log[has].mean()
+
+
+def label_batches(labels: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches covering every example once, each example next to one of its own label.
+
+    Per label, a seeded shuffle is cut into pairs (a label with an odd count adds its first
+    example again to close its last pair); pairs are shuffled and packed `batch_size // 2` to
+    a batch. The number of batches grows linearly with the data.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pairs: list[list[int]] = []
+    for label in sorted(set(labels)):
+        rows = [i for i, y in enumerate(labels) if y == label]
+        rows = [rows[j] for j in torch.randperm(len(rows), generator=generator).tolist()]
+        if len(rows) == 1:
+            pairs.append(rows)
+            continue
+        if len(rows) % 2:
+            rows.append(rows[0])
+        pairs += [rows[j:j + 2] for j in range(0, len(rows), 2)]
+    order = torch.randperm(len(pairs), generator=generator).tolist()
+    per_batch = max(1, batch_size // 2)
+    shuffled = [pairs[i] for i in order]
+    return [[i for pair in shuffled[k:k + per_batch] for i in pair]
+            for k in range(0, len(shuffled), per_batch)]
