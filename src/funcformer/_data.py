@@ -29,8 +29,19 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".nd
             ".txt": "txt"}
 
 
+class Located:
+    """Rows that remember where each came from: `source` and one place per row."""
+
+    source: str
+    places: list[str]
+
+    def where(self, i: int) -> str:
+        """'reviews.csv, line 7' or '<list>, index 6': where row `i` came from."""
+        return f"{self.source}, {self.places[i]}"
+
+
 @dataclass
-class Examples:
+class Examples(Located):
     """Validated texts, optional labels, and where each came from (for later messages)."""
 
     texts: list[str]
@@ -40,10 +51,6 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-    def where(self, i: int) -> str:
-        """'reviews.csv, line 7' or '<list>, index 6': where example `i` came from."""
-        return f"{self.source}, {self.places[i]}"
 
 
 @dataclass
@@ -84,7 +91,7 @@ def read_examples(data: Any, *, text_column: str = "text", label_column: str | N
 
 
 @dataclass
-class Records:
+class Records(Located):
     """Validated rows of named fields (pairs, documents, tagged tokens...) and their places."""
 
     rows: list[dict[str, Any]]
@@ -93,9 +100,6 @@ class Records:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def where(self, i: int) -> str:
-        return f"{self.source}, {self.places[i]}"
 
     def column(self, name: str) -> list[Any]:
         return [row.get(name) for row in self.rows]

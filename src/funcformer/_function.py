@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import logging
@@ -40,7 +41,7 @@ log = logging.getLogger("funcformer")
 PathLike = str | os.PathLike[str]
 
 
-class Function:
+class Function(abc.ABC):
     """A trained function: call it on one input for one result, on a list for a list.
 
     Every task's function (`classify`, `embed`, `search`, `tag`, `pair`, `generate`,
@@ -100,18 +101,21 @@ class Function:
         """Validated inputs from a file, list or DataFrame (what `predict` takes)."""
         return read_texts(data, text_column=text_column).texts
 
+    @abc.abstractmethod
     def predict(self, inputs: Sequence[Any], **options: Any) -> list[Any]:
-        raise NotImplementedError
+        """One result per input, in input order; `options` are the task's call options."""
 
+    @abc.abstractmethod
     def result_from_dict(self, data: dict[str, Any]) -> Any:
         """Rebuild a result from its `to_dict()` (the Engine caches results as JSON)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def evaluate(self, data: Any, **columns: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """The task's metrics on labelled data."""
 
+    @abc.abstractmethod
     def save(self, path: PathLike) -> Path:
-        raise NotImplementedError
+        """Write the artifact atomically; returns its directory."""
 
 
 class Classifier(Function):

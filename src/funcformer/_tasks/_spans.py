@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._data import _json_type, _rows, _text
+from .._data import Located, _json_type, _rows, _text
 from .._errors import DataError, TaskError
 
 IGNORE = -100
@@ -32,7 +32,7 @@ Found = tuple[int, int, str, float]  # a predicted span and its score
 
 
 @dataclass
-class Tagged:
+class Tagged(Located):
     """Validated texts, their gold spans (None when read for prediction) and their places."""
 
     texts: list[str]
@@ -42,9 +42,6 @@ class Tagged:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-    def where(self, i: int) -> str:
-        return f"{self.source}, {self.places[i]}"
 
     def subset(self, rows: Sequence[int]) -> Tagged:
         spans = [self.spans[i] for i in rows] if self.spans is not None else None

@@ -281,14 +281,11 @@ class Searcher(Function):
         texts, gold = read_queries(data, **{**self._columns(), **columns})
         vectors = self.embedder.encode(texts).reshape(len(texts), -1)
         found = self.index.search(vectors, 10, None)
-        scores = np.full((len(texts), len(self.index)), -np.inf, dtype=np.float32)
-        for q, row in enumerate(found):
-            for i, s in row:
-                scores[q, i] = s
-        answerable = [q for q, ids in enumerate(gold) if ids]
-        columns_gold = [{self.index.rows[i] for i in gold[q] if i in self.index.rows}
-                        for q in answerable]
-        metrics = retrieval_metrics(scores[answerable], columns_gold) if answerable else {}
+        ranks = [next((r for r, (i, _) in enumerate(row) if self.index.documents[i].id in ids),
+                      None) for row, ids in zip(found, gold, strict=True) if ids]
+        metrics = ({"accuracy_at_1": sum(r == 0 for r in ranks) / len(ranks),
+                    "mrr_at_10": sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks)}
+                   if ranks else {})
         right = sum((bool(row) and row[0][1] >= self.threshold
                      and self.index.documents[row[0][0]].id in ids)
                     or (not ids and (not row or row[0][1] < self.threshold))
