@@ -84,3 +84,13 @@ def reviews_csv(tmp_path: Path, reviews: list[tuple[str, str]]) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(reviews)
     return path
+
+
+def run_cli(*args: object) -> int:
+    """Run the `funcformer` command in-process (arguments as given, str() applied); returns
+    its exit code. Output stays in pytest's capsys."""
+    from funcformer._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    return int(exit_info.value.code)

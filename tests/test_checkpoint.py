@@ -110,16 +110,11 @@ def test_a_finished_run_resumes_to_its_end(tiny_backbone: Path, tmp_path: Path) 
 def test_cli_resume_flags(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
     import csv
 
-    from funcformer._cli import main
-
     data = tmp_path / "reviews.csv"
     with open(data, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("text", "label"), *_rows()])
 
-    def cli(*args: object) -> int:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        return int(exit_info.value.code)
+    from conftest import run_cli as cli
 
     common = ("train", "classify", data, "--backbone", tiny_backbone, "--method", "full",
               "--epochs", "1", "--seed", "3")

@@ -125,21 +125,15 @@ def test_tune_encoder_leaves_the_shared_backbone_alone(tiny_backbone: Path) -> N
 
 
 def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
-    from funcformer._cli import main
+    from conftest import run_cli as cli
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"text_a": a, "text_b": b}) + "\n"
                             for a, b in paraphrases()), "utf-8")
     out = tmp_path / "emb"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "embed", str(data), "--out", str(out), "--backbone", str(tiny_backbone),
-              "--epochs", "1"])
-    assert exit_info.value.code == 0
+    assert cli("train", "embed", data, "--out", out, "--backbone", tiny_backbone,
+              "--epochs", "1") == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(out), "the food was great"])
-    assert exit_info.value.code == 0
+    assert cli("predict", out, "the food was great") == 0
     assert len(json.loads(capsys.readouterr().out)["vector"]) == 32
-    with pytest.raises(SystemExit) as exit_info:
-        main(["eval", str(out), str(data)])
-    assert exit_info.value.code == 0 and "mrr at 10" in capsys.readouterr().out
+    assert cli("eval", out, data) == 0 and "mrr at 10" in capsys.readouterr().out

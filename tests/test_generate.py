@@ -329,17 +329,12 @@ def test_option_errors(fn: generate.TextGenerator, tiny_lm: Path) -> None:
 def test_cli_train_predict_eval(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     import json
 
-    from funcformer._cli import main
-
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"say {c}:", "completion": f" {c}{c}"}) + "\n"
                             for c in "abcdefgh"), "utf-8")
     out = tmp_path / "gen"
 
-    def cli(*args: str) -> int:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        return int(exit_info.value.code)
+    from conftest import run_cli as cli
 
     assert cli("train", "generate", data, "--out", out, "--backbone", tiny_lm, "--epochs",
                "1") == 0

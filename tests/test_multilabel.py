@@ -115,22 +115,17 @@ def test_held_out_thresholds_and_forced_single_label(tiny_backbone: Path) -> Non
 
 
 def test_cli_multi_label(tmp_path: Path, tiny_backbone: Path, capsys) -> None:
-    from funcformer._cli import main
+    from conftest import run_cli as cli
 
     data = tmp_path / "tags.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_tagged(60)), "utf-8")
     out = tmp_path / "fn"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "classify", str(data), "--out", str(out), "--backbone",
-              str(tiny_backbone), "--epochs", "3"])
-    assert exit_info.value.code == 0
+    assert cli("train", "classify", data, "--out", out, "--backbone",
+              tiny_backbone, "--epochs", "3") == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(out), "the food was great"])
-    assert exit_info.value.code == 0
+    assert cli("predict", out, "the food was great") == 0
     line = json.loads(capsys.readouterr().out)
     assert line["text"] == "the food was great" and isinstance(line["labels"], list)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["eval", str(out), str(data)])
+    assert cli("eval", out, data) == 0
     printed = capsys.readouterr().out
-    assert exit_info.value.code == 0 and "micro-F1" in printed and "macro-F1" in printed
+    assert "micro-F1" in printed and "macro-F1" in printed

@@ -281,18 +281,13 @@ def test_metrics_graded_and_binary() -> None:
 
 
 def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
-    from funcformer._cli import main
-
     data = tmp_path / "pairs.tsv"
     data.write_text("text_a\ttext_b\tscore\n" + "".join(
         f"the food was {a}\tthe food was {b}\t{5 if a == b else 1}\n"
         for a in ("great", "awful", "cold") for b in ("great", "awful", "cold")), "utf-8")
     out = tmp_path / "pair"
 
-    def cli(*args: object) -> int:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        return int(exit_info.value.code)
+    from conftest import run_cli as cli
 
     assert cli("train", "pair", data, "--out", out, "--backbone", tiny_backbone, "--epochs",
                "1") == 0

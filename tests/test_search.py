@@ -156,23 +156,16 @@ def test_faiss_backend_agrees_with_exact_search() -> None:
 
 
 def test_cli_train_predict_answer(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
-    from funcformer._cli import main
+    from conftest import run_cli as cli
 
     data = tmp_path / "faq.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in FAQ), "utf-8")
     out = tmp_path / "faq"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "search", str(data), "--out", str(out), "--backbone", str(tiny_backbone)])
-    assert exit_info.value.code == 0
+    assert cli("train", "search", data, "--out", out, "--backbone", tiny_backbone) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(out), "the food was great", "--set", "k=1"])
-    assert exit_info.value.code == 0
+    assert cli("predict", out, "the food was great", "--set", "k=1") == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "food"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(out), "the food was great", "--set", "answer=true"])
+    assert cli("predict", out, "the food was great", "--set", "answer=true") == 0
     assert json.loads(capsys.readouterr().out)["answer"] == "Thanks for the food praise."
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(out), "x", "--set", "top=3"])
-    assert exit_info.value.code == 1
+    assert cli("predict", out, "x", "--set", "top=3") == 1
     assert "--set top: not an option of search functions" in capsys.readouterr().err

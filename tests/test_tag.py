@@ -377,15 +377,10 @@ def test_minilm_head_finds_people_and_places() -> None:
 
 
 def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
-    from funcformer._cli import main
-
     data = write_jsonl(tmp_path / "tags.jsonl", toy_rows(30))
     out = tmp_path / "ner"
 
-    def cli(*args: object) -> int:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        return int(exit_info.value.code)
+    from conftest import run_cli as cli
 
     assert cli("train", "tag", data, "--out", out, "--backbone", tiny_backbone, "--epochs",
                "1", "--method", "head") == 0
