@@ -9,7 +9,7 @@ import funcformer
 
 EXPECTED = [
     "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine", "Entities",
-    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "MemoryCache",
+    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "LoRA", "MemoryCache",
     "MissingExtra", "PairScore", "Prediction", "Ranked", "SQLiteCache", "Span", "TaskError",
     "TrainConfig", "ZeroShot", "__version__", "embed", "generator", "load", "similarity", "train",
     "zero_shot",

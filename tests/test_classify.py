@@ -20,7 +20,8 @@ from funcformer._train import History, Plan, _schedule, length_grouped_batches, 
 def head_fn(tiny_backbone: Path) -> funcformer.Function:
     from conftest import make_reviews
 
-    return funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False)
+    return funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False,
+                            method="head")
 
 
 def test_call_shapes(head_fn: funcformer.Function) -> None:
@@ -39,7 +40,7 @@ def test_head_learns_separable_data(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 
     fn = funcformer.train("classify", make_reviews(30), eval_data=make_reviews(10, seed=7),
-                          backbone=tiny_backbone, progress=False)
+                          backbone=tiny_backbone, progress=False, method="head")
     assert fn.metrics["accuracy"] >= 0.7
     assert fn.manifest.training["eval_source"] == "given"
 
@@ -49,7 +50,7 @@ def test_same_seed_same_function_other_seed_differs(tiny_backbone: Path) -> None
 
     rows = make_reviews()
     a, b, c = (funcformer.train("classify", rows, backbone=tiny_backbone, progress=False,
-                                epochs=3, seed=s) for s in (1, 1, 2))
+                                epochs=3, seed=s, method="head") for s in (1, 1, 2))
     assert a.digest == b.digest
     assert a.digest != c.digest
 
@@ -75,7 +76,7 @@ def test_without_eval_data_part_is_held_out(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 
     fn = funcformer.train("classify", make_reviews(100), backbone=tiny_backbone, progress=False,
-                          epochs=2)
+                          epochs=2, method="head")
     assert fn.manifest.training["eval_source"] == "held out 20"
     assert "held_out_accuracy" in fn.metrics
 
@@ -99,7 +100,7 @@ def test_truncation_is_reported_once(tiny_backbone: Path,
     rows = [*make_reviews(10), ("great " * 200, "positive"), ("awful " * 200, "negative")]
     with caplog.at_level(logging.WARNING, logger="funcformer"):
         fn = funcformer.train("classify", rows, backbone=tiny_backbone, progress=False,
-                              epochs=1)
+                              epochs=1, method="head")
     assert fn.manifest.training["truncated"] == 2
     notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(notes) == 1 and notes[0].startswith("2 of 22")
@@ -110,14 +111,14 @@ def test_eval_labels_must_be_known(tiny_backbone: Path) -> None:
 
     with pytest.raises(DataError, match=r"<list>, index 1.*unknown label 'neutral'"):
         funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False,
-                         eval_data=[("ok", "positive"), ("fine", "neutral")])
+                         eval_data=[("ok", "positive"), ("fine", "neutral")], method="head")
 
 
 def test_bad_options_are_task_errors(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 
     with pytest.raises(TaskError, match="Unknown training option"):
-        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epoch=3)
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epoch=3, method="head")
     with pytest.raises(TaskError, match="Unknown task"):
         funcformer.train("translate", make_reviews(), backbone=tiny_backbone)
     with pytest.raises(TaskError, match="Unknown training method"):
@@ -130,7 +131,7 @@ def test_bad_options_are_task_errors(tiny_backbone: Path) -> None:
 def test_chinese_classification_end_to_end(tiny_chinese_backbone: Path, tmp_path: Path) -> None:
     rows = [("服务很好", "好"), ("菜很好", "好"), ("服务很坏", "坏"), ("菜不好", "坏")] * 6
     fn = funcformer.train("classify", rows, backbone=tiny_chinese_backbone, progress=False,
-                          epochs=20, learning_rate=0.05)
+                          epochs=20, learning_rate=0.05, method="head")
     assert fn.labels == ["坏", "好"]
     assert fn("服务很好").label in {"好", "坏"}
     loaded = funcformer.load(fn.save(tmp_path / "zh"))
@@ -233,8 +234,10 @@ def test_zero_shot_init_starts_from_label_embeddings(tiny_backbone: Path) -> Non
     assert fn.manifest.training["init"] == "zero_shot"
     assert fn.manifest.training["history"]["epochs"][0]["epoch"] == 0  # zero-shot baseline
     untrained = funcformer.train("classify", make_reviews(), backbone=tiny_backbone,
-                                 init=zs, epochs=1, learning_rate=1e-12, progress=False)
+                                 init=zs, epochs=1, learning_rate=1e-12, progress=False,
+                                 method="head")
     texts = ["the food was great", "the room was dirty"]
     assert [p.label for p in untrained(texts)] == [p.label for p in zs(texts)]
     with pytest.raises(TaskError, match="init must be"):
-        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, init="random")
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, init="random",
+                         method="head")

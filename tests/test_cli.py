@@ -71,7 +71,7 @@ def module_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _train(tiny_backbone: Path, data: Path, out: Path, *extra: str) -> Path:
     with pytest.raises(SystemExit) as info:
         main(["train", "classify", str(data), "--out", str(out), "--backbone",
-              str(tiny_backbone), "--epochs", "2", *extra])
+              str(tiny_backbone), "--epochs", "2", "--method", "head", *extra])
     assert info.value.code in (0, None)
     return out
 
@@ -145,7 +145,7 @@ def test_train_head_writes_artifact(capsys, tmp_path: Path, tiny_backbone: Path,
                                     reviews_csv: Path) -> None:
     out_dir = tmp_path / "fn"
     code, out, err = cli(capsys, "train", "classify", reviews_csv, "--out", out_dir,
-                         "--backbone", tiny_backbone, "--epochs", "2")
+                         "--backbone", tiny_backbone, "--epochs", "2", "--method", "head")
     assert code == 0, err
     assert (out_dir / "funcformer.json").is_file()
     assert (out_dir / "head.safetensors").is_file()
@@ -596,9 +596,9 @@ def test_train_unknown_task(capsys, tmp_path: Path, tiny_backbone: Path,
 def test_train_unknown_method(capsys, tmp_path: Path, tiny_backbone: Path,
                               module_data: Path) -> None:
     code, _, err = cli(capsys, "train", "classify", module_data, "--out", tmp_path / "out",
-                       "--backbone", tiny_backbone, "--method", "lora")
+                       "--backbone", tiny_backbone, "--method", "qlora")
     assert_clean_error(code, err)
-    assert "'lora'" in err and "head" in err and "full" in err
+    assert "'qlora'" in err and "head" in err and "lora" in err
 
 
 @pytest.mark.parametrize(("option", "value", "name"), [

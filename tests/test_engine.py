@@ -22,7 +22,8 @@ def functions(tiny_backbone: Path) -> dict[str, funcformer.Function]:
     from conftest import make_reviews
 
     head = {f"head{i}": funcformer.train("classify", make_reviews(seed=i), backbone=tiny_backbone,
-                                         epochs=2, seed=i, progress=False) for i in range(3)}
+                                         epochs=2, seed=i, method="head", progress=False)
+            for i in range(3)}
     full = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="full",
                             epochs=1, progress=False)
     return {**head, "full": full}
@@ -91,7 +92,7 @@ def test_a_changed_function_never_reads_stale_results(functions: dict,
     before = engine.run("f", TEXTS)["f"]
     flipped = [(t, "negative" if y == "positive" else "positive") for t, y in make_reviews()]
     retrained = funcformer.train("classify", flipped, backbone=tiny_backbone, epochs=2,
-                                 progress=False)
+                                 method="head", progress=False)
     assert retrained.digest != functions["head0"].digest
     engine.add("f", retrained)
     after = engine.run("f", TEXTS)["f"]
@@ -125,11 +126,11 @@ def test_training_reuses_the_feature_cache(tiny_backbone: Path, passes: list[int
     cache = MemoryCache()
     rows = make_reviews()
     funcformer.train("classify", rows, backbone=tiny_backbone, epochs=1, cache=cache,
-                     progress=False)
+                     method="head", progress=False)
     computed = sum(passes)
     passes.clear()
     funcformer.train("classify", rows, backbone=tiny_backbone, epochs=1, seed=5, cache=cache,
-                     progress=False)
+                     method="head", progress=False)
     assert computed > 0 and sum(passes) == 0
 
 

@@ -43,7 +43,7 @@ def test_pooling_matches_a_plain_transformers_reference() -> None:
 
 def test_head_on_minilm_beats_chance_and_round_trips(split: tuple, tmp_path: Path) -> None:
     train, test = split
-    fn = funcformer.train("classify", train, progress=False)
+    fn = funcformer.train("classify", train, progress=False, method="head")
     metrics = fn.evaluate(test)
     assert metrics["accuracy"] >= 0.6  # three balanced classes: chance is 0.33
     loaded = funcformer.load(fn.save(tmp_path / "sentiment"))

@@ -36,7 +36,7 @@ def make_tagged(n: int = 80, seed: int = 0) -> list[dict[str, object]]:
 @pytest.fixture(scope="module")
 def multi_fn(tiny_backbone: Path) -> funcformer.Function:
     return funcformer.train("classify", make_tagged(), eval_data=make_tagged(40, seed=1),
-                            backbone=tiny_backbone, progress=False, epochs=60)
+                            backbone=tiny_backbone, progress=False, epochs=60, method="head")
 
 
 def test_reading_pipes_and_lists() -> None:
@@ -104,13 +104,13 @@ def test_trains_saves_and_reloads(multi_fn: funcformer.Function, tmp_path: Path)
 
 def test_held_out_thresholds_and_forced_single_label(tiny_backbone: Path) -> None:
     fn = funcformer.train("classify", make_tagged(250), backbone=tiny_backbone, progress=False,
-                          epochs=5)
+                          epochs=5, method="head")
     assert fn.manifest.training["eval_source"].startswith("held out")
     assert len(fn.task.thresholds) == 2
     single = funcformer.train("classify", [(f"the food was {w}", "a|b" if i % 2 else "c")
                                            for i, w in enumerate(["great", "awful"] * 10)],
                               backbone=tiny_backbone, progress=False, epochs=2,
-                              multi_label=False)
+                              multi_label=False, method="head")
     assert single.labels == ["a|b", "c"]
 
 

@@ -175,7 +175,7 @@ def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
     import funcformer
 
     fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
-                          progress=False)
+                          progress=False, method="head")
     out = fn.save(tmp_path / "fn")
     fn.export_onnx(out)
     record = json.loads((out / "onnx/export.json").read_text())

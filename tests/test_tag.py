@@ -295,7 +295,7 @@ def test_training_errors(tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match=r"Unknown alignment 'middle'\. Choose first or all"):
         funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, alignment="middle")
     with pytest.raises(TaskError, match="Unknown training method"):
-        funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, method="lora")
+        funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, method="qlora")
     with pytest.raises(TaskError, match="no informed start"):
         funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, init="zero_shot")
 

@@ -29,6 +29,7 @@ __all__ = [
     "Hit",
     "Hits",
     "Labels",
+    "LoRA",
     "MemoryCache",
     "MissingExtra",
     "PairScore",
@@ -59,6 +60,7 @@ _LAZY = {
     "Hit": "._tasks.search",
     "Hits": "._tasks.search",
     "Labels": "._results",
+    "LoRA": "._lora",
     "generator": "._tasks.generate",
     "ArtifactError": "._errors",
     "BackboneNotFound": "._errors",
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
         TaskError,
     )
     from ._function import Function, load, train
+    from ._lora import LoRA
     from ._results import Labels, Prediction
     from ._tasks.embed import Embedding
     from ._tasks.generate import Generation, generator

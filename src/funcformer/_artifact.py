@@ -3,6 +3,7 @@
     funcformer.json      manifest (format version, task, labels, backbone name + digest, ...)
     head.safetensors     the head's weights
     encoder/             only for `full`: the fine-tuned encoder, its tokenizer and pooling
+    adapter/             only for `lora`: adapter_config.json + adapter_model.safetensors (PEFT)
     index/               `search`: vectors.safetensors + documents.jsonl
     model/               `generate` after fine-tuning: the causal LM and its tokenizer
     onnx/                optional, from `funcformer export`: model.onnx / model-int8.onnx,
@@ -70,6 +71,9 @@ class Manifest(BaseModel):
     """None for tasks without a head (embed, search, generate)."""
     options: dict[str, Any] = {}
     """Task settings needed to rebuild the function: thresholds, template, index size..."""
+    adapter: dict[str, Any] | None = None
+    """For `lora`: {"type": "lora", "r", "alpha", "targets", "size"}; its weights are in
+    adapter/ (PEFT's format) and attach to the referenced backbone."""
     digest: str
     """The function's own digest: labels, head weights and encoder weights together."""
     config: dict[str, Any] = {}

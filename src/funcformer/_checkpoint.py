@@ -36,7 +36,10 @@ def save(directory: str | os.PathLike[str], *, model: torch.nn.Module,
     temp = root / f".{NAME}.tmp-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
     try:
-        save_file(_plain(model.state_dict()), str(temp / "model.safetensors"))
+        from ._train import trainable_state
+
+        # Only what trains: a LoRA run's frozen base weights are the shared backbone's.
+        save_file(_plain(trainable_state(model)), str(temp / "model.safetensors"))
         if best is not None:
             save_file(_plain(best), str(temp / "best.safetensors"))
         tensors, optimizer_rest = _split_optimizer(optimizer.state_dict())
@@ -77,7 +80,10 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
         raise TaskError(f"{source}: this checkpoint is from another training run "
                         f"({state.get('fingerprint')}), not this one ({expect}). Fix: resume "
                         "with the same data and options, or use a new checkpoint directory.")
-    model.load_state_dict(load_file(str(source / "model.safetensors")))
+    result = model.load_state_dict(load_file(str(source / "model.safetensors")), strict=False)
+    if result.unexpected_keys:
+        raise TaskError(f"{source}: weights {result.unexpected_keys[:3]} are not in this model. "
+                        "Fix: resume with the same options, or use a new checkpoint directory.")
     tensors = load_file(str(source / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng"))
     optimizer.load_state_dict(_join_optimizer(tensors, state.pop("optimizer")))

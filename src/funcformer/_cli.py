@@ -62,8 +62,9 @@ def train(
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
     method: Annotated[str | None, typer.Option(
-        help="head (fast, frozen backbone), full, or contrastive (few examples per label); "
-        "default: head for classify, full for the tasks that train an encoder.")] = None,
+        help="auto (default for classify: chosen from the data), head (fast, frozen backbone), "
+        "full, lora (small adapter; --set lora='{\"r\": 16}'), or contrastive (few examples "
+        "per label); default for other tasks: full.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Eval data for early stopping "
                                                   "and metrics; default: hold out 10%.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "
@@ -112,10 +113,16 @@ def train(
         options["multi_label"] = multi_label
     if log_dir:
         options["log_dir"] = log_dir
-    fn = train_function(task, data, eval_data=eval_data, backbone=backbone, method=method,
-                        text_column=text_column, label_column=label_column, epochs=epochs,
-                        learning_rate=learning_rate, batch_size=batch_size,
-                        max_length=max_length, seed=seed, cache=cache, init=init, **options)
+    flags = {"eval_data": eval_data, "backbone": backbone, "method": method,
+             "text_column": text_column, "label_column": label_column, "epochs": epochs,
+             "learning_rate": learning_rate, "batch_size": batch_size,
+             "max_length": max_length, "seed": seed, "cache": cache, "init": init}
+    for key, value in options.items():  # --set epochs=2 is --epochs 2, unless both disagree
+        if key in flags and flags[key] not in (None, value) and key != "seed":
+            raise DataError(f"--set {key}={value!r} contradicts --{key.replace('_', '-')} "
+                            f"{flags[key]!r}; give it once.")
+        flags[key] = value
+    fn = train_function(task, data, **flags)
     fn.save(out)
     _print_training(fn, out)
 

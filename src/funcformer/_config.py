@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import TaskError
 
-METHODS = ("head", "full", "contrastive")
+METHODS = ("auto", "head", "full", "lora", "contrastive")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
 """Early-stopping metrics a user can choose for `classify`; other tasks use their own
 (Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
@@ -20,6 +20,9 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # Few examples: many cheap epochs over them; batches of 16 hold 8 same-label pairs. On SST-2
     # with 8 per class (3 seeds), 40 epochs at 5e-5 gave 0.674 dev accuracy; 20 at 2e-5 0.663,
     # 40 at 1e-4 0.665 (head alone: 0.654).
+    # Only the adapter (and the head) train: a larger step than `full` suits them.
+    "lora": {"epochs": 4, "learning_rate": 5e-4, "batch_size": 16, "patience": 2,
+             "head_learning_rate": 1e-3},
     "contrastive": {"epochs": 40, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
 }
 
@@ -34,8 +37,14 @@ class TrainConfig:
 
     method: str | None = None
     """`head`: frozen backbone, features computed once, only the head trains (seconds).
-    `full`: the whole encoder and the head train together (minutes). None: the task's default
-    (`head` for classify, `full` for tasks that train an encoder or a decoder)."""
+    `full`: the whole encoder and the head train together (minutes). `lora`: a LoRA adapter on
+    the frozen, shared backbone and the head train (a small artifact). `contrastive`: few-shot,
+    the encoder learns which texts share a label, then a head is fit. `auto`: chosen from the
+    data (see docs/methods.md). None: the task's default (`auto` for classify, `full` for
+    tasks that train an encoder or a decoder)."""
+    lora: dict[str, Any] | None = None
+    """LoRA settings (`funcformer.LoRA` or its dict) for `lora`, and for `contrastive` to tune
+    the encoder through an adapter instead of a full copy; None with `lora`: LoRA()."""
     epochs: int | None = None
     """Passes over the training data; None takes the method's default (head 30, full 4)."""
     learning_rate: float | None = None
@@ -77,6 +86,10 @@ class TrainConfig:
     ends with the same weights as one never interrupted (same data, options and seed)."""
 
     def __post_init__(self) -> None:
+        if self.lora is not None:
+            from ._lora import LoRA
+
+            self.lora = LoRA.from_value(self.lora).to_dict()
         if self.method is not None and self.method not in METHODS:
             raise TaskError(f"Unknown training method '{self.method}'. Choose one of: "
                             f"{', '.join(METHODS)}.")
@@ -98,6 +111,9 @@ class TrainConfig:
         """A copy with every None replaced by the method's default."""
         values = asdict(self)
         values["method"] = self.method or "head"
+        if values["method"] == "auto":
+            raise TaskError("method 'auto' is chosen from the data by funcformer.train; "
+                            "resolve a concrete method.")
         defaults = {"head_learning_rate": values["learning_rate"],
                     **_METHOD_DEFAULTS[values["method"]]}
         for name, default in defaults.items():

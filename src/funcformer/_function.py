@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -241,6 +243,12 @@ def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
                   str(temp / HEAD_FILE))
         if manifest.backbone.included:
             manifest = write_encoder(temp, encoder, backbone, manifest)
+        if manifest.adapter is not None:
+            from . import _lora
+
+            if encoder is None or not _lora.is_view(encoder):
+                raise ArtifactError("This LoRA function has lost its adapter; cannot save it.")
+            _lora.save(encoder, temp)
         write_manifest(temp, manifest)
     return target
 
@@ -285,7 +293,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
     """
-    from ._methods import fit
+    from ._methods import choose, fit
 
     if task != "classify":
         return task_module(task).train(
@@ -293,7 +301,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             progress=progress, cache=cache, device=device, text_column=text_column,
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
-    config = make_config(config, method or "head", options)
+    method, options = method_option(method, options)
+    config = make_config(config, method or "auto", options, resolve=False)
     columns = {"text_column": text_column, "label_column": label_column,
                "empty_labels": bool(multi_label)}
     train_examples = read_examples(data, **columns)
@@ -301,6 +310,11 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if multi_label is None:
         multi_label = is_multi_label(train_examples)
     labels = label_set(train_examples, task, multi_label)
+    reason = None
+    if config.method == "auto":
+        chosen, reason = choose(train_examples.labels, device, multi_label, init is not None)
+        config = dataclasses.replace(config, method=chosen)
+    config = config.resolved()
     task_obj = task_class(task, multi_label)(labels)
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
@@ -309,6 +323,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         from ._embed import head_init
 
         task_obj.init = head_init(init, labels, shared)
+    if reason is not None:  # said once nothing can fail before training starts
+        say(f"method auto -> {config.method}: {reason}", progress)
     started = time.perf_counter()
     trained = fit(task_obj, shared, train_examples, eval_examples, config, progress,
                   open_cache(cache))
@@ -320,6 +336,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
               "init": "zero_shot" if init is not None else "random",
               "seconds": round(seconds, 2), "eval_source": trained.eval_source,
               "history": trained.history.to_dict()}
+    if reason is not None:
+        report["method_reason"] = f"auto: {reason}"
     manifest = _manifest(task_obj, shared, trained, config, report)
     fn = Classifier(task=task_obj, backbone=shared, head=trained.head, manifest=manifest,
                   encoder=trained.encoder)
@@ -327,8 +345,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         task_obj.tune_thresholds(fn.logits(trained.eval_data), trained.eval_data)
         fn.manifest.options = task_obj.options
         fn.manifest.digest = _digest([task_obj.labels, task_obj.options],
-                                     trained.head.state_dict(),
-                                     trained.encoder.state_dict() if trained.encoder else None,
+                                     trained.head.state_dict(), encoder_state(trained.encoder),
                                      shared.digest)
     if eval_examples is not None:
         metrics = fn.evaluate(eval_examples)
@@ -340,7 +357,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
 
 
 def make_config(config: TrainConfig | None, method: str | None,
-                options: dict[str, Any]) -> TrainConfig:
+                options: dict[str, Any], resolve: bool = True) -> TrainConfig:
+    """The TrainConfig for `config` + `method` + keyword options; `resolve` fills the
+    method's defaults (not possible yet for `auto`)."""
     values = config.to_dict() if config is not None else {}
     if values.get("method") is None:
         values["method"] = method or "head"
@@ -349,21 +368,50 @@ def make_config(config: TrainConfig | None, method: str | None,
         raise TaskError(f"Unknown training option(s): {', '.join(sorted(unknown))}. See "
                         "funcformer.TrainConfig for the options there are.")
     values.update({k: v for k, v in options.items() if v is not None})
-    return TrainConfig.from_dict(values).resolved()
+    made = TrainConfig.from_dict(values)
+    return made.resolved() if resolve else made
+
+
+def method_option(method: Any, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """`method=LoRA(...)` means method "lora" with those settings."""
+    from ._lora import LoRA
+
+    if isinstance(method, LoRA):
+        return "lora", {**options, "lora": method}
+    return method, options
+
+
+def say(message: str, enabled: bool = True) -> None:
+    """A one-line note to the user on stderr (the CLI and notebooks show it)."""
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+def encoder_state(encoder: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
+    """The weights that make a trained encoder this function's: the adapter of a LoRA view,
+    the whole state of a full copy, nothing for the shared backbone."""
+    if encoder is None:
+        return None
+    from . import _lora
+
+    return _lora.adapter_state(encoder) if _lora.is_view(encoder) else encoder.state_dict()
 
 
 def _manifest(task: Any, shared: _backbone.Backbone, trained: Any, config: TrainConfig,
               report: dict[str, Any]) -> Manifest:
-    included = trained.encoder is not None
+    from . import _lora
+
+    adapter = trained.encoder is not None and _lora.is_view(trained.encoder)
+    included = trained.encoder is not None and not adapter
     ref = BackboneRef(name=shared.name, digest=shared.digest, included=included,
                       base_digest=shared.digest if included else None)
     head = HeadSpec(hidden=shared.hidden_size, outputs=len(task.labels))
-    encoder_state = trained.encoder.state_dict() if included else None
     return Manifest(
         task=task.name, labels=task.labels, method=config.method, backbone=ref, head=head,
-        options=task.options,
+        options=task.options, adapter=_lora.describe(trained.encoder) if adapter else None,
         digest=_digest([task.labels, task.options] if task.options else task.labels,
-                       trained.head.state_dict(), encoder_state, shared.digest),
+                       trained.head.state_dict(), encoder_state(trained.encoder),
+                       shared.digest),
         config=config.to_dict(), training=report, library_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -390,7 +438,7 @@ def now() -> str:
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
          threads: int | None = None, device: str = "cpu", dtype: str | None = None,
-         trust_remote_code: bool = False) -> Function:
+         trust_remote_code: bool = False, merge_adapter: bool = False) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
@@ -398,6 +446,9 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU.
     `trust_remote_code` lets a `generate` function's model run its own code (never read from
     the artifact: the caller decides).
+    A `lora` function attaches its adapter to the shared backbone (one backbone in memory for
+    any number of them); `merge_adapter=True` folds the adapter into private copies of the
+    adapted weights instead: slightly faster calls for a few MB more memory.
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
@@ -413,6 +464,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
         extra = {"trust_remote_code": True} if trust_remote_code else {}
         if trust_remote_code and manifest.task != "generate":
             raise TaskError("trust_remote_code applies to generate functions only.")
+        if merge_adapter:
+            extra["merge_adapter"] = True
         return task_module(manifest.task).load(directory, manifest, backbone=backbone,
                                                device=device, dtype=dtype, **extra)
     task = task_class(manifest.task, manifest.options.get("multi_label", False))(
@@ -429,7 +482,21 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
                             "The artifact is damaged; save it again.") from None
-    return Classifier(task=task, backbone=shared, head=head, manifest=manifest)
+    return Classifier(task=task, backbone=shared, head=head, manifest=manifest,
+                      encoder=load_adapter(directory, manifest, shared, merge_adapter))
+
+
+def load_adapter(directory: Path, manifest: Manifest, shared: _backbone.Backbone,
+                 merge: bool = False) -> torch.nn.Module | None:
+    """The LoRA view saved with a `lora` function (None for other functions)."""
+    if manifest.adapter is None:
+        if merge:
+            raise TaskError(f"{directory}: merge_adapter applies to LoRA functions; this one "
+                            f"was trained with '{manifest.method}'.")
+        return None
+    from . import _lora
+
+    return _lora.attach(shared.model, directory, merge=merge)
 
 
 def load_backbone(directory: Path, manifest: Manifest, override: PathLike | None,

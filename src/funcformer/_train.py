@@ -86,7 +86,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     elif plan.baseline and plan.evaluate is not None:
         history.best_metric = plan.evaluate(plan.model.eval())
         history.epochs.append({"epoch": 0.0, "eval": history.best_metric})
-        best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
+        best_state = trainable_state(plan.model)
     with Progress(description, total=steps_per_epoch * epochs, enabled=progress) as bar:
         bar.advance((start - 1) * steps_per_epoch + skip)
         for epoch in range(start, epochs + 1):
@@ -102,7 +102,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                 bar.advance(0, loss=loss, **{plan.metric_name or config.metric: metric})
                 if history.best_metric is None or metric > history.best_metric:
                     history.best_metric, history.best_epoch, waited = metric, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
+                    best_state = trainable_state(plan.model)
                 else:
                     waited += 1
             else:
@@ -119,9 +119,16 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                 break
     board.close()
     if best_state is not None:
-        plan.model.load_state_dict(best_state)
+        plan.model.load_state_dict(best_state, strict=False)
     plan.model.eval()
     return history
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train: all of them for `full`, the adapter and head for
+    `lora` (whose frozen base weights belong to the shared backbone and never change)."""
+    return {name: param.detach().clone() for name, param in model.named_parameters()
+            if param.requires_grad}
 
 
 class _Board:

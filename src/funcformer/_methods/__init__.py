@@ -2,11 +2,15 @@
 
 `head`: frozen backbone, features computed once, only the head trains.
 `full`: the encoder (a private copy of the shared backbone) and the head train together.
+`lora`: as `full`, but only a LoRA adapter on a view of the shared backbone trains.
 `contrastive`: few-shot; the encoder learns with a supervised contrastive loss, then a head.
+`auto`: one of these, chosen from the data by `choose`.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,11 @@ from .._data import Examples
 from .._train import History
 
 MIN_HELD_OUT = 20
+FEW_PER_CLASS = 32
+"""`auto` picks `contrastive` while the smallest class has at most this many examples."""
+MEDIUM_EXAMPLES = 20_000
+"""... and `lora` up to this many examples; beyond, `head` on CPU (full fine-tuning would
+take hours on 2 cores) and `full` on a GPU."""
 
 
 @dataclass
@@ -44,7 +53,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     if eval_data is None:
         train, eval_data = holdout(train, config.eval_fraction, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
-    method = {"head": head.fit, "full": full.fit, "contrastive": contrastive.fit}[config.method]
+    method = {"head": head.fit, "full": full.fit, "lora": full.fit,
+              "contrastive": contrastive.fit}[config.method]
     trained = method(task, backbone, train, eval_data, config, progress, source, cache)
     trained.eval_data = eval_data
     return trained
@@ -77,3 +87,41 @@ def subset(examples: Examples, rows: list[int]) -> Examples:
     labels = [examples.labels[i] for i in rows] if examples.labels is not None else None
     return Examples(texts=[examples.texts[i] for i in rows], labels=labels,
                     source=examples.source, places=[examples.places[i] for i in rows])
+
+
+def choose(labels: list[Any], device: str = "cpu", multi_label: bool = False,
+           init: bool = False) -> tuple[str, str]:
+    """`auto`: the method for this labelled data, and why (printed by `train`).
+
+    Few examples per class -> `contrastive` (it gains most where a head alone has little to
+    go on); a medium amount -> `lora` (near `full` accuracy, a small artifact, a shared
+    backbone); many -> `full` on a GPU, `head` on CPU where fine-tuning would take hours.
+    A head started from label embeddings (`init`) needs the backbone's own features: `head`.
+    """
+    if init:
+        return "head", "the head starts from the label embeddings, which fit the frozen backbone"
+    n = len(labels)
+    if multi_label:
+        counts: Counter[Any] = Counter(y for row in labels for y in row)
+    else:
+        counts = Counter(labels)
+    smallest = min(counts.values()) if counts else 0
+    if smallest <= FEW_PER_CLASS and not multi_label:
+        return "contrastive", (f"the smallest class has {smallest} examples (<= {FEW_PER_CLASS}):"
+                               " few-shot contrastive tuning")
+    if n <= MEDIUM_EXAMPLES:
+        return "lora", f"{n} examples: a LoRA adapter (small artifact, shared backbone)"
+    if device.startswith("cuda"):
+        return "full", f"{n} examples on {device}: full fine-tuning"
+    return "head", (f"{n} examples on CPU: a head on the frozen backbone (fine-tuning would take "
+                    "hours here; pass method='lora' or 'full' to do it anyway)")
+
+
+def trainable_encoder(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """What a method trains of the shared backbone's `model`: a LoRA view (`lora`, or any
+    method given `config.lora`) or a private full copy."""
+    if config.method == "lora" or config.lora is not None:
+        from .. import _lora
+
+        return _lora.view(model, _lora.LoRA.from_value(config.lora)).train()
+    return copy.deepcopy(model).train().requires_grad_(True)

@@ -11,7 +11,6 @@ both: the artifact includes the tuned encoder.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
@@ -23,7 +22,7 @@ from .._config import TrainConfig
 from .._data import Examples
 from .._model import FunctionModel
 from .._train import Plan, run
-from . import Trained
+from . import Trained, trainable_encoder
 from .head import probe
 
 SCALE = 20.0
@@ -38,7 +37,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         raise TaskError("contrastive needs one label per text; for multi-label data use "
                         "method 'head' or 'full'.")
     torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(backbone.model).train().requires_grad_(True)
+    encoder = trainable_encoder(backbone.model, config)
     model = FunctionModel(encoder, torch.nn.Identity(), backbone.pooling)
     encoded = backbone.tokenize(train.texts, config.max_length)
     labels = task.targets(train)

@@ -1,9 +1,9 @@
 """`full`: fine-tune a private copy of the encoder together with the head (AdamW, warm-up and
-linear decay, clipping, early stopping on the eval metric). The shared backbone is untouched."""
+linear decay, clipping, early stopping on the eval metric). The shared backbone is untouched.
+`lora` is the same strategy with a LoRA view of the backbone as the encoder."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from .._config import TrainConfig
 from .._data import Examples
 from .._model import FunctionModel
 from .._train import Plan, length_grouped_batches, run
-from . import Trained
+from . import Trained, trainable_encoder
 from .head import probe
 
 
@@ -26,9 +26,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
                                dropout=config.dropout, metric=config.metric).resolved()
     head, _, _ = probe(task, backbone, train, eval_data, probe_config, progress, cache=cache)
     torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(backbone.model).train()
-    for param in encoder.parameters():
-        param.requires_grad_(True)
+    encoder = trainable_encoder(backbone.model, config)
     model = FunctionModel(encoder, head.to(backbone.device), backbone.pooling)
     encoded = backbone.tokenize(train.texts, config.max_length)
     targets = task.targets(train)
@@ -44,7 +42,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
                 loss=task.loss, evaluate=_evaluator(task, backbone, eval_data, config), head=head,
                 baseline=True)
-    history = run(plan, config, progress=progress, description="fine-tune")
+    history = run(plan, config, progress=progress,
+                  description="lora" if config.method == "lora" else "fine-tune")
     encoder.eval()
     return Trained(encoder, model.head.cpu(), history, encoded.truncated, source)
 

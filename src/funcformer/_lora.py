@@ -1,0 +1,218 @@
+"""LoRA through PEFT, on a view of the shared backbone that owns no base weights.
+
+`view(model, spec)` makes a structural copy of the backbone's module tree whose parameters are
+the backbone's own tensors (no copy: `Parameter(p.detach())` shares storage), then PEFT injects
+LoRA layers into that copy. Training touches only the adapter; inference runs the copy. Ten
+LoRA functions in one process therefore hold one set of backbone weights plus ten adapters of
+a few hundred kilobytes, and never change what other functions on that backbone compute.
+
+An artifact stores the adapter in PEFT's own format (`adapter/adapter_config.json` and
+`adapter/adapter_model.safetensors`), so PEFT can also load it onto the backbone directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._errors import ArtifactError, TaskError
+
+ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_ATTENTION = ("attention", "attn")
+_LAYERS = (".layer.", ".layers.", ".h.", ".block.")
+
+
+@dataclass(kw_only=True, frozen=True)
+class LoRA:
+    """LoRA settings for `method="lora"` (or `contrastive` with LoRA encoder updates).
+
+    >>> LoRA(r=16).alpha
+    16
+    """
+
+    r: int = 8
+    """Rank of the update matrices."""
+    alpha: int = 16
+    """Scale of the update is alpha / r."""
+    dropout: float = 0.1
+    """Dropout on the adapter's input."""
+    targets: tuple[str, ...] | None = None
+    """Module names (or name suffixes) to adapt; None: every linear projection of the attention
+    blocks (query, key, value, output), plus the feed-forward ones with `feed_forward`."""
+    feed_forward: bool = False
+    """Also adapt the feed-forward projections (about twice the adapter size)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise TaskError(f"LoRA needs r >= 1, alpha > 0 and 0 <= dropout < 1; got r={self.r}, "
+                            f"alpha={self.alpha}, dropout={self.dropout}.")
+        if self.targets is not None:
+            object.__setattr__(self, "targets", tuple(self.targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: LoRA | dict[str, Any] | None) -> LoRA:
+        if value is None:
+            return cls()
+        if isinstance(value, LoRA):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise TaskError(f"Unknown LoRA option(s): {', '.join(sorted(unknown))}. Known: "
+                            f"{', '.join(sorted(known))}.")
+        return cls(**value)
+
+
+def target_modules(model: torch.nn.Module, spec: LoRA) -> list[str]:
+    """Full names of the modules to adapt: linear layers (and GPT-2's Conv1D) inside the
+    transformer blocks, those of attention by default, feed-forward too when asked."""
+    names = []
+    for name, module in model.named_modules():
+        if not _is_projection(module):
+            continue
+        dotted = f".{name}."
+        if spec.targets is not None:
+            if any(name == t or name.endswith("." + t) for t in spec.targets):
+                names.append(name)
+        elif any(part in dotted for part in _LAYERS) and (
+                spec.feed_forward or any(word in name for word in _ATTENTION)):
+            names.append(name)
+    if not names:
+        wanted = ", ".join(spec.targets) if spec.targets else "attention projections"
+        raise TaskError(f"LoRA found no modules to adapt ({wanted}) in this "
+                        f"{type(model).__name__}. Fix: pass LoRA(targets=[...]) with names of "
+                        "its linear layers.")
+    return names
+
+
+def _is_projection(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def peft_config(model: torch.nn.Module, spec: LoRA) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      target_modules=target_modules(model, spec), bias="none")
+
+
+def shared_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model`'s module tree whose parameters and buffers are `model`'s tensors (no
+    new memory); its parameters are frozen without touching `model`'s."""
+    memo: dict[int, Any] = {}
+    for param in model.parameters():
+        memo[id(param)] = torch.nn.Parameter(param.detach(), requires_grad=False)
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer
+    return copy.deepcopy(model, memo)
+
+
+def view(model: torch.nn.Module, spec: LoRA | None = None, config: Any = None) -> torch.nn.Module:
+    """The shared backbone `model` with a fresh LoRA adapter (only the adapter trains)."""
+    from peft import inject_adapter_in_model
+
+    spec = spec or LoRA()
+    clone = shared_copy(model)
+    config = config if config is not None else peft_config(clone, spec)
+    inject_adapter_in_model(config, clone, adapter_name="default")
+    for name, param in clone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return clone
+
+
+def is_view(model: torch.nn.Module) -> bool:
+    """Whether `model` carries a PEFT adapter (made by `view` or `attach`, not merged)."""
+    return bool(getattr(model, "peft_config", None)) and any(
+        "lora_" in name for name, _ in model.named_parameters())
+
+
+def describe(model: torch.nn.Module) -> dict[str, Any]:
+    """The manifest's record of an adapter."""
+    config = model.peft_config["default"]
+    state = adapter_state(model)
+    return {"type": "lora", "r": config.r, "alpha": config.lora_alpha,
+            "dropout": config.lora_dropout, "targets": sorted(config.target_modules),
+            "parameters": sum(v.numel() for v in state.values())}
+
+
+def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's weights under PEFT's names."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, adapter_name="default")
+
+
+def save(model: torch.nn.Module, directory: Path) -> None:
+    """Write `directory/adapter/` in PEFT's format (config JSON + safetensors)."""
+    from safetensors.torch import save_file
+
+    target = directory / ADAPTER_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    config = model.peft_config["default"]
+    config.save_pretrained(str(target))
+    save_file({k: v.detach().cpu().contiguous() for k, v in adapter_state(model).items()},
+              str(target / ADAPTER_WEIGHTS))
+
+
+def attach(model: torch.nn.Module, directory: Path, merge: bool = False) -> torch.nn.Module:
+    """A view of the shared backbone `model` carrying the adapter saved in
+    `directory/adapter/`; with `merge`, the adapter is folded into private copies of the
+    adapted weights (faster calls, a few MB more memory, the backbone untouched)."""
+    from peft import LoraConfig, set_peft_model_state_dict
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    source = directory / ADAPTER_DIR
+    config_file, weights_file = source / ADAPTER_CONFIG, source / ADAPTER_WEIGHTS
+    if not config_file.is_file() or not weights_file.is_file():
+        raise ArtifactError(f"{directory}: the LoRA adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and "
+                            f"{ADAPTER_WEIGHTS}) is missing. Save the function again.")
+    try:
+        values = json.loads(config_file.read_text("utf-8"))
+        config = LoraConfig.from_pretrained(str(source))
+        state = load_file(str(weights_file))
+    except (OSError, ValueError, TypeError, SafetensorError) as err:
+        raise ArtifactError(f"{source}: cannot read the LoRA adapter ({str(err)[:200]}). The "
+                            "artifact is damaged; save it again.") from None
+    if values.get("peft_type") != "LORA":
+        raise ArtifactError(f"{config_file}: peft_type {values.get('peft_type')!r} is not LORA.")
+    clone = view(model, config=config)
+    result = set_peft_model_state_dict(clone, state, adapter_name="default")
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise ArtifactError(f"{weights_file}: adapter weights do not fit this backbone "
+                            f"({missing[0]}…).")
+    clone.requires_grad_(False).eval()
+    return merged(clone) if merge else clone
+
+
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold each LoRA layer into a private copy of its base weight (PEFT's own merge), then
+    replace the layer by that plain base layer."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        base = module.get_base_layer()
+        base.weight = torch.nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+        module.merge(adapter_names=["default"])
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, base)
+    return model
+
+
+def size_bytes(directory: Path) -> int:
+    """Bytes of the adapter files in an artifact."""
+    return sum(f.stat().st_size for f in (directory / ADAPTER_DIR).glob("*") if f.is_file())
