@@ -4,6 +4,7 @@
     head.safetensors     the head's weights
     encoder/             only for `full`: the fine-tuned encoder, its tokenizer and pooling
     adapter/             only for `lora`: adapter_config.json + adapter_model.safetensors (PEFT)
+    memory.jsonl         `classify` with an exemplar memory: examples replayed by `update`
     index/               `search`: vectors.safetensors + documents.jsonl
     model/               `generate` after fine-tuning: the causal LM and its tokenizer
     onnx/                optional, from `funcformer export`: model.onnx / model-int8.onnx,
@@ -74,6 +75,10 @@ class Manifest(BaseModel):
     adapter: dict[str, Any] | None = None
     """For `lora`: {"type": "lora", "r", "alpha", "targets", "size"}; its weights are in
     adapter/ (PEFT's format) and attach to the referenced backbone."""
+    memory: dict[str, Any] | None = None
+    """Exemplar memory for `update` ({"per_label", "examples"}), stored in memory.jsonl."""
+    versions: list[dict[str, Any]] = []
+    """Lineage after `update`: each version's digest, parent digest, data size and metrics."""
     digest: str
     """The function's own digest: labels, head weights and encoder weights together."""
     config: dict[str, Any] = {}

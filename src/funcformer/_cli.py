@@ -299,6 +299,46 @@ def export(
 
 
 @app.command()
+def update(
+    function: FunctionDir,
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the updated function (the "
+                                      "original stays as it is).")],
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Labelled data with old and new labels for the before/after report; "
+        "default: hold out 10% of the new data and memory.")] = None,
+    memory: Annotated[int | None, typer.Option(
+        "--memory", help="Keep this many exemplars per label in the artifact for the next "
+        "update (default: what the function has).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+) -> None:
+    """Add examples and new labels to a classify function without retraining from scratch."""
+    from ._artifact import check_target
+    from ._function import load
+
+    check_target(out)
+    fn = load(function)
+    updated = fn.update(data, eval_data=eval_data, memory=memory, epochs=epochs,
+                        text_column=text_column, label_column=label_column)
+    updated.save(out)
+    console = _console()
+    info = updated.manifest.training["update"]
+    version = updated.manifest.versions[-1]
+    console.print(f"Updated {function} -> {out} (version {version['version']}): "
+                  f"{info['examples']} new examples, {info['replayed']} replayed from memory, "
+                  f"new labels: {', '.join(info['new_labels']) or 'none'}; "
+                  f"{info['seconds']:.1f}s.")
+    names = {"old_labels_accuracy_before": "old labels, before",
+             "old_labels_accuracy_after": "old labels, after",
+             "new_labels_accuracy_after": "new labels, after", "accuracy_after": "all, after"}
+    for key, name in names.items():
+        if key in info["report"]:
+            console.print(f"{name:>20}  {info['report'][key]:.4f}")
+
+
+@app.command()
 def info(
     function: FunctionDir,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -321,6 +361,12 @@ def info(
             ("trained on", f"{manifest.training.get('examples', '?')} examples in "
                            f"{manifest.training.get('seconds', '?')}s"),
             ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
+    if manifest.adapter:
+        rows.append(("adapter", f"LoRA r={manifest.adapter.get('r')} on "
+                                f"{len(manifest.adapter.get('targets', []))} modules"))
+    if manifest.versions:
+        rows.append(("version", f"{manifest.versions[-1]['version']} (parent "
+                                f"{str(manifest.versions[-1]['parent'])[:19]}…)"))
     for key, value in rows:
         console.print(f"{key:>16}  {value}")
     for file in sorted(p for p in function.rglob("*") if p.is_file()):

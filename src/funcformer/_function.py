@@ -119,6 +119,11 @@ class Function(abc.ABC):
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
 
+    def update(self, data: Any, **options: Any) -> Function:
+        """Continual updates exist for `classify` functions (see `Classifier.update`)."""
+        raise TaskError(f"update applies to classify functions; this is a {self.task_name} "
+                        "function. Fix: train it again with all the data.")
+
 
 class Classifier(Function):
     """A `classify` function (single- or multi-label): pooled backbone features -> a head.
@@ -138,6 +143,8 @@ class Classifier(Function):
         """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
         self.runner = runner
         """An ONNX Runtime session computing logits from token ids; None runs torch."""
+        self.memory: Examples | None = None
+        """Exemplars replayed by `update` (opt-in: `train(..., memory=K)`)."""
 
     @property
     def runtime(self) -> str:  # type: ignore[override]
@@ -228,11 +235,29 @@ class Classifier(Function):
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
-        return save_with_head(path, self.head, self.manifest, self.encoder, self.backbone)
+        return save_with_head(path, self.head, self.manifest, self.encoder, self.backbone,
+                              memory=self.memory)
+
+    def update(self, data: Any, *, eval_data: Any = None, memory: int | None = None,
+               text_column: str = "text", label_column: str = "label", progress: bool = True,
+               **options: Any) -> Classifier:
+        """A new function that also knows the examples and labels in `data`, trained from this
+        one (its head grows a row per new label) instead of from scratch; this one is left as
+        it is. The exemplar memory (if the function has one) is replayed to limit forgetting;
+        `memory=K` starts or resizes it. `manifest.training["update"]["report"]` has accuracy
+        on old labels before and after, and on new labels (on `eval_data`, or a held-out part).
+
+        >>> v2 = fn.update("new_tickets.csv", eval_data="all_labels_dev.csv")  # doctest: +SKIP
+        """
+        from ._update import update
+
+        return update(self, data, eval_data=eval_data, memory=memory, text_column=text_column,
+                      label_column=label_column, progress=progress, **options)
 
 
 def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
-                   encoder: torch.nn.Module | None, backbone: _backbone.Backbone) -> Path:
+                   encoder: torch.nn.Module | None, backbone: _backbone.Backbone,
+                   memory: Examples | None = None) -> Path:
     """The artifact of a function with a head: funcformer.json, head.safetensors, and encoder/
     when the manifest says the encoder is included; written atomically."""
     from safetensors.torch import save_file
@@ -249,6 +274,10 @@ def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
             if encoder is None or not _lora.is_view(encoder):
                 raise ArtifactError("This LoRA function has lost its adapter; cannot save it.")
             _lora.save(encoder, temp)
+        if memory is not None:
+            from ._update import write_memory
+
+            write_memory(temp, memory)
         write_manifest(temp, manifest)
     return target
 
@@ -301,6 +330,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             progress=progress, cache=cache, device=device, text_column=text_column,
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
+    memory = options.pop("memory", None)
     method, options = method_option(method, options)
     config = make_config(config, method or "auto", options, resolve=False)
     columns = {"text_column": text_column, "label_column": label_column,
@@ -353,6 +383,13 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         fn.manifest.metrics = {k: metrics[k] for k in keys if k in metrics}
     elif trained.history.best_metric is not None:
         fn.manifest.metrics = {f"held_out_{config.metric}": trained.history.best_metric}
+    if memory:
+        from ._update import select_memory
+
+        if task_obj.multi_label:
+            raise TaskError("memory (for update) applies to single-label functions.")
+        fn.memory = select_memory(fn, train_examples, int(memory))
+        fn.manifest.memory = {"per_label": int(memory), "examples": len(fn.memory)}
     return fn
 
 
@@ -482,8 +519,12 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
                             "The artifact is damaged; save it again.") from None
-    return Classifier(task=task, backbone=shared, head=head, manifest=manifest,
-                      encoder=load_adapter(directory, manifest, shared, merge_adapter))
+    from ._update import read_memory
+
+    fn = Classifier(task=task, backbone=shared, head=head, manifest=manifest,
+                    encoder=load_adapter(directory, manifest, shared, merge_adapter))
+    fn.memory = read_memory(directory, manifest)
+    return fn
 
 
 def load_adapter(directory: Path, manifest: Manifest, shared: _backbone.Backbone,

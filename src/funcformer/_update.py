@@ -1,0 +1,245 @@
+"""Continual updates of a `classify` function: new examples and new labels, no retraining.
+
+`update(fn, data)` grows the head by one row per new label and trains it on the new data plus
+the function's exemplar memory (a few stored examples per label, opt-in at training time with
+`memory=K`), on features of the function's own encoder (the shared backbone, or its adapter or
+fine-tuned copy, which stay as they are). Rows of labels without new examples stay frozen, so
+what the function knew about them can only change where a new label now wins; class-balanced
+weights keep thousands of new examples from drowning the handful remembered per old label.
+
+The artifact keeps its lineage: `manifest.versions` lists each version's digest, parent,
+data size, labels and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._artifact import Manifest
+from ._data import Examples, read_examples
+from ._errors import ArtifactError, TaskError
+
+MEMORY_FILE = "memory.jsonl"
+
+
+def herding(features: torch.Tensor, k: int) -> list[int]:
+    """Rows whose running mean stays closest to the mean of all rows (iCaRL's exemplar choice,
+    Rebuffi et al. 2017): k representative examples, not k near-duplicates.
+
+    >>> herding(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]), 2)
+    [2, 3]
+    """
+    z = torch.nn.functional.normalize(features.float(), dim=-1)
+    target = z.mean(dim=0)
+    chosen: list[int] = []
+    total = torch.zeros_like(target)
+    for step in range(1, min(k, len(z)) + 1):
+        gaps = ((target - (total + z) / step) ** 2).sum(dim=1)
+        if chosen:
+            gaps[chosen] = float("inf")
+        best = int(gaps.argmin())
+        chosen.append(best)
+        total += z[best]
+    return chosen
+
+
+def select_memory(fn: Any, examples: Examples, per_label: int) -> Examples:
+    """`per_label` exemplars of each label, chosen by herding on the function's features."""
+    assert examples.labels is not None
+    if per_label < 1:
+        raise TaskError(f"memory must be at least 1 example per label, got {per_label}.")
+    features = fn.features(examples.texts)
+    rows: list[int] = []
+    for label in fn.labels:
+        members = [i for i, y in enumerate(examples.labels) if y == label]
+        if members:
+            rows += [members[j] for j in herding(features[members], per_label)]
+    return Examples(texts=[examples.texts[i] for i in rows],
+                    labels=[examples.labels[i] for i in rows], source="memory",
+                    places=[examples.places[i] for i in rows])
+
+
+def write_memory(directory: Path, memory: Examples) -> None:
+    assert memory.labels is not None
+    with open(directory / MEMORY_FILE, "w", encoding="utf-8") as handle:
+        for text, label in zip(memory.texts, memory.labels, strict=True):
+            handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+
+
+def read_memory(directory: Path, manifest: Manifest) -> Examples | None:
+    if not manifest.memory:
+        return None
+    path = directory / MEMORY_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: the exemplar memory ({MEMORY_FILE}) is missing. Save "
+                            "the function again.")
+    return read_examples(path)
+
+
+def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = None,
+           text_column: str = "text", label_column: str = "label", progress: bool = True,
+           **options: Any) -> Any:
+    """A new function: `fn` plus the examples (and labels) in `data`; `fn` is unchanged."""
+    from ._function import Classifier, encoder_state, make_config, now, state_digest
+    from ._methods import holdout
+    from ._methods.head import _train_head
+    from ._tasks import task_class
+
+    if not isinstance(fn, Classifier) or fn.runner is not None:
+        raise TaskError(f"update applies to classify functions run by torch; this is a "
+                        f"{fn.task_name} function ({fn.runtime}).")
+    if fn.task.multi_label:
+        raise TaskError("update does not support multi-label functions yet; retrain with all "
+                        "the data (funcformer train).")
+    columns = {"text_column": text_column, "label_column": label_column}
+    new = read_examples(data, **columns)
+    given_eval = read_examples(eval_data, **columns) if eval_data is not None else None
+    assert new.labels is not None
+    old_labels = fn.labels
+    added = sorted(set(new.labels) - set(old_labels))
+    task = task_class("classify", False)(old_labels + added)
+    if given_eval is not None:
+        task.targets(given_eval)  # unknown labels fail here, naming the row
+    remembered = fn.memory
+    per_label = memory or (fn.manifest.memory or {}).get("per_label")
+    replay = _join(new, remembered) if remembered is not None else new
+    config = make_config(None, "head", {**options, "weight_decay": 0.0})
+    train_part, held = (replay, given_eval) if given_eval is not None else \
+        holdout(replay, config.eval_fraction, config.seed)
+
+    started = time.perf_counter()
+    head = _grown_head(fn, task, sorted(set(new.labels)))
+    features = fn.features(train_part.texts)
+    targets = task.targets(train_part)
+    weights = _balanced(targets, len(task.labels))
+    eval_features = fn.features(held.texts) if held is not None else None
+
+    def evaluate(model: torch.nn.Module) -> float:
+        assert held is not None and eval_features is not None
+        with torch.inference_mode():
+            return task.score(held.labels, task.predicted_labels(model(eval_features)),
+                              "accuracy")
+
+    trained, history = _train_head(_Growing(head, weights), features, targets, config,
+                                   evaluate if held is not None else None, progress)
+    seconds = time.perf_counter() - started
+
+    manifest = fn.manifest.model_copy(deep=True)
+    manifest.labels = task.labels
+    manifest.head = manifest.head.model_copy(update={"outputs": len(task.labels)})
+    manifest.digest = state_digest(task.labels, fn.backbone.digest, trained.state_dict(),
+                                   encoder_state(fn.encoder) or {})
+    manifest.created_at = now()
+    updated = Classifier(task=task, backbone=fn.backbone, head=trained, manifest=manifest,
+                         encoder=fn.encoder)
+    if per_label:
+        updated.memory = select_memory(updated, replay, int(per_label))
+        manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
+    report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels)
+    manifest.training = {**fn.manifest.training, "update": {
+        "examples": len(new), "replayed": len(remembered) if remembered is not None else 0,
+        "new_labels": added, "seconds": round(seconds, 2), "report": report,
+        "history": history.to_dict()}}
+    manifest.metrics = {k: v for k, v in report.items() if k.endswith("_after")}
+    manifest.versions = [*_versions(fn.manifest), {
+        "version": len(_versions(fn.manifest)) + 1, "digest": manifest.digest,
+        "parent": fn.manifest.digest, "examples": len(new), "new_labels": added,
+        "labels": len(task.labels), "metrics": manifest.metrics, "created_at": manifest.created_at}]
+    return updated
+
+
+def _versions(manifest: Manifest) -> list[dict[str, Any]]:
+    """The lineage so far; a function never updated is version 1."""
+    if manifest.versions:
+        return list(manifest.versions)
+    return [{"version": 1, "digest": manifest.digest, "parent": None,
+             "examples": manifest.training.get("examples"), "new_labels": manifest.labels,
+             "labels": len(manifest.labels), "metrics": manifest.metrics,
+             "created_at": manifest.created_at}]
+
+
+def _join(first: Examples, second: Examples) -> Examples:
+    assert first.labels is not None and second.labels is not None
+    return Examples(texts=first.texts + second.texts, labels=first.labels + second.labels,
+                    source=first.source, places=first.places + second.places)
+
+
+class _Growing:
+    """What `_train_head` asks of a task, for an update: start from the grown head, weigh
+    classes by their inverse frequency."""
+
+    init = None
+
+    def __init__(self, head: torch.nn.Module, weights: torch.Tensor) -> None:
+        self._head, self.weights = head, weights
+
+    def head(self, hidden: int, dropout: float) -> torch.nn.Module:
+        return self._head
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, targets, weight=self.weights)
+
+
+def _grown_head(fn: Any, task: Any, taught: list[str]) -> torch.nn.Module:
+    """The old head with a zero row per new label; rows of labels not in `taught` are frozen
+    (their gradient is masked), so only what the new data is about can move."""
+    old = fn.head.linear
+    head = task.__class__.head(task, old.in_features, fn.head.dropout.p)
+    trainable = torch.zeros(len(task.labels), 1)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.zero_()
+        head.linear.weight[: old.out_features] = old.weight
+        head.linear.bias[: old.out_features] = old.bias
+        for label in taught:
+            trainable[task.index[label]] = 1.0
+        if len(task.labels) > old.out_features:  # new rows start at the old bias level
+            head.linear.bias[old.out_features:] = old.bias.mean()
+    head.linear.weight.register_hook(lambda grad: grad * trainable)
+    head.linear.bias.register_hook(lambda grad: grad * trainable[:, 0])
+    return head
+
+
+def _balanced(targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """Weights inversely proportional to class counts (classes absent here get weight 0)."""
+    counts = torch.bincount(targets, minlength=classes).float()
+    weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()),
+                          torch.zeros_like(counts))
+    return weights
+
+
+def _report(before: Any, after: Any, data: Examples | None,
+            old_labels: list[str]) -> dict[str, Any]:
+    """Accuracy on rows of old labels before and after the update, and on rows of new labels."""
+    if data is None or data.labels is None:
+        return {}
+    out: dict[str, Any] = {}
+    old_rows = [i for i, y in enumerate(data.labels) if y in old_labels]
+    new_rows = [i for i, y in enumerate(data.labels) if y not in old_labels]
+    if old_rows:
+        texts = [data.texts[i] for i in old_rows]
+        gold = [data.labels[i] for i in old_rows]
+        for name, fn in (("old_labels_accuracy_before", before),
+                         ("old_labels_accuracy_after", after)):
+            predicted = [p.label for p in fn.predict(texts)]
+            out[name] = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+    if new_rows:
+        texts = [data.texts[i] for i in new_rows]
+        gold = [data.labels[i] for i in new_rows]
+        predicted = [p.label for p in after.predict(texts)]
+        out["new_labels_accuracy_after"] = sum(
+            p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+    predicted = [p.label for p in after.predict(data.texts)]
+    out["accuracy_after"] = sum(p == g for p, g in zip(predicted, data.labels, strict=True)) / \
+        len(data.labels)
+    out["examples"] = len(data.labels)
+    counts = Counter(data.labels)
+    out["eval_rows"] = {"old_labels": sum(counts[y] for y in old_labels),
+                        "new_labels": sum(v for y, v in counts.items() if y not in old_labels)}
+    return out

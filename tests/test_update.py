@@ -1,0 +1,110 @@
+"""Continual updates: `fn.update(data)` / `funcformer update`, exemplar memory, lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import funcformer
+from funcformer import TaskError
+from funcformer._update import herding
+from tests.conftest import run_cli
+
+WORDS = {"sports": ["goal", "match", "team", "coach"],
+         "tech": ["chip", "code", "laptop", "app"],
+         "food": ["pizza", "bread", "soup", "salad"],
+         "travel": ["flight", "hotel", "beach", "trip"]}
+
+
+def rows(labels: list[str], n: int, seed: int = 0) -> list[tuple[str, str]]:
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for label in labels:
+        words = WORDS[label]
+        for _ in range(n):
+            picks = torch.randint(len(words), (3,), generator=generator).tolist()
+            out.append((" ".join(words[i] for i in picks), label))
+    return out
+
+
+@pytest.fixture()
+def base(tiny_backbone: Path) -> funcformer.Function:
+    return funcformer.train("classify", rows(["sports", "tech"], 20), backbone=tiny_backbone,
+                            method="head", memory=5, progress=False)
+
+
+def test_herding_picks_representatives() -> None:
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
+    assert herding(features, 1) == [4]  # the one closest to the mean
+    assert len(set(herding(features, 5))) == 5
+
+
+def test_memory_is_stored_and_reloaded(base: funcformer.Function, tiny_backbone: Path,
+                                       tmp_path: Path) -> None:
+    assert base.manifest.memory == {"per_label": 5, "examples": 10}
+    path = base.save(tmp_path / "v1")
+    lines = (path / "memory.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and {json.loads(x)["label"] for x in lines} == {"sports", "tech"}
+    again = funcformer.load(path, backbone=tiny_backbone)
+    assert again.memory.texts == base.memory.texts
+
+
+def test_update_adds_labels_keeps_old_rows_and_records_lineage(
+        base: funcformer.Function, tmp_path: Path) -> None:
+    new = rows(["food", "travel"], 20, seed=1)
+    check = rows(["sports", "tech", "food", "travel"], 5, seed=2)
+    updated = base.update(new, eval_data=check, progress=False, epochs=20)
+    assert updated.labels == ["sports", "tech", "food", "travel"]
+    assert base.labels == ["sports", "tech"]  # the original is unchanged
+    old_w, new_w = base.head.linear.weight, updated.head.linear.weight
+    assert torch.equal(new_w[:2], old_w)  # no new examples of old labels: rows frozen
+    assert new_w[2:].abs().sum() > 0
+    report = updated.manifest.training["update"]["report"]
+    assert set(report) >= {"old_labels_accuracy_before", "old_labels_accuracy_after",
+                           "new_labels_accuracy_after", "accuracy_after"}
+    assert updated.manifest.training["update"]["replayed"] == 10
+    versions = updated.manifest.versions
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[1]["parent"] == base.digest == versions[0]["digest"]
+    assert versions[1]["digest"] == updated.digest != base.digest
+    assert versions[1]["new_labels"] == ["food", "travel"]
+    assert updated.memory is not None and len(updated.memory) == 20  # 5 per label, 4 labels
+    path = updated.save(tmp_path / "v2")
+    reloaded = funcformer.load(path, backbone=updated.manifest.backbone.name)
+    assert reloaded.manifest.versions == versions
+    assert [p.label for p in reloaded(["pizza soup", "goal team"])] == \
+        [p.label for p in updated(["pizza soup", "goal team"])]
+
+
+def test_update_with_examples_of_old_labels_trains_their_rows(base: funcformer.Function) -> None:
+    updated = base.update(rows(["tech", "food"], 10, seed=3), progress=False, epochs=5)
+    weights = updated.head.linear.weight
+    assert torch.equal(weights[0], base.head.linear.weight[0])  # sports: nothing new
+    assert not torch.equal(weights[1], base.head.linear.weight[1])  # tech: new examples
+
+
+def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
+    pair = funcformer.train("pair", [("a b", "b c", 1.0), ("x", "y", 0.0)] * 6,
+                            backbone=tiny_backbone, method="head", epochs=1, progress=False)
+    with pytest.raises(TaskError, match="update applies to classify"):
+        pair.update([("a", "b")])
+    with pytest.raises(funcformer.DataError, match="unknown label 'nope'"):
+        base.update(rows(["food"], 5), eval_data=[("goal", "nope")], progress=False)
+
+
+def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
+    source = base.save(tmp_path / "v1")
+    data = tmp_path / "new.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows(["food"], 15)))
+    out = tmp_path / "v2"
+    assert run_cli("update", str(source), str(data), "--out", str(out), "--epochs", "3") == 0
+    shown = capsys.readouterr()
+    assert "food" in shown.out and "version 2" in shown.out
+    assert json.loads((out / "funcformer.json").read_text())["labels"][-1] == "food"
+    assert run_cli("update", str(source), str(tmp_path / "missing.csv"), "--out",
+                   str(tmp_path / "v3")) == 1
+    assert "missing.csv" in capsys.readouterr().err
+    assert not (tmp_path / "v3").exists()
