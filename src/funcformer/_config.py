@@ -23,7 +23,8 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # Only the adapter (and the head) train: a larger step than `full` suits them.
     "lora": {"epochs": 4, "learning_rate": 5e-4, "batch_size": 16, "patience": 2,
              "head_learning_rate": 1e-3},
-    "contrastive": {"epochs": 40, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
+    # epochs None: the method sets them from the data size (`contrastive.epochs_for`).
+    "contrastive": {"epochs": None, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
 }
 
 
