@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -368,6 +369,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
               "history": trained.history.to_dict()}
     if reason is not None:
         report["method_reason"] = f"auto: {reason}"
+    if not multi_label:  # what `update` weighs its replayed examples by
+        report["label_counts"] = dict(Counter(train_examples.labels))
     manifest = _manifest(task_obj, shared, trained, config, report)
     fn = Classifier(task=task_obj, backbone=shared, head=trained.head, manifest=manifest,
                   encoder=trained.encoder)

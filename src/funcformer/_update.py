@@ -4,8 +4,9 @@
 the function's exemplar memory (a few stored examples per label, opt-in at training time with
 `memory=K`), on features of the function's own encoder (the shared backbone, or its adapter or
 fine-tuned copy, which stay as they are). Rows of labels without new examples stay frozen, so
-what the function knew about them can only change where a new label now wins; class-balanced
-weights keep thousands of new examples from drowning the handful remembered per old label.
+what the function knew about them can only change where a new label now wins. Class weights
+make the mixture count like everything the function has seen (`_prior_weights`), so thousands
+of new examples do not drown the handful remembered per old label.
 
 The artifact keeps its lineage: `manifest.versions` lists each version's digest, parent,
 data size, labels and metrics.
@@ -117,7 +118,8 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     head = _grown_head(fn, task, sorted(set(new.labels)))
     features = fn.features(train_part.texts)
     targets = task.targets(train_part)
-    weights = _balanced(targets, len(task.labels))
+    seen = _seen_counts(fn.manifest, new)
+    weights = _prior_weights(targets, task.labels, seen)
     eval_features = fn.features(held.texts) if held is not None else None
 
     def evaluate(model: torch.nn.Module) -> float:
@@ -142,7 +144,9 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         updated.memory = select_memory(updated, replay, int(per_label))
         manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
     report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels)
-    manifest.training = {**fn.manifest.training, "update": {
+    if seen is not None:
+        manifest.training = {**manifest.training, "label_counts": seen}
+    manifest.training = {**manifest.training, "update": {
         "examples": len(new), "replayed": len(remembered) if remembered is not None else 0,
         "new_labels": added, "seconds": round(seconds, 2), "report": report,
         "history": history.to_dict()}}
@@ -206,12 +210,32 @@ def _grown_head(fn: Any, task: Any, taught: list[str]) -> torch.nn.Module:
     return head
 
 
-def _balanced(targets: torch.Tensor, classes: int) -> torch.Tensor:
-    """Weights inversely proportional to class counts (classes absent here get weight 0)."""
-    counts = torch.bincount(targets, minlength=classes).float()
-    weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()),
-                          torch.zeros_like(counts))
-    return weights
+def _seen_counts(manifest: Manifest, new: Examples) -> dict[str, int] | None:
+    """Examples per label over the function's whole history plus `new` (None when an older
+    artifact did not record them)."""
+    before = manifest.training.get("label_counts")
+    if before is None:
+        return None
+    counts = Counter(before)
+    counts.update(new.labels or [])
+    return dict(counts)
+
+
+def _prior_weights(targets: torch.Tensor, labels: list[str],
+                   seen: dict[str, int] | None) -> torch.Tensor:
+    """Class weights that make the update's mixture (new data + a few remembered examples per
+    old label) count like all the data the function has seen: weight = seen / present. A
+    remembered example of a label seen 5,000 times stands for 250 of them, so new labels win
+    only where they should, not wherever the replay is thin. Without `seen`: balanced.
+    """
+    present = torch.bincount(targets, minlength=len(labels)).float()
+    if seen is None:
+        wanted = (present > 0).float()
+    else:
+        wanted = torch.tensor([float(seen.get(label, 0)) for label in labels])
+        wanted = wanted / wanted.sum()
+    weights = torch.where(present > 0, wanted / present.clamp(min=1), torch.zeros_like(present))
+    return weights * (present > 0).sum() / weights.sum().clamp(min=1e-12)
 
 
 def _report(before: Any, after: Any, data: Examples | None,
