@@ -268,6 +268,60 @@ def _write_report(metrics: dict[str, Any], directory: Path) -> None:
     plot_confusion_matrix(metrics, directory / "confusion_matrix.png")
 
 
+@app.command("explain")
+def explain_command(
+    function: FunctionDir,
+    text: Annotated[list[str], typer.Argument(help="The text to explain (quoted); for a pair "
+                                              "function, its two texts.")],
+    target: Annotated[str | None, typer.Option("--target", help="The label to explain "
+                                               "(default: the predicted one; tag: entities of "
+                                               "this type).")] = None,
+    method: Annotated[str, typer.Option("--method", help="auto (ig when captum is installed), "
+                                        "ig (Integrated Gradients) or occlusion.")] = "auto",
+    steps: Annotated[int, typer.Option("--steps", help="Integrated Gradients steps.")] = 32,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Also write a "
+                                                   "self-contained HTML page here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of "
+                                          "coloured text.")] = False,
+    runtime: Runtime = "torch",
+) -> None:
+    """Show which words drove a prediction: green words raise the target's score, red ones
+    lower it (classify, pair and tag functions)."""
+    import os
+
+    from ._explain import explain
+    from ._function import load
+    from ._render import html_page
+
+    fn = load(function, runtime=runtime)
+    result = explain(fn, _explain_input(fn, text), target=target, method=method, steps=steps)
+    explanations = result if isinstance(result, list) else [result]
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for item in explanations:
+        print(json.dumps(item.to_dict(), ensure_ascii=False) if as_json
+              else item.to_terminal(color=color))
+    if not explanations:
+        _console(stderr=True).print("No entities found" + (f" of type {target}" if target
+                                                           else "") + "; nothing to explain.")
+    if html_file is not None:
+        from ._artifact import atomic_file
+
+        with atomic_file(html_file) as handle:
+            handle.write(html_page(explanations, title=f"funcformer explain: {function.name}"))
+        _console(stderr=True).print(f"Wrote {html_file}")
+
+
+def _explain_input(fn: Any, texts: list[str]) -> Any:
+    """One text, or for a pair function two texts (or one holding both, tab-separated)."""
+    if fn.manifest.task == "pair" and len(texts) == 2:
+        return tuple(texts)
+    if len(texts) != 1:
+        want = "one pair: two texts" if fn.manifest.task == "pair" else "one text"
+        raise DataError(f"explain takes {want}, got {len(texts)} arguments. Fix: put a text "
+                        "with spaces in quotes.")
+    return fn.read_inputs(texts)[0]
+
+
 @app.command()
 def export(
     function: FunctionDir,
