@@ -226,8 +226,10 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
 def evaluate(
     function: FunctionDir,
     data: Data,
-    report: Annotated[Path | None, typer.Option("--report", help="Write metrics.json and "
-                                                "confusion_matrix.png to this directory.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write a report to this "
+                                                "directory: metrics.json, per_class.csv, "
+                                                "confusion_matrix.png, reliability.png, "
+                                                "misclassified.jsonl and report.html.")] = None,
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
     runtime: Runtime = "torch",
@@ -236,14 +238,16 @@ def evaluate(
     from ._function import load
 
     fn = load(function, runtime=runtime)
-    metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
+    if report is None:
+        metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
+    else:
+        from ._report import write_report
+
+        metrics = write_report(fn, data, report, text_column=text_column,
+                               label_column=label_column)
     _print_metrics(metrics)
-    if report is not None and "confusion_matrix" not in metrics:
-        raise DataError(f"--report writes a confusion matrix, which {fn.manifest.task} "
-                        "functions do not have; the metrics above are the report.")
     if report is not None:
-        _write_report(metrics, report)
-        _console().print(f"Report written to {report}/ (metrics.json, confusion_matrix.png)")
+        _console().print(f"Report written to {report}/ (open {report / 'report.html'})")
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -256,16 +260,6 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     rows = metrics.get("per_class") or metrics.get("per_type")  # classes, or entity types
     if rows:
         console.print(metrics_table({"per_class": rows}))
-
-
-def _write_report(metrics: dict[str, Any], directory: Path) -> None:
-    from ._errors import require
-    from ._metrics import plot_confusion_matrix
-
-    require("matplotlib", "report")  # before writing anything
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf-8")
-    plot_confusion_matrix(metrics, directory / "confusion_matrix.png")
 
 
 @app.command("explain")
