@@ -5,6 +5,7 @@ marked integration)."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import sys
@@ -109,6 +110,21 @@ def test_integrated_gradients_add_up_to_the_score_change(which: str,
     assert abs(e.score - e.baseline) > 1e-3  # something to attribute
     assert total == pytest.approx(e.score - e.baseline, abs=2e-3, rel=0.02)
     assert [w.word for w in e.words] == text.split()
+
+
+def test_a_poor_integral_is_reported(head_fn: funcformer.Function,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    import funcformer._explain as module
+
+    text = "the staff was friendly but the room was dirty"
+    with caplog.at_level(logging.WARNING, logger="funcformer"):
+        explain(head_fn, text, method="ig")
+    assert "did not converge" not in caplog.text
+    monkeypatch.setattr(module, "CONVERGENCE", 1e-7)  # one step misses by more than this
+    with caplog.at_level(logging.WARNING, logger="funcformer"):
+        explain(head_fn, text, method="ig", steps=1)
+    assert "did not converge" in caplog.text and "steps=2" in caplog.text
 
 
 def test_the_encoder_explained_is_the_functions_own(full_fn: funcformer.Function) -> None:

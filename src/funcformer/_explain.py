@@ -29,6 +29,10 @@ log = logging.getLogger("funcformer")
 
 METHODS = ("auto", "ig", "occlusion")
 TASKS = ("classify", "pair", "tag")
+CONVERGENCE = 0.05
+"""Integrated Gradients warns when its attributions miss score - baseline by more than this
+share (of the change, or of 0.1 when the change is smaller). On all-MiniLM-L6-v2 sentences the
+largest miss measured was 1.1 at 8 steps, 0.22 at 16, 0.001 at 32."""
 OCCLUSION_ROWS = 32
 """Occluded variants scored per forward pass."""
 
@@ -382,7 +386,13 @@ def integrated_gradients(probe: Probe, steps: int) -> tuple[dict[Key, float], fl
     for key, value in zip(tokens.keys, per_token, strict=True):
         if key is not None:
             totals[key] = totals.get(key, 0.0) + value
-    return totals, float(ends[0]), float(ends[1])
+    score, base = float(ends[0]), float(ends[1])
+    gap = abs(sum(totals.values()) - (score - base))
+    if gap > CONVERGENCE * max(abs(score - base), 0.1):
+        log.warning("Integrated Gradients did not converge: the attributions add up to %.4f "
+                    "but the score changed by %.4f. Fix: more steps (e.g. steps=%d).",
+                    sum(totals.values()), score - base, steps * 2)
+    return totals, score, base
 
 
 def occlusion(probe: Probe) -> dict[Key, float]:

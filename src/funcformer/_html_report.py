@@ -54,6 +54,7 @@ figure.wide { flex-basis: 100%; }
 figure img { display: block; max-width: 100%; height: auto; max-height: 34rem; }
 figcaption { color: #57606a; font-size: .85rem; margin-top: .5rem; max-width: 32rem; }
 td.text { max-width: 40rem; overflow-wrap: anywhere; }
+td.where { white-space: nowrap; color: #57606a; }
 footer { color: #57606a; font-size: .85rem; margin-top: 2rem; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85em; }
 """
@@ -124,7 +125,7 @@ def _mistakes(report: Report, limit: int) -> str:
         return "<h2>Misclassified</h2><p>None: every example was predicted right.</p>"
     rows = "".join(f"<tr><td class=n>{m['confidence']:.3f}</td><td>{_e(m['gold'])}</td>"
                    f"<td>{_e(m['predicted'])}</td><td class=text>{_e(m['text'])}</td>"
-                   f"<td>{_e(m['where'])}</td></tr>" for m in report.mistakes[:limit])
+                   f"<td class=where>{_e(m['where'])}</td></tr>" for m in report.mistakes[:limit])
     more = len(report.mistakes) - limit
     rest = f"<p class=sub>{more} more in <code>misclassified.jsonl</code>.</p>" if more > 0 else ""
     return (f"<h2>Misclassified ({len(report.mistakes)}), most confident first</h2>"

@@ -15,6 +15,8 @@ GREEN = (194, 157, 120, 83, 46)
 """xterm-256 backgrounds, palest to strongest: five steps of attribution magnitude."""
 RESET = "\x1b[0m"
 METHOD_NAMES = {"ig": "Integrated Gradients", "occlusion": "occlusion"}
+MEANING = {"ig": "The attributions add up to the score minus the baseline score.",
+           "occlusion": "Each attribution is the score lost when that word is dropped."}
 
 
 def _peak(e: Explanation) -> float:
@@ -118,8 +120,8 @@ def _section(e: Explanation) -> str:
         texts = (f'<div class="label">text a</div>{texts}<div class="label">text b</div>'
                  f'<div class="text">{_marked(e.text_b, e.words_b, peak, None)}</div>')
     return (f"<section><h2>{html.escape(_header(e))}</h2>"
-            f'<div class="meta">Attributions add up to the change of the target score; '
-            f"hover a word for its value.</div>{texts}{_table(e)}</section>")
+            f'<div class="meta">{MEANING[e.method]} Hover a word for its value.</div>'
+            f"{texts}{_table(e)}</section>")
 
 
 def html_page(explanations: Sequence[Explanation], title: str = "funcformer explanation") -> str:
