@@ -159,6 +159,22 @@ def test_other_tasks_get_metrics_and_a_page(tiny_backbone: Path, tmp_path: Path)
     assert "spearman" in (tmp_path / "r" / "report.html").read_text("utf-8").lower()
 
 
+def test_tag_reports_write_the_per_type_table(tiny_backbone: Path, tmp_path: Path) -> None:
+    from test_tag import toy_rows
+
+    fn = funcformer.train("tag", toy_rows(30), backbone=tiny_backbone, method="head", epochs=3,
+                          learning_rate=0.05, batch_size=8, progress=False)
+    metrics = write_report(fn, toy_rows(10, seed=2), tmp_path / "r")
+    assert metrics == fn.evaluate(toy_rows(10, seed=2))
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"metrics.json", "per_class.csv",
+                                                           "report.html"}
+    with open(tmp_path / "r" / "per_class.csv", encoding="utf-8") as handle:
+        rows = {row["label"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == set(metrics["per_type"])
+    for label, row in rows.items():
+        assert float(row["f1"]) == pytest.approx(metrics["per_type"][label]["f1"])
+
+
 def test_zero_shot_functions_get_a_classification_report(tiny_backbone: Path,
                                                          tmp_path: Path) -> None:
     fn = funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone)
