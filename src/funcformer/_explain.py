@@ -309,14 +309,21 @@ def _tag_score(model: torch.nn.Module, cells: list[tuple[int, int]]) -> Score:
 def _word_firsts(tokens: Tokens) -> list[tuple[int, tuple[int, int]]]:
     """(position, word's (start, end)) of the token that begins each word: it carries the
     word's tag, as in the tag task's decoding."""
+    ranges = word_ranges(tokens)
+    return [(p, ranges[key]) for p, (key, (start, _)) in
+            enumerate(zip(tokens.keys, tokens.offsets, strict=True))
+            if key is not None and start == ranges[key][0]]
+
+
+def word_ranges(tokens: Tokens) -> dict[Key, tuple[int, int]]:
+    """Each word's (start, end) characters: from its first sub-word token's start to its
+    last one's end."""
     ranges: dict[Key, tuple[int, int]] = {}
-    for key, (s, e) in zip(tokens.keys, tokens.offsets, strict=True):
+    for key, (start, end) in zip(tokens.keys, tokens.offsets, strict=True):
         if key is not None:
-            old = ranges.get(key, (s, e))
-            ranges[key] = (min(old[0], s), max(old[1], e))
-    return [(p, ranges[key]) for p, (key, (s, _)) in enumerate(zip(tokens.keys, tokens.offsets,
-                                                                    strict=True))
-            if key is not None and s == ranges[key][0]]
+            old = ranges.get(key, (start, end))
+            ranges[key] = (min(old[0], start), max(old[1], end))
+    return ranges
 
 
 def _one_text(text: Any) -> str:
@@ -403,7 +410,8 @@ def occlusion(probe: Probe) -> dict[Key, float]:
         if key is not None:
             groups.setdefault(key, []).append(position)
     everything = list(range(len(tokens.ids)))
-    variants = [[p for p in everything if p not in set(group)] for group in groups.values()]
+    variants = [[p for p in everything if p not in dropped]
+                for dropped in map(set, groups.values())]
     scores = _scores(probe, [everything, *variants])
     return {key: scores[0] - scores[i + 1] for i, key in enumerate(groups)}
 
@@ -439,11 +447,7 @@ def _batch(ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None,
 def words(tokens: Tokens, values: dict[Key, float]) -> list[list[Word]]:
     """Per part of the input, its words in order: `text[start:end]` from the tokens' offsets
     (a word's sub-word tokens joined) and the word's attribution."""
-    spans: dict[Key, tuple[int, int]] = {}
-    for key, (start, end) in zip(tokens.keys, tokens.offsets, strict=True):
-        if key is not None:
-            old = spans.get(key, (start, end))
-            spans[key] = (min(old[0], start), max(old[1], end))
+    spans = word_ranges(tokens)
     parts: list[list[Word]] = [[] for _ in tokens.texts]
     for key in sorted(spans):
         start, end = spans[key]
