@@ -233,8 +233,10 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
 def evaluate(
     function: FunctionDir,
     data: Data,
-    report: Annotated[Path | None, typer.Option("--report", help="Write metrics.json and "
-                                                "confusion_matrix.png to this directory.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write a report to this "
+                                                "directory: metrics.json, per_class.csv, "
+                                                "confusion_matrix.png, reliability.png, "
+                                                "misclassified.jsonl and report.html.")] = None,
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
     runtime: Runtime = "torch",
@@ -243,14 +245,16 @@ def evaluate(
     from ._function import load
 
     fn = load(function, runtime=runtime)
-    metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
+    if report is None:
+        metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
+    else:
+        from ._report import write_report
+
+        metrics = write_report(fn, data, report, text_column=text_column,
+                               label_column=label_column)
     _print_metrics(metrics)
-    if report is not None and "confusion_matrix" not in metrics:
-        raise DataError(f"--report writes a confusion matrix, which {fn.manifest.task} "
-                        "functions do not have; the metrics above are the report.")
     if report is not None:
-        _write_report(metrics, report)
-        _console().print(f"Report written to {report}/ (metrics.json, confusion_matrix.png)")
+        _console().print(f"Report written to {report}/ (open {report / 'report.html'})")
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -265,14 +269,58 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
         console.print(metrics_table({"per_class": rows}))
 
 
-def _write_report(metrics: dict[str, Any], directory: Path) -> None:
-    from ._errors import require
-    from ._metrics import plot_confusion_matrix
+@app.command("explain")
+def explain_command(
+    function: FunctionDir,
+    text: Annotated[list[str], typer.Argument(help="The text to explain (quoted); for a pair "
+                                              "function, its two texts.")],
+    target: Annotated[str | None, typer.Option("--target", help="The label to explain "
+                                               "(default: the predicted one; tag: entities of "
+                                               "this type).")] = None,
+    method: Annotated[str, typer.Option("--method", help="auto (ig when captum is installed), "
+                                        "ig (Integrated Gradients) or occlusion.")] = "auto",
+    steps: Annotated[int, typer.Option("--steps", help="Integrated Gradients steps.")] = 32,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Also write a "
+                                                   "self-contained HTML page here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of "
+                                          "coloured text.")] = False,
+    runtime: Runtime = "torch",
+) -> None:
+    """Show which words drove a prediction: green words raise the target's score, red ones
+    lower it (classify, pair and tag functions)."""
+    import os
 
-    require("matplotlib", "report")  # before writing anything
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf-8")
-    plot_confusion_matrix(metrics, directory / "confusion_matrix.png")
+    from ._explain import explain
+    from ._function import load
+    from ._render import html_page
+
+    fn = load(function, runtime=runtime)
+    result = explain(fn, _explain_input(fn, text), target=target, method=method, steps=steps)
+    explanations = result if isinstance(result, list) else [result]
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for item in explanations:
+        print(json.dumps(item.to_dict(), ensure_ascii=False) if as_json
+              else item.to_terminal(color=color))
+    if not explanations:
+        _console(stderr=True).print("No entities found" + (f" of type {target}" if target
+                                                           else "") + "; nothing to explain.")
+    if html_file is not None:
+        from ._artifact import atomic_file
+
+        with atomic_file(html_file) as handle:
+            handle.write(html_page(explanations, title=f"funcformer explain: {function.name}"))
+        _console(stderr=True).print(f"Wrote {html_file}")
+
+
+def _explain_input(fn: Any, texts: list[str]) -> Any:
+    """One text, or for a pair function two texts (or one holding both, tab-separated)."""
+    if fn.manifest.task == "pair" and len(texts) == 2:
+        return tuple(texts)
+    if len(texts) != 1:
+        want = "one pair: two texts" if fn.manifest.task == "pair" else "one text"
+        raise DataError(f"explain takes {want}, got {len(texts)} arguments. Fix: put a text "
+                        "with spaces in quotes.")
+    return fn.read_inputs(texts)[0]
 
 
 @app.command()

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _backbone
+from . import _backbone, _explain
 from ._artifact import (
     ENCODER_DIR,
     HEAD_FILE,
@@ -207,6 +207,11 @@ class Classifier(Function):
         predicted = self.task.predicted_labels(self.logits(examples))
         assert examples.labels is not None
         return self.task.metrics(examples.labels, predicted)
+
+    def explain(self, text: str, *, target: str | None = None, method: str = "auto",
+                steps: int = 32) -> _explain.Explanation:
+        """Word attributions for `text`'s target label: see `funcformer.explain`."""
+        return _explain.explain(self, text, target=target, method=method, steps=steps)
 
     def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
         """Export encoder, pooling and head as one ONNX graph into the artifact at `path`.

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .. import _backbone
+from .. import _backbone, _explain
 from .._artifact import (
     HEAD_FILE,
     BackboneRef,
@@ -178,6 +178,11 @@ class PairFunction(Function):
                                         gold=False)).tolist()
         order = sorted(range(len(items)), key=lambda i: -scores[i])
         return [Ranked(item=items[i], score=scores[i], index=i) for i in order[:top_k]]
+
+    def explain(self, text: tuple[str, str], *, target: str | None = None, method: str = "auto",
+                steps: int = 32) -> _explain.Explanation:
+        """Word attributions (both texts) for a pair's score: see `funcformer.explain`."""
+        return _explain.explain(self, text, target=target, method=method, steps=steps)
 
     def rescale(self, score: float) -> float:
         """A [0, 1] score on the training data's scale (e.g. 0-5 for STS-B)."""

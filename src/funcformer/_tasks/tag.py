@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _backbone
+from .. import _backbone, _explain
 from .._artifact import (
     HEAD_FILE,
     BackboneRef,
@@ -182,6 +182,11 @@ class Tagger(Function):
         encoded = self.coder.encode(texts)
         return self.coder.decode(encoded, probabilities(self.model, self.backbone,
                                                         encoded.windows))
+
+    def explain(self, text: str, *, target: str | None = None, method: str = "auto",
+                steps: int = 32) -> list[_explain.Explanation]:
+        """Per entity found, word attributions for its tags: see `funcformer.explain`."""
+        return _explain.explain(self, text, target=target, method=method, steps=steps)
 
     def read_inputs(self, data: Any, *, text_column: str = "text") -> list[Any]:
         """Texts from strings, text rows, or token rows (joined with spaces)."""
