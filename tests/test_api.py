@@ -8,11 +8,11 @@ import sys
 import funcformer
 
 EXPECTED = [
-    "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine", "Entities",
-    "Function", "FuncformerError", "Generation", "Hit", "Hits", "Labels", "LoRA", "MemoryCache",
-    "MissingExtra", "PairScore", "Prediction", "Ranked", "SQLiteCache", "Span", "TaskError",
-    "TrainConfig", "ZeroShot", "__version__", "embed", "generator", "load", "similarity", "train",
-    "zero_shot",
+    "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
+    "Entities", "Explanation", "Function", "FuncformerError", "Generation", "Hit", "Hits",
+    "Labels", "LoRA", "MemoryCache", "MissingExtra", "PairScore", "Prediction", "Ranked",
+    "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot", "__version__", "embed",
+    "explain", "generator", "load", "similarity", "train", "write_report", "zero_shot",
 ]
 
 

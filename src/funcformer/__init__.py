@@ -23,6 +23,7 @@ __all__ = [
     "Embedding",
     "Engine",
     "Entities",
+    "Explanation",
     "FuncformerError",
     "Function",
     "Generation",
@@ -42,10 +43,12 @@ __all__ = [
     "ZeroShot",
     "__version__",
     "embed",
+    "explain",
     "generator",
     "load",
     "similarity",
     "train",
+    "write_report",
     "zero_shot",
 ]
 
@@ -62,6 +65,9 @@ _LAZY = {
     "Labels": "._results",
     "LoRA": "._lora",
     "generator": "._tasks.generate",
+    "Explanation": "._explain",
+    "explain": "._explain",
+    "write_report": "._report",
     "ArtifactError": "._errors",
     "BackboneNotFound": "._errors",
     "DataError": "._errors",
@@ -95,8 +101,10 @@ if TYPE_CHECKING:
         MissingExtra,
         TaskError,
     )
+    from ._explain import Explanation, explain
     from ._function import Function, load, train
     from ._lora import LoRA
+    from ._report import write_report
     from ._results import Labels, Prediction
     from ._tasks.embed import Embedding
     from ._tasks.generate import Generation, generator
