@@ -20,7 +20,7 @@ import torch
 
 from .._backbone import Backbone
 from .._cache import Cache
-from .._config import TrainConfig
+from .._config import METHODS, TrainConfig
 from .._data import Examples
 from .._errors import TaskError
 from .._train import History
@@ -134,10 +134,12 @@ def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Seq
     if asked in (None, "auto", *allowed):
         return asked
     names = [f"'{allowed[0]}' (the default)", *(f"'{m}'" for m in allowed[1:]), "'auto'"]
+    works = f"{task} trains with method {', '.join(names[:-1])} or {names[-1]}"
+    if asked not in METHODS:
+        raise TaskError(f"Unknown training method '{asked}'. {works}.")
     why = (" (contrastive tunes a classifier's encoder from its labels)"
            if asked == "contrastive" else "")
-    raise TaskError(f"{task} trains with method {', '.join(names[:-1])} or {names[-1]}, not "
-                    f"'{asked}'{why}.")
+    raise TaskError(f"{works}, not '{asked}'{why}.")
 
 
 def choose_tuning(asked: str | None, default: str, examples: int,
