@@ -178,6 +178,9 @@ def test_auto_and_wrong_methods(tiny_backbone: Path, tmp_path: Path, capsys) -> 
     assert fn.manifest.method == "full"
     assert "24 examples" in fn.manifest.training["method_reason"]
     assert "method auto -> full" in capsys.readouterr().err
+    alone = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method="auto",
+                             lora={"r": 2}, epochs=1, progress=False)  # settings mean lora
+    assert alone.manifest.method == "lora" and alone.manifest.adapter["r"] == 2
     assert choose_tuning(None, "full", 10) == ("full", None)
     assert choose_tuning("lora", "full", 10) == ("lora", None)
     assert choose_tuning("auto", "full", FEW_EXAMPLES)[0] == "lora"

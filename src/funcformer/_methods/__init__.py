@@ -126,9 +126,9 @@ def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Seq
                 options: dict[str, Any]) -> str | None:
     """The method asked of a task that tunes an encoder or decoder (`allowed[0]` is its
     default): None (not given), "auto", or one of `allowed`; a TaskError names what works.
-    LoRA settings without a method (`lora={...}`, `method=LoRA(...)`) mean `lora`."""
+    LoRA settings (`lora={...}`) without a method, or with "auto", mean `lora`."""
     asked = (config.method if config is not None else None) or method
-    if asked is None and "lora" in allowed and (
+    if asked in (None, "auto") and "lora" in allowed and (
             options.get("lora") is not None or (config is not None and config.lora is not None)):
         return "lora"
     if asked in (None, "auto", *allowed):
