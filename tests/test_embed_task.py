@@ -137,3 +137,57 @@ def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> 
     assert cli("predict", out, "the food was great") == 0
     assert len(json.loads(capsys.readouterr().out)["vector"]) == 32
     assert cli("eval", out, data) == 0 and "mrr at 10" in capsys.readouterr().out
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_lora_saves_only_an_adapter_and_reloads(tiny_backbone: Path, tmp_path: Path) -> None:
+    from funcformer import _backbone as bb
+    from funcformer import _lora
+
+    pairs = paraphrases()
+    fn = funcformer.train("embed", pairs, backbone=tiny_backbone, method=funcformer.LoRA(r=4),
+                          epochs=2, learning_rate=1e-2, batch_size=8, progress=False)
+    assert fn.manifest.method == "lora" and fn.manifest.adapter["r"] == 4
+    assert not fn.manifest.backbone.included and _lora.is_view(fn.encoder)
+    texts = [a for a, _ in pairs[:5]]
+    expected = fn.encode(texts)
+    assert not np.allclose(expected, from_backbone(tiny_backbone).encode(texts), atol=1e-3)
+    path = fn.save(tmp_path / "emb")
+    assert _files(path) == {"funcformer.json", "adapter/adapter_config.json",
+                            "adapter/adapter_model.safetensors"}
+    loaded = funcformer.load(path, backbone=tiny_backbone)
+    assert loaded.digest == fn.digest
+    assert np.allclose(loaded.encode(texts), expected, atol=1e-5)
+    shared = bb.load(tiny_backbone).model
+    pointers = {p.data_ptr() for p in shared.parameters()}
+    base = [p for n, p in loaded.encoder.named_parameters() if "lora_" not in n]
+    assert base and {p.data_ptr() for p in base} <= pointers  # no copy of the backbone
+    merged = funcformer.load(path, backbone=tiny_backbone, merge_adapter=True)
+    assert not _lora.is_view(merged.encoder)
+    assert np.allclose(merged.encode(texts), expected, atol=1e-4)
+
+
+def test_auto_and_wrong_methods(tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    from funcformer._methods import FEW_EXAMPLES, choose_tuning
+
+    fn = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method="auto",
+                          epochs=1, progress=True)
+    assert fn.manifest.method == "full"
+    assert "24 examples" in fn.manifest.training["method_reason"]
+    assert "method auto -> full" in capsys.readouterr().err
+    alone = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method="auto",
+                             lora={"r": 2}, epochs=1, progress=False)  # settings mean lora
+    assert alone.manifest.method == "lora" and alone.manifest.adapter["r"] == 2
+    assert choose_tuning(None, "full", 10) == ("full", None)
+    assert choose_tuning("lora", "full", 10) == ("lora", None)
+    assert choose_tuning("auto", "full", FEW_EXAMPLES)[0] == "lora"
+    assert choose_tuning("auto", "full", 10**6)[0] == "lora"
+    assert choose_tuning("auto", "full", 10**6, device="cuda")[0] == "full"
+    for method in ("head", "contrastive"):
+        with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora' or 'auto', not"):
+            funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method=method)
+    with pytest.raises(TaskError, match="merge_adapter applies to LoRA"):
+        funcformer.load(fn.save(tmp_path / "full"), merge_adapter=True)

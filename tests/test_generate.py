@@ -256,6 +256,45 @@ def test_fine_tuned_round_trip(tuned: generate.TextGenerator, tmp_path: Path) ->
         assert loaded(PROMPTS, **options) == tuned(PROMPTS, **options)
 
 
+def test_lora_adapter_on_the_shared_lm(tiny_lm: Path, fn: generate.TextGenerator,
+                                       tmp_path: Path) -> None:
+    from funcformer import _lora
+
+    tuned = funcformer.train("generate", PAIRS * 8, backbone=tiny_lm, method="lora", epochs=6,
+                             learning_rate=2e-2, batch_size=8, progress=False)
+    assert tuned.manifest.method == "lora" and not tuned.manifest.backbone.included
+    assert tuned.manifest.adapter["targets"] == sorted(
+        f"transformer.h.{i}.attn.{m}" for i in (0, 1) for m in ("c_attn", "c_proj"))
+    assert tuned.evaluate(PAIRS)["loss"] < fn.evaluate(PAIRS)["loss"] - 0.5
+    shared = {p.data_ptr() for p in fn.lm.model.parameters()}
+    base = [p for n, p in tuned.lm.model.named_parameters() if "lora_" not in n]
+    assert {p.data_ptr() for p in base} <= shared  # the LM's weights, not a copy
+    saved = tuned.save(tmp_path / "lora")
+    assert _files(saved) == {"funcformer.json", "adapter/adapter_config.json",
+                             "adapter/adapter_model.safetensors"}
+    loaded = funcformer.load(saved)
+    assert loaded.digest == tuned.digest and loaded.lm.tokenizer is fn.lm.tokenizer
+    for options in ({}, {"temperature": 1.0, "seed": 2, "max_new_tokens": 8}):
+        assert loaded(PROMPTS, **options) == tuned(PROMPTS, **options)
+    merged = funcformer.load(saved, merge_adapter=True)
+    assert not _lora.is_view(merged.lm.model)
+    ids = torch.tensor([fn.lm.tokenizer("say A: apple")["input_ids"]])
+    with torch.inference_mode():
+        expected = tuned.lm.model(input_ids=ids).logits
+        assert torch.allclose(merged.lm.model(input_ids=ids).logits, expected, atol=1e-4)
+    with pytest.raises(TaskError, match="merge_adapter applies to LoRA"):
+        funcformer.load(generate.from_backbone(tiny_lm).save(tmp_path / "plain"),
+                        merge_adapter=True)
+
+
+def test_auto_keeps_full_for_few_pairs(tiny_lm: Path, capsys) -> None:
+    fn = funcformer.train("generate", PAIRS, backbone=tiny_lm, method="auto", epochs=1,
+                          progress=True)
+    assert fn.manifest.method == "full" and fn.manifest.backbone.included
+    assert fn.manifest.training["method_reason"].startswith("auto: 3 examples")
+    assert "method auto -> full" in capsys.readouterr().err
+
+
 def test_untrained_round_trip_references_the_backbone(tiny_lm: Path, tmp_path: Path) -> None:
     made = generate.from_backbone(tiny_lm, decoding={"max_new_tokens": 7, "stop": ["zz"]})
     saved = made.save(tmp_path / "plain")
@@ -314,8 +353,9 @@ def test_data_errors_name_line_and_field(tiny_lm: Path, tmp_path: Path) -> None:
 
 
 def test_option_errors(fn: generate.TextGenerator, tiny_lm: Path) -> None:
-    with pytest.raises(TaskError, match="'full'"):
-        funcformer.train("generate", PAIRS, backbone=tiny_lm, method="lora", progress=False)
+    for method in ("head", "contrastive"):
+        with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora' or 'auto', not"):
+            funcformer.train("generate", PAIRS, backbone=tiny_lm, method=method, progress=False)
     with pytest.raises(TaskError, match="Unknown generation option"):
         fn("hello", max_tokens=3)
     with pytest.raises(TaskError, match="temperature"):

@@ -14,7 +14,7 @@ import funcformer
 from funcformer import ArtifactError, DataError, TaskError
 from funcformer import _backbone as bb
 from funcformer._tasks._pairs import Columns, Scale, metrics, read_pairs
-from funcformer._tasks.pair import PairScore, Ranked
+from funcformer._tasks.pair import CrossEncoder, PairFunction, PairScore, Ranked
 
 COLUMNS = Columns()
 
@@ -119,8 +119,9 @@ def test_bad_python_data(tiny_backbone: Path) -> None:
 
 
 def test_bad_methods_and_options(tiny_backbone: Path) -> None:
-    with pytest.raises(TaskError, match=r"'full' .* or 'head', not 'lora'"):
-        funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, method="lora")
+    with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora', 'head' or 'auto', "
+                                        r"not 'contrastive' \(contrastive tunes a classifier"):
+        funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, method="contrastive")
     with pytest.raises(TaskError, match="no informed start"):
         funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, init="zero_shot")
     with pytest.raises(TaskError, match="Unknown training option"):
@@ -248,6 +249,40 @@ def test_save_load_round_trip(fns: dict, method: str, tmp_path: Path,
     assert [s.score for s in loaded(pairs)] == [s.score for s in fn(pairs)]
     assert loaded.digest == fn.digest and loaded.manifest.options == fn.manifest.options
     assert loaded.evaluate(make_pairs(30, seed=1)) == fn.metrics
+
+
+def test_lora_trains_an_adapter_and_saves_only_it(tiny_backbone: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    from funcformer import _lora
+
+    fn = funcformer.train("pair", make_pairs(24), backbone=tiny_backbone,
+                          method=funcformer.LoRA(r=4, feed_forward=True), epochs=2,
+                          learning_rate=1e-2, progress=False)
+    assert fn.manifest.method == "lora" and not fn.manifest.backbone.included
+    assert any("intermediate" in t for t in fn.manifest.adapter["targets"])
+    shared = bb.load(tiny_backbone)
+    pointers = {p.data_ptr() for p in shared.model.parameters()}
+    assert {p.data_ptr() for n, p in fn.model.encoder.named_parameters() if "lora_" not in n} \
+        <= pointers
+    out = fn.save(tmp_path / "lora")
+    assert _files(out) == {"funcformer.json", "head.safetensors", "adapter/adapter_config.json",
+                           "adapter/adapter_model.safetensors"}
+    pairs = [(a, b) for a, b, _ in make_pairs(8, seed=5)]
+    expected = torch.tensor([s.score for s in fn(pairs)])
+    loaded = funcformer.load(out, backbone=tiny_backbone)
+    assert loaded.digest == fn.digest and _lora.is_view(loaded.model.encoder)
+    assert torch.allclose(torch.tensor([s.score for s in loaded(pairs)]), expected, atol=1e-6)
+    merged = funcformer.load(out, backbone=tiny_backbone, merge_adapter=True)
+    assert not _lora.is_view(merged.model.encoder)
+    assert torch.allclose(torch.tensor([s.score for s in merged(pairs)]), expected, atol=1e-5)
+    plain = PairFunction(backbone=shared, manifest=fn.manifest,
+                         model=CrossEncoder(shared.model, fn.model.head, fn.model.pooling))
+    assert not torch.allclose(torch.tensor([s.score for s in plain(pairs)]), expected,
+                              atol=1e-4)  # the adapter changed what the encoder computes
+    auto = funcformer.train("pair", make_pairs(12), backbone=tiny_backbone, method="auto",
+                            epochs=1, progress=True)
+    assert auto.manifest.method == "full" and "method auto -> full" in capsys.readouterr().err
+    assert auto.manifest.config["learning_rate"] == 1e-4
 
 
 def test_damaged_artifacts_are_artifact_errors(fns: dict, tmp_path: Path) -> None:

@@ -169,3 +169,43 @@ def test_cli_train_predict_answer(tiny_backbone: Path, tmp_path: Path, capsys) -
     assert json.loads(capsys.readouterr().out)["answer"] == "Thanks for the food praise."
     assert cli("predict", out, "x", "--set", "top=3") == 1
     assert "--set top: not an option of search functions" in capsys.readouterr().err
+
+
+def test_lora_tuning_saves_index_and_adapter_only(tiny_backbone: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    from conftest import NOUNS
+
+    from funcformer import _backbone as bb
+    from funcformer import _lora
+
+    docs = [{"id": noun, "text": f"all about the {noun}"} for noun in NOUNS]
+    queries = [{"text": f"the {noun} was {word}", "id": noun}
+               for noun in NOUNS for word in ("not", "very")]
+    fn = funcformer.train("search", docs, pairs=queries, backbone=tiny_backbone,
+                          method="lora", epochs=2, learning_rate=1e-2, progress=False)
+    assert fn.manifest.method == "lora" and fn.manifest.adapter["type"] == "lora"
+    assert not fn.manifest.backbone.included and _lora.is_view(fn.embedder.encoder)
+    path = fn.save(tmp_path / "faq")
+    assert {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} == {
+        "funcformer.json", "index/vectors.safetensors", "index/documents.jsonl",
+        "adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+    texts = [q["text"] for q in queries[:6]]
+    expected = fn.embedder.encode(texts)
+    loaded = funcformer.load(path, backbone=tiny_backbone)
+    assert loaded.digest == fn.digest
+    assert np.allclose(loaded.embedder.encode(texts), expected, atol=1e-5)
+    assert [h.id for h in loaded(texts[0])] == [h.id for h in fn(texts[0])]
+    pointers = {p.data_ptr() for p in bb.load(tiny_backbone).model.parameters()}
+    base = [p for n, p in loaded.embedder.encoder.named_parameters() if "lora_" not in n]
+    assert {p.data_ptr() for p in base} <= pointers
+    merged = funcformer.load(path, backbone=tiny_backbone, merge_adapter=True)
+    assert np.allclose(merged.embedder.encode(texts), expected, atol=1e-4)
+    auto = funcformer.train("search", docs, pairs=queries, backbone=tiny_backbone,
+                            method="auto", epochs=1, progress=True)
+    assert auto.manifest.method == "full" and "method auto -> full" in capsys.readouterr().err
+    with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora' or 'auto', not "
+                                        r"'contrastive'"):
+        funcformer.train("search", docs, pairs=queries, backbone=tiny_backbone,
+                         method="contrastive")
+    with pytest.raises(TaskError, match="method 'lora': only used when tuning"):
+        funcformer.train("search", docs, backbone=tiny_backbone, method="lora")

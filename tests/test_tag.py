@@ -274,6 +274,46 @@ def fn_probs(fn: Tagger, encoded) -> list[np.ndarray]:
     return probabilities(fn.model, fn.backbone, encoded.windows)
 
 
+def test_lora_trains_an_adapter_and_saves_only_it(tiny_backbone: Path, tmp_path: Path) -> None:
+    from funcformer import _lora
+
+    shared = bb.load(tiny_backbone)
+    before = {k: v.clone() for k, v in shared.model.state_dict().items()}
+    fn = funcformer.train("tag", toy_rows(12), backbone=tiny_backbone, method="lora", epochs=2,
+                          batch_size=4, learning_rate=1e-2, progress=False)
+    assert fn.manifest.method == "lora" and not fn.manifest.backbone.included
+    assert fn.manifest.adapter["targets"] and _lora.is_view(fn.encoder)
+    assert all(torch.equal(v, before[k]) for k, v in shared.model.state_dict().items())
+    pointers = {p.data_ptr() for p in shared.model.parameters()}
+    assert {p.data_ptr() for n, p in fn.encoder.named_parameters() if "lora_" not in n} \
+        <= pointers
+    path = fn.save(tmp_path / "lora")
+    assert {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} == {
+        "funcformer.json", "head.safetensors", "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors"}
+    loaded = funcformer.load(path, backbone=tiny_backbone)
+    assert loaded.digest == fn.digest
+    probe = fn.coder.encode(["the phone was very awful", "the staff was very friendly"])
+    expected = np.concatenate([p.ravel() for p in fn_probs(fn, probe)])
+    plain = Tagger(backbone=shared, head=fn.head, manifest=fn.manifest)
+    assert not np.allclose(np.concatenate([p.ravel() for p in fn_probs(plain, probe)]),
+                           expected, atol=1e-4)  # the adapter changed the states
+    assert np.allclose(np.concatenate([p.ravel() for p in fn_probs(loaded, probe)]), expected,
+                       atol=1e-5)
+    merged = funcformer.load(path, backbone=tiny_backbone, merge_adapter=True)
+    assert not _lora.is_view(merged.encoder)
+    assert np.allclose(np.concatenate([p.ravel() for p in fn_probs(merged, probe)]), expected,
+                       atol=1e-4)
+
+
+def test_auto_picks_the_default_for_few_rows(tiny_backbone: Path, capsys) -> None:
+    fn = funcformer.train("tag", toy_rows(12), backbone=tiny_backbone, method="auto", epochs=1,
+                          batch_size=4, progress=True)
+    assert fn.manifest.method == "full" and fn.manifest.config["learning_rate"] == 1e-4
+    assert fn.manifest.training["method_reason"].startswith("auto: 12 examples")
+    assert "method auto -> full" in capsys.readouterr().err
+
+
 def test_held_out_eval_and_reproducibility(tiny_backbone: Path) -> None:
     runs = [funcformer.train("tag", toy_rows(100), backbone=tiny_backbone, method="head",
                              epochs=2, eval_fraction=0.2, progress=False, seed=s)
@@ -296,6 +336,9 @@ def test_training_errors(tiny_backbone: Path) -> None:
         funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, alignment="middle")
     with pytest.raises(TaskError, match="Unknown training method"):
         funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, method="qlora")
+    with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora', 'head' or 'auto', "
+                                        "not 'contrastive'"):
+        funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, method="contrastive")
     with pytest.raises(TaskError, match="no informed start"):
         funcformer.train("tag", toy_rows(5), backbone=tiny_backbone, init="zero_shot")
 

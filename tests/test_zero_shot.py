@@ -25,6 +25,8 @@ def test_is_a_function_that_saves_and_loads(tiny_backbone: Path, tmp_path: Path)
     texts = ["the food was great", "the room was dirty"]
     assert loaded(texts) == fn(texts)
     assert loaded.spec == {"good": "a great review", "bad": "an awful review"}
+    with pytest.raises(funcformer.TaskError, match="merge_adapter applies to LoRA"):
+        funcformer.load(out, merge_adapter=True)
 
 
 def test_digest_follows_settings(tiny_backbone: Path) -> None:

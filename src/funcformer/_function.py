@@ -274,18 +274,26 @@ def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
                   str(temp / HEAD_FILE))
         if manifest.backbone.included:
             manifest = write_encoder(temp, encoder, backbone, manifest)
-        if manifest.adapter is not None:
-            from . import _lora
-
-            if encoder is None or not _lora.is_view(encoder):
-                raise ArtifactError("This LoRA function has lost its adapter; cannot save it.")
-            _lora.save(encoder, temp)
+        write_adapter(temp, encoder, manifest)
         if memory is not None:
             from ._update import write_memory
 
             write_memory(temp, memory)
         write_manifest(temp, manifest)
     return target
+
+
+def write_adapter(directory: Path, encoder: torch.nn.Module | None, manifest: Manifest) -> None:
+    """Write `directory/adapter/` when the manifest records a LoRA adapter (else nothing)."""
+    if manifest.adapter is None:
+        return
+    from . import _lora
+
+    if encoder is None or not _lora.is_view(encoder):
+        raise TaskError("This LoRA function was loaded with merge_adapter=True, so it has no "
+                        "separate adapter to save. Fix: save the function loaded without "
+                        "merge_adapter (or copy its directory).")
+    _lora.save(encoder, directory)
 
 
 def write_encoder(directory: Path, encoder: torch.nn.Module | None,

@@ -102,8 +102,11 @@ def _is_projection(module: torch.nn.Module) -> bool:
 def peft_config(model: torch.nn.Module, spec: LoRA) -> Any:
     from peft import LoraConfig
 
+    names = target_modules(model, spec)
+    # GPT-2's Conv1D stores its weight as (in, out): PEFT must know (and warns otherwise).
+    transposed = any(type(model.get_submodule(n)).__name__ == "Conv1D" for n in names)
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=target_modules(model, spec), bias="none")
+                      target_modules=names, bias="none", fan_in_fan_out=transposed)
 
 
 def shared_copy(model: torch.nn.Module) -> torch.nn.Module:

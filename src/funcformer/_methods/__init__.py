@@ -4,13 +4,15 @@
 `full`: the encoder (a private copy of the shared backbone) and the head train together.
 `lora`: as `full`, but only a LoRA adapter on a view of the shared backbone trains.
 `contrastive`: few-shot; the encoder learns with a supervised contrastive loss, then a head.
-`auto`: one of these, chosen from the data by `choose`.
+`auto`: one of these, chosen from the data by `choose` (classify) or `choose_tuning` (the
+tasks that tune an encoder or decoder: embed, search, tag, pair, generate).
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +20,9 @@ import torch
 
 from .._backbone import Backbone
 from .._cache import Cache
-from .._config import TrainConfig
+from .._config import METHODS, TrainConfig
 from .._data import Examples
+from .._errors import TaskError
 from .._train import History
 
 MIN_HELD_OUT = 20
@@ -28,6 +31,8 @@ FEW_PER_CLASS = 32
 MEDIUM_EXAMPLES = 20_000
 """... and `lora` up to this many examples; beyond, `head` on CPU (full fine-tuning would
 take hours on 2 cores) and `full` on a GPU."""
+FEW_EXAMPLES = 64
+"""`choose_tuning` keeps a task's default (`full`) below this many training examples."""
 
 
 @dataclass
@@ -117,9 +122,52 @@ def choose(labels: list[Any], device: str = "cpu", multi_label: bool = False,
                     "hours here; pass method='lora' or 'full' to do it anyway)")
 
 
+def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Sequence[str],
+                options: dict[str, Any]) -> str | None:
+    """The method asked of a task that tunes an encoder or decoder (`allowed[0]` is its
+    default): None (not given), "auto", or one of `allowed`; a TaskError names what works.
+    LoRA settings (`lora={...}`) without a method, or with "auto", mean `lora`."""
+    asked = (config.method if config is not None else None) or method
+    if asked in (None, "auto") and "lora" in allowed and (
+            options.get("lora") is not None or (config is not None and config.lora is not None)):
+        return "lora"
+    if asked in (None, "auto", *allowed):
+        return asked
+    names = [f"'{allowed[0]}' (the default)", *(f"'{m}'" for m in allowed[1:]), "'auto'"]
+    works = f"{task} trains with method {', '.join(names[:-1])} or {names[-1]}"
+    if asked not in METHODS:
+        raise TaskError(f"Unknown training method '{asked}'. {works}.")
+    why = (" (contrastive tunes a classifier's encoder from its labels)"
+           if asked == "contrastive" else "")
+    raise TaskError(f"{works}, not '{asked}'{why}.")
+
+
+def choose_tuning(asked: str | None, default: str, examples: int,
+                  device: str = "cpu") -> tuple[str, str | None]:
+    """The method for a task that tunes an encoder or decoder, and why when `auto` chose it
+    (None: not chosen, nothing to say). Not given: the task's `default`. `auto`: few examples
+    -> `default` (tuning every weight costs little, as classify's few-shot `contrastive` does);
+    a medium amount -> `lora` (small artifact, shared backbone); many -> `full` on a GPU,
+    `lora` on CPU (frozen base weights need no gradients or optimizer state)."""
+    if asked != "auto":
+        return asked or default, None
+    if examples < FEW_EXAMPLES:
+        return default, f"{examples} examples (< {FEW_EXAMPLES}): '{default}', the task's default"
+    if examples <= MEDIUM_EXAMPLES:
+        return "lora", f"{examples} examples: a LoRA adapter (small artifact, shared backbone)"
+    if device.startswith("cuda"):
+        return "full", f"{examples} examples on {device}: full fine-tuning"
+    return "lora", (f"{examples} examples on CPU: a LoRA adapter (no gradients or optimizer "
+                    "state for the base weights; pass method='full' to tune them all anyway)")
+
+
 def trainable_encoder(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """What a method trains of the shared backbone's `model`: a LoRA view (`lora`, or any
-    method given `config.lora`) or a private full copy."""
+    """What a method trains of the shared backbone's `model`: a LoRA view (`lora`, or
+    `contrastive` given `config.lora`) or a private full copy (`full`, `contrastive`)."""
+    if config.method == "full" and config.lora is not None:
+        raise TaskError("LoRA settings (lora=...) apply to method 'lora' (or 'contrastive' "
+                        "tuning through an adapter); 'full' tunes every weight. Fix: drop "
+                        "lora= or use method='lora'.")
     if config.method == "lora" or config.lora is not None:
         from .. import _lora
 

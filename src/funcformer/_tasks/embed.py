@@ -6,23 +6,23 @@
 
 Without scores the encoder learns with in-batch negatives (each text_a against every text_b in
 its batch, its own pair the positive; Multiple Negatives Ranking). With scores it learns cosine
-regression: cos(a, b) is fit to the score scaled to [0, 1]. `tune_encoder` is shared with the
-`search` task.
+regression: cos(a, b) is fit to the score scaled to [0, 1]. `full` tunes a private copy of the
+encoder; `lora` an adapter on the shared backbone (the artifact holds only adapter/).
+`tune_encoder` is shared with the `search` task.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import _backbone
+from .. import _backbone, _lora
 from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import Records, number_field, read_records
@@ -30,16 +30,23 @@ from .._errors import DataError, TaskError
 from .._function import (
     Function,
     PathLike,
+    encoder_state,
+    load_adapter,
     load_backbone,
     make_config,
+    method_option,
     now,
+    say,
     state_digest,
+    write_adapter,
     write_encoder,
 )
+from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import FunctionModel
 from .._train import History, Plan, run, shuffled_batches
 from .._version import __version__
 
+METHODS = ("full", "lora")
 SCALE = 20.0
 """In-batch negatives: cosine similarities times this are the logits (temperature 0.05)."""
 DEFAULT_LEARNING_RATE = 2e-5
@@ -123,6 +130,7 @@ class Embedder(Function):
             manifest = self.manifest
             if manifest.backbone.included:
                 manifest = write_encoder(temp, self.encoder, self.backbone, manifest)
+            write_adapter(temp, self.encoder, manifest)
             write_manifest(temp, manifest)
         return target
 
@@ -196,7 +204,8 @@ def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str
                  evaluate: Callable[[torch.nn.Module], float] | None,
                  progress: bool = True,
                  metric_name: str = "spearman") -> tuple[torch.nn.Module, History, int]:
-    """Fine-tune a private copy of the backbone's encoder on pairs with the shared loop.
+    """Fine-tune the backbone's encoder on pairs with the shared loop: a private copy
+(`full`), or a LoRA adapter on a view sharing the backbone's weights (`lora`).
 
     `scores` (already in [0, 1]) selects cosine regression; None selects in-batch negatives,
     where a batch's other text_b are the negatives (a duplicate of the positive is masked, so
@@ -204,9 +213,7 @@ def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str
     Returns the encoder (eval mode), the history, and how many texts were truncated.
     """
     torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(backbone.model).train()
-    for param in encoder.parameters():
-        param.requires_grad_(True)
+    encoder = trainable_encoder(backbone.model, config)
     model = FunctionModel(encoder, torch.nn.Identity(), backbone.pooling)
     texts = list(dict.fromkeys([*a, *b]))
     encoded = backbone.tokenize(texts, config.max_length)
@@ -260,25 +267,29 @@ def scale_scores(scores: Sequence[float]) -> tuple[list[float], tuple[float, flo
     return [(s - low) / (high - low) for s in scores], (low, high)
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any = None,
           config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
           init: Any = None, text_column: str = "text", label_column: str = "label",
           cache: Any = None, **options: Any) -> Embedder:
-    """Fine-tune an embedding model on pairs; see the module docstring."""
-    method = method or "full"
+    """Fine-tune an embedding model on pairs (`full` or `lora`); see the module docstring."""
+    method, options = method_option(method, options)
+    asked = task_method("embed", method, config, METHODS, options)
+    if init is not None:
+        raise TaskError("embed has no informed start (init=); train it from pairs.")
     columns = {k: options.pop(k) for k in ("text_a_column", "text_b_column", "score_column")
                if k in options}
     normalize = bool(options.pop("normalize", True))
-    options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
-    config = make_config(config, method, options)
-    if config.method != "full" or init is not None:
-        raise TaskError(f"embed trains with method 'full' (the whole encoder), not "
-                        f"'{config.method}'{' or init' if init is not None else ''}.")
     pairs = read_pairs(data, **columns)
     held = read_pairs(eval_data, **columns) if eval_data is not None else None
-    shared = _backbone.load(backbone, device=device)
+    chosen, reason = choose_tuning(asked, "full", len(pairs), device)
+    if chosen == "full" and (config is None or config.learning_rate is None):
+        options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
+    config = make_config(replace(config, method=chosen) if config else None, chosen, options)
     scores, score_range = (scale_scores(pairs.scores) if pairs.scores is not None
                            else (None, None))
+    shared = _backbone.load(backbone, device=device)
+    if reason is not None:
+        say(f"method auto -> {chosen}: {reason}", progress)
     started = time.perf_counter()
     fn = from_backbone(shared, normalize=normalize)
 
@@ -292,20 +303,31 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         progress, metric_name="spearman" if held and held.scores is not None else "mrr@10")
     options_out = {"normalize": normalize, "score_range": score_range,
                    "loss": "cosine" if scores is not None else "in_batch_negatives"}
-    manifest = Manifest(
-        task="embed", method="full", options=options_out, config=config.to_dict(),
-        backbone=BackboneRef(name=shared.name, digest=shared.digest, included=True,
-                             base_digest=shared.digest),
-        digest=state_digest(options_out, shared.digest, encoder.state_dict()),
-        training={"examples": len(pairs), "truncated": truncated,
-                  "seconds": round(time.perf_counter() - started, 2),
-                  "eval_source": "given" if held is not None else "none",
-                  "history": history.to_dict()},
-        library_version=__version__, created_at=now())
+    report = {"examples": len(pairs), "truncated": truncated,
+              "seconds": round(time.perf_counter() - started, 2),
+              "eval_source": "given" if held is not None else "none",
+              "history": history.to_dict()}
+    if reason is not None:
+        report["method_reason"] = f"auto: {reason}"
+    manifest = tuned_manifest(shared, encoder, options_out, config, report)
     fn = Embedder(backbone=shared, manifest=manifest, encoder=encoder)
     if held is not None:
         fn.manifest.metrics = fn.evaluate(held.records, **columns)
     return fn
+
+
+def tuned_manifest(shared: _backbone.Backbone, encoder: torch.nn.Module, options: dict[str, Any],
+                   config: TrainConfig, training: dict[str, Any] | None = None) -> Manifest:
+    """An `embed` manifest for a tuned encoder: `full` includes it (encoder/), `lora`
+    references the backbone and records the adapter."""
+    adapter = _lora.is_view(encoder)
+    ref = BackboneRef(name=shared.name, digest=shared.digest, included=not adapter,
+                      base_digest=None if adapter else shared.digest)
+    return Manifest(
+        task="embed", method=config.method, options=options, config=config.to_dict(),
+        training=training or {}, backbone=ref, adapter=_lora.describe(encoder) if adapter else None,
+        digest=state_digest(options, shared.digest, encoder_state(encoder) or {}),
+        library_version=__version__, created_at=now())
 
 
 def from_backbone(backbone: Any = None, *, normalize: bool = True,
@@ -322,6 +344,8 @@ def from_backbone(backbone: Any = None, *, normalize: bool = True,
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
-         dtype: str | None = None) -> Embedder:
-    return Embedder(backbone=load_backbone(directory, manifest, backbone, device, dtype),
-                    manifest=manifest)
+         dtype: str | None = None, merge_adapter: bool = False) -> Embedder:
+    """Rebuild a saved embedder: its encoder included, or the backbone with its adapter."""
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
+    return Embedder(backbone=shared, manifest=manifest,
+                    encoder=load_adapter(directory, manifest, shared, merge_adapter))

@@ -2,13 +2,13 @@
 
 Any local causal LM directory works (`AutoModelForCausalLM`, safetensors weights). `full`
 fine-tunes every weight on (prompt, completion) pairs, with the loss on the completion tokens
-only. A prompt too long for the model's context keeps its end: its start is cut, with a
-logged warning.
+only; `lora` trains a LoRA adapter on the attention projections of a view sharing the loaded
+model's weights (the artifact holds only adapter/ and references the model). A prompt too long
+for the model's context keeps its end: its start is cut, with a logged warning.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -20,14 +20,23 @@ from typing import Any
 
 import torch
 
-from .. import _backbone, _causal
+from .. import _backbone, _causal, _lora
 from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
 from .._causal import CausalLM, Tracker
 from .._config import TrainConfig
 from .._data import Records, read_records, read_texts
 from .._errors import ArtifactError, DataError, TaskError
-from .._function import Function, make_config, now, state_digest
-from .._methods import MIN_HELD_OUT
+from .._function import (
+    Function,
+    encoder_state,
+    make_config,
+    method_option,
+    now,
+    say,
+    state_digest,
+    write_adapter,
+)
+from .._methods import MIN_HELD_OUT, choose_tuning, task_method, trainable_encoder
 from .._train import History, Plan, length_grouped_batches, run
 from .._version import __version__
 
@@ -37,6 +46,7 @@ BATCH_ROWS = 16
 """Prompts generated together; sorted by length first, so little padding is wasted."""
 IGNORE = -100
 """Label of tokens without loss: the prompt and the padding."""
+METHODS = ("full", "lora")
 
 
 @dataclass(frozen=True)
@@ -198,7 +208,8 @@ class TextGenerator(Function):
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "examples": len(records)}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the artifact atomically: funcformer.json, and model/ when fine-tuned."""
+        """Write the artifact atomically: funcformer.json, and model/ after `full` (adapter/
+        after `lora`)."""
         target = Path(path)
         with atomic_directory(target) as temp:
             manifest = self.manifest
@@ -209,6 +220,7 @@ class TextGenerator(Function):
                 ref = manifest.backbone.model_copy(
                     update={"digest": _backbone.weights_digest(temp / MODEL_DIR)})
                 manifest = manifest.model_copy(update={"backbone": ref})
+            write_adapter(temp, self.lm.model, manifest)
             write_manifest(temp, manifest)
         return target
 
@@ -232,10 +244,11 @@ def generator(backbone: str | os.PathLike[str], *, device: str = "cpu",
 
 
 def train(data: Any, *, eval_data: Any = None, backbone: str | os.PathLike[str] | None = None,
-          method: str = "full", config: TrainConfig | None = None, progress: bool = True,
+          method: Any = None, config: TrainConfig | None = None, progress: bool = True,
           cache: Any = None, device: str = "cpu", text_column: str = "text",
           label_column: str = "label", init: Any = None, **options: Any) -> TextGenerator:
-    """Fine-tune a causal LM on (prompt, completion) pairs (`funcformer.train("generate", ...)`).
+    """Fine-tune a causal LM on (prompt, completion) pairs (`funcformer.train("generate", ...)`):
+    method `full` (default) or `lora` (`method=LoRA(r=16)` sets the adapter).
 
     Extra options: `prompt_column`, `completion_column`, `decoding` (defaults saved with the
     function), `dtype`, `trust_remote_code`. `text_column`, `label_column` and `cache` do not
@@ -244,28 +257,35 @@ def train(data: Any, *, eval_data: Any = None, backbone: str | os.PathLike[str] 
     >>> fn = funcformer.train("generate", "pairs.jsonl", backbone="models/my-gpt2",
     ...                       epochs=3)                                    # doctest: +SKIP
     """
+    method, options = method_option(method, options)
+    asked = task_method("generate", method, config, METHODS, options)
     columns = (options.pop("prompt_column", "prompt"), options.pop("completion_column",
                                                                    "completion"))
     lm_options = {"dtype": options.pop("dtype", None),
                   "trust_remote_code": bool(options.pop("trust_remote_code", False))}
-    chosen = _decoding(options.pop("decoding", None))
+    decoding = _decoding(options.pop("decoding", None))
     if init is not None:
         raise TaskError("init= starts a classifier's head; generate has none. Fix: drop it.")
-    config = make_config(_full(config, method), "full", options)
     records = read_pairs(data, *columns)
     eval_records = read_pairs(eval_data, *columns) if eval_data is not None else None
+    chosen, reason = choose_tuning(asked, "full", len(records), device)
+    config = make_config(replace(config, method=chosen) if config else None, chosen, options)
     shared = _causal.load(backbone, device=device, **lm_options)
+    if reason is not None:
+        say(f"method auto -> {chosen}: {reason}", progress)
     started = time.perf_counter()
     model, history, source, truncated = fine_tune(shared, records, eval_records, config,
                                                   progress)
     report = {"examples": len(records), "truncated": truncated,
               "seconds": round(time.perf_counter() - started, 2), "eval_source": source,
               "history": history.to_dict()}
+    if reason is not None:
+        report["method_reason"] = f"auto: {reason}"
     if truncated:
         log.warning("%d of %d training pairs were longer than the token limit; their prompt "
                     "start (or completion end) was cut.", truncated, len(records))
-    manifest = _trained_manifest(shared, model, chosen, config, report)
-    fn = TextGenerator(lm=shared.with_model(model), manifest=manifest, decoding=chosen)
+    manifest = _trained_manifest(shared, model, decoding, config, report)
+    fn = TextGenerator(lm=shared.with_model(model), manifest=manifest, decoding=decoding)
     if eval_records is not None:
         fn.manifest.metrics = fn.evaluate(eval_records)
     elif history.best_metric is not None:
@@ -275,20 +295,24 @@ def train(data: Any, *, eval_data: Any = None, backbone: str | os.PathLike[str] 
 
 def _trained_manifest(shared: CausalLM, model: torch.nn.Module, decoding: Decoding,
                       config: TrainConfig, report: dict[str, Any]) -> Manifest:
-    """The fine-tuned model is included; the ref's digest becomes its own when saved."""
+    """`full`: the fine-tuned model is included (the ref's digest becomes its own when saved);
+    `lora`: the adapter is, and the ref names the shared model."""
     options = {"decoding": decoding.to_dict()}
-    ref = BackboneRef(name=_name(shared), digest=shared.digest, included=True,
-                      base_digest=shared.digest)
+    adapter = _lora.is_view(model)
+    ref = BackboneRef(name=_name(shared), digest=shared.digest, included=not adapter,
+                      base_digest=None if adapter else shared.digest)
     return Manifest(
-        task="generate", method="full", backbone=ref, options=options,
-        digest=state_digest(options, shared.digest, model.state_dict()),
+        task="generate", method=config.method, backbone=ref, options=options,
+        adapter=_lora.describe(model) if adapter else None,
+        digest=state_digest(options, shared.digest, encoder_state(model) or {}),
         config=config.to_dict(), training=report, library_version=__version__, created_at=now())
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: str | os.PathLike[str] | None = None,
-         device: str = "cpu", dtype: str | None = None,
-         trust_remote_code: bool = False) -> TextGenerator:
-    """The function saved in `directory` (called by `funcformer.load`)."""
+         device: str = "cpu", dtype: str | None = None, trust_remote_code: bool = False,
+         merge_adapter: bool = False) -> TextGenerator:
+    """The function saved in `directory` (called by `funcformer.load`); a `lora` one attaches
+    its adapter to the shared model (merged into private weight copies with `merge_adapter`)."""
     ref = manifest.backbone
     if ref.included:
         where: str | os.PathLike[str] = directory / MODEL_DIR
@@ -304,18 +328,13 @@ def load(directory: Path, manifest: Manifest, *, backbone: str | os.PathLike[str
             f"{directory}: this function was made from {what} with weights digest "
             f"{ref.digest[:19]}…, but the weights at {lm.path} have digest {lm.digest[:19]}…. "
             "Fix: pass backbone= (or --backbone) pointing to the original weights, or retrain.")
+    if manifest.adapter is not None:
+        lm = lm.with_model(_lora.attach(lm.model, directory, merge=merge_adapter))
+    elif merge_adapter:
+        raise TaskError(f"{directory}: merge_adapter applies to LoRA functions; this one was "
+                        f"trained with '{manifest.method}'.")
     return TextGenerator(lm=lm, manifest=manifest,
                          decoding=_decoding(manifest.options.get("decoding")))
-
-
-def _full(config: TrainConfig | None, method: str | None) -> TrainConfig | None:
-    """`config` with method `full`, or a TaskError naming it (a decoder has no separate head,
-    so `head` does not apply)."""
-    chosen = config.method if config is not None else method
-    if chosen not in (None, "full"):
-        raise TaskError(f"generate trains with method 'full' (every weight of the causal LM), "
-                        f"not '{chosen}'. Fix: method='full' (or leave it out).")
-    return TrainConfig.from_dict({**config.to_dict(), "method": "full"}) if config else None
 
 
 def _decoding(value: Decoding | dict[str, Any] | None) -> Decoding:
@@ -408,7 +427,8 @@ def mean_loss(lm: CausalLM, model: torch.nn.Module, pairs: Pairs) -> float:
 
 def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, config: TrainConfig,
               progress: bool) -> tuple[torch.nn.Module, History, str, int]:
-    """Train a private copy of the LM through the shared loop; early stopping on eval loss.
+    """Train a private copy of the LM (`full`) or a LoRA adapter on a view sharing its weights
+    (`lora`) through the shared loop; early stopping on eval loss.
 
     Returns the model, the history, where eval data came from, and how many pairs were cut.
     """
@@ -419,9 +439,7 @@ def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, confi
     limit = _limit(shared, config.max_length)
     pairs = encode_pairs(shared, train, limit)
     torch.manual_seed(config.seed)
-    model = copy.deepcopy(shared.model).train()
-    for param in model.parameters():
-        param.requires_grad_(True)
+    model = trainable_encoder(shared.model, config)
     lengths = [len(row) for row in pairs.ids]
     batch_size = int(config.batch_size or 16)
 

@@ -3,12 +3,13 @@
 The encoder reads both texts at once (`[CLS] a [SEP] b [SEP]`), its pooled output goes through
 one linear layer to one logit, and the sigmoid of that is the score in [0, 1]. Gold values are
 graded scores (any range, scaled to [0, 1] by the training data's min and max) or binary labels;
-one loss serves both: binary cross-entropy against the scaled target.
+one loss serves both: binary cross-entropy against the scaled target. `full` tunes a private
+copy of the encoder with the head, `lora` a LoRA adapter on the shared backbone with it (the
+artifact holds adapter/ and the head), `head` only the linear layer.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .. import _backbone, _explain
+from .. import _backbone, _explain, _lora
 from .._artifact import (
     HEAD_FILE,
     BackboneRef,
@@ -30,12 +31,17 @@ from .._errors import ArtifactError, TaskError
 from .._function import (
     Function,
     PathLike,
+    encoder_state,
+    load_adapter,
     load_backbone,
     make_config,
+    method_option,
     now,
     save_with_head,
+    say,
     state_digest,
 )
+from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
 from .._train import History, Plan, length_grouped_batches, run, shuffled_batches
 from .._version import __version__
@@ -52,7 +58,7 @@ from ._pairs import (
     read_pairs,
 )
 
-METHODS = ("full", "head")
+METHODS = ("full", "lora", "head")
 FULL_LEARNING_RATE = 1e-4
 """`full`'s default peak learning rate for pairs (the library's 5e-5 suits classify). STS-B dev
 Spearman after one epoch on 2,000 train pairs: 73.5 at 5e-5, 78.2 at 1e-4, 76.8 at 2e-4."""
@@ -203,12 +209,13 @@ class PairFunction(Function):
         return metrics(self.scores(pairs), self.scale.targets(pairs), self.scale.graded)
 
     def save(self, path: PathLike) -> Path:
-        """Write funcformer.json + head.safetensors (+ encoder/ for `full`) atomically."""
+        """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
+        `lora`) atomically."""
         return save_with_head(path, self.model.head, self.manifest, self.model.encoder,
                               self.backbone)
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any = None,
           config: TrainConfig | None = None, progress: bool = True, cache: Any = None,
           device: str = "cpu", text_column: str = "text", label_column: str = "label",
           init: Any = None, **options: Any) -> PairFunction:
@@ -223,20 +230,19 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     >>> fn = funcformer.train("pair", [("a cat", "a kitten", 4.2), ("a cat", "a car", 0.4)],
     ...                       epochs=1)                                     # doctest: +SKIP
     """
+    method, options = method_option(method, options)
+    asked = task_method("pair", method, config, METHODS, options)
     if init is not None:
         raise TaskError("pair has no informed start (init=); train it from the backbone.")
-    method = (config.method if config is not None else None) or method or "full"
-    if method not in METHODS:
-        raise TaskError(f"pair trains with method 'full' (the default) or 'head', not "
-                        f"'{method}'.")
     columns = Columns(options.pop("text_a_column", None) or "text_a",
                       options.pop("text_b_column", None) or "text_b",
                       options.pop("score_column", None) or "score", label_column or "label")
     positive = options.pop("positive", None)
-    if config is None and method == "full" and options.get("learning_rate") is None:
-        options["learning_rate"] = FULL_LEARNING_RATE
-    config = make_config(config, method, options)
     pairs = read_pairs(data, columns)
+    chosen, reason = choose_tuning(asked, "full", len(pairs.a), device)
+    if config is None and chosen == "full" and options.get("learning_rate") is None:
+        options["learning_rate"] = FULL_LEARNING_RATE
+    config = make_config(replace(config, method=chosen) if config else None, chosen, options)
     scale = Scale.fit(pairs, positive)
     targets = scale.targets(pairs)
     if eval_data is not None:
@@ -246,11 +252,15 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         pairs, targets, held = holdout(pairs, targets, config.eval_fraction, config.seed)
         source = f"held out {len(held.a)}" if held is not None else "none"
     shared = _backbone.load(backbone, device=device)
+    if reason is not None:
+        say(f"method auto -> {chosen}: {reason}", progress)
     started = time.perf_counter()
     fitted = fit(shared, pairs, targets, held, scale, config, progress)
     report = {"examples": len(pairs.a), "truncated": fitted.truncated,
               "seconds": round(time.perf_counter() - started, 2), "eval_source": source,
               "history": fitted.history.to_dict()}
+    if reason is not None:
+        report["method_reason"] = f"auto: {reason}"
     options = {**scale.to_options(), "pooling": asdict(fitted.model.pooling),
                "columns": asdict(columns)}
     manifest = _manifest(shared, fitted.model, scale, options, config, report)
@@ -275,16 +285,15 @@ class Fitted:
 
 def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | None, scale: Scale,
         config: TrainConfig, progress: bool) -> Fitted:
-    """`full`: fine-tune a private copy of the encoder with the head. `head`: frozen encoder;
-    pooled pair features are computed once and only the linear layer trains."""
+    """`full`: fine-tune a private copy of the encoder with the head; `lora`: an adapter on a
+    view of the shared encoder with the head. `head`: frozen encoder; pooled pair features are
+    computed once and only the linear layer trains."""
     torch.manual_seed(config.seed)
     pooling = shared.pooling if POOLING == "backbone" else Pooling(mode="cls")
     head = LinearHead(shared.hidden_size, 1, config.dropout)
     encoder = shared.model
-    if config.method == "full":
-        encoder = copy.deepcopy(shared.model).train()
-        for param in encoder.parameters():
-            param.requires_grad_(True)
+    if config.method != "head":
+        encoder = trainable_encoder(shared.model, config)
     model = CrossEncoder(encoder, head, pooling).to(shared.device)
     encoded = encode(shared, pairs.a, pairs.b, config.max_length)
     seen: list[dict[str, Any]] = []  # eval metrics of each epoch, in order
@@ -296,7 +305,7 @@ def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | Non
             seen.append(metrics(torch.sigmoid(logits), gold, scale.graded))
             return early_stopping_metric(seen[-1])
 
-    make = _full_plan if config.method == "full" else _head_plan
+    make = _head_plan if config.method == "head" else _full_plan
     plan = make(shared, model, encoded, targets, held_encoded if held else None, judge, config)
     kind = "spearman" if scale.graded else "ROC-AUC"
     plan.metric_name = kind
@@ -349,22 +358,25 @@ def _head_plan(shared: Backbone, model: CrossEncoder, encoded: Encoded, targets:
 
 def _manifest(shared: Backbone, model: CrossEncoder, scale: Scale, options: dict[str, Any],
               config: TrainConfig, report: dict[str, Any]) -> Manifest:
-    included = config.method == "full"
+    encoder = model.encoder if config.method != "head" else None
+    adapter = encoder is not None and _lora.is_view(encoder)
+    included = encoder is not None and not adapter
     ref = BackboneRef(name=shared.name, digest=shared.digest, included=included,
                       base_digest=shared.digest if included else None)
-    encoder_state = model.encoder.state_dict() if included else {}
     return Manifest(
         task="pair", labels=list(scale.labels or []), method=config.method, backbone=ref,
         head=HeadSpec(hidden=shared.hidden_size, outputs=1), options=options,
-        digest=state_digest(options, shared.digest, model.head.state_dict(), encoder_state),
+        adapter=_lora.describe(encoder) if adapter else None,
+        digest=state_digest(options, shared.digest, model.head.state_dict(),
+                            encoder_state(encoder) or {}),
         config=config.to_dict(), training=report, library_version=__version__,
         created_at=now())
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
-         dtype: str | None = None) -> PairFunction:
-    """Rebuild a saved pair function; a `head` artifact finds its backbone by name or
-    `backbone=`."""
+         dtype: str | None = None, merge_adapter: bool = False) -> PairFunction:
+    """Rebuild a saved pair function; a `head` or `lora` artifact finds its backbone by name or
+    `backbone=` (and attaches its adapter to it)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -380,7 +392,8 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
                             f"({str(err)[:200]}). The artifact is damaged; save it "
                             "again.") from None
     pooling = Pooling(**manifest.options.get("pooling", {}))
-    model = CrossEncoder(shared.model, head.to(dtype=next(shared.model.parameters()).dtype),
-                         pooling)
+    encoder = load_adapter(directory, manifest, shared, merge_adapter)
+    head = head.to(dtype=next(shared.model.parameters()).dtype)
+    model = CrossEncoder(encoder if encoder is not None else shared.model, head, pooling)
     return PairFunction(backbone=shared, model=model, manifest=manifest)
 

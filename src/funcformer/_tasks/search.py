@@ -7,10 +7,11 @@
     fn.add([{"id": "42", "text": "..."}]); fn.remove(["7"]); fn.save("faq-bot")
 
 Documents are embedded with the function's encoder (the backbone, or one tuned on (query, id)
-pairs with in-batch negatives: `pairs=`). Search is exact (a matrix product in numpy) up to
-`ANN_THRESHOLD` documents; past that, or with `backend="faiss"`, an HNSW index (the `[ann]`
-extra) answers instead, behind the same interface. The index is stored in the artifact as
-index/vectors.safetensors and index/documents.jsonl.
+pairs with in-batch negatives: `pairs=`, method `full` or `lora`). Search is exact (a matrix
+product in numpy) up to `ANN_THRESHOLD` documents; past that, or with `backend="faiss"`, an
+HNSW index (the `[ann]` extra) answers instead, behind the same interface. The index is stored
+in the artifact as index/vectors.safetensors and index/documents.jsonl (+ adapter/ for `lora`,
+encoder/ for `full`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,40 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import _backbone
-from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
+from .._artifact import Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import read_records
 from .._errors import ArtifactError, DataError, TaskError, require
-from .._function import Function, PathLike, load_backbone, make_config, now, write_encoder
+from .._function import (
+    Function,
+    PathLike,
+    load_adapter,
+    load_backbone,
+    make_config,
+    method_option,
+    now,
+    say,
+    write_adapter,
+    write_encoder,
+)
+from .._methods import choose_tuning, task_method
 from .._version import __version__
-from .embed import DEFAULT_LEARNING_RATE, Embedder, from_backbone, retrieval_metrics, tune_encoder
+from .embed import (
+    DEFAULT_LEARNING_RATE,
+    METHODS,
+    Embedder,
+    from_backbone,
+    retrieval_metrics,
+    tune_encoder,
+    tuned_manifest,
+)
 
 log = logging.getLogger("funcformer")
 INDEX_DIR = "index"
@@ -307,6 +328,7 @@ class Searcher(Function):
             if manifest.backbone.included:
                 manifest = write_encoder(temp, self.embedder.encoder, self.embedder.backbone,
                                          manifest)
+            write_adapter(temp, self.embedder.encoder, manifest)
             write_manifest(temp, manifest)
         return target
 
@@ -365,45 +387,51 @@ def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text"
     return records.column(query_column), gold
 
 
-def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str | None = None,
+def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any = None,
           config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
           text_column: str = "text", label_column: str = "label", init: Any = None,
           cache: Any = None, pairs: Any = None, id_column: str = "id",
           answer_column: str = "answer", query_column: str = "text", backend: str = "auto",
           threshold: float | None = None, **options: Any) -> Searcher:
-    """Index documents; with `pairs` (queries with gold ids) tune the encoder first; with
-    `eval_data` (queries with gold ids) calibrate "no answer" and record the metrics."""
+    """Index documents; with `pairs` (queries with gold ids) tune the encoder first (`full` or
+    `lora`); with `eval_data` (queries with gold ids) calibrate "no answer" and record the
+    metrics."""
     started = time.perf_counter()
+    method, options = method_option(method, options)
+    asked = task_method("search", method, config, METHODS, options)
     columns = {"id_column": id_column, "text_column": text_column,
                "answer_column": answer_column, "query_column": query_column}
     docs = read_documents(data, **columns)
+    unused = sorted(k for k, v in options.items() if v is not None and k != "seed")
+    if pairs is None and (unused or asked not in (None, "auto")):
+        what = ", ".join(unused) if unused else f"method '{asked}'"
+        raise TaskError(f"{what}: only used when tuning the encoder; pass pairs= (queries with "
+                        "the ids of their documents) to train.")
     shared = _backbone.load(backbone, device=device)
     embedder = from_backbone(shared)
     history: dict[str, Any] = {}
-    method_used = "none"
+    report: dict[str, Any] = {}
     if pairs is not None:
-        method = method or "full"
-        options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
-        config = make_config(config, method, options)
-        if config.method != "full":
-            raise TaskError(f"search tunes its encoder with method 'full', not "
-                            f"'{config.method}'.")
-        embedder, history = _tune(embedder, docs, pairs, eval_data, columns, config, progress)
-        method_used = "full"
-    elif {k for k, v in options.items() if v is not None and k != "seed"}:
-        unused = sorted(k for k, v in options.items() if v is not None and k != "seed")
-        raise TaskError(f"{', '.join(unused)}: only used when tuning the encoder; pass "
-                        "pairs= (queries with the ids of their documents) to train.")
+        a, b = _query_pairs(docs, pairs, columns)
+        chosen, reason = choose_tuning(asked, "full", len(a), device)
+        if chosen == "full" and (config is None or config.learning_rate is None):
+            options.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
+        config = make_config(replace(config, method=chosen) if config else None, chosen,
+                             options)
+        if reason is not None:
+            say(f"method auto -> {chosen}: {reason}", progress)
+            report["method_reason"] = f"auto: {reason}"
+        embedder, history = _tune(embedder, docs, a, b, eval_data, columns, config, progress)
     vectors = embedder.encode([d.text for d in docs]).reshape(len(docs), -1)
     options_out = {"columns": columns, "threshold": DEFAULT_THRESHOLD if threshold is None
                    else float(threshold), "backend": backend, "documents": len(docs),
                    "encoder_digest": embedder.digest}
     manifest = Manifest(
-        task="search", method=method_used, options=options_out,
+        task="search", method=embedder.manifest.method, options=options_out,
         config=config.to_dict() if pairs is not None and config else {},
-        backbone=embedder.manifest.backbone, digest="",
+        backbone=embedder.manifest.backbone, adapter=embedder.manifest.adapter, digest="",
         training={"examples": len(docs), "seconds": 0.0, "history": history,
-                  "eval_source": "given" if eval_data is not None else "none"},
+                  "eval_source": "given" if eval_data is not None else "none", **report},
         library_version=__version__, created_at=now())
     fn = Searcher(embedder=embedder, index=Index(docs, vectors, backend), manifest=manifest)
     fn._refresh()
@@ -415,9 +443,9 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     return fn
 
 
-def _tune(embedder: Embedder, docs: list[Document], pairs: Any, eval_data: Any,
-          columns: dict[str, str], config: TrainConfig,
-          progress: bool) -> tuple[Embedder, dict[str, Any]]:
+def _query_pairs(docs: list[Document], pairs: Any,
+                 columns: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(query, document text) for each gold id of each query in `pairs`."""
     texts, gold = read_queries(pairs, **columns)
     by_id = {d.id: d.text for d in docs}
     a, b = [], []
@@ -430,6 +458,12 @@ def _tune(embedder: Embedder, docs: list[Document], pairs: Any, eval_data: Any,
             b.append(by_id[doc_id])
     if not a:
         raise DataError("pairs: no query names a document. Fix: give queries with gold ids.")
+    return a, b
+
+
+def _tune(embedder: Embedder, docs: list[Document], a: list[str], b: list[str], eval_data: Any,
+          columns: dict[str, str], config: TrainConfig,
+          progress: bool) -> tuple[Embedder, dict[str, Any]]:
     shared = embedder.backbone
     evaluate = None
     if eval_data is not None:
@@ -447,18 +481,12 @@ def _tune(embedder: Embedder, docs: list[Document], pairs: Any, eval_data: Any,
 
     encoder, history, _ = tune_encoder(shared, a, b, None, config, evaluate, progress,
                                        metric_name="mrr@10")
-    ref = BackboneRef(name=shared.name, digest=shared.digest, included=True,
-                      base_digest=shared.digest)
-    from .._function import state_digest
-
-    manifest = embedder.manifest.model_copy(update={
-        "backbone": ref, "method": "full",
-        "digest": state_digest({}, shared.digest, encoder.state_dict())})
+    manifest = tuned_manifest(shared, encoder, {}, config)
     return Embedder(backbone=shared, manifest=manifest, encoder=encoder), history.to_dict()
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
-         dtype: str | None = None) -> Searcher:
+         dtype: str | None = None, merge_adapter: bool = False) -> Searcher:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -479,6 +507,7 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
         raise ArtifactError(f"{directory / INDEX_DIR}: {len(docs)} documents but "
                             f"{len(vectors)} vectors. The artifact is damaged; save it again.")
     embedder_manifest = manifest.model_copy(update={"task": "embed", "options": {}})
-    embedder = Embedder(backbone=shared, manifest=embedder_manifest)
+    embedder = Embedder(backbone=shared, manifest=embedder_manifest,
+                        encoder=load_adapter(directory, manifest, shared, merge_adapter))
     index = Index(docs, vectors, manifest.options.get("backend", "auto"))
     return Searcher(embedder=embedder, index=index, manifest=manifest)

@@ -4,25 +4,26 @@ Data is IOB2 tokens + tags (`{"tokens": [...], "tags": [...]}`, or `ner_tags`) o
 character spans (`{"text": "...", "spans": [{"start": 0, "end": 5, "label": "PER"}]}`, a span
 may also be `[start, end, label]`), detected per row (reading and alignment: `_spans`).
 
-The model is the encoder and a linear layer per token (dropout first). Texts are cut into
+The model is the encoder and a linear layer per token (dropout first). `full` tunes a private
+copy of the encoder with the layer, `lora` a LoRA adapter on the shared backbone with it (the
+artifact holds adapter/ and the layer), `head` only the layer. Texts are cut into
 windows of the token limit that overlap by a quarter of it (the fast tokenizer's overflow with
 stride), so no part of a long text goes unseen, in training or prediction.
 """
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import _backbone, _explain
+from .. import _backbone, _explain, _lora
 from .._artifact import (
     HEAD_FILE,
     BackboneRef,
@@ -35,12 +36,17 @@ from .._errors import ArtifactError, DataError, TaskError
 from .._function import (
     Function,
     PathLike,
+    encoder_state,
+    load_adapter,
     load_backbone,
     make_config,
+    method_option,
     now,
     save_with_head,
+    say,
     state_digest,
 )
+from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
 from .._train import Plan, length_grouped_batches, run
 from .._version import __version__
@@ -58,6 +64,7 @@ from ._spans import (
     tag_list,
 )
 
+METHODS = ("full", "lora", "head")
 DEFAULTS = {"full": {"learning_rate": 1e-4}, "head": {"epochs": 10}}
 """Where tag's defaults differ from TrainConfig's. `full`: on CoNLL-2003 (2,000 sentences, 2
 epochs, MiniLM-L6) 1e-4 reached 0.746 dev F1 against 0.679 at 5e-5. `head`: unlike classify's
@@ -204,7 +211,8 @@ class Tagger(Function):
                                            for row in self.found(gold.texts)])
 
     def save(self, path: PathLike) -> Path:
-        """Write funcformer.json + head.safetensors (+ encoder/ for `full`) atomically."""
+        """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
+        `lora`) atomically."""
         return save_with_head(path, self.head, self.manifest, self.model.encoder, self.backbone)
 
 
@@ -221,7 +229,7 @@ class _Fitted:
 
 
 def train(data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
-          method: str | None = "full", config: TrainConfig | None = None,
+          method: Any = None, config: TrainConfig | None = None,
           progress: bool = True, cache: Any = None, device: str = "cpu",
           text_column: str = "text", label_column: str = "label", init: Any = None,
           **options: Any) -> Tagger:
@@ -233,35 +241,38 @@ def train(data: Any, *, eval_data: Any = None, backbone: PathLike | None = None,
 
     >>> fn = funcformer.train("tag", "conll.jsonl", epochs=2)     # doctest: +SKIP
     """
+    method, options = method_option(method, options)
+    asked = task_method("tag", method, config, METHODS, options)
     alignment = options.pop("alignment", "all")
     if alignment not in ALIGNMENTS:
         raise TaskError(f"Unknown alignment '{alignment}'. Choose first or all.")
     if init is not None:
         raise TaskError("tag has no informed start (init); train it from labelled data.")
-    method = method or "full"
-    if config is None:
-        for name, value in DEFAULTS.get(method, {}).items():
-            options[name] = value if options.get(name) is None else options[name]
-    config = make_config(config, method, options)
-    if config.method not in ("full", "head"):
-        raise TaskError(f"tag trains with method 'full' (the default) or 'head', not "
-                        f"'{config.method}'.")
     columns = {"text_column": text_column, "label_column": label_column}
     read = read_tagged(data, **columns)
     types = read.types()
     if not types:
         raise DataError(f"{read.source}: no entities in the training data. Fix: tag some "
                         "entities (B-TYPE / I-TYPE tags, or spans).")
+    chosen, reason = choose_tuning(asked, "full", len(read), device)
+    if config is None:
+        for name, value in DEFAULTS.get(chosen, {}).items():
+            options[name] = value if options.get(name) is None else options[name]
+    config = make_config(replace(config, method=chosen) if config else None, chosen, options)
     train_set, eval_set, source = _split(read, eval_data, columns, types, config)
     shared = _backbone.load(backbone, device=device)
     limit = min(config.max_length or shared.max_length, shared.max_length)
     coder = Coder(shared.tokenizer, tag_list(types), limit, alignment)
+    if reason is not None:
+        say(f"method auto -> {chosen}: {reason}", progress)
     started = time.perf_counter()
     fitted = _fit(coder, shared, train_set, eval_set, config, progress)
     seconds = time.perf_counter() - started
     report = {"examples": len(read), "windows": fitted.windows,
               "seconds": round(seconds, 2), "eval_source": source,
               "history": fitted.history.to_dict()}
+    if reason is not None:
+        report["method_reason"] = f"auto: {reason}"
     manifest = _manifest(coder, shared, fitted, config, report, types)
     if fitted.metrics is not None:
         keys = ("f1", "precision", "recall", "examples")
@@ -302,8 +313,8 @@ def _fit(coder: Coder, shared: _backbone.Backbone, train_set: Tagged, eval_set: 
     torch.manual_seed(config.seed)
     head = LinearHead(shared.hidden_size, len(coder.tags), config.dropout).to(shared.device)
     encoder = None
-    if config.method == "full":
-        encoder = copy.deepcopy(shared.model).float().train().requires_grad_(True)
+    if config.method != "head":  # full: a private copy; lora: an adapter on a shared view
+        encoder = trainable_encoder(shared.model, config).float()
         model: torch.nn.Module = TokenModel(encoder, head)
     else:
         model = head
@@ -372,13 +383,15 @@ def _evaluator(coder: Coder, shared: _backbone.Backbone, eval_set: Tagged | None
 
 def _manifest(coder: Coder, shared: _backbone.Backbone, fitted: _Fitted, config: TrainConfig,
               report: dict[str, Any], types: list[str]) -> Manifest:
-    included = fitted.encoder is not None
+    adapter = fitted.encoder is not None and _lora.is_view(fitted.encoder)
+    included = fitted.encoder is not None and not adapter
     ref = BackboneRef(name=shared.name, digest=shared.digest, included=included,
                       base_digest=shared.digest if included else None)
     options = {"scheme": "IOB2", "tags": coder.tags, "alignment": coder.alignment,
                "max_length": coder.limit, "stride": coder.stride}
-    states = [fitted.head.state_dict()] + ([fitted.encoder.state_dict()] if included else [])
+    states = [fitted.head.state_dict(), encoder_state(fitted.encoder) or {}]
     return Manifest(task="tag", labels=types, method=config.method, backbone=ref,
+                    adapter=_lora.describe(fitted.encoder) if adapter else None,
                     head=HeadSpec(hidden=shared.hidden_size, outputs=len(coder.tags)),
                     options=options, digest=state_digest([types, options], shared.digest,
                                                          *states),
@@ -387,8 +400,9 @@ def _manifest(coder: Coder, shared: _backbone.Backbone, fitted: _Fitted, config:
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = None,
-         device: str = "cpu", dtype: str | None = None) -> Tagger:
-    """Rebuild a saved tagger: its encoder (included or referenced) and its head."""
+         device: str = "cpu", dtype: str | None = None, merge_adapter: bool = False) -> Tagger:
+    """Rebuild a saved tagger: its encoder (included, or referenced with its adapter) and its
+    head."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -404,4 +418,5 @@ def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = Non
         raise ArtifactError(f"{directory / HEAD_FILE}: cannot load the head weights "
                             f"({str(err)[:200]}). The artifact is damaged; save it "
                             "again.") from None
-    return Tagger(backbone=shared, head=head.to(device), manifest=manifest)
+    return Tagger(backbone=shared, head=head.to(device), manifest=manifest,
+                  encoder=load_adapter(directory, manifest, shared, merge_adapter))

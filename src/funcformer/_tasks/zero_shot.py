@@ -69,10 +69,11 @@ def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str,
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
-         dtype: str | None = None) -> ZeroShot:
-    from .._function import load_backbone
+         dtype: str | None = None, merge_adapter: bool = False) -> ZeroShot:
+    from .._function import load_adapter, load_backbone
 
     shared = load_backbone(directory, manifest, backbone, device, dtype)
+    load_adapter(directory, manifest, shared, merge_adapter)  # zero_shot has none: merge fails
     options = manifest.options
     labels = options.get("descriptions") or manifest.labels
     fn = ZeroShot(labels, template=options.get("template", DEFAULT_TEMPLATE), backbone=shared,
