@@ -50,12 +50,28 @@ def herding(features: torch.Tensor, k: int) -> list[int]:
     return chosen
 
 
-def select_memory(fn: Any, examples: Examples, per_label: int) -> Examples:
+class _Features:
+    """The function's pooled features, each distinct text computed once per update."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.known = fn, {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if missing:
+            self.known.update(zip(missing, self.fn.features(missing), strict=True))
+        if not texts:
+            return torch.zeros((0, self.fn.backbone.hidden_size))
+        return torch.stack([self.known[t] for t in texts])
+
+
+def select_memory(fn: Any, examples: Examples, per_label: int,
+                  features: Any = None) -> Examples:
     """`per_label` exemplars of each label, chosen by herding on the function's features."""
     assert examples.labels is not None
     if per_label < 1:
         raise TaskError(f"memory must be at least 1 example per label, got {per_label}.")
-    features = fn.features(examples.texts)
+    features = (features or fn.features)(examples.texts)
     rows: list[int] = []
     for label in fn.labels:
         members = [i for i, y in enumerate(examples.labels) if y == label]
@@ -116,11 +132,12 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
 
     started = time.perf_counter()
     head = _grown_head(fn, task, sorted(set(new.labels)))
-    features = fn.features(train_part.texts)
+    featurize = _Features(fn)
+    features = featurize(train_part.texts)
     targets = task.targets(train_part)
     seen = _seen_counts(fn.manifest, new)
     weights = _prior_weights(targets, task.labels, seen)
-    eval_features = fn.features(held.texts) if held is not None else None
+    eval_features = featurize(held.texts) if held is not None else None
 
     def evaluate(model: torch.nn.Module) -> float:
         assert held is not None and eval_features is not None
@@ -141,9 +158,10 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     updated = Classifier(task=task, backbone=fn.backbone, head=trained, manifest=manifest,
                          encoder=fn.encoder)
     if per_label:
-        updated.memory = select_memory(updated, replay, int(per_label))
+        updated.memory = select_memory(updated, replay, int(per_label), featurize)
         manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
-    report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels)
+    report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels,
+                     featurize)
     if seen is not None:
         manifest.training = {**manifest.training, "label_counts": seen}
     manifest.training = {**manifest.training, "update": {
@@ -238,32 +256,29 @@ def _prior_weights(targets: torch.Tensor, labels: list[str],
     return weights * (present > 0).sum() / weights.sum().clamp(min=1e-12)
 
 
-def _report(before: Any, after: Any, data: Examples | None,
-            old_labels: list[str]) -> dict[str, Any]:
-    """Accuracy on rows of old labels before and after the update, and on rows of new labels."""
+def _report(before: Any, after: Any, data: Examples | None, old_labels: list[str],
+            featurize: _Features) -> dict[str, Any]:
+    """Accuracy on rows of old labels before and after the update, and on rows of new labels
+    (both functions share the encoder: features are computed once)."""
     if data is None or data.labels is None:
         return {}
+    features = featurize(data.texts)
+    gold = data.labels
+    was = before.task.predicted_labels(before.apply_head(features))
+    now_ = after.task.predicted_labels(after.apply_head(features))
+
+    def accuracy(predicted: list[str], rows: list[int]) -> float:
+        return sum(predicted[i] == gold[i] for i in rows) / len(rows)
+
+    old_rows = [i for i, y in enumerate(gold) if y in old_labels]
+    new_rows = [i for i, y in enumerate(gold) if y not in old_labels]
     out: dict[str, Any] = {}
-    old_rows = [i for i, y in enumerate(data.labels) if y in old_labels]
-    new_rows = [i for i, y in enumerate(data.labels) if y not in old_labels]
     if old_rows:
-        texts = [data.texts[i] for i in old_rows]
-        gold = [data.labels[i] for i in old_rows]
-        for name, fn in (("old_labels_accuracy_before", before),
-                         ("old_labels_accuracy_after", after)):
-            predicted = [p.label for p in fn.predict(texts)]
-            out[name] = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+        out["old_labels_accuracy_before"] = accuracy(was, old_rows)
+        out["old_labels_accuracy_after"] = accuracy(now_, old_rows)
     if new_rows:
-        texts = [data.texts[i] for i in new_rows]
-        gold = [data.labels[i] for i in new_rows]
-        predicted = [p.label for p in after.predict(texts)]
-        out["new_labels_accuracy_after"] = sum(
-            p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
-    predicted = [p.label for p in after.predict(data.texts)]
-    out["accuracy_after"] = sum(p == g for p, g in zip(predicted, data.labels, strict=True)) / \
-        len(data.labels)
-    out["examples"] = len(data.labels)
-    counts = Counter(data.labels)
-    out["eval_rows"] = {"old_labels": sum(counts[y] for y in old_labels),
-                        "new_labels": sum(v for y, v in counts.items() if y not in old_labels)}
+        out["new_labels_accuracy_after"] = accuracy(now_, new_rows)
+    out["accuracy_after"] = accuracy(now_, list(range(len(gold))))
+    out["examples"] = len(gold)
+    out["eval_rows"] = {"old_labels": len(old_rows), "new_labels": len(new_rows)}
     return out
