@@ -1,4 +1,4 @@
-"""Benchmark: few-shot classification, funcformer `contrastive` / `head` vs SetFit 1.2.
+"""Benchmark: few-shot classification, funcformer `contrastive` / `head` / `lora` vs SetFit 1.2.
 
     python bench/fewshot.py                                  # all datasets, N=8 and 64, 3 seeds
     python bench/fewshot.py --datasets sst2 cr --n 8         # a reduced run
@@ -47,10 +47,13 @@ def main() -> None:
     parser.add_argument("--n", nargs="+", type=int, default=[8, 64])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-test", type=int, default=2000)
+    parser.add_argument("--methods", nargs="+", default=["contrastive", "head", "lora"])
     args = parser.parse_args()
     print_header()
-    print("| dataset | N | system | accuracy (mean of seeds) | seeds | train s (mean) |")
-    print("|---|---|---|---|---|---|")
+    print("| dataset | N | system | accuracy (mean of seeds) | seeds | vs SetFit (points) | "
+          "train s (mean) | time / SetFit's |")
+    print("|---|---|---|---|---|---|---|---|")
+    summary: dict[str, list[tuple[float, float]]] = {}
     for name in args.datasets:
         train_file, test_file = SPLITS[name]
         train = read_tsv(DATA / train_file)
@@ -65,18 +68,30 @@ def main() -> None:
                 accuracy = setfit_run(sample, test, seed)
                 results.setdefault("SetFit 1.2", []).append(
                     (accuracy, time.perf_counter() - started))
-                for method in ("contrastive", "head"):
+                for method in args.methods:
                     started = time.perf_counter()
                     fn = funcformer.train("classify", sample, method=method, seed=seed,
                                           progress=False)
                     seconds = time.perf_counter() - started
                     results.setdefault(f"funcformer {method}", []).append(
                         (fn.evaluate(test)["accuracy"], seconds))
+            anchor = results["SetFit 1.2"]
+            anchor_acc = np.mean([a for a, _ in anchor])
+            anchor_s = np.mean([s for _, s in anchor])
             for system, rows in results.items():
                 accuracies = [a for a, _ in rows]
+                seconds = np.mean([s for _, s in rows])
+                summary.setdefault(system, []).append(
+                    (np.mean(accuracies) - anchor_acc, seconds / anchor_s))
                 print(f"| {name} | {n} | {system} | {np.mean(accuracies):.4f} | "
                       f"{', '.join(f'{a:.3f}' for a in accuracies)} | "
-                      f"{np.mean([s for _, s in rows]):.1f} |", flush=True)
+                      f"{100 * (np.mean(accuracies) - anchor_acc):+.2f} | {seconds:.1f} | "
+                      f"{seconds / anchor_s:.2f} |", flush=True)
+    print("\n| system | mean accuracy gain over SetFit (points) | mean time / SetFit's |")
+    print("|---|---|---|")
+    for system, rows in summary.items():
+        print(f"| {system} | {100 * np.mean([g for g, _ in rows]):+.2f} | "
+              f"{np.mean([t for _, t in rows]):.2f} |")
 
 
 if __name__ == "__main__":
