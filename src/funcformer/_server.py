@@ -176,7 +176,18 @@ class Server:
             if options:  # an option of the wrong type
                 raise HTTPError(422, "invalid_request", f"options: {err}",
                                 field="options") from None
+            raise internal_error(err) from None
+        except HTTPError:
             raise
+        except Exception as err:
+            raise internal_error(err) from None
+
+
+def internal_error(err: BaseException) -> HTTPError:
+    """A bug, not bad input: logged with its traceback, answered with a 500 saying so."""
+    log.error("Internal error: %s", err, exc_info=err)
+    return HTTPError(500, "internal", f"Internal error ({type(err).__name__}). This is a bug "
+                     "in funcformer; the server log has the traceback.")
 
 
 class Metrics:
@@ -418,10 +429,7 @@ def _error_handlers(app: Any) -> None:
 
     @app.exception_handler(Exception)
     async def bug(request: Any, err: Exception) -> Any:
-        log.error("Internal error on %s", request.url.path, exc_info=err)
-        return _error_response(HTTPError(500, "internal", f"Internal error: "
-                                         f"{type(err).__name__}. This is a bug in funcformer; "
-                                         "the server log has the traceback."))
+        return _error_response(internal_error(err))
 
 
 def _error_response(err: HTTPError) -> Any:
