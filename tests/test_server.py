@@ -27,7 +27,7 @@ import pytest
 from conftest import NEGATIVE, NOUNS, POSITIVE, make_reviews, run_cli
 
 import funcformer
-from funcformer import DataError
+from funcformer import DataError, MissingExtra
 from funcformer._server import check_binding, create_app
 from funcformer._serving import Limits
 
@@ -464,6 +464,13 @@ def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:
     check_binding("0.0.0.0", "key")
     with pytest.raises(DataError, match="without an API key"):
         check_binding("0.0.0.0", None)
+
+
+def test_a_missing_extra_names_the_pip_line(functions: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now fails
+    with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[server\]'"):
+        create_app(functions)
 
 
 def test_serve_refuses_a_public_address_without_a_key(

@@ -126,6 +126,8 @@ class Server:
         self.batcher = Batcher(self.engine, batching, limits.max_queue,
                                observe=self.metrics.observe_batch)
         self._watcher: asyncio.Task[None] | None = None
+        self._signalled: set[asyncio.Task[None]] = set()
+        """Scans started by SIGHUP, referenced until done (the loop keeps only weak ones)."""
 
     @property
     def ready(self) -> bool:
@@ -137,7 +139,12 @@ class Server:
         loop = asyncio.get_running_loop()
         self._watcher = loop.create_task(self._watch())
         if self.reload_signal and threading.current_thread() is threading.main_thread():
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
 
     async def stop(self) -> None:
         if self.reload_signal and threading.current_thread() is threading.main_thread():
@@ -361,11 +368,11 @@ def _service_routes(app: Any, server: Server) -> None:
     @app.get("/readyz", tags=["service"], responses={503: {"description": "Still loading"}})
     async def readyz() -> Any:
         """200 once the functions have been loaded (failed ones counted), else 503."""
-        entries = server.registry.describe()
-        counts = {s: sum(e["status"] == s for e in entries) for s in ("ready", "failed")}
         if not server.ready:
             return _json(json.dumps({"status": "loading"}).encode(), 503)
-        return {"status": "ready", "functions": counts["ready"], "failed": counts["failed"]}
+        statuses = [entry["status"] for entry in server.registry.describe()]
+        return {"status": "ready", "functions": statuses.count("ready"),
+                "failed": statuses.count("failed")}
 
     @app.get("/metrics", tags=["service"])
     async def metrics() -> Any:
