@@ -309,7 +309,7 @@ def test_a_full_queue_gives_429_with_retry_after(functions: Path) -> None:
     limits = Limits(max_inputs=2, max_queue=2)
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
-        async with serving(functions, limits=limits, max_wait_ms=300) as (client, _):
+        async with serving(functions, limits=limits, max_wait_ms=1000) as (client, _):
             first = asyncio.ensure_future(client.post("/v1/functions/sentiment",
                                                       json={"inputs": TEXTS[:2]}))
             await asyncio.sleep(0.1)  # the first waits for company in the queue
@@ -356,12 +356,13 @@ def test_not_ready_until_loaded(functions: Path) -> None:
 def test_an_update_serves_new_requests_while_queued_ones_finish_on_the_old(
         functions: Path) -> None:
     async def scenario() -> tuple[httpx.Response, httpx.Response, list[str]]:
-        async with serving(functions, max_wait_ms=400) as (client, server):
+        async with serving(functions, max_wait_ms=1500) as (client, server):
             queued = asyncio.ensure_future(client.post("/v1/functions/sentiment",
                                                        json={"inputs": TEXTS}))
             await asyncio.sleep(0.1)
             funcformer.load(functions / "polarity").save(functions / "sentiment")
             await server.registry.scan()
+            assert server.batcher.queued == len(TEXTS)  # swapped while the first still waits
             fresh = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
             old = await queued
             return old, fresh, server.engine.names
