@@ -10,6 +10,7 @@ is a `head` classifier trained here on `--train` SST-2 sentences; the anchor app
 head weights to its embeddings, so both answer the same labels (their agreement is printed).
 
     python bench/serve_load.py                       # 3,000 requests per server
+    python bench/serve_load.py --runtime onnx-int8   # funcformer on its int8 ONNX export
     python bench/serve_load.py --requests 300        # a short check
     python bench/serve_load.py --soak                # reload an artifact every 3 s under load
 
@@ -362,7 +363,7 @@ def main() -> None:
     parser.add_argument("--soak", action="store_true")
     parser.add_argument("--reload-every", type=float, default=3.0)
     parser.add_argument("--out", type=Path, help="also write the report here (default: "
-                        "bench/results/serve_load.txt, or serve_soak.txt with --soak)")
+                        "bench/results/serve_load[_RUNTIME].txt, serve_soak.txt with --soak)")
     args = parser.parse_args()
     header = io.StringIO()
     with contextlib.redirect_stdout(header):
@@ -377,7 +378,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     report = "\n".join(lines)
     print(report)
-    out = args.out or RESULTS / ("serve_soak.txt" if args.soak else "serve_load.txt")
+    name = "serve_soak" if args.soak else "serve_load"
+    out = args.out or RESULTS / (name + ("" if args.runtime == "torch" else f"_{args.runtime}")
+                                 + ".txt")
     out.write_text(f"{header.getvalue()}{report}\n", "utf-8")
     print(f"\n(written to {out}; mean texts per request "
           f"{statistics.mean(len(r) for r in requests):.1f})")
