@@ -433,6 +433,46 @@ def quickstart(
     run(out, method, _console())
 
 
+@app.command()
+def serve(
+    directory: Annotated[Path, typer.Argument(help="Directory holding function folders (each "
+                                              "from train --out); changes are reloaded.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond this machine only "
+                                      "with an API key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help="Require this key ('Authorization: Bearer KEY'); default: the "
+        "FUNCFORMER_API_KEY environment variable.")] = None,
+    max_batch_tokens: Annotated[int, typer.Option(
+        "--max-batch-tokens", min=1, help="Close a batch of concurrent requests at about this "
+        "many tokens.")] = 8192,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", min=0, max=10_000, help="How long an idle server waits for more "
+        "requests to batch with the first.")] = 5.0,
+    cache: CacheFile = None,
+    runtime: Runtime = "torch",
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1,
+                                                help="Largest request body.")] = 1_000_000,
+    max_inputs: Annotated[int, typer.Option("--max-inputs", min=1,
+                                            help="Most inputs per request.")] = 256,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1,
+                                           help="Most characters per input.")] = 10_000,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Most inputs waiting; "
+                                           "beyond it requests get 429.")] = 4096,
+    reload_interval: Annotated[float, typer.Option(
+        "--reload-interval", min=0, help="Seconds between checks of DIR for changed "
+        "functions (0: only on SIGHUP).")] = 1.0,
+) -> None:
+    """Serve every function under DIR over HTTP (pip install 'funcformer[server]')."""
+    from ._server import Limits, serve_command
+
+    limits = Limits(max_body_bytes=max_body_bytes, max_inputs=max_inputs, max_chars=max_chars,
+                    max_queue=max_queue)
+    serve_command(directory, host=host, port=port, api_key=api_key,
+                  max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, cache=cache,
+                  limits=limits, runtime=runtime, reload_interval=reload_interval)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `funcformer` console script."""
     args = list(sys.argv[1:] if argv is None else argv)

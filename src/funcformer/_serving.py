@@ -1,0 +1,529 @@
+"""What the HTTP server runs, without HTTP: the functions under a directory, hot-reloaded
+(`Registry`), and the micro-batcher that coalesces concurrent requests (`Batcher`).
+
+Everything here runs on the event loop except `run_batch` (the worker thread) and artifact
+loading (a helper thread). The loop alone mutates registry and queue state, so neither needs
+a lock beyond the one that keeps two scans from interleaving.
+
+    request ─► Registry.acquire(name) ─► Batcher.submit(Job) ─┐   one worker thread:
+                 (a Version, held until the answer is sent)   └─► run_batch(engine, jobs)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._artifact import MANIFEST, read_manifest
+from ._errors import DataError, FuncformerError
+
+log = logging.getLogger("funcformer.server")
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+class HTTPError(Exception):
+    """An answer other than 200: status, error type, message, and the request field at fault."""
+
+    def __init__(self, status: int, kind: str, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+        self.field, self.headers = field, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error = {"type": self.kind, "message": self.message}
+        return {"error": error | ({"field": self.field} if self.field else {})}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; past a limit the answer is 413 (429 for the queue).
+
+    >>> Limits(max_inputs=64).max_inputs
+    64
+    """
+
+    max_body_bytes: int = 1_000_000
+    """Largest request body, in bytes."""
+    max_inputs: int = 256
+    """Most inputs in one request."""
+    max_chars: int = 10_000
+    """Most characters in one input (a pair's two texts together)."""
+    max_queue: int = 4096
+    """Most inputs waiting for a batch; a request that would pass it gets 429 + Retry-After."""
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"Limits.{name} must be a positive integer, got {value!r}.")
+        if self.max_queue < self.max_inputs:
+            raise DataError(f"Limits.max_queue ({self.max_queue}) must be at least max_inputs "
+                            f"({self.max_inputs}), or a full request could never be queued.")
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How concurrent requests are coalesced into engine batches.
+
+    >>> Batching(max_tokens=4096, max_wait_ms=2).max_wait_ms
+    2
+    """
+
+    max_tokens: int = 8192
+    """A batch closes at about this many tokens (estimated as characters / 4 + 2 per input);
+    the Engine then packs it into ~1k-token sub-batches sorted by length."""
+    max_wait_ms: float = 5.0
+    """How long the first request of a batch waits for company when the server is idle (under
+    load, requests gather while the previous batch runs, and nobody waits for the timer)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
+                or self.max_tokens < 1:
+            raise DataError(f"max_batch_tokens must be a positive integer, got "
+                            f"{self.max_tokens!r}.")
+        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 10_000:
+            raise DataError(f"max_wait_ms must be between 0 and 10000, got {self.max_wait_ms!r}.")
+
+
+@dataclass(eq=False)
+class Version:
+    """One loaded version of a function: its name in the Engine, and who still holds it."""
+
+    name: str
+    key: str
+    """The Engine's name for this version, unique per load: 'sentiment#3'."""
+    function: Any
+    loaded_at: float
+    users: int = 0
+    """Requests admitted on this version and not yet answered."""
+    retired: bool = False
+    """Replaced or removed: dropped from the Engine once `users` reaches 0."""
+
+
+@dataclass
+class Slot:
+    """What the directory holds under one name: the version serving it, the last load error."""
+
+    current: Version | None = None
+    error: str | None = None
+    stamp: Stamp | None = None
+    """The files' stamp at the last load attempt: a broken artifact is retried only when
+    something in it changes."""
+    missing: int = 0
+    """Scans in a row that did not find it."""
+
+
+class Registry:
+    """The functions under `directory`, each name mapped to the version serving it.
+
+    >>> registry = Registry(Path("functions"), engine)       # doctest: +SKIP
+    >>> await registry.scan(); registry.acquire("sentiment")  # doctest: +SKIP
+    """
+
+    def __init__(self, directory: Path, engine: Any, *, runtime: str = "torch",
+                 on_load: Callable[[str], None] | None = None) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.runtime = runtime
+        self.on_load = on_load or (lambda result: None)
+        """Called with "loaded" or "failed" after each load attempt (metrics)."""
+        self.slots: dict[str, Slot] = {}
+        self.backbones: dict[str, Version] = {}
+        """Untrained embed functions on the backbones the served functions reference."""
+        self.scanned = asyncio.Event()
+        self._loads = 0
+        self._lock = asyncio.Lock()
+
+    async def scan(self) -> None:
+        """Load what is new or changed on disk; drop what is gone. A name must be absent on
+        two scans in a row to be dropped: saving renames the old directory away a moment
+        before the new one arrives."""
+        async with self._lock:
+            try:
+                found = await asyncio.to_thread(artifacts, self.directory)
+                for name in [n for n in self.slots if n not in found]:
+                    self._vanished(name)
+                for name, (path, stamp) in found.items():
+                    slot = self.slots.setdefault(name, Slot())
+                    slot.missing = 0
+                    if stamp is not None and stamp != slot.stamp:
+                        slot.stamp = stamp
+                        await self._load(name, path, slot)
+            finally:
+                self.scanned.set()
+
+    def _vanished(self, name: str) -> None:
+        slot = self.slots[name]
+        slot.missing += 1
+        if slot.missing >= 2:
+            del self.slots[name]
+            if slot.current is not None:
+                self._retire(slot.current)
+            log.info("%s: removed (its directory is gone).", name)
+
+    async def _load(self, name: str, path: Path, slot: Slot) -> None:
+        try:
+            manifest = await asyncio.to_thread(read_manifest, path)
+            if slot.current is not None and slot.current.function.digest == manifest.digest:
+                slot.error = None  # saved again unchanged: keep the loaded copy
+                return
+            function = await asyncio.to_thread(self._read, path, manifest.task)
+        except Exception as err:  # any broken artifact: report it, keep the old version
+            slot.error = describe_error(err)
+            self.on_load("failed")
+            kept = " The previous version keeps serving." if slot.current else ""
+            log.error("%s: cannot load %s: %s%s", name, path, slot.error, kept)
+            return
+        self._loads += 1
+        version = Version(name=name, key=f"{name}#{self._loads}", function=function,
+                          loaded_at=asyncio.get_running_loop().time())
+        self.engine.add(version.key, function)
+        old, slot.current, slot.error = slot.current, version, None
+        if old is not None:
+            self._retire(old)
+        self.on_load("loaded")
+        log.info("%s: serving %s (%s).", name, short_digest(function.digest),
+                 "updated" if old is not None else "loaded")
+
+    def _read(self, path: Path, task: str) -> Any:
+        from ._function import load
+
+        return load(path, runtime=self.runtime if task == "classify" else "torch")
+
+    def acquire(self, name: str) -> Version:
+        """The version serving `name`, held until `release`; an HTTPError if there is none."""
+        slot = self.slots.get(name)
+        if slot is not None and slot.current is not None:
+            slot.current.users += 1
+            return slot.current
+        if slot is not None and slot.error is not None:
+            raise HTTPError(503, "unavailable", f"Function '{name}' failed to load: "
+                            f"{slot.error} Fix or replace {self.directory / name}; it is "
+                            "reloaded automatically.")
+        if slot is not None or not self.scanned.is_set():
+            raise HTTPError(503, "loading", "The server is still loading its functions; retry "
+                            "shortly.", headers={"Retry-After": "1"})
+        raise HTTPError(404, "not_found", f"No function named '{name}'. Functions here: "
+                        f"{', '.join(sorted(self.slots)) or 'none'} (GET /v1/functions).")
+
+    def release(self, version: Version) -> None:
+        version.users -= 1
+        if version.retired and version.users == 0:
+            self.engine.remove(version.key)
+
+    def _retire(self, version: Version) -> None:
+        version.retired = True
+        if version.users == 0:
+            self.engine.remove(version.key)
+
+    def backbone_names(self) -> list[str]:
+        """Backbones referenced (not included) by the functions now served."""
+        return sorted({s.current.function.manifest.backbone.name for s in self.slots.values()
+                       if s.current is not None
+                       and not s.current.function.manifest.backbone.included})
+
+    async def acquire_embedder(self, model: str) -> Version:
+        """An `embed` function by name, or an untrained one on a served backbone by name."""
+        if model in self.slots:
+            version = self.acquire(model)
+            if version.function.manifest.task != "embed":
+                self.release(version)
+                raise HTTPError(422, "invalid_request", f"model: '{model}' is a "
+                                f"{version.function.manifest.task} function; embeddings come "
+                                "from an embed function or a backbone.", field="model")
+            return version
+        if model not in self.backbones:
+            if model not in self.backbone_names():
+                models = sorted({n for n, s in self.slots.items() if s.current is not None
+                                 and s.current.function.manifest.task == "embed"}
+                                | set(self.backbone_names()))
+                raise HTTPError(404, "not_found", f"model: no embed function or backbone "
+                                f"named '{model}'. Models here: {', '.join(models) or 'none'}.",
+                                field="model")
+            function = await asyncio.to_thread(_untrained_embedder, model)
+            if model not in self.backbones:  # a concurrent first request may have made one
+                self.backbones[model] = Version(name=model, key=f"backbone:{model}",
+                                                function=function, loaded_at=0.0)
+                self.engine.add(f"backbone:{model}", function)
+        version = self.backbones[model]
+        version.users += 1
+        return version
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One entry per name for GET /v1/functions (failed ones with their error)."""
+        out = []
+        for name in sorted(self.slots):
+            slot = self.slots[name]
+            status = "ready" if slot.current else ("failed" if slot.error else "loading")
+            entry: dict[str, Any] = {"name": name, "status": status, "error": slot.error}
+            if slot.current is not None:
+                entry |= describe_function(slot.current.function)
+            out.append(entry)
+        return out
+
+
+def _untrained_embedder(backbone: str) -> Any:
+    from ._tasks.embed import from_backbone
+
+    return from_backbone(backbone)
+
+
+def describe_function(fn: Any) -> dict[str, Any]:
+    manifest = fn.manifest
+    return {"task": manifest.task, "method": manifest.method, "labels": list(manifest.labels),
+            "backbone": manifest.backbone.name, "digest": fn.digest,
+            "version": short_digest(fn.digest), "metrics": manifest.metrics,
+            "options": call_options(fn), "runtime": fn.runtime,
+            "created_at": manifest.created_at}
+
+
+def short_digest(digest: str) -> str:
+    return digest.split(":")[-1][:12]
+
+
+def describe_error(err: BaseException) -> str:
+    return str(err) if isinstance(err, FuncformerError) else f"{type(err).__name__}: {err}"
+
+
+def artifacts(directory: Path) -> dict[str, tuple[Path, Stamp | None]]:
+    """Each artifact directly under `directory` (hidden names skipped: saves in progress),
+    with a stamp that changes whenever any of its files does (None while it is changing)."""
+    found: dict[str, tuple[Path, Stamp | None]] = {}
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        path = Path(entry.path)
+        if not entry.name.startswith(".") and entry.is_dir() and (path / MANIFEST).is_file():
+            found[entry.name] = (path, _stamp(path))
+    return found
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        files = [(f, f.stat()) for f in path.rglob("*") if f.is_file()]
+    except OSError:  # renamed or deleted while we looked: the next scan sees the result
+        return None
+    return tuple(sorted((str(f.relative_to(path)), s.st_size, s.st_mtime_ns, s.st_ino)
+                        for f, s in files))
+
+
+def call_options(fn: Any) -> list[str] | None:
+    """Option names `fn.predict` accepts; None when it takes **options and checks them."""
+    parameters = list(inspect.signature(fn.predict).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def check_options(fn: Any, options: dict[str, Any]) -> None:
+    accepted = call_options(fn)
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise HTTPError(422, "invalid_request", f"options.{unknown[0]}: not an option of "
+                        f"{fn.manifest.task} functions (options: "
+                        f"{', '.join(accepted) or 'none'}).", field=f"options.{unknown[0]}")
+
+
+def admit(fn: Any, inputs: list[Any], limits: Limits) -> list[Any]:
+    """Inputs checked against the limits (413) and validated by the function (422)."""
+    if len(inputs) > limits.max_inputs:
+        raise HTTPError(413, "too_large", f"inputs: {len(inputs)} inputs, over the limit of "
+                        f"{limits.max_inputs} per request. Fix: split the request.",
+                        field="inputs")
+    for i, value in enumerate(inputs):
+        chars = count_chars(value)
+        if chars > limits.max_chars:
+            raise HTTPError(413, "too_large", f"inputs.{i}: {chars:,} characters, over the "
+                            f"limit of {limits.max_chars:,} per input. Fix: shorten or split "
+                            "it.", field=f"inputs.{i}")
+    try:
+        return fn.read_inputs(inputs)
+    except (FuncformerError, ValueError, TypeError) as err:
+        raise HTTPError(422, "invalid_input", str(err), field=_culprit(fn, inputs)) from None
+
+
+def _culprit(fn: Any, inputs: list[Any]) -> str:
+    """The path of the first input the function rejects on its own."""
+    for i, value in enumerate(inputs):
+        try:
+            fn.read_inputs([value])
+        except (FuncformerError, ValueError, TypeError):
+            return f"inputs.{i}"
+    return "inputs"
+
+
+def count_chars(value: Any) -> int:
+    """Characters in all the strings of one input (a text, a pair, a row)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(count_chars(v) for v in value)
+    if isinstance(value, dict):
+        return sum(count_chars(v) for v in value.values())
+    return 0
+
+
+@dataclass(eq=False)
+class Job:
+    """One admitted request, waiting for or in a batch."""
+
+    group: Hashable
+    """Jobs of one group may share a batch (see `group_of`)."""
+    version: Version
+    inputs: list[Any]
+    options: dict[str, Any]
+    render: Callable[[list[Any]], bytes]
+    """This job's results -> its response body; runs in the worker thread."""
+    future: asyncio.Future[bytes]
+    arrived: float
+    tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.tokens = sum(count_chars(x) // 4 + 2 for x in self.inputs)
+
+
+def group_of(version: Version, options: dict[str, Any]) -> Hashable:
+    """Functions that share an encoder state batch together (one backbone pass for all);
+    others batch per version; calls with options per version and options."""
+    fn = version.function
+    if options:
+        return ("options", version.key, json.dumps(options, sort_keys=True, default=str))
+    if fn.shares_features:
+        return ("shared", fn.encoder_key)
+    return ("own", version.key)
+
+
+def run_batch(engine: Any, jobs: list[Job]) -> list[bytes | BaseException]:
+    """Each job's response body, or the error that job alone raises: a failing batch is run
+    again one job at a time, so one bad input never fails the other requests."""
+    try:
+        results = _compute(engine, jobs)
+        return [job.render(r) for job, r in zip(jobs, results, strict=True)]
+    except Exception as err:
+        if len(jobs) == 1:
+            return [err]
+        return [run_batch(engine, [job])[0] for job in jobs]
+
+
+def _compute(engine: Any, jobs: list[Job]) -> list[list[Any]]:
+    inputs = [x for job in jobs for x in job.inputs]
+    first = jobs[0]
+    if first.options:  # one version, one set of options (no result cache for these)
+        outputs = {first.version.key: first.version.function.predict(inputs, **first.options)}
+    else:  # shared: every version runs on every input, after one encoder pass
+        outputs = engine.run([job.version.key for job in jobs], inputs)
+    out, start = [], 0
+    for job in jobs:
+        out.append(outputs[job.version.key][start : start + len(job.inputs)])
+        start += len(job.inputs)
+    return out
+
+
+class Batcher:
+    """Queues jobs and runs them as batches, one batch at a time, in one worker thread.
+
+    The oldest waiting job's group goes next: its batch closes when the group's queued inputs
+    reach `batching.max_tokens` or when that job has waited `max_wait_ms`, so under load
+    batches grow while the previous one runs.
+    """
+
+    def __init__(self, engine: Any, batching: Batching, max_queue: int,
+                 observe: Callable[[list[Job]], None] | None = None) -> None:
+        self.engine = engine
+        self.batching = batching
+        self.max_queue = max_queue
+        self.observe = observe or (lambda jobs: None)
+        """Called with each batch before it runs (metrics)."""
+        self.queued = 0
+        """Inputs waiting for a batch."""
+        self._pending: dict[Hashable, deque[Job]] = {}
+        self._running: list[Job] = []
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="funcformer-batch")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def stop(self) -> None:
+        """Stop dispatching; jobs still queued or running are answered 503."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        stopped = HTTPError(503, "shutting_down", "The server is shutting down; retry on "
+                            "another instance.")
+        for job in [*self._running, *(j for q in self._pending.values() for j in q)]:
+            if not job.future.done():
+                job.future.set_exception(stopped)
+        self._pending.clear()
+        self.queued = 0
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise 429 when the queue is full."""
+        if self.queued + len(job.inputs) > self.max_queue:
+            raise HTTPError(429, "queue_full", f"The queue is full ({self.queued} inputs "
+                            f"waiting, limit {self.max_queue}); retry after a second.",
+                            headers={"Retry-After": "1"})
+        self._pending.setdefault(job.group, deque()).append(job)
+        self.queued += len(job.inputs)
+        self._arrived.set()
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = self._take(await self._next_group())
+            if not jobs:
+                continue
+            self.observe(jobs)
+            self._running = jobs
+            results = await loop.run_in_executor(self._executor, run_batch, self.engine, jobs)
+            self._running = []
+            for job, result in zip(jobs, results, strict=True):
+                if job.future.done():  # the client went away
+                    continue
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+    async def _next_group(self) -> Hashable:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            group = min(self._pending, key=lambda g: self._pending[g][0].arrived)
+            due = self._pending[group][0].arrived + self.batching.max_wait_ms / 1000
+            tokens = sum(job.tokens for job in self._pending[group])
+            if tokens >= self.batching.max_tokens or loop.time() >= due:
+                return group
+            self._arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), due - loop.time())
+
+    def _take(self, group: Hashable) -> list[Job]:
+        """Jobs of `group` up to the token budget (at least one), oldest first."""
+        queue = self._pending[group]
+        jobs: list[Job] = []
+        tokens = 0
+        while queue and (not jobs or tokens + queue[0].tokens <= self.batching.max_tokens):
+            job = queue.popleft()
+            self.queued -= len(job.inputs)
+            if not job.future.done():
+                jobs.append(job)
+                tokens += job.tokens
+        if not queue:
+            del self._pending[group]
+        return jobs

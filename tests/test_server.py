@@ -1,0 +1,536 @@
+"""The HTTP server, in-process through httpx's ASGI transport (one real-socket subprocess test
+for SIGHUP and SIGTERM). Functions are trained once per module on the tiny backbone and copied
+into a fresh directory per test, since reload tests change them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import NEGATIVE, NOUNS, POSITIVE, make_reviews, run_cli
+
+import funcformer
+from funcformer import DataError, MissingExtra
+from funcformer._server import check_binding, create_app
+from funcformer._serving import Limits
+
+TEXTS = ["the food was great", "the staff was rude", "lovely hotel"]
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sentiment and polarity (head classifiers, labels negative/positive and bad/good), an
+    embed function and a zero-shot function, all on the tiny backbone."""
+    root = tmp_path_factory.mktemp("artifacts")
+    common = {"backbone": tiny_backbone, "epochs": 2, "progress": False}
+    funcformer.train("classify", make_reviews(), **common).save(root / "sentiment")
+    relabelled = [(t, {"negative": "bad", "positive": "good"}[y]) for t, y in make_reviews(seed=1)]
+    funcformer.train("classify", relabelled, seed=1, **common).save(root / "polarity")
+    pairs = [(f"the {n} was {p}", f"{n} {p}") for n, p in zip(NOUNS, POSITIVE, strict=True)]
+    pairs += [(f"the {n} was {q}", f"{n} {q}") for n, q in zip(NOUNS, NEGATIVE, strict=True)]
+    funcformer.train("embed", pairs, backbone=tiny_backbone, epochs=1, progress=False,
+                     batch_size=8).save(root / "vectors")
+    funcformer.ZeroShot(["food", "service"], backbone=tiny_backbone).save(root / "topic")
+    return root
+
+
+@pytest.fixture()
+def functions(artifacts: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "functions"
+    shutil.copytree(artifacts, target)
+    return target
+
+
+@contextlib.asynccontextmanager
+async def serving(directory: Path, **options: Any) -> AsyncIterator[tuple[httpx.AsyncClient,
+                                                                           Any]]:
+    """A started app (lifespan run, functions loaded) and a client for it."""
+    options.setdefault("reload_interval", 0)
+    app = create_app(directory, **options)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await app.state.server.registry.scanned.wait()
+            yield client, app.state.server
+
+
+def run(scenario: Any) -> Any:
+    return asyncio.run(scenario())
+
+
+def direct(path: Path, texts: list[str]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in funcformer.load(path)(texts)]
+
+
+def assert_outputs(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    return response.json()["error"]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name + (f"{{{wanted}}}" if labels else "")) + r" (\S+)"
+    found = re.search(r"^" + pattern + "$", text, re.M)
+    assert found, f"{name} {labels} not in /metrics"
+    return float(found.group(1))
+
+
+def test_lists_every_function_with_task_labels_version_and_options(functions: Path) -> None:
+    async def scenario() -> None:
+        async with serving(functions) as (client, _):
+            listed = (await client.get("/v1/functions")).json()["functions"]
+        by_name = {f["name"]: f for f in listed}
+        assert sorted(by_name) == ["polarity", "sentiment", "topic", "vectors"]
+        sentiment = by_name["sentiment"]
+        assert sentiment["status"] == "ready" and sentiment["error"] is None
+        assert (sentiment["task"], sentiment["labels"]) == ("classify", ["negative", "positive"])
+        fn = funcformer.load(functions / "sentiment")
+        assert sentiment["digest"] == fn.digest
+        assert sentiment["version"] == fn.digest.removeprefix("sha256:")[:12]
+        assert sentiment["options"] == [] and "metrics" in sentiment
+        assert by_name["topic"]["options"] == ["labels"]
+        assert by_name["vectors"]["task"] == "embed"
+
+    run(scenario)
+
+
+def test_outputs_equal_the_function_called_directly(functions: Path) -> None:
+    async def scenario() -> None:
+        async with serving(functions) as (client, _):
+            response = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+        assert response.status_code == 200
+        assert_outputs(response.json()["outputs"], direct(functions / "sentiment", TEXTS))
+
+    run(scenario)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: Path) -> None:
+    calls = [("sentiment" if i % 2 else "polarity", TEXTS[: 1 + i % 3]) for i in range(12)]
+
+    async def scenario() -> tuple[list[httpx.Response], str]:
+        async with serving(functions, max_wait_ms=100) as (client, _):
+            responses = await asyncio.gather(*[
+                client.post(f"/v1/functions/{name}", json={"inputs": texts})
+                for name, texts in calls])
+            return responses, (await client.get("/metrics")).text
+
+    responses, metrics = run(scenario)
+    for (name, texts), response in zip(calls, responses, strict=True):
+        assert response.status_code == 200
+        assert_outputs(response.json()["outputs"], direct(functions / name, texts))
+    batches = metric(metrics, "funcformer_batch_requests_count")
+    assert batches < 4  # two functions on one backbone: one batch (a few if the machine lags)
+    assert metric(metrics, "funcformer_batch_requests_sum") == 12
+    assert metric(metrics, "funcformer_requests_total", function="sentiment", status="200") == 6
+    assert metric(metrics, "funcformer_request_seconds_count", function="polarity") == 6
+
+
+def test_a_request_that_fails_in_its_batch_fails_alone(functions: Path) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, max_wait_ms=200) as (client, server):
+            original = server.engine.run
+
+            def run_unless_poisoned(names: Any, texts: list[str]) -> Any:
+                if "the food was poison" in texts:
+                    raise DataError("the food was poison: rejected by the function")
+                if "the room was cursed" in texts:
+                    raise RuntimeError("a bug")
+                return original(names, texts)
+
+            server.engine.run = run_unless_poisoned
+            bodies = [["lovely hotel"], ["the food was poison"], ["the staff was rude"],
+                      ["the room was cursed"]]
+            return await asyncio.gather(*[client.post("/v1/functions/sentiment",
+                                                      json={"inputs": b}) for b in bodies])
+
+    fine, poisoned, also_fine, buggy = run(scenario)
+    assert fine.status_code == also_fine.status_code == 200
+    assert "rejected by the function" in error_of(poisoned, 422)["message"]
+    assert error_of(buggy, 500)["type"] == "internal"
+
+
+def test_call_options_are_passed_and_unknown_ones_rejected(functions: Path) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            return [await client.post(f"/v1/functions/{name}", json=body) for name, body in (
+                ("topic", {"inputs": TEXTS, "options": {"labels": ["hotel", "staff"]}}),
+                ("topic", {"inputs": TEXTS, "options": {"labels": ["hotel"], "k": 3}}),
+                ("sentiment", {"inputs": TEXTS, "options": {"threshold": 0.5}}),
+                ("topic", {"inputs": TEXTS, "options": {"labels": 7}}))]
+
+    relabelled, unknown, no_options, wrong_type = run(scenario)
+    outputs = relabelled.json()["outputs"]
+    assert len(outputs) == 3 and set(outputs[0]["scores"]) == {"hotel", "staff"}
+    error = error_of(unknown, 422)
+    assert error["field"] == "options.k" and "labels" in error["message"]
+    assert error_of(no_options, 422)["field"] == "options.threshold"
+    assert wrong_type.status_code == 422
+
+
+def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            return [await client.post("/v1/embeddings", json=body) for body in (
+                {"model": "vectors", "input": TEXTS},
+                {"model": "vectors", "input": TEXTS[0], "encoding_format": "base64"},
+                {"model": str(tiny_backbone), "input": TEXTS, "user": "someone"},
+                {"model": "nothing", "input": TEXTS},
+                {"model": "sentiment", "input": TEXTS},
+                {"model": "vectors", "input": TEXTS, "dimensions": 3},
+                {"model": "vectors", "input": [[1, 2, 3]]})]
+
+    floats, encoded, backbone, unknown, not_embed, dimensions, tokens = run(scenario)
+    body = floats.json()
+    assert body["object"] == "list" and body["model"] == "vectors"
+    assert [d["index"] for d in body["data"]] == [0, 1, 2]
+    assert body["data"][0]["object"] == "embedding"
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > len(TEXTS)
+    want = funcformer.load(functions / "vectors").encode(TEXTS)
+    got = np.array([d["embedding"] for d in body["data"]])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    raw = base64.b64decode(encoded.json()["data"][0]["embedding"])
+    np.testing.assert_allclose(struct.unpack(f"<{len(raw) // 4}f", raw), want[0], atol=1e-5)
+    untrained = np.array([d["embedding"] for d in backbone.json()["data"]])
+    np.testing.assert_allclose(untrained, funcformer.embed(TEXTS, backbone=tiny_backbone),
+                               atol=1e-5)
+    assert "vectors" in error_of(unknown, 404)["message"]
+    assert error_of(not_embed, 422)["field"] == "model"
+    assert error_of(dimensions, 422)["field"] == "dimensions"
+    assert error_of(tokens, 422)["field"].startswith("input")
+
+
+def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:
+    cases = [(b'{"inputs": ["ok",', "body"), (b'{"options": {}}', "inputs"),
+             (b'{"inputs": "one text"}', "inputs"), (b'{"inputs": []}', "inputs"),
+             (b'{"inputs": ["ok"], "extra": 1}', "extra"),
+             (b'{"inputs": ["ok", " "]}', "inputs.1"), (b'{"inputs": [5]}', "inputs.0")]
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            # no content type, as `curl -d` would send a form's: still read as JSON
+            return [await client.post("/v1/functions/sentiment", content=body)
+                    for body, _ in cases]
+
+    for (body, field), response in zip(cases, run(scenario), strict=True):
+        assert error_of(response, 422)["field"] == field, body
+
+
+def test_unknown_functions_and_routes_get_404(functions: Path) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            return [await client.post("/v1/functions/nope", json={"inputs": TEXTS}),
+                    await client.get("/v2/anything"),
+                    await client.get("/v1/functions/sentiment")]
+
+    unknown, route, method = run(scenario)
+    assert "sentiment" in error_of(unknown, 404)["message"]  # says what there is
+    assert error_of(route, 404)["type"] == "not_found"
+    assert error_of(method, 405)["type"] == "method_not_allowed"
+
+
+def test_api_key_is_required_except_for_probes_and_docs(functions: Path) -> None:
+    call = {"inputs": TEXTS}
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, api_key="s3cret") as (client, _):
+            post = client.post
+            return [await post("/v1/functions/sentiment", json=call),
+                    await post("/v1/functions/sentiment", json=call,
+                               headers={"Authorization": "Bearer wrong"}),
+                    await post("/v1/functions/nope", json=call),
+                    await client.get("/metrics"),
+                    await post("/v1/functions/sentiment", json=call,
+                               headers={"Authorization": "Bearer s3cret"}),
+                    await post("/v1/functions/sentiment", json=call,
+                               headers={"X-API-Key": "s3cret"}),
+                    await client.get("/healthz"), await client.get("/readyz"),
+                    await client.get("/openapi.json")]
+
+    missing, wrong, unknown, metrics, *allowed = run(scenario)
+    for response in (missing, wrong, unknown, metrics):
+        assert error_of(response, 401)["type"] == "unauthorized"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert [r.status_code for r in allowed] == [200] * 5
+
+
+def test_size_limits_give_413_with_the_limit(functions: Path) -> None:
+    limits = Limits(max_body_bytes=2_000, max_inputs=4, max_chars=100)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"inputs": ["'
+        for _ in range(30):
+            yield b"x" * 100
+        yield b'"]}'
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, limits=limits) as (client, _):
+            post = client.post
+            return [await post("/v1/functions/sentiment", json={"inputs": ["x" * 3_000]}),
+                    await post("/v1/functions/sentiment", content=chunks()),
+                    await post("/v1/functions/sentiment", json={"inputs": ["ok"] * 5}),
+                    await post("/v1/functions/sentiment", json={"inputs": ["ok", "x" * 101]}),
+                    await post("/v1/embeddings", json={"model": "vectors",
+                                                        "input": ["ok"] * 5})]
+
+    body, streamed, count, chars, embeddings = run(scenario)
+    assert "2,000 bytes" in error_of(body, 413)["message"]
+    assert "2,000 bytes" in error_of(streamed, 413)["message"]
+    assert "limit of 4 per request" in error_of(count, 413)["message"]
+    error = error_of(chars, 413)
+    assert error["field"] == "inputs.1" and "limit of 100 per input" in error["message"]
+    assert "limit of 4" in error_of(embeddings, 413)["message"]
+
+
+def test_a_full_queue_gives_429_with_retry_after(functions: Path) -> None:
+    limits = Limits(max_inputs=2, max_queue=2)
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with serving(functions, limits=limits, max_wait_ms=1000) as (client, _):
+            first = asyncio.ensure_future(client.post("/v1/functions/sentiment",
+                                                      json={"inputs": TEXTS[:2]}))
+            await asyncio.sleep(0.1)  # the first waits for company in the queue
+            second = await client.post("/v1/functions/sentiment", json={"inputs": ["ok"]})
+            return await first, second
+
+    first, second = run(scenario)
+    assert first.status_code == 200
+    assert "limit 2" in error_of(second, 429)["message"]
+    assert second.headers["retry-after"] == "1"
+
+
+def test_a_function_that_failed_to_load_gets_503_and_the_others_serve(functions: Path) -> None:
+    (functions / "broken").mkdir()
+    (functions / "broken" / "funcformer.json").write_text("{not json", "utf-8")
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            return [await client.post("/v1/functions/broken", json={"inputs": TEXTS}),
+                    await client.post("/v1/functions/sentiment", json={"inputs": TEXTS}),
+                    await client.get("/v1/functions"), await client.get("/readyz")]
+
+    broken, working, listed, ready = run(scenario)
+    assert "not valid JSON" in error_of(broken, 503)["message"]
+    assert working.status_code == 200
+    entry = next(f for f in listed.json()["functions"] if f["name"] == "broken")
+    assert entry["status"] == "failed" and "not valid JSON" in entry["error"]
+    assert ready.json() == {"status": "ready", "functions": 4, "failed": 1}
+
+
+def test_not_ready_until_loaded(functions: Path) -> None:
+    async def scenario() -> list[httpx.Response]:
+        app = create_app(functions)  # lifespan not started: nothing loaded yet
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                     base_url="http://test") as client:
+            return [await client.get("/readyz"), await client.get("/healthz"),
+                    await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})]
+
+    ready, healthy, call = run(scenario)
+    assert ready.status_code == 503 and healthy.json() == {"status": "ok"}
+    assert error_of(call, 503)["type"] == "loading" and call.headers["retry-after"] == "1"
+
+
+def test_an_update_serves_new_requests_while_queued_ones_finish_on_the_old(
+        functions: Path) -> None:
+    async def scenario() -> tuple[httpx.Response, httpx.Response, list[str]]:
+        async with serving(functions, max_wait_ms=1500) as (client, server):
+            queued = asyncio.ensure_future(client.post("/v1/functions/sentiment",
+                                                       json={"inputs": TEXTS}))
+            await asyncio.sleep(0.1)
+            funcformer.load(functions / "polarity").save(functions / "sentiment")
+            await server.registry.scan()
+            assert server.batcher.queued == len(TEXTS)  # swapped while the first still waits
+            fresh = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+            old = await queued
+            return old, fresh, server.engine.names
+
+    old, fresh, engine_names = run(scenario)
+    assert {o["label"] for o in old.json()["outputs"]} <= {"negative", "positive"}
+    assert {o["label"] for o in fresh.json()["outputs"]} <= {"bad", "good"}
+    assert len([n for n in engine_names if n.startswith("sentiment#")]) == 1  # old one dropped
+
+
+def test_a_broken_update_is_reported_and_the_old_version_keeps_serving(
+        functions: Path) -> None:
+    async def scenario() -> list[Any]:
+        async with serving(functions) as (client, server):
+            (functions / "sentiment" / "funcformer.json").write_text("{", "utf-8")
+            await server.registry.scan()
+            out = [await client.get("/v1/functions"),
+                   await client.post("/v1/functions/sentiment", json={"inputs": TEXTS}),
+                   (await client.get("/metrics")).text]
+            funcformer.load(functions / "polarity").save(functions / "sentiment")
+            await server.registry.scan()
+            return [*out, await client.get("/v1/functions")]
+
+    broken, served, metrics, repaired = run(scenario)
+    entry = next(f for f in broken.json()["functions"] if f["name"] == "sentiment")
+    assert entry["status"] == "ready" and "not valid JSON" in entry["error"]
+    assert entry["labels"] == ["negative", "positive"]
+    assert served.status_code == 200
+    assert metric(metrics, "funcformer_artifact_loads_total", result="failed") == 1
+    entry = next(f for f in repaired.json()["functions"] if f["name"] == "sentiment")
+    assert entry["error"] is None and entry["labels"] == ["bad", "good"]
+
+
+def test_the_poller_picks_up_new_and_removed_functions(functions: Path) -> None:
+    async def until(check: Any) -> None:
+        for _ in range(100):
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not picked up within 5 s")
+
+    async def scenario() -> None:
+        async with serving(functions, reload_interval=0.05) as (client, _):
+            async def status(name: str) -> int:
+                response = await client.post(f"/v1/functions/{name}", json={"inputs": TEXTS})
+                return response.status_code
+
+            shutil.copytree(functions / "polarity", functions / "added")
+            await until(lambda: _equals(status("added"), 200))
+            shutil.rmtree(functions / "polarity")
+            await until(lambda: _equals(status("polarity"), 404))
+
+    run(scenario)
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
+def test_metrics_count_requests_batches_queue_and_cache(functions: Path) -> None:
+    async def scenario() -> tuple[str, str]:
+        async with serving(functions) as (client, _):
+            await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+            before = (await client.get("/metrics")).text
+            await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+            await client.post("/v1/functions/nope", json={"inputs": TEXTS})
+            return before, (await client.get("/metrics")).text
+
+    before, after = run(scenario)
+    hits = (metric(after, "funcformer_cache_hits_total")
+            - metric(before, "funcformer_cache_hits_total"))
+    assert hits == len(TEXTS)  # the repeated request came from the result cache
+    assert metric(after, "funcformer_requests_total", function="sentiment", status="200") == 2
+    assert metric(after, "funcformer_requests_total", function="-", status="404") == 1
+    assert metric(after, "funcformer_batch_inputs_sum") == 2 * len(TEXTS)
+    assert metric(after, "funcformer_queue_inputs") == 0
+    assert metric(after, "funcformer_functions", status="ready") == 4
+
+
+def test_openapi_docs_are_served(functions: Path) -> None:
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with serving(functions) as (client, _):
+            return await client.get("/docs"), await client.get("/openapi.json")
+
+    docs, schema = run(scenario)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert {"/v1/functions", "/v1/functions/{name}", "/v1/embeddings", "/healthz", "/readyz",
+            "/metrics"} <= set(schema.json()["paths"])
+
+
+def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="max_queue"):
+        Limits(max_inputs=10, max_queue=5)
+    with pytest.raises(DataError, match="no such directory"):
+        create_app(tmp_path / "missing")
+    with pytest.raises(DataError, match="runtime"):
+        create_app(functions, runtime="tensorrt")
+    check_binding("127.0.0.1", None)
+    check_binding("::1", None)
+    check_binding("0.0.0.0", "key")
+    with pytest.raises(DataError, match="without an API key"):
+        check_binding("0.0.0.0", None)
+
+
+def test_a_missing_extra_names_the_pip_line(functions: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now fails
+    with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[server\]'"):
+        create_app(functions)
+
+
+def test_serve_refuses_a_public_address_without_a_key(
+        functions: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FUNCFORMER_API_KEY", raising=False)
+    assert run_cli("serve", functions, "--host", "0.0.0.0") == 1
+    err = capsys.readouterr().err
+    assert "Refusing to listen on 0.0.0.0 without an API key" in err
+    assert "Traceback" not in err
+    assert run_cli("serve", "--help") == 0
+    assert "--max-batch-tokens" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(check: Any, seconds: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_sighup_reloads_and_sigterm_drains_then_exits_zero(functions: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("FUNCFORMER_API_KEY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "funcformer", "serve", str(functions), "--port", str(port),
+         "--max-wait-ms", "1500", "--reload-interval", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 90, process)
+        shutil.copytree(functions / "polarity", functions / "added")
+        process.send_signal(signal.SIGHUP)
+        names = lambda: [f["name"] for f in httpx.get(f"{url}/v1/functions").json()["functions"]]  # noqa: E731
+        _wait_for(lambda: "added" in names(), 30, process)
+        answers: list[httpx.Response] = []
+        request = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{url}/v1/functions/added", json={"inputs": TEXTS}, timeout=30)))
+        request.start()
+        time.sleep(0.5)  # the request now waits in the queue (max wait 1.5 s)
+        process.send_signal(signal.SIGTERM)
+        request.join(30)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.communicate()[1]
+    assert answers and answers[0].status_code == 200, stderr
+    assert {o["label"] for o in answers[0].json()["outputs"]} <= {"bad", "good"}
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
