@@ -551,10 +551,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     if runtime != "torch":
         return _load_onnx(directory, manifest, task, runtime, threads)
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = HeadChoice.from_record(manifest.head).build(
-        manifest.head.hidden, manifest.head.outputs, float(manifest.config.get("dropout", 0.1)),
-        error=ArtifactError, where=f"{directory}: ")
-    task.head_choice = HeadChoice.from_record(manifest.head)
+    task.head_choice = HeadChoice.from_record(manifest.head)  # a user's factory: by import path
+    head = task.head_choice.build(manifest.head.hidden, manifest.head.outputs,
+                                  float(manifest.config.get("dropout", 0.1)),
+                                  error=ArtifactError, where=f"{directory}: ")
     head_file = directory / HEAD_FILE
     if not head_file.is_file():
         raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")
