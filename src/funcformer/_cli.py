@@ -75,7 +75,8 @@ def train(
     learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Token limit.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same result.")] = 42,
+    seed: Annotated[int | None, typer.Option(
+        help="Random seed; same seed, same result (default 42).")] = None,
     cache: CacheFile = None,
     init: Annotated[str | None, typer.Option("--init", help="zero_shot: start the head from "
                                              "the label names' embeddings.")] = None,
@@ -83,8 +84,15 @@ def train(
         "--multi-label/--single-label", help="classify: several labels per text ('a|b'); "
         "default: detected from the data.")] = None,
     settings: Annotated[list[str] | None, typer.Option(
-        "--set", help="A task option as KEY=VALUE (VALUE read as JSON when it parses), e.g. "
-        "--set template='This review is {}.' or --set pairs=logs.csv; repeatable.")] = None,
+        "--set", help="A training or task option as KEY=VALUE (VALUE read as JSON when it "
+        "parses), e.g. --set optimizer=sgd, --set head=mlp, --set loss=focal, --set "
+        "template='This review is {}.' or --set pairs=logs.csv; repeatable.")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="A .yaml or .json file of training settings (funcformer.TrainConfig's "
+        "fields); flags and --set override its values.")] = None,
+    class_weight: Annotated[str | None, typer.Option(
+        "--class-weight", help="classify: 'balanced' weighs each label by the inverse of its "
+        "frequency (imbalanced data), or a JSON {label: weight}.")] = None,
     checkpoint_dir: Annotated[str | None, typer.Option(
         "--checkpoint-dir", help="Write checkpoints here at each epoch's end (for --resume).")
     ] = None,
@@ -99,32 +107,44 @@ def train(
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target
+    from ._config import read_config_file
     from ._function import train as train_function
 
     check_target(out)  # refuse a bad --out before minutes of training, not after
     options = _settings(settings or [])
-    if checkpoint_dir or resume:
-        if not checkpoint_dir:
-            raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
-                            "wrote its checkpoints to.")
-        options.update(checkpoint_dir=checkpoint_dir, checkpoint_steps=checkpoint_steps,
-                       resume=resume)
-    if multi_label is not None:
-        options["multi_label"] = multi_label
-    if log_dir:
-        options["log_dir"] = log_dir
+    options.update({k: v for k, v in {
+        "checkpoint_dir": checkpoint_dir, "checkpoint_steps": checkpoint_steps,
+        "resume": resume or None, "multi_label": multi_label, "log_dir": log_dir or None,
+        "class_weight": _json_or_text(class_weight)}.items() if v is not None})
     flags = {"eval_data": eval_data, "backbone": backbone, "method": method,
              "text_column": text_column, "label_column": label_column, "epochs": epochs,
              "learning_rate": learning_rate, "batch_size": batch_size,
              "max_length": max_length, "seed": seed, "cache": cache, "init": init}
     for key, value in options.items():  # --set epochs=2 is --epochs 2, unless both disagree
-        if key in flags and flags[key] not in (None, value) and key != "seed":
+        if key in flags and flags[key] not in (None, value):
             raise DataError(f"--set {key}={value!r} contradicts --{key.replace('_', '-')} "
                             f"{flags[key]!r}; give it once.")
         flags[key] = value
+    if config_file is not None:  # the file's values where no flag gave one
+        for key, value in read_config_file(config_file).items():
+            if flags.get(key) is None:
+                flags[key] = value
+    if flags.get("resume") and not flags.get("checkpoint_dir"):
+        raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
+                        "wrote its checkpoints to.")
     fn = train_function(task, data, **flags)
     fn.save(out)
     _print_training(fn, out)
+
+
+def _json_or_text(value: str | None) -> Any:
+    """A flag's value as JSON when it parses ('{"spam": 3}'), else as the text itself."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _settings(items: list[str]) -> dict[str, Any]:
@@ -134,10 +154,7 @@ def _settings(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
             raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. --set threshold=0.4.")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+        options[key.strip()] = _json_or_text(value)
     return options
 
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from ._errors import TaskError
+from ._errors import DataError, TaskError
 
 METHODS = ("auto", "head", "full", "lora", "contrastive")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
+OPTIMIZERS = ("adamw", "sgd", "adafactor")
+SCHEDULES = ("linear", "cosine", "constant")
+LOSSES = ("cross_entropy", "focal")
+HEADS = ("linear", "mlp")
+"""Built-in heads; `head` may also name a factory by import path, "package.module:function"."""
+CLASSIFY_ONLY = {"loss": "cross_entropy", "label_smoothing": 0.0, "focal_gamma": 2.0,
+                 "class_weight": None, "head": "linear", "head_hidden": 256,
+                 "head_options": None}
+"""Settings of a classifier's head and loss, with their defaults; other tasks have their own."""
+_FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 """Early-stopping metrics a user can choose for `classify`; other tasks use their own
 (Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
 # Defaults that differ by method: the head trains on cached features, so it can afford many
@@ -55,10 +68,46 @@ class TrainConfig:
     head_learning_rate: float | None = None
     """Learning rate of the head while the encoder trains (`full`); None: 1e-3. The head is
     first fit on frozen features (linear probing), then everything is fine-tuned together."""
+    optimizer: str = "adamw"
+    """`adamw` (AdamW, fused kernel), `sgd` (with momentum `momentum`, Nesterov with
+    `nesterov`) or `adafactor` (transformers' Adafactor at the learning rate given here: its
+    relative step and parameter scaling are off, so the schedule below drives it). The method
+    defaults for the learning rate are tuned for AdamW; SGD usually wants a larger one."""
+    momentum: float = 0.9
+    """Momentum of `sgd`."""
+    nesterov: bool = False
+    """Nesterov momentum for `sgd`."""
     weight_decay: float = 0.01
-    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    """Decoupled weight decay (AdamW, Adafactor; L2 for SGD); never applied to biases nor to
+    the weights of normalisation layers (LayerNorm, RMSNorm)."""
+    schedule: str = "linear"
+    """Learning rate after the warm-up: `linear` decay to zero at the last step, `cosine`
+    decay to zero, or `constant`."""
     warmup_ratio: float = 0.1
     """Fraction of all steps spent warming the learning rate up linearly from zero."""
+    loss: str = "cross_entropy"
+    """`classify`: `cross_entropy` (softmax; multi-label: one sigmoid per label) or `focal`
+    (Lin et al. 2017: cross-entropy scaled by (1 - p)^focal_gamma, so examples the model
+    already gets right count less)."""
+    label_smoothing: float = 0.0
+    """`classify`: the target keeps 1 - label_smoothing on the gold label and spreads the rest
+    over all labels (multi-label: targets move towards 0.5 by label_smoothing / 2)."""
+    focal_gamma: float = 2.0
+    """Focusing strength of `loss="focal"`; 0 is plain cross-entropy."""
+    class_weight: str | dict[str, float] | None = None
+    """`classify`: None (every example counts the same), "balanced" (computed from the training
+    data: n / (labels x count of the label); multi-label: negatives / positives of each label,
+    as BCE's positive weight), or {label: weight} (labels left out weigh 1)."""
+    head: str = "linear"
+    """`classify`: `linear` (dropout, then one linear layer), `mlp` (dropout, linear to
+    `head_hidden` units, GELU, dropout, linear), or your own: "package.module:factory", called
+    as factory(hidden=..., outputs=..., **head_options) and returning a torch.nn.Module that
+    maps features (B, hidden) to logits (B, outputs). The artifact records the import path and
+    options (never the code): loading needs the same code importable."""
+    head_hidden: int = 256
+    """Hidden units of the `mlp` head."""
+    head_options: dict[str, Any] | None = None
+    """Keyword arguments for a custom head factory (JSON values: they go in the artifact)."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm."""
     patience: int | None = None
@@ -71,7 +120,7 @@ class TrainConfig:
     max_length: int | None = None
     """Token limit per text; None uses the backbone's (256 for all-MiniLM-L6-v2)."""
     dropout: float = 0.1
-    """Dropout before the head's linear layer during training."""
+    """Dropout before each linear layer of the `linear` and `mlp` heads during training."""
     seed: int = 42
     """Seed for initialisation, data order and the held-out split: same seed, same result."""
     checkpoint_dir: str | None = None
@@ -97,16 +146,50 @@ class TrainConfig:
         if self.metric not in METRICS:
             raise TaskError(f"Unknown metric '{self.metric}'. Choose one of: "
                             f"{', '.join(METRICS)}.")
-        for name in ("epochs", "batch_size", "patience", "max_length", "checkpoint_steps"):
-            value = getattr(self, name)
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("loss", LOSSES)):
+            if getattr(self, name) not in choices:
+                raise TaskError(f"Unknown {name} '{getattr(self, name)}'. Choose one of: "
+                                f"{', '.join(choices)}.")
+        self._check_numbers()
+        self._check_head()
+        self.class_weight = _class_weight(self.class_weight)
+
+    def _check_numbers(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "max_length", "checkpoint_steps",
+                     "head_hidden"):
+            value = _number(name, getattr(self, name), integer=True)
             if value is not None and value < 1:
                 raise TaskError(f"{name} must be at least 1, got {value}.")
         for name in ("learning_rate", "head_learning_rate"):
-            value = getattr(self, name)
+            value = _number(name, getattr(self, name))
             if value is not None and not value > 0:
                 raise TaskError(f"{name} must be positive, got {value}.")
-        if not 0 <= self.eval_fraction < 0.5 or not 0 <= self.warmup_ratio < 1:
-            raise TaskError("eval_fraction must be in [0, 0.5) and warmup_ratio in [0, 1).")
+        ranges = {"eval_fraction": (0, 0.5), "warmup_ratio": (0, 1), "dropout": (0, 1),
+                  "label_smoothing": (0, 1), "momentum": (0, 1)}
+        for name, (low, high) in ranges.items():
+            value = _number(name, getattr(self, name))
+            if not low <= value < high:
+                raise TaskError(f"{name} must be in [{low}, {high}), got {value}.")
+        for name in ("weight_decay", "focal_gamma", "max_grad_norm"):
+            value = _number(name, getattr(self, name))
+            if value < 0:
+                raise TaskError(f"{name} must be at least 0, got {value}.")
+        if self.nesterov and self.momentum == 0:
+            raise TaskError("nesterov needs momentum > 0.")
+
+    def _check_head(self) -> None:
+        if not isinstance(self.head, str) or (self.head not in HEADS
+                                              and not _FACTORY_PATH.fullmatch(self.head)):
+            raise TaskError(f"Unknown head {self.head!r}. Choose one of: {', '.join(HEADS)}, or "
+                            "name your own factory as 'package.module:function'.")
+        if self.head_options is not None:
+            if not isinstance(self.head_options, dict):
+                raise TaskError(f"head_options must be a dict of keyword arguments, got "
+                                f"{self.head_options!r}.")
+            if self.head in HEADS:
+                raise TaskError(f"head_options go to a custom head factory; the '{self.head}' "
+                                "head takes head_hidden and dropout.")
 
     def resolved(self) -> TrainConfig:
         """A copy with every None replaced by the method's default."""
@@ -129,3 +212,85 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """The settings in a YAML or JSON file (keys are this class's fields).
+
+        >>> TrainConfig.from_file("train.yaml").optimizer   # doctest: +SKIP
+        'sgd'
+        """
+        values = read_config_file(path)
+        try:
+            return cls(**values)
+        except TaskError as err:
+            raise DataError(f"{path}: {err}") from None
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The {field: value} mapping in a YAML (.yaml, .yml) or JSON file of TrainConfig
+    settings; an unknown key, a bad file or a bad value is a DataError naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: no such config file. Fix: pass a .yaml or .json file of "
+                        "training settings.")
+    suffix = file.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise DataError(f"{file}: a config file must be .yaml, .yml or .json.")
+    values = _parse(file, suffix)
+    if not isinstance(values, dict):
+        raise DataError(f"{file}: expected a mapping of settings (e.g. 'epochs: 3'), got "
+                        f"{type(values).__name__}.")
+    known = [f.name for f in fields(TrainConfig)]
+    for key in values:
+        if key not in known:
+            hint = f" Did you mean '{key.replace('-', '_')}'?" if \
+                str(key).replace("-", "_") in known else ""
+            raise DataError(f"{file}: unknown key '{key}'.{hint} Known keys: "
+                            f"{', '.join(known)}.")
+    try:
+        TrainConfig(**values)
+    except TaskError as err:
+        raise DataError(f"{file}: {err}") from None
+    return values
+
+
+def _parse(file: Path, suffix: str) -> Any:
+    import json
+
+    text = file.read_text("utf-8")
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{file}, line {err.lineno}: not valid JSON ({err.msg}).") from None
+    from ._errors import require
+
+    yaml = require("yaml", "yaml")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{file}{where}: not valid YAML "
+                        f"({getattr(err, 'problem', None) or err}).") from None
+
+
+def _number(name: str, value: Any, integer: bool = False) -> Any:
+    """`value` if it is a number (an int when `integer`) or None; else a TaskError."""
+    kinds = (int,) if integer else (int, float)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+        kind = "a whole number" if integer else "a number"
+        raise TaskError(f"{name} must be {kind}, got {value!r}.")
+    return value
+
+
+def _class_weight(value: Any) -> str | dict[str, float] | None:
+    if value is None or value == "balanced":
+        return value
+    if isinstance(value, dict) and value and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+            for w in value.values()):
+        return {str(label): float(weight) for label, weight in value.items()}
+    raise TaskError(f"class_weight must be None, 'balanced' or {{label: positive weight}}, got "
+                    f"{value!r}.")

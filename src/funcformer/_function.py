@@ -36,6 +36,7 @@ from ._cache import Cache, open_cache
 from ._config import TrainConfig
 from ._data import Examples, is_multi_label, label_set, read_examples, read_texts
 from ._errors import ArtifactError, TaskError
+from ._model import HeadChoice
 from ._results import Prediction
 from ._tasks import task_class, task_module
 from ._version import __version__
@@ -255,8 +256,13 @@ class Classifier(Function):
 
         >>> v2 = fn.update("new_tickets.csv", eval_data="all_labels_dev.csv")  # doctest: +SKIP
         """
+        from ._model import LinearHead
         from ._update import update
 
+        if self.head is not None and not isinstance(self.head, LinearHead):
+            raise TaskError(f"update grows a linear head by one row per new label; this "
+                            f"function's head is '{self.task.head_choice.kind}'. Fix: train "
+                            "again with all the data.")
         return update(self, data, eval_data=eval_data, memory=memory, text_column=text_column,
                       label_column=label_column, progress=progress, **options)
 
@@ -339,6 +345,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     from ._methods import choose, fit
 
     if task != "classify":
+        _check_classify_only(task, config, options)
         return task_module(task).train(
             data, eval_data=eval_data, backbone=backbone, method=method, config=config,
             progress=progress, cache=cache, device=device, text_column=text_column,
@@ -347,6 +354,10 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     memory = options.pop("memory", None)
     method, options = method_option(method, options)
     config = make_config(config, method or "auto", options, resolve=False)
+    if init is not None and config.head != "linear":
+        raise TaskError(f"init= starts a linear head from label embeddings; head "
+                        f"'{config.head}' has no such start. Fix: drop init= or use "
+                        "head='linear'.")
     columns = {"text_column": text_column, "label_column": label_column,
                "empty_labels": bool(multi_label)}
     train_examples = read_examples(data, **columns)
@@ -360,6 +371,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         config = dataclasses.replace(config, method=chosen)
     config = config.resolved()
     task_obj = task_class(task, multi_label)(labels)
+    task_obj.configure(config, train_examples)  # head and loss; "balanced" weights from the data
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone, device=device)
@@ -407,6 +419,19 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         fn.memory = select_memory(fn, train_examples, int(memory))
         fn.manifest.memory = {"per_label": int(memory), "examples": len(fn.memory)}
     return fn
+
+
+def _check_classify_only(task: str, config: TrainConfig | None,
+                         options: dict[str, Any]) -> None:
+    """Head and loss settings belong to `classify`; other tasks would silently ignore them."""
+    from ._config import CLASSIFY_ONLY
+
+    given = config.to_dict() if config is not None else {}
+    for name, default in CLASSIFY_ONLY.items():
+        value = options.get(name, given.get(name, default))
+        if value is not None and value != default:
+            raise TaskError(f"{name} applies to classify functions (their head and loss); "
+                            f"{task} has its own. Fix: drop {name}.")
 
 
 def make_config(config: TrainConfig | None, method: str | None,
@@ -458,7 +483,7 @@ def _manifest(task: Any, shared: _backbone.Backbone, trained: Any, config: Train
     included = trained.encoder is not None and not adapter
     ref = BackboneRef(name=shared.name, digest=shared.digest, included=included,
                       base_digest=shared.digest if included else None)
-    head = HeadSpec(hidden=shared.hidden_size, outputs=len(task.labels))
+    head = HeadSpec(**task.head_choice.record(shared.hidden_size, len(task.labels)))
     return Manifest(
         task=task.name, labels=task.labels, method=config.method, backbone=ref, head=head,
         options=task.options, adapter=_lora.describe(trained.encoder) if adapter else None,
@@ -526,7 +551,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     if runtime != "torch":
         return _load_onnx(directory, manifest, task, runtime, threads)
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = task.head(manifest.head.hidden, float(manifest.config.get("dropout", 0.1)))
+    task.head_choice = HeadChoice.from_record(manifest.head)  # a user's factory: by import path
+    head = task.head_choice.build(manifest.head.hidden, manifest.head.outputs,
+                                  float(manifest.config.get("dropout", 0.1)),
+                                  error=ArtifactError, where=f"{directory}: ")
     head_file = directory / HEAD_FILE
     if not head_file.is_file():
         raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")

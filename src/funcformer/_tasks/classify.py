@@ -1,5 +1,5 @@
 """The `classify` task: single-label (softmax) or multi-label (sigmoids with tuned thresholds)
-classification with a linear head on pooled features."""
+classification with a head (linear, MLP or the user's own) on pooled features."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from .._data import MULTI_SEPARATOR, Examples, split_labels
-from .._errors import DataError
+from .._errors import DataError, TaskError
+from .._losses import Loss, class_weights
 from .._metrics import classification_metrics, multilabel_metrics
-from .._model import LinearHead
+from .._model import HeadChoice, LinearHead
 from .._results import Labels, Prediction
 
 
@@ -31,6 +32,20 @@ class Classify:
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.init = init
         """Starting head weights (C, H), e.g. from zero-shot label embeddings; None: random."""
+        self.head_choice = HeadChoice()
+        """Which head to build: linear unless the training config (or artifact) says."""
+        self.criterion = Loss(multi_label=self.multi_label)
+        """The training loss (`configure` sets it from the training config)."""
+
+    def configure(self, config: Any, examples: Examples) -> None:
+        """Take the head and loss settings of a TrainConfig; "balanced" class weights are
+        computed from `examples` (the training data)."""
+        self.head_choice = HeadChoice.from_config(config)
+        weight = class_weights(config.class_weight, self.labels, self.targets(examples),
+                               self.multi_label)
+        self.criterion = Loss(kind=config.loss, smoothing=config.label_smoothing,
+                              gamma=config.focal_gamma, weight=weight,
+                              multi_label=self.multi_label)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -38,8 +53,12 @@ class Classify:
         return {}
 
     def head(self, hidden: int, dropout: float = 0.1) -> torch.nn.Module:
-        head = LinearHead(hidden, len(self.labels), dropout)
+        head = self.head_choice.build(hidden, len(self.labels), dropout)
         if self.init is not None:
+            if not isinstance(head, LinearHead):
+                raise TaskError(f"init= starts a linear head from label embeddings; this "
+                                f"function's head is '{self.head_choice.kind}'. Fix: drop init= "
+                                "or use head='linear'.")
             with torch.no_grad():
                 head.linear.weight.copy_(self.init)
                 head.linear.bias.zero_()
@@ -55,7 +74,8 @@ class Classify:
         return torch.tensor([self.index[label] for label in examples.labels], dtype=torch.long)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits, targets)
+        """Cross-entropy by default; see `configure` (label smoothing, focal, class weights)."""
+        return self.criterion(logits, targets)
 
     def decode(self, logits: torch.Tensor) -> list[Prediction]:
         """Logits (N, C) -> one Prediction per row."""
@@ -123,9 +143,6 @@ class MultiLabel(Classify):
                                     f"'{name}'. This function knows: {', '.join(self.labels)}.")
                 out[i, self.index[name]] = 1.0
         return out
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
 
     def decode(self, logits: torch.Tensor) -> list[Labels]:  # type: ignore[override]
         probs = torch.sigmoid(logits.float()).tolist()
