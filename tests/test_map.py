@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -133,6 +134,21 @@ def test_output_directory_gets_a_part_file(tmp_path: Path, fn_dir: Path, fn) -> 
     fmap(fn_dir, path, f"{tmp_path / 'out'}/", progress=False)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["part-00000.parquet"]
     assert_matches(read_table(tmp_path / "out"), given, fn)
+
+
+def test_pair_function_reads_its_two_columns(tmp_path: Path, tiny_backbone: Path) -> None:
+    reviews = [text for text, _ in make_reviews(12)]
+    train = [{"first": a, "second": b, "score": float(i % 3)}
+             for i, (a, b) in enumerate(itertools.pairwise(reviews))]
+    pair = funcformer.train("pair", train, backbone=tiny_backbone, method="head", epochs=1,
+                            text_a_column="first", text_b_column="second", progress=False)
+    given = [{"first": a, "second": b} for a, b in zip(reviews, reviews[3:], strict=False)]
+    fmap(pair.save(tmp_path / "pair"), write_table(tmp_path / "in.csv", given),
+         tmp_path / "out.jsonl", batch_size=4, progress=False)
+    out = read_table(tmp_path / "out.jsonl")
+    assert [{k: r[k] for k in ("first", "second")} for r in out] == given
+    want = pair([(r["first"], r["second"]) for r in given])
+    assert [r["score"] for r in out] == pytest.approx([w.score for w in want], abs=1e-5)
 
 
 def test_writer_merges_parquet_chunks_whose_types_differ(tmp_path: Path) -> None:
