@@ -149,6 +149,9 @@ def test_pair_function_reads_its_two_columns(tmp_path: Path, tiny_backbone: Path
     assert [{k: r[k] for k in ("first", "second")} for r in out] == given
     want = pair([(r["first"], r["second"]) for r in given])
     assert [r["score"] for r in out] == pytest.approx([w.score for w in want], abs=1e-5)
+    texts = write_table(tmp_path / "texts.csv", [{"text": "the food was great"}])
+    with pytest.raises(DataError, match=r"no column 'first'.*reads columns first and second"):
+        fmap(tmp_path / "pair", texts, tmp_path / "out.csv", progress=False)
 
 
 def test_writer_merges_parquet_chunks_whose_types_differ(tmp_path: Path) -> None:

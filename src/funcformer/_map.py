@@ -111,10 +111,11 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
         names = tuple(column_names(Path(input), input_format))
         missing = [c for c in columns if c not in names]
         if missing:
-            flag = "--text-column / text_column=" if missing[0] == text_column else "renaming it"
+            fix = ("name the text column with --text-column / text_column=" if len(columns) == 1
+                   else f"this {manifest.task} function reads columns {' and '.join(columns)} "
+                   "(as trained): rename yours to those")
             raise DataError(f"{Path(input).name}: no column '{missing[0]}' (columns: "
-                            f"{', '.join(names) or 'none'}). Fix: name the text column with "
-                            f"{flag}.")
+                            f"{', '.join(names) or 'none'}). Fix: {fix}.")
     target, output_format, to_directory = output_target(output, input_format, input)
     return Plan(function=_absolute(function_dir), input=_absolute(input), output=target,
                 input_format=input_format, output_format=output_format,
