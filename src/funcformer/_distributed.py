@@ -10,6 +10,7 @@ files are named by write task, and tasks follow the input's order.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 import shutil
@@ -83,13 +84,26 @@ def connect(ray: Any, address: str | None) -> None:
 
 
 def read(ray: Any, plan: Plan) -> Any:
-    """The input as a Ray Dataset (CSV and TSV columns as text, as the local engine reads)."""
+    """The input as a Ray Dataset (CSV and TSV columns as text, as the local engine reads).
+    Reading asks for no CPU: the actors hold the CPUs, and the model is the work."""
     if plan.input_format == "parquet":
-        return ray.data.read_parquet(plan.input, num_cpus=0)
+        return ray.data.read_parquet(plan.input, **_no_cpu(ray.data.read_parquet))
     if plan.input_format == "jsonl":
-        return ray.data.read_json(plan.input, lines=True, file_extensions=None, num_cpus=0)
+        options = _no_cpu(ray.data.read_json)
+        if "lines" in inspect.signature(ray.data.read_json).parameters:
+            options["lines"] = True  # newer Ray; older ones read JSON lines by default
+        return ray.data.read_json(plan.input, file_extensions=None, **options)
     options = csv_read_options(Path(plan.input), plan.input_format, list(plan.names or []))
-    return ray.data.read_csv(plan.input, file_extensions=None, num_cpus=0, **options)
+    return ray.data.read_csv(plan.input, file_extensions=None, **options,
+                             **_no_cpu(ray.data.read_csv))
+
+
+def _no_cpu(reader: Any) -> dict[str, Any]:
+    """num_cpus=0 for a Ray Data reader: a parameter of its own in newer Ray (which deprecates
+    ray_remote_args there), inside ray_remote_args in older Ray."""
+    if "num_cpus" in inspect.signature(reader).parameters:
+        return {"num_cpus": 0}
+    return {"ray_remote_args": {"num_cpus": 0}}
 
 
 def write(dataset: Any, directory: str, fmt: str) -> None:
