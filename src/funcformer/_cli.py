@@ -246,6 +246,42 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
     return read_inputs(texts)
 
 
+@app.command("map")
+def map_command(
+    function: FunctionDir,
+    input_file: Annotated[str, typer.Argument(metavar="INPUT", help="Rows to run over: .csv, "
+                                              ".tsv, .jsonl or .parquet.")],
+    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="The input's columns plus "
+                                          "the results: a .csv, .tsv, .jsonl or .parquet "
+                                          "file, or a directory (ending in /) of part "
+                                          "files.")],
+    engine: Annotated[str, typer.Option("--engine", help="local (this process, streaming) or "
+                                        "ray (Ray Data with a pool of actors).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join: auto "
+                                                "or ray://host:10001; default: start a local "
+                                                "Ray.")] = None,
+    text_column: TextColumn = "text",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 256,
+    num_actors: Annotated[int | None, typer.Option("--num-actors", help="Ray actors, each "
+                                                   "loading the function once; default: one "
+                                                   "per CPU.")] = None,
+    cache: CacheFile = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A call option as KEY=VALUE, e.g. --set k=3 (search); repeatable.")
+    ] = None,
+) -> None:
+    """Run a function over every row of a file, here or on a Ray cluster."""
+    from ._map import map as run_map
+
+    stats = run_map(function, input_file, output, engine=engine, address=address,
+                    text_column=text_column, batch_size=batch_size, num_actors=num_actors,
+                    options=_settings(settings or []), cache=cache)
+    rows = "?" if stats["rows"] is None else f"{stats['rows']:,}"
+    rate = "" if stats["rows_per_second"] is None else f", {stats['rows_per_second']:,} rows/s"
+    _console().print(f"Wrote {rows} rows to {output} in {stats['seconds']:.1f}s "
+                     f"({engine} engine{rate}).")
+
+
 @app.command("eval")
 def evaluate(
     function: FunctionDir,
