@@ -12,7 +12,7 @@ EXPECTED = [
     "Entities", "Explanation", "Function", "FuncformerError", "Generation", "Hit", "Hits",
     "Labels", "LoRA", "MemoryCache", "MissingExtra", "PairScore", "Prediction", "Ranked",
     "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot", "__version__", "embed",
-    "explain", "generator", "load", "similarity", "train", "write_report", "zero_shot",
+    "explain", "generator", "load", "map", "similarity", "train", "write_report", "zero_shot",
 ]
 
 

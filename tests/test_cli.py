@@ -104,7 +104,8 @@ def function_copy(tmp_path: Path, trained_dir: Path) -> Path:
 def test_help(capsys) -> None:
     code, out, err = cli(capsys, "--help")
     assert code == 0
-    for word in ("train", "predict", "eval", "info", "quickstart", "--debug", "--version"):
+    for word in ("train", "predict", "eval", "info", "quickstart", "update", "serve", "map",
+                 "explain", "--debug", "--version"):
         assert word in out
     assert "Traceback" not in err
 

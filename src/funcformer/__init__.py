@@ -46,6 +46,7 @@ __all__ = [
     "explain",
     "generator",
     "load",
+    "map",
     "similarity",
     "train",
     "write_report",
@@ -85,6 +86,7 @@ _LAZY = {
     "MemoryCache": "._cache",
     "SQLiteCache": "._cache",
     "load": "._function",
+    "map": "._map",
     "train": "._function",
 }
 
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
     from ._explain import Explanation, explain
     from ._function import Function, load, train
     from ._lora import LoRA
+    from ._map import map
     from ._report import write_report
     from ._results import Labels, Prediction
     from ._tasks.embed import Embedding
