@@ -382,8 +382,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if reason is not None:  # said once nothing can fail before training starts
         say(f"method auto -> {config.method}: {reason}", progress)
     started = time.perf_counter()
-    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress,
-                  open_cache(cache))
+    cache = open_cache(cache)
+    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress, cache)
     seconds = time.perf_counter() - started
     if trained.truncated:
         log.warning("%d of %d training texts were longer than %d tokens and were truncated.",
@@ -416,7 +416,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
 
         if task_obj.multi_label:
             raise TaskError("memory (for update) applies to single-label functions.")
-        fn.memory = select_memory(fn, train_examples, int(memory))
+        # The training run cached the frozen backbone's features: herding reuses them.
+        fn.memory = select_memory(fn, train_examples, int(memory),
+                                  lambda texts: fn.features(texts, cache))
         fn.manifest.memory = {"per_label": int(memory), "examples": len(fn.memory)}
     return fn
 
