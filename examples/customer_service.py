@@ -78,7 +78,8 @@ def shared_data(quick: bool) -> Data:
         faq_columns={"text_column": "question"},
         calibration=per_label(asked, 1 if quick else 3, key="id") + unanswerable[:38],
         faq_test=per_label(held, 1 if quick else 2, key="id") + unanswerable[38:],
-        messages=["I still haven't received my new card", "How do I delete my Facebook account?",
+        messages=["I still haven't received my new card",
+                  "How can I close my Facebook account for good?",
                   "Why was I charged a fee for withdrawing cash?",
                   "How can I make text strikethrough in GitHub markdown?",
                   "What's the best pizza place in Naples?"])
@@ -143,6 +144,8 @@ def main() -> None:
     print("\nAssistant replies:")
     for message in data.messages:
         where, reply = assistant.route(message)
+        if args.shared and where.startswith("faq:"):
+            reply = "(StackFAQ's answer; the public data is not reprinted here)"
         print(f"  > {message}\n    [{where}] {reply[:100]}")
 
     # 4. Save both; load them back (or serve them: funcformer serve <out>).
