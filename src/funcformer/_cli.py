@@ -166,14 +166,11 @@ def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
-    import inspect
+    from ._map import accepted_options
 
-    parameters = inspect.signature(fn.predict).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return  # the function checks its own options (generate: its Decoding fields)
-    accepted = [name for name, p in parameters.items()
-                if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
-                                                and p.default is not p.empty)]
+    accepted = accepted_options(fn.predict)
+    if accepted is None:
+        return
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise DataError(f"--set {unknown[0]}: not an option of {fn.manifest.task} functions. "
