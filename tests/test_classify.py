@@ -241,3 +241,38 @@ def test_zero_shot_init_starts_from_label_embeddings(tiny_backbone: Path) -> Non
     with pytest.raises(TaskError, match="init must be"):
         funcformer.train("classify", make_reviews(), backbone=tiny_backbone, init="random",
                          method="head")
+
+
+@pytest.mark.parametrize("tiebreaks, kept", [(None, 1), ([-3.0, -2.0, -1.0], 3),
+                                             ([-1.0, -2.0, -3.0], 1)])
+def test_early_stopping_breaks_metric_ties_on_the_tiebreak(tiebreaks, kept):
+    """Three epochs with the same accuracy: with a tie-break (minus the eval loss) the epoch
+    with the best one is kept; a bare metric keeps the first (a later tie does not improve)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    inputs, targets = torch.randn(8, 2), torch.tensor([0, 1] * 4)
+    seen = iter(range(3))
+
+    def evaluate(_: torch.nn.Module):
+        epoch = next(seen)
+        return 0.75 if tiebreaks is None else (0.75, tiebreaks[epoch])
+
+    plan = Plan(model=model, batches=lambda epoch: [(inputs, targets)],
+                forward=lambda m, x: m(x), loss=torch.nn.functional.cross_entropy,
+                evaluate=evaluate)
+    history = run(plan, TrainConfig(epochs=3, patience=5, learning_rate=0.1), progress=False)
+    assert history.best_epoch == kept
+    assert history.best_metric == 0.75
+    assert history.best_tiebreak == (None if tiebreaks is None else max(tiebreaks))
+
+
+def test_judge_is_the_metric_and_minus_the_eval_loss():
+    from funcformer._tasks.classify import Classify
+
+    task = Classify(["neg", "pos"])
+    examples = read_examples([{"text": "a", "label": "neg"}, {"text": "b", "label": "pos"}])
+    sure, unsure = torch.tensor([[4.0, -4.0], [-4.0, 4.0]]), torch.tensor([[0.1, 0.0], [0.0, 0.1]])
+    (sure_score, sure_tie), (unsure_score, unsure_tie) = (
+        task.judge(logits, examples, "accuracy") for logits in (sure, unsure))
+    assert sure_score == unsure_score == 1.0
+    assert sure_tie > unsure_tie

@@ -140,11 +140,10 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     weights = _prior_weights(targets, task.labels, seen)
     eval_features = featurize(held.texts) if held is not None else None
 
-    def evaluate(model: torch.nn.Module) -> float:
+    def evaluate(model: torch.nn.Module) -> tuple[float, float]:
         assert held is not None and eval_features is not None
         with torch.inference_mode():
-            return task.score(held.labels, task.predicted_labels(model(eval_features)),
-                              "accuracy")
+            return task.judge(model(eval_features), held, "accuracy")
 
     trained, history = _train_head(_Growing(head, weights), features, targets, config,
                                    evaluate if held is not None else None, progress)

@@ -52,13 +52,11 @@ def _evaluator(task: Any, backbone: Backbone, eval_data: Examples | None,
                config: TrainConfig) -> Any:
     if eval_data is None:
         return None
-    gold = eval_data.labels
-
-    def evaluate(model: torch.nn.Module) -> float:
+    def evaluate(model: torch.nn.Module) -> tuple[float, float]:
         features, _ = backbone.embed(eval_data.texts, encoder=model.encoder,
                                      max_length=config.max_length)
         with torch.inference_mode():
             logits = model.head(torch.from_numpy(features).to(backbone.device))
-        return task.score(gold, task.predicted_labels(logits), config.metric)
+            return task.judge(logits, eval_data, config.metric)
 
     return evaluate

@@ -37,11 +37,9 @@ def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | 
         head, history = _train_head(task, features, targets, config, None, progress)
         return head, history, truncated
     eval_features, _ = _features(backbone, eval_data, config, cache, encoder)
-    gold = eval_data.labels
-
-    def evaluate(model: torch.nn.Module) -> float:
+    def evaluate(model: torch.nn.Module) -> tuple[float, float]:
         with torch.inference_mode():
-            return task.score(gold, task.predicted_labels(model(eval_features)), config.metric)
+            return task.judge(model(eval_features), eval_data, config.metric)
 
     head, history = _train_head(task, features, targets, config, evaluate, progress)
     if refit and history.best_epoch == 0:  # training never beat the informed start

@@ -101,6 +101,15 @@ class Classify:
         """One number for early stopping: accuracy or macro-F1."""
         return float(self.metrics(gold, predicted)[metric])
 
+    def judge(self, logits: torch.Tensor, examples: Examples, metric: str) -> tuple[float, float]:
+        """Early stopping's view of eval logits: (metric, minus the eval loss). The loss breaks
+        ties of the metric, so of two epochs with the same accuracy the one that is surer of
+        the right labels is kept."""
+        assert examples.labels is not None
+        score = self.score(examples.labels, self.predicted_labels(logits), metric)
+        loss = self.loss(logits.float(), self.targets(examples).to(logits.device))
+        return score, -float(loss)
+
 
 class MultiLabel(Classify):
     """Multi-label classification: one sigmoid per label, each with its own threshold.
