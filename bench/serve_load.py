@@ -11,6 +11,7 @@ head weights to its embeddings, so both answer the same labels (their agreement 
 
     python bench/serve_load.py                       # 3,000 requests per server
     python bench/serve_load.py --runtime onnx-int8   # funcformer on its int8 ONNX export
+    python bench/serve_load.py --dtype bfloat16      # funcformer's torch runtime in bfloat16
     python bench/serve_load.py --requests 300        # a short check
     python bench/serve_load.py --soak                # reload an artifact every 3 s under load
 
@@ -249,7 +250,8 @@ def measure(servers: list[tuple[subprocess.Popen, str]], requests: list[list[str
 def serve_command(directory: Path, args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "funcformer", "serve", str(directory),
             "--max-batch-tokens", str(args.max_batch_tokens), "--max-wait-ms",
-            str(args.max_wait_ms), "--runtime", args.runtime]
+            str(args.max_wait_ms), "--runtime", args.runtime,
+            *(["--dtype", args.dtype] if args.dtype else [])]
 
 
 def environment() -> dict[str, str]:
@@ -289,7 +291,8 @@ def compare(args: argparse.Namespace, workdir: Path, rows: list[tuple[str, str]]
     return ["| server | requests | texts | seconds | requests/s | texts/s | p50 ms | p99 ms | "
             "texts per CPU-s | errors |", "|---|---|---|---|---|---|---|---|---|---|",
             base.row("anchor: FastAPI + SentenceTransformer.encode per request"),
-            ours.row(f"funcformer serve ({args.runtime})", base), "",
+            ours.row(f"funcformer serve ({args.runtime}"
+                     f"{', ' + args.dtype if args.dtype else ''})", base), "",
             f"label agreement with the anchor: {sum(same) / max(len(same), 1):.4f} "
             f"({len(same)} texts); funcformer batches: {batches}; "
             f"funcformer exit code after SIGTERM: {codes[0]}",
@@ -360,6 +363,8 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--dtype", choices=["bfloat16"], help="the torch runtime's weights "
+                        "(default float32)")
     parser.add_argument("--soak", action="store_true")
     parser.add_argument("--reload-every", type=float, default=3.0)
     parser.add_argument("--out", type=Path, help="also write the report here (default: "

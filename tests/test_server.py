@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from conftest import NEGATIVE, NOUNS, POSITIVE, make_reviews, run_cli
 
 import funcformer
@@ -124,6 +125,21 @@ def test_outputs_equal_the_function_called_directly(functions: Path) -> None:
             response = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
         assert response.status_code == 200
         assert_outputs(response.json()["outputs"], direct(functions / "sentiment", TEXTS))
+
+    run(scenario)
+
+
+def test_bfloat16_serves_the_functions_in_bfloat16(functions: Path) -> None:
+    async def scenario() -> None:
+        async with serving(functions, dtype="bfloat16") as (client, server):
+            response = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+            version = server.registry.acquire("sentiment")
+            dtype = next(version.function.backbone.model.parameters()).dtype
+            server.registry.release(version)
+        assert response.status_code == 200
+        assert dtype == torch.bfloat16
+        got, want = response.json()["outputs"], direct(functions / "sentiment", TEXTS)
+        assert [g["label"] for g in got] == [w["label"] for w in want]
 
     run(scenario)
 
@@ -460,6 +476,10 @@ def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:
         create_app(tmp_path / "missing")
     with pytest.raises(DataError, match="runtime"):
         create_app(functions, runtime="tensorrt")
+    with pytest.raises(DataError, match="Unknown dtype 'int4'"):
+        create_app(functions, dtype="int4")
+    with pytest.raises(DataError, match="applies to the torch runtime"):
+        create_app(functions, runtime="onnx", dtype="bfloat16")
     check_binding("127.0.0.1", None)
     check_binding("::1", None)
     check_binding("0.0.0.0", "key")

@@ -501,6 +501,9 @@ def serve(
         "requests to batch with the first.")] = 5.0,
     cache: CacheFile = None,
     runtime: Runtime = "torch",
+    dtype: Annotated[str | None, typer.Option(
+        "--dtype", help="Weights of the torch runtime: float32 (default) or bfloat16 (about "
+        "2x faster on CPUs with AMX/AVX512-BF16).")] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1,
                                                 help="Largest request body.")] = 1_000_000,
     max_inputs: Annotated[int, typer.Option("--max-inputs", min=1,
@@ -520,7 +523,7 @@ def serve(
                     max_queue=max_queue)
     serve_command(directory, host=host, port=port, api_key=api_key,
                   max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, cache=cache,
-                  limits=limits, runtime=runtime, reload_interval=reload_interval)
+                  limits=limits, runtime=runtime, reload_interval=reload_interval, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
                         "/openapi.json"})
 """Paths served without the API key: probes and the API description (no function names)."""
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+DTYPES = (None, "float32", "bfloat16", "float16")
 SERVER_CACHE_ITEMS = 20_000
 """The default in-memory cache's size: an embedding's cached JSON is ~8 kB, so ~160 MB at most."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -112,7 +113,7 @@ class Server:
 
     def __init__(self, directory: Path, *, batching: Batching, limits: Limits,
                  cache: Cache | str | os.PathLike[str] | None, runtime: str,
-                 reload_interval: float, reload_signal: bool) -> None:
+                 reload_interval: float, reload_signal: bool, dtype: str | None = None) -> None:
         from ._engine import Engine
 
         self.limits = limits
@@ -121,7 +122,7 @@ class Server:
         self.engine = Engine(cache=MemoryCache(SERVER_CACHE_ITEMS) if cache == "memory"
                              else cache)
         self.metrics = Metrics(self)
-        self.registry = Registry(directory, self.engine, runtime=runtime,
+        self.registry = Registry(directory, self.engine, runtime=runtime, dtype=dtype,
                                  on_load=lambda r: self.metrics.loads.labels(r).inc())
         self.batcher = Batcher(self.engine, batching, limits.max_queue,
                                observe=self.metrics.observe_batch)
@@ -261,11 +262,14 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                max_wait_ms: float = Batching.max_wait_ms,
                cache: Cache | str | os.PathLike[str] | None = "memory",
                limits: Limits | None = None, runtime: str = "torch",
-               reload_interval: float = 1.0, reload_signal: bool = False) -> Any:
+               reload_interval: float = 1.0, reload_signal: bool = False,
+               dtype: str | None = None) -> Any:
     """A FastAPI app serving every function artifact under `directory` (one per folder).
 
     `cache`: "memory" (an LRU of 20,000 entries), an SQLite path, a Cache, or None.
     `runtime`: "onnx" / "onnx-int8" run classify functions on their ONNX export.
+    `dtype`: "bfloat16" runs the torch runtime's encoders in bfloat16 (about 2x the texts/s of
+    float32 on CPUs with AMX or AVX512-BF16, at a small numerical cost); None is float32.
     `reload_interval`: seconds between scans of `directory` (0: only on `reload_signal`,
     which reloads on SIGHUP when the app runs in the main thread). Functions load in the
     background once the app starts; GET /readyz answers 200 when they have.
@@ -280,10 +284,16 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                         "function folders (each written by 'funcformer train --out').")
     if runtime not in RUNTIMES:
         raise DataError(f"Unknown runtime '{runtime}'. Choose {', '.join(RUNTIMES)}.")
+    if dtype not in DTYPES:
+        raise DataError(f"Unknown dtype '{dtype}'. Choose {', '.join(map(str, DTYPES[1:]))}.")
+    if dtype is not None and runtime != "torch":
+        raise DataError(f"dtype '{dtype}' applies to the torch runtime; runtime '{runtime}' "
+                        "runs the ONNX export as exported. Fix: drop --dtype, or use "
+                        "--runtime torch.")
     limits = limits or Limits()
     server = Server(root, batching=Batching(max_tokens=max_batch_tokens,
                                             max_wait_ms=max_wait_ms),
-                    limits=limits, cache=cache, runtime=runtime,
+                    limits=limits, cache=cache, runtime=runtime, dtype=dtype,
                     reload_interval=reload_interval, reload_signal=reload_signal)
 
     @asynccontextmanager
@@ -585,7 +595,7 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
                   max_wait_ms: float = Batching.max_wait_ms,
                   cache: str | os.PathLike[str] | None = None, limits: Limits | None = None,
                   runtime: str = "torch", reload_interval: float = 1.0,
-                  log_level: str = "info") -> None:
+                  log_level: str = "info", dtype: str | None = None) -> None:
     """Serve `directory` over HTTP until SIGTERM or Ctrl+C (`funcformer serve`).
 
     `api_key` defaults to the FUNCFORMER_API_KEY environment variable; without one, only a
@@ -604,7 +614,8 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app = create_app(directory, api_key=api_key, max_batch_tokens=max_batch_tokens,
                      max_wait_ms=max_wait_ms, cache=cache or "memory", limits=limits,
-                     runtime=runtime, reload_interval=reload_interval, reload_signal=True)
+                     runtime=runtime, reload_interval=reload_interval, reload_signal=True,
+                     dtype=dtype)
     logging.getLogger("funcformer.server").setLevel(logging.INFO)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=30)

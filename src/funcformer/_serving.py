@@ -131,10 +131,13 @@ class Registry:
     """
 
     def __init__(self, directory: Path, engine: Any, *, runtime: str = "torch",
+                 dtype: str | None = None,
                  on_load: Callable[[str], None] | None = None) -> None:
         self.directory = directory
         self.engine = engine
         self.runtime = runtime
+        self.dtype = dtype
+        """The torch runtime's weights: None (float32) or "bfloat16"/"float16"."""
         self.on_load = on_load or (lambda result: None)
         """Called with "loaded" or "failed" after each load attempt (metrics)."""
         self.slots: dict[str, Slot] = {}
@@ -198,7 +201,8 @@ class Registry:
     def _read(self, path: Path, task: str) -> Any:
         from ._function import load
 
-        return load(path, runtime=self.runtime if task == "classify" else "torch")
+        runtime = self.runtime if task == "classify" else "torch"
+        return load(path, runtime=runtime, dtype=self.dtype if runtime == "torch" else None)
 
     def acquire(self, name: str) -> Version:
         """The version serving `name`, held until `release`; an HTTPError if there is none."""
@@ -250,7 +254,7 @@ class Registry:
                 raise HTTPError(404, "not_found", f"model: no embed function or backbone "
                                 f"named '{model}'. Models here: {', '.join(models) or 'none'}.",
                                 field="model")
-            function = await asyncio.to_thread(_untrained_embedder, model)
+            function = await asyncio.to_thread(_untrained_embedder, model, self.dtype)
             if model not in self.backbones:  # a concurrent first request may have made one
                 self.backbones[model] = Version(name=model, key=f"backbone:{model}",
                                                 function=function, loaded_at=0.0)
@@ -272,10 +276,11 @@ class Registry:
         return out
 
 
-def _untrained_embedder(backbone: str) -> Any:
+def _untrained_embedder(backbone: str, dtype: str | None = None) -> Any:
+    from . import _backbone
     from ._tasks.embed import from_backbone
 
-    return from_backbone(backbone)
+    return from_backbone(_backbone.load(backbone, dtype=dtype))
 
 
 def describe_function(fn: Any) -> dict[str, Any]:
