@@ -472,7 +472,7 @@ def suggest(
         "or entropy.")] = "margin",
     candidates: Annotated[int | None, typer.Option(
         "--candidates", help="Diversify among this many of the most uncertain texts "
-        "(default 10 x n).")] = None,
+        "(default 5 x n).")] = None,
     text_column: TextColumn = "text",
     cache: CacheFile = None,
 ) -> None:
