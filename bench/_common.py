@@ -34,3 +34,22 @@ def print_header() -> None:
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)\n")
+
+
+def pool(rows: list[tuple[str, str]], n: int, seed: int,
+         exclude: set[int] | frozenset[int] = frozenset()) -> list[tuple[str, str]]:
+    """`n` rows drawn at random (seeded) from `rows`, none of the indices in `exclude`, and no
+    text twice (SST-2's train split repeats phrases)."""
+    import random
+
+    order = [i for i in range(len(rows)) if i not in exclude]
+    random.Random(seed).shuffle(order)
+    seen: set[str] = {rows[i][0] for i in exclude}
+    out = []
+    for i in order:
+        if rows[i][0] not in seen:
+            seen.add(rows[i][0])
+            out.append(rows[i])
+        if len(out) == n:
+            break
+    return out

@@ -37,7 +37,9 @@ __all__ = [
     "Prediction",
     "Ranked",
     "SQLiteCache",
+    "SelfTraining",
     "Span",
+    "Suggestion",
     "TaskError",
     "TrainConfig",
     "ZeroShot",
@@ -48,6 +50,7 @@ __all__ = [
     "load",
     "map",
     "similarity",
+    "suggest",
     "train",
     "write_report",
     "zero_shot",
@@ -88,6 +91,9 @@ _LAZY = {
     "load": "._function",
     "map": "._map",
     "train": "._function",
+    "SelfTraining": "._unlabeled",
+    "Suggestion": "._unlabeled",
+    "suggest": "._unlabeled",
 }
 
 if TYPE_CHECKING:
@@ -114,6 +120,7 @@ if TYPE_CHECKING:
     from ._tasks.pair import PairScore, Ranked
     from ._tasks.search import Answer, Hit, Hits
     from ._tasks.tag import Entities, Span
+    from ._unlabeled import SelfTraining, Suggestion, suggest
 
 
 def __getattr__(name: str) -> Any:

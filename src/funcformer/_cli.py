@@ -104,6 +104,11 @@ def train(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a killed run from its last checkpoint (same data, options "
         "and seed give the same result as an uninterrupted run).")] = False,
+    unlabeled: Annotated[str | None, typer.Option(
+        "--unlabeled", help="classify: texts without labels (.txt, .csv, .tsv, .jsonl) for "
+        "self-training: confident predictions become pseudo-labels for more rounds of "
+        "training; set rounds and threshold with --set self_training='{\"rounds\": 3, "
+        "\"threshold\": 0.9}'.")] = None,
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target
@@ -119,7 +124,8 @@ def train(
     flags = {"eval_data": eval_data, "backbone": backbone, "method": method,
              "text_column": text_column, "label_column": label_column, "epochs": epochs,
              "learning_rate": learning_rate, "batch_size": batch_size,
-             "max_length": max_length, "seed": seed, "cache": cache, "init": init}
+             "max_length": max_length, "seed": seed, "cache": cache, "init": init,
+             "unlabeled": unlabeled}
     for key, value in options.items():  # --set epochs=2 is --epochs 2, unless both disagree
         if key in flags and flags[key] not in (None, value):
             raise DataError(f"--set {key}={value!r} contradicts --{key.replace('_', '-')} "
@@ -187,7 +193,21 @@ def _print_training(fn: Any, out: Path) -> None:
                   f"eval data: {report.get('eval_source', 'none')}.")
     if metrics:
         console.print(f"Metrics: {metrics}")
+    if "self_training" in report:
+        console.print(_self_training_line(report["self_training"]))
     console.print(f"Saved to {out}")
+
+
+def _self_training_line(report: dict[str, Any]) -> str:
+    """'Self-training: pseudo-labels per round 0, 132, 472; accuracy 0.6500 -> 0.7000
+    (+0.0500); kept round 2.'"""
+    added = ", ".join(str(r["pseudo_labels"]) for r in report["rounds"])
+    line = f"Self-training: pseudo-labels per round {added}"
+    if "gain" in report:
+        kept = report["rounds"][report["kept_round"]]["eval_metric"]
+        line += (f"; {report['metric']} {report['labelled_only']:.4f} -> {kept:.4f} "
+                 f"({report['gain']:+.4f})")
+    return line + f"; kept round {report['kept_round']}."
 
 
 @app.command()
@@ -434,6 +454,44 @@ def update(
     for key, name in names.items():
         if key in info["report"]:
             console.print(f"{name:>20}  {info['report'][key]:.4f}")
+
+
+@app.command()
+def suggest(
+    function: FunctionDir,
+    unlabeled: Annotated[str, typer.Argument(
+        metavar="UNLABELED", help="Texts without labels: .txt (one per line), .csv, .tsv or "
+        ".jsonl.")],
+    n: Annotated[int, typer.Option("--n", help="How many texts to suggest.")] = 20,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write them to this .csv, .tsv or .jsonl file with an empty 'label' "
+        "column to fill in (then: funcformer update DIR FILE); default: JSON lines on "
+        "stdout.")] = None,
+    measure: Annotated[str, typer.Option(
+        "--measure", help="Uncertainty: margin (1 - gap between the top two probabilities) "
+        "or entropy.")] = "margin",
+    candidates: Annotated[int | None, typer.Option(
+        "--candidates", help="Diversify among this many of the most uncertain texts "
+        "(default 5 x n).")] = None,
+    text_column: TextColumn = "text",
+    cache: CacheFile = None,
+) -> None:
+    """Suggest which texts to label next for a classify function: the ones it is least sure
+    about, diversified so the picks are not near-duplicates."""
+    from ._function import load
+    from ._unlabeled import suggest as suggest_texts
+    from ._unlabeled import write_suggestions
+
+    fn = load(function)
+    picks = suggest_texts(fn, unlabeled, n, measure=measure, candidates=candidates,
+                          text_column=text_column, cache=cache)
+    if out is None:
+        for pick in picks:
+            print(json.dumps(pick.to_dict(), ensure_ascii=False))
+        return
+    write_suggestions(out, picks)
+    _console().print(f"Wrote {len(picks)} suggestions to {out}. Fill in the label column, "
+                     f"then: funcformer update {function} {out} --out NEW_DIR")
 
 
 @app.command()

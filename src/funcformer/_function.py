@@ -324,7 +324,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
           method: str | None = None, text_column: str = "text", label_column: str = "label",
           config: TrainConfig | None = None, progress: bool = True,
           cache: Cache | str | os.PathLike[str] | None = None, device: str = "cpu",
-          init: Any = None, **options: Any) -> Function:
+          init: Any = None, unlabeled: Any = None, self_training: Any = None,
+          **options: Any) -> Function:
     """Train a function for `task`; `options` override fields of `TrainConfig` or set task
     options (see docs/tasks.md).
 
@@ -338,6 +339,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     `device` is a torch device ("cuda" trains `full` on a GPU; heads always train on CPU).
     `init="zero_shot"` (or a `ZeroShot` with label descriptions) starts the head from the label
     embeddings, so a few examples improve on zero-shot rather than start from scratch.
+    `unlabeled` (classify, single-label: a file, list or DataFrame of texts) turns on
+    self-training: confident predictions on those texts become pseudo-labels for further rounds
+    of training (`self_training`: a `SelfTraining` or its dict; see docs/unlabeled.md).
 
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
@@ -345,6 +349,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     from ._methods import choose, fit
 
     if task != "classify":
+        if unlabeled is not None or self_training is not None:
+            raise TaskError(f"Self-training (unlabeled=) applies to classify functions; this "
+                            f"is {task}. Fix: drop unlabeled= and self_training=.")
         _check_classify_only(task, config, options)
         return task_module(task).train(
             data, eval_data=eval_data, backbone=backbone, method=method, config=config,
@@ -362,8 +369,12 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
                "empty_labels": bool(multi_label)}
     train_examples = read_examples(data, **columns)
     eval_examples = read_examples(eval_data, **columns) if eval_data is not None else None
+    unlabeled_examples, settings = _unlabeled_data(unlabeled, self_training, text_column)
     if multi_label is None:
         multi_label = is_multi_label(train_examples)
+    if multi_label and unlabeled_examples is not None:
+        raise TaskError("Self-training (unlabeled=) pseudo-labels single-label data; this is "
+                        "multi-label. Fix: drop unlabeled=, or label more rows.")
     labels = label_set(train_examples, task, multi_label)
     reason = None
     if config.method == "auto":
@@ -383,7 +394,13 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         say(f"method auto -> {config.method}: {reason}", progress)
     started = time.perf_counter()
     cache = open_cache(cache)
-    trained = fit(task_obj, shared, train_examples, eval_examples, config, progress, cache)
+    if unlabeled_examples is None:
+        trained = fit(task_obj, shared, train_examples, eval_examples, config, progress, cache)
+    else:
+        from ._unlabeled import self_train
+
+        trained, self_report = self_train(task_obj, shared, train_examples, eval_examples,
+                                          unlabeled_examples, settings, config, progress, cache)
     seconds = time.perf_counter() - started
     if trained.truncated:
         log.warning("%d of %d training texts were longer than %d tokens and were truncated.",
@@ -394,6 +411,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
               "history": trained.history.to_dict()}
     if reason is not None:
         report["method_reason"] = f"auto: {reason}"
+    if unlabeled_examples is not None:
+        report["self_training"] = self_report
     if not multi_label:  # what `update` weighs its replayed examples by
         report["label_counts"] = dict(Counter(train_examples.labels))
     manifest = _manifest(task_obj, shared, trained, config, report)
@@ -421,6 +440,19 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
                                   lambda texts: fn.features(texts, cache))
         fn.manifest.memory = {"per_label": int(memory), "examples": len(fn.memory)}
     return fn
+
+
+def _unlabeled_data(unlabeled: Any, self_training: Any,
+                    text_column: str) -> tuple[Examples | None, Any]:
+    """The unlabelled texts and the self-training settings (both None without unlabeled=)."""
+    if unlabeled is None:
+        if self_training is not None:
+            raise TaskError("self_training= sets how unlabelled texts are used; pass them too "
+                            "(unlabeled=FILE, or --unlabeled FILE).")
+        return None, None
+    from ._unlabeled import SelfTraining
+
+    return read_texts(unlabeled, text_column=text_column), SelfTraining.from_value(self_training)
 
 
 def _check_classify_only(task: str, config: TrainConfig | None,

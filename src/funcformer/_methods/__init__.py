@@ -50,14 +50,18 @@ class Trained:
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
-        config: TrainConfig, progress: bool = True, cache: Cache | None = None) -> Trained:
-    """Train with `config.method`; holds out part of `train` when no eval data is given."""
+        config: TrainConfig, progress: bool = True, cache: Cache | None = None,
+        source: str | None = None) -> Trained:
+    """Train with `config.method`; holds out part of `train` when no eval data is given,
+    unless `source` says where the eval data came from already ('held out N' or 'none':
+    self-training holds out labelled rows once, then trains on them plus pseudo-labels)."""
     from . import contrastive, full, head
 
-    source = "given"
-    if eval_data is None:
-        train, eval_data = holdout(train, config.eval_fraction, config.seed)
-        source = f"held out {len(eval_data)}" if eval_data is not None else "none"
+    if source is None:
+        source = "given"
+        if eval_data is None:
+            train, eval_data = holdout(train, config.eval_fraction, config.seed)
+            source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     method = {"head": head.fit, "full": full.fit, "lora": full.fit,
               "contrastive": contrastive.fit}[config.method]
     trained = method(task, backbone, train, eval_data, config, progress, source, cache)

@@ -1,0 +1,452 @@
+"""Learning from unlabelled texts: self-training and active learning (`classify`).
+
+Self-training (`train(..., unlabeled=DATA)`): train on the labelled data, label the unlabelled
+texts the function is confident about (pseudo-labels), train again on both, for a set number
+of rounds. Each round is one ordinary `fit` (the chosen method, the one training loop); the
+pseudo-labels are chosen afresh each round by the newest function, so an early mistake can be
+taken back. Per-label caps keep the pseudo-labels in the labelled data's label proportions:
+confident predictions pile up on the easiest label, and training on that pile tilts the next
+round further towards it (confirmation bias).
+
+Active learning (`suggest(fn, DATA, n)`): the texts whose labels would help `fn` most. The
+most uncertain texts form a pool (`candidates`, near-duplicates dropped), k-means on the
+function's own features splits the pool into `n` groups, and each group gives its most
+uncertain text: uncertain, and not n variations of one text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ._data import Examples, read_texts
+from ._errors import DataError, TaskError
+
+DUPLICATE_SIMILARITY = 0.95
+"""Two texts whose features have at least this cosine similarity count as near-duplicates."""
+CANDIDATES_PER_PICK = 5
+"""`suggest` diversifies among the 5 x n most uncertain texts by default (Zhdanov 2019,
+"Diverse mini-batch active learning", prefilters the same way). In bench/active.py (3 seeds)
+5 x n and 10 x n did alike on SST-2; on Emotion 5 x n was 0.5-3 points better up to 64 labels."""
+MEASURES = ("margin", "entropy")
+
+
+@dataclass(kw_only=True)
+class SelfTraining:
+    """How `train(..., unlabeled=DATA)` uses the unlabelled texts.
+
+    >>> SelfTraining(rounds=2, threshold=0.95).per_class is None
+    True
+    """
+
+    rounds: int = 3
+    """Rounds of pseudo-labelling and retraining after the labelled-only training."""
+    threshold: float = 0.9
+    """A text is pseudo-labelled only when the function gives its top label at least this
+    probability."""
+    per_class: int | None = None
+    """Round r keeps at most r x per_class pseudo-labels of each label (the most confident):
+    a curriculum that grows by per_class a round. None: no cap beyond `threshold`."""
+    balance: bool = True
+    """Keep the pseudo-labels in the labelled data's label proportions: the label with the
+    fewest confident texts (relative to its share) sets how many every label gets."""
+    keep: str = "best"
+    """"best": keep the round with the best eval metric (eval data given or held out; round 0
+    is the labelled-only function; ties go to the earlier round); "last": the last round.
+    Without eval data there is nothing to compare: the last round is kept."""
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "per_class"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise TaskError(f"self_training {name} must be a whole number >= 1, got "
+                                f"{value!r}.")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0 < self.threshold < 1:
+            raise TaskError(f"self_training threshold must be a probability in (0, 1), got "
+                            f"{self.threshold!r}.")
+        if self.keep not in ("best", "last"):
+            raise TaskError(f"self_training keep must be 'best' or 'last', got {self.keep!r}.")
+
+    @classmethod
+    def from_value(cls, value: SelfTraining | dict[str, Any] | None) -> SelfTraining:
+        """A SelfTraining from itself, a dict of its fields, or None (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TaskError(f"self_training must be a dict or funcformer.SelfTraining, got "
+                            f"{type(value).__name__}.")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise TaskError(f"Unknown self_training option(s): {', '.join(unknown)}. Options: "
+                            f"{', '.join(sorted(known))}.")
+        return cls(**value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples | None,
+               unlabeled: Examples, settings: SelfTraining, config: Any, progress: bool,
+               cache: Any) -> tuple[Any, dict[str, Any]]:
+    """Rounds of `fit`: labelled only, then labelled + pseudo-labels. Returns the kept round's
+    `Trained` and the report for `manifest.training["self_training"]`."""
+    from ._function import say
+    from ._methods import fit, holdout
+    from ._update import _join
+
+    source = "given"
+    if eval_data is None:  # held out of the labelled rows only: pseudo-labels never score
+        labelled, eval_data = holdout(labelled, config.eval_fraction, config.seed)
+        source = f"held out {len(eval_data)}" if eval_data is not None else "none"
+    pool = _pool(unlabeled, labelled, eval_data)
+    shares = _shares(task, labelled)
+    trained = fit(task, backbone, labelled, eval_data, config, progress, cache, source=source)
+    rounds = [_round_record(0, [], task, trained)]
+    kept = (trained, 0)
+    for number in range(1, settings.rounds + 1):
+        probs = _probabilities(trained, backbone, pool, config, cache)
+        picks = pseudo_labels(probs, settings, number, shares)
+        if not picks:
+            why = _why_none(probs, settings, task.labels)
+            say(f"self-training round {number}: no pseudo-labels ({why}); stopping.", progress)
+            break
+        say(f"self-training round {number}: {len(picks)} pseudo-labels", progress)
+        pseudo = _labelled_rows(pool, picks, task.labels)
+        trained = fit(task, backbone, _join(labelled, pseudo), eval_data, config, progress,
+                      cache, source=source)
+        rounds.append(_round_record(number, pseudo.labels, task, trained, probs, picks))
+        if _better(trained, kept[0], settings.keep):
+            kept = (trained, number)
+    return kept[0], _report(settings, rounds, kept[1], len(pool), config.metric)
+
+
+def pseudo_labels(probs: torch.Tensor, settings: SelfTraining, round_number: int,
+                  shares: torch.Tensor) -> list[tuple[int, int]]:
+    """(row, label index) of the texts to pseudo-label this round, most confident first within
+    each label. `probs` (U, C) are the function's probabilities; `shares` (C,) the labelled
+    data's label proportions.
+
+    >>> probs = torch.tensor([[0.99, 0.01], [0.95, 0.05], [0.2, 0.8], [0.03, 0.97]])
+    >>> pseudo_labels(probs, SelfTraining(threshold=0.9), 1, torch.tensor([0.5, 0.5]))
+    [(0, 0), (3, 1)]
+    """
+    confidence, predicted = probs.max(dim=1)
+    by_label = []
+    for c in range(probs.shape[1]):
+        rows = ((predicted == c) & (confidence >= settings.threshold)).nonzero().flatten()
+        by_label.append(rows[confidence[rows].argsort(descending=True)].tolist())
+    counts = torch.tensor([float(len(rows)) for rows in by_label])
+    if settings.balance:
+        present = shares > 0
+        scale = float((counts[present] / shares[present]).min())
+        counts = torch.floor(shares * scale + 1e-6)
+    if settings.per_class is not None:
+        counts = counts.clamp(max=settings.per_class * round_number)
+    return [(row, c) for c, rows in enumerate(by_label) for row in rows[: int(counts[c])]]
+
+
+def _why_none(probs: torch.Tensor, settings: SelfTraining, labels: list[str]) -> str:
+    confidence, predicted = probs.max(dim=1)
+    confident = predicted[confidence >= settings.threshold]
+    missing = [label for c, label in enumerate(labels) if not (confident == c).any()]
+    if len(missing) == len(labels) or not settings.balance:
+        return f"no text reached the threshold {settings.threshold}"
+    return (f"no text of label {', '.join(map(repr, missing))} reached the threshold "
+            f"{settings.threshold}, and balance keeps the labels' proportions; lower the "
+            "threshold or set balance=False")
+
+
+def _pool(unlabeled: Examples, *known: Examples | None) -> Examples:
+    """The distinct unlabelled texts that are not already labelled (train or eval data)."""
+    seen = {text for examples in known if examples is not None for text in examples.texts}
+    rows = []
+    for i, text in enumerate(unlabeled.texts):
+        if text not in seen:
+            seen.add(text)
+            rows.append(i)
+    if not rows:
+        raise DataError(f"{unlabeled.source}: every unlabelled text is already in the labelled "
+                        "data. Fix: pass texts that have no label yet.")
+    return Examples(texts=[unlabeled.texts[i] for i in rows], labels=None,
+                    source=unlabeled.source, places=[unlabeled.places[i] for i in rows])
+
+
+def _shares(task: Any, labelled: Examples) -> torch.Tensor:
+    counts = torch.bincount(task.targets(labelled), minlength=len(task.labels)).float()
+    return counts / counts.sum()
+
+
+def _probabilities(trained: Any, backbone: Any, pool: Examples, config: Any,
+                   cache: Any) -> torch.Tensor:
+    """Softmax of the trained head on the pool's features (N, C), from the trained encoder."""
+    from ._methods.head import _features
+
+    features, _ = _features(backbone, pool, config, cache, trained.encoder)
+    with torch.inference_mode():
+        return torch.softmax(trained.head.eval()(features.to(_device(trained.head))).float().cpu(),
+                             dim=-1)
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters(), torch.empty(0)).device
+
+
+def _labelled_rows(pool: Examples, picks: list[tuple[int, int]], labels: list[str]) -> Examples:
+    return Examples(texts=[pool.texts[i] for i, _ in picks], labels=[labels[c] for _, c in picks],
+                    source=pool.source, places=[pool.places[i] for i, _ in picks])
+
+
+def _round_record(number: int, pseudo: list[str] | None, task: Any, trained: Any,
+                  probs: torch.Tensor | None = None,
+                  picks: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    counts = Counter(pseudo or [])
+    record: dict[str, Any] = {"round": number, "pseudo_labels": sum(counts.values()),
+                              "per_label": {label: counts.get(label, 0) for label in task.labels},
+                              "eval_metric": trained.history.best_metric}
+    if probs is not None and picks:
+        record["lowest_confidence"] = round(min(float(probs[i, c]) for i, c in picks), 4)
+    return record
+
+
+def _better(trained: Any, best: Any, keep: str) -> bool:
+    """Whether this round replaces the kept one: always for "last", and for "best" when
+    there is no eval metric to compare (then "best" cannot choose: the last round is kept)."""
+    now, before = trained.history.best_metric, best.history.best_metric
+    if keep == "last" or now is None or before is None:
+        return True
+    return now > before
+
+
+def _report(settings: SelfTraining, rounds: list[dict[str, Any]], kept: int, pool: int,
+            metric: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"settings": settings.to_dict(), "unlabeled": pool,
+                              "metric": metric, "rounds": rounds, "kept_round": kept}
+    first, chosen = rounds[0]["eval_metric"], rounds[kept]["eval_metric"]
+    if first is not None and chosen is not None:
+        report["labelled_only"] = first
+        report["gain"] = round(chosen - first, 6)
+    return report
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A text worth labelling: how uncertain the function is about it (score, 0..1, higher is
+    more useful), what it predicts now, and where the text is in the input.
+
+    >>> Suggestion(text="meh", score=0.97, predicted="positive", index=4,
+    ...            place="pool.txt, line 5").to_dict()["place"]
+    'pool.txt, line 5'
+    """
+
+    text: str
+    score: float
+    predicted: str
+    index: int
+    """Position of the text among the input's rows (0-based)."""
+    place: str
+    """Where the text is: 'pool.csv, line 7' (files count the header line), '<list>, index 6'."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
+            candidates: int | None = None, text_column: str = "text", cache: Any = None,
+            seed: int = 0) -> list[Suggestion]:
+    """The `n` texts of `unlabeled` whose labels would help `fn` (a classify function) most:
+    uncertain (`measure`: "margin", 1 - (p1 - p2), or "entropy" of the probabilities; for a
+    multi-label function, closeness of a label's probability to its threshold), and diverse:
+    k-means on the function's features splits the `candidates` most uncertain texts (default
+    5 x n) into n groups, and each group gives its most uncertain text; exact and near
+    duplicates are never both picked. Most uncertain first. Label them and pass them to
+    `fn.update` (or train again).
+
+    >>> picks = funcformer.suggest(fn, "unlabelled.txt", n=20)   # doctest: +SKIP
+    >>> picks[0].text, picks[0].score, picks[0].place             # doctest: +SKIP
+    ('not bad, not great', 0.98, 'unlabelled.txt, line 112')
+    """
+    from ._cache import open_cache
+
+    _check_suggest(fn, n, measure, candidates)
+    examples = read_texts(unlabeled, text_column=text_column)
+    features = fn.features(examples.texts, open_cache(cache))  # (N, H)
+    with torch.inference_mode():
+        logits = fn.apply_head(features)
+    scores = uncertainty(fn.task, logits, measure)
+    z = directions(features)
+    pool = distinct_pool(z, scores, max(n, candidates or CANDIDATES_PER_PICK * n),
+                         examples.texts)
+    if len(pool) < n:
+        raise DataError(f"{examples.source}: asked for n={n} suggestions, but only {len(pool)} "
+                        f"of the {len(examples)} texts differ from each other (the rest are "
+                        f"duplicates or near-duplicates). Fix: pass n <= {len(pool)} or more "
+                        "texts.")
+    picks = diverse(z[pool], scores[pool], n, seed)
+    predicted = fn.task.predicted_labels(logits)
+    rows = sorted((pool[i] for i in picks), key=lambda i: -float(scores[i]))
+    return [Suggestion(text=examples.texts[i], score=round(float(scores[i]), 6),
+                       predicted=predicted[i], index=i, place=examples.where(i)) for i in rows]
+
+
+def _check_suggest(fn: Any, n: Any, measure: str, candidates: int | None) -> None:
+    from ._function import Classifier
+
+    if not isinstance(fn, Classifier):
+        task = getattr(getattr(fn, "manifest", None), "task", type(fn).__name__)
+        raise TaskError(f"suggest picks texts to label for a classify function; this is a "
+                        f"{task} function. Fix: train a classify function on the labels you "
+                        "have first (funcformer train classify ...).")
+    if fn.runner is not None:
+        raise TaskError("suggest needs the function's features, which an ONNX runtime does not "
+                        "give. Fix: load it with runtime='torch' (--runtime torch).")
+    for name, value in (("n", n), ("candidates", candidates)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise DataError(f"{name} must be a whole number >= 1, got {value!r}.")
+    if measure not in MEASURES:
+        raise TaskError(f"Unknown uncertainty measure '{measure}'. Choose one of: "
+                        f"{', '.join(MEASURES)}.")
+
+
+def uncertainty(task: Any, logits: torch.Tensor, measure: str = "margin") -> torch.Tensor:
+    """How unsure the function is about each row (N,), from 0 (sure) to 1.
+
+    >>> from funcformer._tasks.classify import Classify
+    >>> scores = uncertainty(Classify(["a", "b"]), torch.tensor([[0.0, 0.0], [0.0, 9.0]]))
+    >>> [round(x, 3) for x in scores.tolist()]
+    [1.0, 0.0]
+    """
+    if task.multi_label:  # each label's distance to its threshold, scaled to [0, 1]
+        probs = torch.sigmoid(logits.float())
+        t = torch.tensor(task.thresholds)
+        closeness = 1 - (probs - t).abs() / torch.maximum(t, 1 - t)
+        return closeness.max(dim=1).values if measure == "margin" else closeness.mean(dim=1)
+    probs = torch.softmax(logits.float(), dim=-1)
+    if measure == "entropy":
+        entropy = -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)
+        return entropy / torch.log(torch.tensor(float(probs.shape[1])))
+    top = probs.topk(2, dim=1).values
+    return 1 - (top[:, 0] - top[:, 1])
+
+
+def directions(features: torch.Tensor) -> torch.Tensor:
+    """Unit vectors (N, H) of the features minus their mean. Encoders' features share a large
+    common direction (a random-init BERT's texts all have cosine similarity above 0.9); without
+    it, cosine similarity tells near-duplicates (about 1) from merely related texts.
+    Equal texts still get equal vectors."""
+    features = features.float()
+    centered = features - features.mean(dim=0) if len(features) > 1 else features
+    return torch.nn.functional.normalize(centered, dim=-1)
+
+
+def distinct_pool(z: torch.Tensor, scores: torch.Tensor, size: int,
+                  texts: list[str] | None = None) -> list[int]:
+    """Up to `size` rows, most uncertain first, none a repeat of an earlier one's text nor a
+    near-duplicate: unit vectors `z` (N, H) (see `directions`) with cosine similarity
+    >= DUPLICATE_SIMILARITY.
+
+    >>> z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]]))
+    >>> distinct_pool(z, torch.tensor([0.9, 0.8, 0.5]), 3)
+    [0, 2]
+    """
+    kept: list[int] = []
+    seen: set[str] = set()
+    for i in scores.argsort(descending=True).tolist():
+        if texts is not None and texts[i] in seen:
+            continue
+        if not kept or float((z[kept] @ z[i]).max()) < DUPLICATE_SIMILARITY:
+            kept.append(i)
+            if texts is not None:
+                seen.add(texts[i])
+            if len(kept) == size:
+                break
+    return kept
+
+
+def diverse(z: torch.Tensor, scores: torch.Tensor, n: int, seed: int = 0,
+            iterations: int = 20) -> list[int]:
+    """n rows of unit vectors `z` (P, H): k-means on them (k = n, cosine, seeded k-means++
+    start), then the most uncertain row of each cluster; empty clusters are filled by the most
+    uncertain rows left.
+
+    >>> z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0],
+    ...                                                 [0.1, 0.9]]))
+    >>> sorted(diverse(z, torch.tensor([0.9, 0.8, 0.5, 0.6]), 2))
+    [0, 3]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    centers = z[_kmeans_pp(z, n, generator)]
+    for _ in range(iterations):
+        assign = (z @ centers.T).argmax(dim=1)
+        for k in range(n):
+            members = z[assign == k]
+            if len(members):
+                centers[k] = torch.nn.functional.normalize(members.mean(dim=0), dim=0)
+    assign = (z @ centers.T).argmax(dim=1)
+    picks = []
+    for k in range(n):
+        members = (assign == k).nonzero().flatten()
+        if len(members):
+            picks.append(int(members[scores[members].argmax()]))
+    rest = [i for i in scores.argsort(descending=True).tolist() if i not in set(picks)]
+    return picks + rest[: n - len(picks)]
+
+
+def _kmeans_pp(z: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) on unit vectors: each next center is
+    drawn with probability proportional to its squared distance to the nearest center."""
+    chosen = [int(torch.randint(len(z), (1,), generator=generator))]
+    nearest = 2 - 2 * (z @ z[chosen[0]])  # squared distance of unit vectors
+    for _ in range(1, k):
+        weights = nearest.clamp(min=0)
+        if float(weights.sum()) <= 0:  # every row sits on a center: take any unused one
+            unused = [i for i in range(len(z)) if i not in chosen]
+            chosen.append(unused[0])
+        else:
+            chosen.append(int(torch.multinomial(weights, 1, generator=generator)))
+        nearest = torch.minimum(nearest, 2 - 2 * (z @ z[chosen[-1]]))
+    return chosen
+
+
+SUGGESTION_COLUMNS = ("text", "label", "predicted", "score", "place")
+"""What `write_suggestions` writes: `label` is left empty for a person to fill in."""
+
+
+def write_suggestions(path: Any, suggestions: list[Suggestion]) -> None:
+    """Write suggestions to a .csv, .tsv or .jsonl file (atomically), ready to label: fill
+    in the empty `label` column, then pass the file to `update` or `train`."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from ._artifact import atomic_file
+
+    target = Path(path)
+    kind = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}.get(target.suffix.lower())
+    if kind is None:
+        raise DataError(f"{target}: unknown output file type '{target.suffix or '(none)'}'. "
+                        "Fix: use .csv, .tsv or .jsonl.")
+    rows = [{"text": s.text, "label": "", "predicted": s.predicted, "score": s.score,
+             "place": s.place} for s in suggestions]
+    if kind == "tsv" and any("\t" in s.text or "\n" in s.text for s in suggestions):
+        raise DataError(f"{target}: a suggested text holds a tab or a line break, which a TSV "
+                        "file cannot hold. Fix: write .csv or .jsonl instead.")
+    with atomic_file(target) as handle:
+        if kind == "jsonl":
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
+        options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE,
+                                    "quotechar": None} if kind == "tsv" else {})
+        writer = csv.DictWriter(handle, fieldnames=SUGGESTION_COLUMNS, lineterminator="\n",
+                                **options)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,299 @@
+"""Learning from unlabelled texts: self-training (`train(..., unlabeled=)`) and active learning
+(`funcformer.suggest`, `funcformer suggest`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import funcformer
+from funcformer import DataError, SelfTraining, TaskError
+from funcformer._unlabeled import directions, distinct_pool, diverse, pseudo_labels
+from tests.conftest import make_reviews, run_cli
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Unlabelled texts: distinct reviews not in the labelled data."""
+    labelled = {t for t, _ in make_reviews(20)}
+    return list(dict.fromkeys(t for t, _ in make_reviews(40, seed=5) if t not in labelled))
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_backbone: Path) -> funcformer.Function:
+    return funcformer.train("classify", make_reviews(20), backbone=tiny_backbone, method="head",
+                            progress=False)
+
+
+def self_trained(backbone: Path, texts: list[str], **options: object) -> funcformer.Function:
+    options = {"self_training": {"rounds": 2, "threshold": 0.55}, "method": "head",
+               "progress": False, **options}
+    return funcformer.train("classify", make_reviews(4), backbone=backbone, unlabeled=texts,
+                            **options)
+
+
+def test_pseudo_labels_respect_threshold_balance_and_per_class_cap() -> None:
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(200, 3, generator=generator), dim=1)
+    shares = torch.tensor([0.5, 0.25, 0.25])
+    picks = pseudo_labels(probs, SelfTraining(threshold=0.8, balance=False), 1, shares)
+    confident = int((probs.max(dim=1).values >= 0.8).sum())
+    assert len(picks) == confident > 0
+    assert all(float(probs[i, c]) >= 0.8 and int(probs[i].argmax()) == c for i, c in picks)
+    balanced = pseudo_labels(probs, SelfTraining(threshold=0.8), 1, shares)
+    counts = torch.bincount(torch.tensor([c for _, c in balanced]), minlength=3).tolist()
+    assert counts[0] in (2 * counts[1], 2 * counts[1] + 1) and counts[1] == counts[2] > 0
+    capped = [pseudo_labels(probs, SelfTraining(threshold=0.5, per_class=3, balance=False), r,
+                            shares) for r in (1, 2)]
+    assert [len(p) for p in capped] == [9, 18]  # r x per_class of each label
+    first = [i for i, c in capped[0] if c == 0]  # the most confident are kept
+    assert min(float(probs[i, 0]) for i in first) >= max(
+        float(probs[i, 0]) for i in range(200) if int(probs[i].argmax()) == 0 and i not in first)
+
+
+def test_self_training_adds_pseudo_labels_and_records_rounds(tiny_backbone: Path,
+                                                              texts: list[str],
+                                                              tmp_path: Path) -> None:
+    fn = self_trained(tiny_backbone, texts)
+    report = fn.manifest.training["self_training"]
+    assert report["settings"]["threshold"] == 0.55 and report["unlabeled"] == len(texts)
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert rounds[0]["pseudo_labels"] == 0
+    for record in rounds[1:]:
+        assert record["pseudo_labels"] == sum(record["per_label"].values()) > 0
+        assert set(record["per_label"]) == {"negative", "positive"}
+        assert record["lowest_confidence"] >= 0.55
+        assert record["pseudo_labels"] <= len(texts)
+    assert report["kept_round"] == 2  # no eval data: the last round
+    assert fn.manifest.training["examples"] == 8  # the labelled rows
+    path = fn.save(tmp_path / "fn")
+    again = funcformer.load(path, backbone=tiny_backbone)
+    assert again.manifest.training["self_training"] == report
+    assert again("the food was great").scores == pytest.approx(fn("the food was great").scores)
+
+
+def test_eval_data_gives_the_metric_per_round_and_the_gain(tiny_backbone: Path,
+                                                           texts: list[str]) -> None:
+    fn = self_trained(tiny_backbone, texts, eval_data=make_reviews(10, seed=9))
+    report = fn.manifest.training["self_training"]
+    metrics = [r["eval_metric"] for r in report["rounds"]]
+    assert all(isinstance(m, float) for m in metrics) and report["metric"] == "accuracy"
+    assert report["labelled_only"] == metrics[0]
+    best = max(range(len(metrics)), key=lambda r: (metrics[r], -r))  # ties: the earlier round
+    assert report["kept_round"] == best
+    assert report["gain"] == pytest.approx(metrics[best] - metrics[0])
+
+
+def test_a_threshold_nothing_reaches_stops_after_the_labelled_round(
+        tiny_backbone: Path, texts: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    fn = self_trained(tiny_backbone, texts, progress=True,
+                      self_training=SelfTraining(rounds=3, threshold=0.999999))
+    rounds = fn.manifest.training["self_training"]["rounds"]
+    assert [r["pseudo_labels"] for r in rounds] == [0]
+    assert "no text reached the threshold" in capsys.readouterr().err
+
+
+def test_self_training_works_with_lora(tiny_backbone: Path, texts: list[str]) -> None:
+    fn = self_trained(tiny_backbone, texts, method="lora", epochs=1,
+                      self_training={"rounds": 1, "threshold": 0.5})
+    rounds = fn.manifest.training["self_training"]["rounds"]
+    assert fn.manifest.method == "lora" and fn.manifest.adapter is not None
+    assert len(rounds) == 2 and rounds[1]["pseudo_labels"] > 0
+
+
+@pytest.mark.parametrize(("options", "error", "words"), [
+    ({"self_training": {"rounds": 0}}, TaskError, "rounds must be a whole number"),
+    ({"self_training": {"threshold": 1.5}}, TaskError, "threshold must be a probability"),
+    ({"self_training": {"round": 2}}, TaskError, "Unknown self_training option(s): round"),
+    ({"self_training": {"keep": "first"}}, TaskError, "keep must be 'best' or 'last'"),
+    ({"unlabeled": []}, DataError, "no examples found"),
+    ({"unlabeled": ["fine", 3]}, DataError, "index 1"),
+    ({"unlabeled": None, "self_training": {"rounds": 2}}, TaskError, "pass them too"),
+    ({"multi_label": True}, TaskError, "multi-label"),
+])
+def test_bad_self_training_input_is_a_clear_error(tiny_backbone: Path, texts: list[str],
+                                                  options: dict, error: type,
+                                                  words: str) -> None:
+    options = {"unlabeled": texts, **options}
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        funcformer.train("classify", make_reviews(4), backbone=tiny_backbone, method="head",
+                         progress=False, **options)
+
+
+def test_unlabeled_text_already_labelled_is_not_pseudo_labelled(tiny_backbone: Path) -> None:
+    labelled = [t for t, _ in make_reviews(4)]
+    with pytest.raises(DataError, match="already in the labelled data"):
+        funcformer.train("classify", make_reviews(4), backbone=tiny_backbone, method="head",
+                         unlabeled=labelled, progress=False)
+
+
+def test_unlabeled_applies_to_classify_only(tiny_backbone: Path) -> None:
+    with pytest.raises(TaskError, match="applies to classify"):
+        funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone,
+                         unlabeled=["fine"])
+
+
+def test_suggest_returns_n_distinct_uncertain_rows(classifier: funcformer.Function,
+                                                   texts: list[str]) -> None:
+    picks = funcformer.suggest(classifier, texts, n=5)
+    assert len(picks) == 5 == len({p.index for p in picks}) == len({p.text for p in picks})
+    assert [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
+    for pick in picks:
+        assert texts[pick.index] == pick.text and pick.place == f"<list>, index {pick.index}"
+        assert 0 <= pick.score <= 1 and pick.predicted in classifier.labels
+        scores = classifier(pick.text).scores
+        assert pick.score == pytest.approx(1 - abs(scores["positive"] - scores["negative"]),
+                                           abs=1e-5)
+    entropy = funcformer.suggest(classifier, texts, n=5, measure="entropy")
+    assert all(0 <= p.score <= 1 for p in entropy)
+
+
+def test_suggest_prefers_uncertain_texts(classifier: funcformer.Function,
+                                         texts: list[str]) -> None:
+    picks = funcformer.suggest(classifier, texts, n=3, candidates=3)  # no room to diversify
+    scores = sorted((1 - abs(s.scores["positive"] - s.scores["negative"])
+                     for s in classifier(texts)), reverse=True)
+    assert [p.score for p in picks] == pytest.approx(scores[:3], abs=1e-5)
+
+
+def test_suggest_never_picks_duplicates(classifier: funcformer.Function,
+                                        texts: list[str]) -> None:
+    variants = [v for t in texts[:6] for v in (t, t.upper(), t.replace(" ", "  "), t)]
+    picks = funcformer.suggest(classifier, variants, n=6)
+    assert sorted(p.text.lower().replace("  ", " ") for p in picks) == sorted(texts[:6])
+    with pytest.raises(DataError, match=r"only 6 of the 24 texts differ"):
+        funcformer.suggest(classifier, variants, n=7)
+
+
+def test_diversity_spreads_picks_over_clusters() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=generator) * 5
+    features = torch.cat([c + 0.1 * torch.randn(10, 16, generator=generator) for c in centers])
+    scores = torch.linspace(1, 0, 40)  # the first cluster is the most uncertain
+    z = directions(features)
+    assert len(distinct_pool(z, scores, 40)) == 4  # within a cluster: near-duplicates
+    picks = diverse(z, scores, 4)
+    assert sorted(i // 10 for i in picks) == [0, 1, 2, 3]
+    assert all(i % 10 == 0 for i in picks)  # each cluster gives its most uncertain row
+
+
+@pytest.mark.parametrize(("data", "n", "words"), [
+    ([], 2, "no examples found"),
+    (["good", "bad"], 3, "asked for n=3"),
+    (["good", "bad"], 0, "n must be a whole number >= 1"),
+])
+def test_suggest_bad_input_is_a_clear_error(classifier: funcformer.Function, data: list[str],
+                                            n: int, words: str) -> None:
+    with pytest.raises(DataError, match=words):
+        funcformer.suggest(classifier, data, n=n)
+
+
+def test_suggest_needs_a_classify_function(tiny_backbone: Path) -> None:
+    zero_shot = funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone)
+    with pytest.raises(TaskError, match="classify function; this is a zero_shot"):
+        funcformer.suggest(zero_shot, ["good"], n=1)
+
+
+def test_suggest_works_for_multi_label(tiny_backbone: Path, texts: list[str]) -> None:
+    rows = [(t, "a|b" if i % 3 == 0 else ("a" if i % 3 == 1 else "b"))
+            for i, (t, _) in enumerate(make_reviews(10))]
+    fn = funcformer.train("classify", rows, backbone=tiny_backbone, method="head",
+                          progress=False)
+    picks = funcformer.suggest(fn, texts, n=4)
+    assert len({p.text for p in picks}) == 4
+    assert all(set(p.predicted.split("|")) <= {"a", "b", ""} for p in picks)
+
+
+@pytest.fixture()
+def saved(classifier: funcformer.Function, tmp_path: Path) -> Path:
+    return classifier.save(tmp_path / "fn")
+
+
+@pytest.fixture()
+def pool_file(tmp_path: Path, texts: list[str]) -> Path:
+    path = tmp_path / "pool.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def test_cli_suggest_prints_json_lines(saved: Path, pool_file: Path, texts: list[str],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("suggest", saved, pool_file, "--n", 4) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4
+    for line in lines:
+        assert set(line) == {"text", "score", "predicted", "index", "place"}
+        assert line["place"] == f"pool.txt, line {line['index'] + 1}"
+        assert texts[line["index"]] == line["text"]
+
+
+def test_cli_suggest_writes_a_file_to_label_then_update(
+        saved: Path, pool_file: Path, tmp_path: Path, tiny_backbone: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "to_label.csv"
+    assert run_cli("suggest", saved, pool_file, "--n", 3, "--out", out) == 0
+    assert "Fill in the label column" in capsys.readouterr().out
+    with open(out, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(r["label"] == "" for r in rows)
+    assert rows[0].keys() == {"text", "label", "predicted", "score", "place"}
+    for row in rows:  # a person labels them
+        row["label"] = "positive" if "great" in row["text"] else "negative"
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    updated = funcformer.load(saved, backbone=tiny_backbone).update(out, progress=False)
+    assert updated.manifest.training["update"]["examples"] == 3
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--n", "999"], "asked for n=999"),
+    (["--out", "picks.xlsx"], "unknown output file type '.xlsx'"),
+    (["--measure", "variance"], "Unknown uncertainty measure 'variance'"),
+])
+def test_cli_suggest_errors_exit_1(saved: Path, pool_file: Path, tmp_path: Path, args: list,
+                                   words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [tmp_path / a if a.endswith(".xlsx") else a for a in args]
+    assert run_cli("suggest", saved, pool_file, *args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and words in err
+
+
+def test_cli_suggest_on_empty_file_and_other_task(saved: Path, tmp_path: Path,
+                                                  tiny_backbone: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert run_cli("suggest", saved, empty) == 1
+    assert "empty.txt: the file is empty" in capsys.readouterr().err
+    other = funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone).save(tmp_path / "z")
+    assert run_cli("suggest", other, empty) == 1
+    assert "this is a zero_shot function" in capsys.readouterr().err
+
+
+def test_cli_train_with_unlabeled(reviews_csv: Path, pool_file: Path, tmp_path: Path,
+                                  tiny_backbone: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "st"
+    code = run_cli("train", "classify", reviews_csv, "--out", out, "--method", "head",
+                   "--backbone", tiny_backbone, "--unlabeled", pool_file, "--set",
+                   'self_training={"rounds": 1, "threshold": 0.5}')
+    assert code == 0
+    assert "Self-training: pseudo-labels per round 0, " in capsys.readouterr().out
+    manifest = json.loads((out / "funcformer.json").read_text())
+    assert len(manifest["training"]["self_training"]["rounds"]) == 2
+    assert run_cli("train", "classify", reviews_csv, "--out", tmp_path / "x", "--backbone",
+                   tiny_backbone, "--unlabeled", tmp_path / "missing.txt") == 1
+    assert "missing.txt: no such file" in capsys.readouterr().err
+
+
+def test_suggest_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("suggest", "--help") == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--n", "--out", "--measure", "--candidates"))
