@@ -19,11 +19,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import DATA, print_header, read_tsv
 
 
-def one(method: str, rows: int, seed: int) -> dict[str, float]:
+def one(method: str, rows: int, seed: int, options: dict[str, Any]) -> dict[str, float]:
     """Train, save and evaluate one method in this process; print its numbers as JSON."""
     import funcformer
 
@@ -31,7 +32,7 @@ def one(method: str, rows: int, seed: int) -> dict[str, float]:
     dev = read_tsv(DATA / "sst2/dev.tsv")
     started = time.perf_counter()
     fn = funcformer.train("classify", train, eval_data=dev, method=method, seed=seed,
-                          progress=False)
+                          progress=False, **(options if method == "lora" else {}))
     seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as scratch:
         path = fn.save(Path(scratch) / "fn")
@@ -45,20 +46,23 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--methods", nargs="+", default=["full", "lora", "head"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora-options", default="{}", help="JSON of training options for "
+                        "lora only, e.g. '{\"lora\": {\"r\": 16, \"feed_forward\": true}}'")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.train, args.seed)))
+        print(json.dumps(one(args.one, args.train, args.seed, json.loads(args.lora_options))))
         return
     print_header()
     print(f"SST-2: {args.train} training rows (seeded sample), dev 872 rows; each method in "
-          "its own process\n")
+          f"its own process; lora options: {args.lora_options}\n")
     print("| method | dev accuracy | vs full (points) | train s | artifact | peak RSS |")
     print("|---|---|---|---|---|---|")
     results = {}
     for method in args.methods:
         out = subprocess.run([sys.executable, __file__, "--one", method, "--train",
-                              str(args.train), "--seed", str(args.seed)],
+                              str(args.train), "--seed", str(args.seed),
+                              "--lora-options", args.lora_options],
                              capture_output=True, text=True, check=True)
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
         row = results[method]
