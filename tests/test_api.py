@@ -11,8 +11,9 @@ EXPECTED = [
     "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
     "Entities", "Explanation", "Function", "FuncformerError", "Generation", "Hit", "Hits",
     "Labels", "LoRA", "MemoryCache", "MissingExtra", "PairScore", "Prediction", "Ranked",
-    "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot", "__version__", "embed",
-    "explain", "generator", "load", "map", "similarity", "train", "write_report", "zero_shot",
+    "SQLiteCache", "Span", "TaskError", "TrainConfig", "ZeroShot", "__version__", "distill",
+    "embed", "explain", "generator", "load", "map", "similarity", "train", "tune",
+    "write_report", "zero_shot",
 ]
 
 

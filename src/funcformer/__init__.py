@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "ZeroShot",
     "__version__",
+    "distill",
     "embed",
     "explain",
     "generator",
@@ -49,6 +50,7 @@ __all__ = [
     "map",
     "similarity",
     "train",
+    "tune",
     "write_report",
     "zero_shot",
 ]
@@ -67,6 +69,7 @@ _LAZY = {
     "LoRA": "._lora",
     "generator": "._tasks.generate",
     "Explanation": "._explain",
+    "distill": "._distill",
     "explain": "._explain",
     "write_report": "._report",
     "ArtifactError": "._errors",
@@ -88,11 +91,13 @@ _LAZY = {
     "load": "._function",
     "map": "._map",
     "train": "._function",
+    "tune": "._tune",
 }
 
 if TYPE_CHECKING:
     from ._cache import MemoryCache, SQLiteCache
     from ._config import TrainConfig
+    from ._distill import distill
     from ._embed import ZeroShot, embed, similarity, zero_shot
     from ._engine import Engine
     from ._errors import (
@@ -114,6 +119,7 @@ if TYPE_CHECKING:
     from ._tasks.pair import PairScore, Ranked
     from ._tasks.search import Answer, Hit, Hits
     from ._tasks.tag import Entities, Span
+    from ._tune import tune
 
 
 def __getattr__(name: str) -> Any:
