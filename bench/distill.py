@@ -36,6 +36,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="teacher epochs")
     parser.add_argument("--student-epochs", type=int, default=2)
     parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="student's; default: the library's (full's 5e-5)")
+    parser.add_argument("--label-weight", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
@@ -59,12 +63,16 @@ def main() -> None:
     started = time.perf_counter()
     student = funcformer.distill(teacher, student_layers=args.layers, data=labelled,
                                  unlabeled=unlabeled, epochs=args.student_epochs,
-                                 progress=False)
+                                 learning_rate=args.learning_rate,
+                                 label_weight=args.label_weight,
+                                 temperature=args.temperature, progress=False)
     student_seconds = time.perf_counter() - started
     info = student.manifest.training["distill"]
     print(f"student: layers {info['kept_layers']} of {info['teacher_layers']}, "
           f"{info['labelled']} labelled + {info['unlabeled']} unlabelled texts, "
-          f"{args.student_epochs} epoch(s): {student_seconds:.0f}s "
+          f"{args.student_epochs} epoch(s), learning rate "
+          f"{student.manifest.config['learning_rate']}, temperature {args.temperature}, "
+          f"label weight {args.label_weight}: {student_seconds:.0f}s "
           f"(held-out agreement with the teacher "
           f"{student.metrics.get('held_out_teacher_agreement', float('nan')):.4f})\n",
           flush=True)
