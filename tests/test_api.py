@@ -12,8 +12,8 @@ EXPECTED = [
     "Entities", "Explanation", "Function", "FuncformerError", "Generation", "Hit", "Hits",
     "Labels", "LoRA", "MemoryCache", "MissingExtra", "PairScore", "Prediction", "Ranked",
     "SQLiteCache", "SelfTraining", "Span", "Suggestion", "TaskError", "TrainConfig", "ZeroShot",
-    "__version__", "embed", "explain", "generator", "load", "map", "similarity", "suggest",
-    "train", "write_report", "zero_shot",
+    "__version__", "distill", "embed", "explain", "generator", "load", "map", "similarity",
+    "suggest", "train", "tune", "write_report", "zero_shot",
 ]
 
 

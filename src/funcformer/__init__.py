@@ -44,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "ZeroShot",
     "__version__",
+    "distill",
     "embed",
     "explain",
     "generator",
@@ -52,6 +53,7 @@ __all__ = [
     "similarity",
     "suggest",
     "train",
+    "tune",
     "write_report",
     "zero_shot",
 ]
@@ -70,6 +72,7 @@ _LAZY = {
     "LoRA": "._lora",
     "generator": "._tasks.generate",
     "Explanation": "._explain",
+    "distill": "._distill",
     "explain": "._explain",
     "write_report": "._report",
     "ArtifactError": "._errors",
@@ -94,11 +97,13 @@ _LAZY = {
     "SelfTraining": "._unlabeled",
     "Suggestion": "._unlabeled",
     "suggest": "._unlabeled",
+    "tune": "._tune",
 }
 
 if TYPE_CHECKING:
     from ._cache import MemoryCache, SQLiteCache
     from ._config import TrainConfig
+    from ._distill import distill
     from ._embed import ZeroShot, embed, similarity, zero_shot
     from ._engine import Engine
     from ._errors import (
@@ -120,6 +125,7 @@ if TYPE_CHECKING:
     from ._tasks.pair import PairScore, Ranked
     from ._tasks.search import Answer, Hit, Hits
     from ._tasks.tag import Entities, Span
+    from ._tune import tune
     from ._unlabeled import SelfTraining, Suggestion, suggest
 
 

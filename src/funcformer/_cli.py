@@ -495,6 +495,107 @@ def suggest(
 
 
 @app.command()
+def distill(
+    function: FunctionDir,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the student function.")],
+    student_layers: Annotated[int | None, typer.Option(
+        "--student-layers", min=1, help="Layers the student keeps, evenly spaced (default 3 of "
+        "the teacher's encoder; with --student, all of its layers).")] = None,
+    student: Annotated[str | None, typer.Option(
+        "--student", help="Another backbone (name or directory) to train as the student "
+        "instead of the teacher's encoder with layers dropped.")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="Labelled texts to distill on; default: the teacher's training data "
+        "(the file its manifest records).")] = None,
+    unlabeled: Annotated[str | None, typer.Option(
+        "--unlabeled", help="More texts for the teacher to label: .txt (one per line), .csv, "
+        ".tsv or .jsonl with a text column.")] = None,
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Labelled data for early stopping and metrics (student and teacher); "
+        "default: hold out 10% and stop on agreement with the teacher.")] = None,
+    temperature: Annotated[float, typer.Option(help="Softens both models' outputs.")] = 2.0,
+    label_weight: Annotated[float, typer.Option(
+        "--label-weight", help="Share of the loss from gold labels, where a row has one.")
+    ] = 0.5,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A training option as KEY=VALUE (funcformer.TrainConfig's fields); "
+        "repeatable.")] = None,
+) -> None:
+    """Train a smaller student of a classify function on its soft labels."""
+    from ._artifact import check_target
+    from ._distill import distill as distill_function
+
+    check_target(out)
+    options = {**_settings(settings or []), **{k: v for k, v in {
+        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}.items()
+        if v is not None}}
+    fn = distill_function(function, student_layers=student_layers, student=student, data=data,
+                          unlabeled=unlabeled, eval_data=eval_data, temperature=temperature,
+                          label_weight=label_weight, text_column=text_column,
+                          label_column=label_column, **options)
+    fn.save(out)
+    info = fn.manifest.training["distill"]
+    _console().print(f"Distilled {function} -> {out}: kept layers "
+                     f"{', '.join(map(str, info['kept_layers']))} of {info['teacher_layers']}; "
+                     f"{info['labelled']} labelled + {info['unlabeled']} unlabelled texts in "
+                     f"{fn.manifest.training['seconds']:.1f}s.")
+    if fn.metrics:
+        _print_metrics(fn.metrics)
+
+
+@app.command()
+def tune(
+    task: Annotated[str, typer.Argument(help="What to train: classify.")],
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the best function (with "
+                                      "trials.csv and trials.md).")],
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Labelled data that scores every trial; default: hold out a fifth of "
+        "DATA.")] = None,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Trials to run.")] = 20,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="Comma-separated methods to search, e.g. head,lora; default: "
+        "head,lora,full (head,contrastive,full with 32 examples of a label or fewer).")
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "
+                                                 "(default all-MiniLM-L6-v2).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the search and every trial.")] = 42,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    cache: CacheFile = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A training option fixed for every trial as KEY=VALUE (then not "
+        "searched), e.g. --set head=mlp or --set max_length=64; repeatable.")] = None,
+) -> None:
+    """Search training settings with Optuna (pip install 'funcformer[tune]'); save the best
+    function and a table of the trials."""
+    from ._artifact import check_target
+    from ._tune import tune as tune_function
+
+    check_target(out)
+    searched = [m.strip() for m in methods.split(",")] if methods else None
+    result = tune_function(task, data, eval_data=eval_data, trials=trials, timeout=timeout,
+                           methods=searched, backbone=backbone,
+                           seed=seed, text_column=text_column, label_column=label_column,
+                           cache=cache or "memory", **_settings(settings or []))
+    result.save(out)
+    console = _console()
+    console.print(result.table())
+    best = result.best.manifest.training["tune"]
+    console.print(f"Best: trial {best['best_trial']}, {result.metric} "
+                  f"{result.best.metrics[result.metric]:.4f} "
+                  f"({len(result.trials)} trials, {best['pruned']} pruned, "
+                  f"{result.seconds:.1f}s). Saved to {out}")
+
+
+@app.command()
 def info(
     function: FunctionDir,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,

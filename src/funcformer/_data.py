@@ -8,6 +8,7 @@ most `MAX_LABEL_CHARS`; texts longer than the model's token limit are truncated,
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -231,6 +232,28 @@ def is_multi_label(examples: Examples) -> bool:
     """True when any row has several labels ('a|b' or a list) or none (an empty list)."""
     return examples.labels is not None and any(
         MULTI_SEPARATOR in label or not label for label in examples.labels)
+
+
+def file_record(data: Any, **columns: str | None) -> dict[str, Any] | None:
+    """Where data read from a file came from: its absolute path, sha256 and the columns read,
+    so a later step (distillation) can read the same rows again; None for Python objects,
+    which an artifact does not keep.
+
+    >>> file_record([("great", "pos")]) is None
+    True
+    """
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    path = Path(data).resolve()
+    return {"path": str(path), "sha256": file_sha256(path), **columns}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _json_type(value: Any) -> str:

@@ -34,7 +34,14 @@ from ._artifact import (
 )
 from ._cache import Cache, open_cache
 from ._config import TrainConfig
-from ._data import Examples, is_multi_label, label_set, read_examples, read_texts
+from ._data import (
+    Examples,
+    file_record,
+    is_multi_label,
+    label_set,
+    read_examples,
+    read_texts,
+)
 from ._errors import ArtifactError, TaskError
 from ._model import HeadChoice
 from ._results import Prediction
@@ -413,6 +420,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
         report["method_reason"] = f"auto: {reason}"
     if unlabeled_examples is not None:
         report["self_training"] = self_report
+    source = file_record(data, text_column=text_column, label_column=label_column)
+    if source is not None:  # where `distill` finds the teacher's training data again
+        report["data"] = source
     if not multi_label:  # what `update` weighs its replayed examples by
         report["label_counts"] = dict(Counter(train_examples.labels))
     manifest = _manifest(task_obj, shared, trained, config, report)

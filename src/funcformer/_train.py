@@ -9,10 +9,12 @@ the best weights.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,10 @@ from ._config import TrainConfig
 from ._progress import Progress
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, targets)
+EpochHook = Callable[[str, int, float], None]
+"""(run description, epoch, eval metric) -> None; raising stops the run (see `epoch_hook`)."""
+_hook: contextvars.ContextVar[EpochHook | None] = contextvars.ContextVar("epoch_hook",
+                                                                         default=None)
 
 
 @dataclass
@@ -122,6 +128,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                     best_state = trainable_state(plan.model)
                 else:
                     waited += 1
+                _report(description, epoch, metric)
             else:
                 history.best_epoch = epoch
             history.epochs.append(record)
@@ -146,6 +153,26 @@ def _scored(value: float | tuple[float, float]) -> tuple[float, float | None]:
     if isinstance(value, tuple):
         return float(value[0]), float(value[1])
     return float(value), None
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: EpochHook) -> Iterator[None]:
+    """Within this context, every run calls `hook(description, epoch, metric)` after each
+    evaluated epoch. Hyperparameter search reports to its pruner this way (and stops a bad
+    trial by raising): methods build their Plans deep inside `train`, which a context reaches
+    without threading a callback through every method.
+    """
+    token = _hook.set(hook)
+    try:
+        yield
+    finally:
+        _hook.reset(token)
+
+
+def _report(description: str, epoch: int, metric: float) -> None:
+    hook = _hook.get()
+    if hook is not None:
+        hook(description, epoch, metric)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
