@@ -247,3 +247,16 @@ def test_ia3_on_minilm_is_tiny_and_reloads(tmp_path: Path) -> None:
     assert loaded.backbone is fn.backbone  # one backbone in memory
     assert torch.allclose(loaded.logits(TEXTS), fn.logits(TEXTS), atol=1e-4)
     assert loaded.evaluate(make_reviews(10, seed=3))["accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_onnx_export_runs_the_virtual_tokens_too(trained: dict, method: str,
+                                                 tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    fn = trained[method]
+    path = fn.save(tmp_path / method)
+    fn.export_onnx(path)
+    graph = funcformer.load(path, runtime="onnx")
+    texts = [*TEXTS, "the staff was very rude and the room was dirty and cold"]
+    assert torch.allclose(torch.softmax(graph.logits(texts), -1),
+                          torch.softmax(fn.logits(texts), -1), atol=1e-4)
