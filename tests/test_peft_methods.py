@@ -211,7 +211,8 @@ def test_methods_that_do_not_fit_name_the_alternatives(tiny_backbone: Path,
         _peft.view(model, "prefix")
     assert _peft.view(model, "prompt")  # it takes input embeddings: prompt tuning works
     pairs = [("a cat", "a kitten"), ("a car", "an automobile")] * 4
-    with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora' or 'auto', not 'ia3'"):
+    with pytest.raises(TaskError, match=r"'full' \(the default\), 'lora' or 'auto', not "
+                                        r"'ia3' \(AdaLoRA, IA³, prompt and prefix tuning train"):
         funcformer.train("embed", pairs, backbone=tiny_backbone, method="ia3")
     with pytest.raises(TaskError, match="resume cannot restore AdaLoRA"):
         _train(tiny_backbone, "adalora", checkpoint_dir=str(tmp_path / "ck"), resume=True)

@@ -8,6 +8,7 @@ a few hundred kilobytes, and never change what other functions on that backbone 
 
 An artifact stores the adapter in PEFT's own format (`adapter/adapter_config.json` and
 `adapter/adapter_model.safetensors`), so PEFT can also load it onto the backbone directly.
+The other PEFT methods (`_peft`) share the view, the saving and the merging here.
 """
 
 from __future__ import annotations

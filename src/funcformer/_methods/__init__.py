@@ -138,8 +138,10 @@ def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Seq
     works = f"{task} trains with method {', '.join(names[:-1])} or {names[-1]}"
     if asked not in METHODS:
         raise TaskError(f"Unknown training method '{asked}'. {works}.")
-    why = (" (contrastive tunes a classifier's encoder from its labels)"
-           if asked == "contrastive" else "")
+    why = {"contrastive": " (contrastive tunes a classifier's encoder from its labels)",
+           **dict.fromkeys(("adalora", "ia3", "prompt", "prefix"),
+                           " (AdaLoRA, IA³, prompt and prefix tuning train classify functions)"),
+           }.get(asked, "")
     raise TaskError(f"{works}, not '{asked}'{why}.")
 
 
