@@ -37,10 +37,12 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "lora": {"epochs": 4, "learning_rate": 5e-4, "batch_size": 16, "patience": 2,
              "head_learning_rate": 1e-3},
     # The other PEFT methods train even fewer weights: larger steps. Prompt and prefix tuning
-    # learn a few vectors from scratch and are known to need the largest.
+    # learn a few vectors from scratch and are known to need the largest. AdaLoRA's singular
+    # values start at zero: on SST-2 (1,000 rows, 300 dev), 1e-3 never beat the linear probe
+    # (0.787 -> 0.777), 3e-3 did (0.803).
     **{method: {"epochs": 4, "learning_rate": rate, "batch_size": 16, "patience": 2,
                 "head_learning_rate": 1e-3}
-       for method, rate in (("adalora", 1e-3), ("ia3", 5e-3), ("prompt", 3e-2),
+       for method, rate in (("adalora", 3e-3), ("ia3", 5e-3), ("prompt", 3e-2),
                             ("prefix", 1e-2))},
     # epochs None: the method sets them from the data size (`contrastive.epochs_for`).
     "contrastive": {"epochs": None, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
