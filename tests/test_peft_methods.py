@@ -261,3 +261,12 @@ def test_onnx_export_runs_the_virtual_tokens_too(trained: dict, method: str,
     texts = [*TEXTS, "the staff was very rude and the room was dirty and cold"]
     assert torch.allclose(torch.softmax(graph.logits(texts), -1),
                           torch.softmax(fn.logits(texts), -1), atol=1e-4)
+
+
+def test_multi_label_with_prompt_tuning(tiny_backbone: Path, tmp_path: Path) -> None:
+    rows = [(t, [y] if i % 3 else [y, "other"]) for i, (t, y) in enumerate(make_reviews(10))]
+    fn = funcformer.train("classify", rows, backbone=tiny_backbone,
+                          method=PromptTuning(num_virtual_tokens=4), epochs=1, progress=False)
+    assert fn.task.multi_label and fn.manifest.adapter["num_virtual_tokens"] == 4
+    again = funcformer.load(fn.save(tmp_path / "ml"), backbone=tiny_backbone)
+    assert [p.labels for p in again(TEXTS)] == [p.labels for p in fn(TEXTS)]
