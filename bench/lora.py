@@ -37,7 +37,9 @@ def one(method: str, rows: int, seed: int, options: dict[str, Any]) -> dict[str,
     with tempfile.TemporaryDirectory() as scratch:
         path = fn.save(Path(scratch) / "fn")
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        adapter = sum(f.stat().st_size for f in path.glob("adapter/*") if f.is_file())
     return {"accuracy": fn.evaluate(dev)["accuracy"], "seconds": seconds, "bytes": size,
+            "adapter_bytes": adapter, "epochs": fn.manifest.training["history"]["best_epoch"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

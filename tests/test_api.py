@@ -8,6 +8,7 @@ import sys
 import funcformer
 
 EXPECTED = [
+    "AdaLoRA", "IA3", "PrefixTuning", "PromptTuning",
     "Answer", "ArtifactError", "BackboneNotFound", "DataError", "Embedding", "Engine",
     "Entities", "Explanation", "Function", "FuncformerError", "Generation", "Hit", "Hits",
     "Labels", "LoRA", "MemoryCache", "MissingExtra", "PairScore", "Prediction", "Ranked",

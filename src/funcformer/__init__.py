@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted order, which tests/test_api.py checks)
+    "AdaLoRA",
     "Answer",
     "ArtifactError",
     "BackboneNotFound",
@@ -29,12 +30,15 @@ __all__ = [
     "Generation",
     "Hit",
     "Hits",
+    "IA3",
     "Labels",
     "LoRA",
     "MemoryCache",
     "MissingExtra",
     "PairScore",
     "Prediction",
+    "PrefixTuning",
+    "PromptTuning",
     "Ranked",
     "SQLiteCache",
     "SelfTraining",
@@ -70,6 +74,10 @@ _LAZY = {
     "Hits": "._tasks.search",
     "Labels": "._results",
     "LoRA": "._lora",
+    "AdaLoRA": "._peft",
+    "IA3": "._peft",
+    "PrefixTuning": "._peft",
+    "PromptTuning": "._peft",
     "generator": "._tasks.generate",
     "Explanation": "._explain",
     "distill": "._distill",
@@ -118,6 +126,7 @@ if TYPE_CHECKING:
     from ._function import Function, load, train
     from ._lora import LoRA
     from ._map import map
+    from ._peft import IA3, AdaLoRA, PrefixTuning, PromptTuning
     from ._report import write_report
     from ._results import Labels, Prediction
     from ._tasks.embed import Embedding

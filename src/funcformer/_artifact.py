@@ -73,8 +73,9 @@ class Manifest(BaseModel):
     options: dict[str, Any] = {}
     """Task settings needed to rebuild the function: thresholds, template, index size..."""
     adapter: dict[str, Any] | None = None
-    """For `lora`: {"type": "lora", "r", "alpha", "targets", "size"}; its weights are in
-    adapter/ (PEFT's format) and attach to the referenced backbone."""
+    """For `lora`: {"type": "lora", "r", "alpha", "targets", "size"}; for `adalora`, `ia3`,
+    `prompt`, `prefix`: {"type", its settings, "targets" (if any), "parameters"}. Its weights
+    are in adapter/ (PEFT's format) and attach to the referenced backbone."""
     memory: dict[str, Any] | None = None
     """Exemplar memory for `update` ({"per_label", "examples"}), stored in memory.jsonl."""
     versions: list[dict[str, Any]] = []

@@ -63,8 +63,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Directory to save the function to.")],
     method: Annotated[str | None, typer.Option(
         help="auto (default for classify: chosen from the data), head (fast, frozen backbone), "
-        "full, lora (small adapter; --set lora='{\"r\": 16}'), or contrastive (few examples "
-        "per label); default for other tasks: full.")] = None,
+        "full, lora (small adapter; --set lora='{\"r\": 16}'), contrastive (few examples "
+        "per label), or, for classify, adalora, ia3, prompt or prefix (other PEFT adapters; "
+        "--set peft='{\"num_virtual_tokens\": 10}'); default for other tasks: full.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Eval data for early stopping "
                                                   "and metrics; default: hold out 10%.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "
@@ -619,8 +620,7 @@ def info(
                            f"{manifest.training.get('seconds', '?')}s"),
             ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
     if manifest.adapter:
-        rows.append(("adapter", f"LoRA r={manifest.adapter.get('r')} on "
-                                f"{len(manifest.adapter.get('targets', []))} modules"))
+        rows.append(("adapter", _adapter_line(manifest.adapter)))
     if manifest.versions:
         rows.append(("version", f"{manifest.versions[-1]['version']} (parent "
                                 f"{str(manifest.versions[-1]['parent'])[:19]}…)"))
@@ -628,6 +628,17 @@ def info(
         console.print(f"{key:>16}  {value}")
     for file in sorted(p for p in function.rglob("*") if p.is_file()):
         console.print(f"{'file':>16}  {file.relative_to(function)}  {file.stat().st_size:,} B")
+
+
+def _adapter_line(adapter: dict[str, Any]) -> str:
+    """What `info` says of an adapter: its kind, size and where it sits."""
+    kind = adapter.get("type", "lora")
+    where = f" on {len(adapter['targets'])} modules" if adapter.get("targets") else ""
+    if kind == "lora":
+        return f"LoRA r={adapter.get('r')}{where}"
+    if kind in ("prompt", "prefix"):
+        return f"{kind} tuning, {adapter.get('num_virtual_tokens')} virtual tokens"
+    return f"{kind}{where}, {adapter.get('parameters', '?'):,} parameters"
 
 
 @app.command()

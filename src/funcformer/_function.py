@@ -297,13 +297,13 @@ def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
 
 
 def write_adapter(directory: Path, encoder: torch.nn.Module | None, manifest: Manifest) -> None:
-    """Write `directory/adapter/` when the manifest records a LoRA adapter (else nothing)."""
+    """Write `directory/adapter/` when the manifest records an adapter (else nothing)."""
     if manifest.adapter is None:
         return
     from . import _lora
 
     if encoder is None or not _lora.is_view(encoder):
-        raise TaskError("This LoRA function was loaded with merge_adapter=True, so it has no "
+        raise TaskError("This function was loaded with merge_adapter=True, so it has no "
                         "separate adapter to save. Fix: save the function loaded without "
                         "merge_adapter (or copy its directory).")
     _lora.save(encoder, directory)
@@ -393,6 +393,10 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone, device=device)
+    if config.method in ("prompt", "prefix"):
+        from ._peft import room_for_virtual_tokens
+
+        config = room_for_virtual_tokens(config, shared.model.config, shared.max_length)
     if init is not None:
         from ._embed import head_init
 
@@ -495,11 +499,14 @@ def make_config(config: TrainConfig | None, method: str | None,
 
 
 def method_option(method: Any, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """`method=LoRA(...)` means method "lora" with those settings."""
-    from ._lora import LoRA
+    """`method=LoRA(...)` means method "lora" with those settings; `method=IA3(...)` (or
+    AdaLoRA, PromptTuning, PrefixTuning) means that method with those settings in `peft`."""
+    from ._lora import LoRA, Settings
 
     if isinstance(method, LoRA):
         return "lora", {**options, "lora": method}
+    if isinstance(method, Settings):
+        return type(method).method, {**options, "peft": method}  # type: ignore[attr-defined]
     return method, options
 
 
@@ -570,7 +577,9 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     the artifact: the caller decides).
     A `lora` function attaches its adapter to the shared backbone (one backbone in memory for
     any number of them); `merge_adapter=True` folds the adapter into private copies of the
-    adapted weights instead: slightly faster calls for a few MB more memory.
+    adapted weights instead: slightly faster calls for a few MB more memory. The same holds
+    for `adalora` and `ia3`; `prompt` and `prefix` functions have nothing to merge (a
+    TaskError says so).
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
@@ -617,11 +626,12 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 def load_adapter(directory: Path, manifest: Manifest, shared: _backbone.Backbone,
                  merge: bool = False) -> torch.nn.Module | None:
-    """The LoRA view saved with a `lora` function (None for other functions)."""
+    """The adapter view saved with a `lora` (`adalora`, `ia3`, `prompt`, `prefix`) function
+    (None for other functions)."""
     if manifest.adapter is None:
         if merge:
-            raise TaskError(f"{directory}: merge_adapter applies to LoRA functions; this one "
-                            f"was trained with '{manifest.method}'.")
+            raise TaskError(f"{directory}: merge_adapter applies to LoRA, AdaLoRA and IA³ "
+                            f"functions; this one was trained with '{manifest.method}'.")
         return None
     from . import _lora
 

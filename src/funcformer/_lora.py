@@ -8,6 +8,7 @@ a few hundred kilobytes, and never change what other functions on that backbone 
 
 An artifact stores the adapter in PEFT's own format (`adapter/adapter_config.json` and
 `adapter/adapter_model.safetensors`), so PEFT can also load it onto the backbone directly.
+The other PEFT methods (`_peft`) share the view, the saving and the merging here.
 """
 
 from __future__ import annotations
@@ -29,8 +30,39 @@ _ATTENTION = ("attention", "attn")
 _LAYERS = (".layer.", ".layers.", ".h.", ".block.")
 
 
+class Settings:
+    """Base of the PEFT methods' settings (`LoRA`, `AdaLoRA`, `IA3`, ...): keyword-only frozen
+    dataclasses, stored as a dict in TrainConfig and the manifest, rebuilt with `from_value`."""
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "feed_forward"):  # lists from JSON/YAML -> hashable tuples
+            value = getattr(self, name, None)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_value(cls, value: Any) -> Any:
+        """Settings from None (the defaults), an instance, or a dict of its fields."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TaskError(f"{cls.__name__} settings must be a {cls.__name__}(...) or a dict, "
+                            f"got {value!r}.")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(value) - known
+        if unknown:
+            raise TaskError(f"Unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}. "
+                            f"Known: {', '.join(sorted(known))}.")
+        return cls(**value)
+
+
 @dataclass(kw_only=True, frozen=True)
-class LoRA:
+class LoRA(Settings):
     """LoRA settings for `method="lora"` (or `contrastive` with LoRA encoder updates).
 
     >>> LoRA(r=16).alpha
@@ -50,30 +82,13 @@ class LoRA:
     """Also adapt the feed-forward projections (about twice the adapter size)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
             raise TaskError(f"LoRA needs r >= 1, alpha > 0 and 0 <= dropout < 1; got r={self.r}, "
                             f"alpha={self.alpha}, dropout={self.dropout}.")
-        if self.targets is not None:
-            object.__setattr__(self, "targets", tuple(self.targets))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_value(cls, value: LoRA | dict[str, Any] | None) -> LoRA:
-        if value is None:
-            return cls()
-        if isinstance(value, LoRA):
-            return value
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise TaskError(f"Unknown LoRA option(s): {', '.join(sorted(unknown))}. Known: "
-                            f"{', '.join(sorted(known))}.")
-        return cls(**value)
 
 
-def target_modules(model: torch.nn.Module, spec: LoRA) -> list[str]:
+def target_modules(model: torch.nn.Module, spec: Any) -> list[str]:
     """Full names of the modules to adapt: linear layers (and GPT-2's Conv1D) inside the
     transformer blocks, those of attention by default, feed-forward too when asked."""
     names = []
@@ -89,9 +104,10 @@ def target_modules(model: torch.nn.Module, spec: LoRA) -> list[str]:
             names.append(name)
     if not names:
         wanted = ", ".join(spec.targets) if spec.targets else "attention projections"
-        raise TaskError(f"LoRA found no modules to adapt ({wanted}) in this "
-                        f"{type(model).__name__}. Fix: pass LoRA(targets=[...]) with names of "
-                        "its linear layers.")
+        kind = type(spec).__name__
+        raise TaskError(f"{kind} found no modules to adapt ({wanted}) in this "
+                        f"{type(model).__name__}. Fix: pass {kind}(targets=[...]) with names "
+                        "of its linear layers.")
     return names
 
 
@@ -134,13 +150,22 @@ def view(model: torch.nn.Module, spec: LoRA | None = None, config: Any = None) -
 
 
 def is_view(model: torch.nn.Module) -> bool:
-    """Whether `model` carries a PEFT adapter (made by `view` or `attach`, not merged)."""
+    """Whether `model` carries a PEFT adapter (made by `view` or `attach` here or in `_peft`,
+    not merged)."""
+    from ._peft import Adapted
+
+    if isinstance(model, Adapted):
+        return not model.merged
     return bool(getattr(model, "peft_config", None)) and any(
         "lora_" in name for name, _ in model.named_parameters())
 
 
 def describe(model: torch.nn.Module) -> dict[str, Any]:
     """The manifest's record of an adapter."""
+    from ._peft import Adapted
+
+    if isinstance(model, Adapted):
+        return model.describe()
     config = model.peft_config["default"]
     state = adapter_state(model)
     return {"type": "lora", "r": config.r, "alpha": config.lora_alpha,
@@ -152,7 +177,14 @@ def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter's weights under PEFT's names."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model, adapter_name="default")
+    return get_peft_model_state_dict(_peft_model(model), adapter_name="default")
+
+
+def _peft_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module PEFT knows: the PeftModel inside a `_peft.Adapted`, else `model` itself."""
+    from ._peft import Adapted
+
+    return model.peft if isinstance(model, Adapted) else model
 
 
 def save(model: torch.nn.Module, directory: Path) -> None:
@@ -161,54 +193,71 @@ def save(model: torch.nn.Module, directory: Path) -> None:
 
     target = directory / ADAPTER_DIR
     target.mkdir(parents=True, exist_ok=True)
-    config = model.peft_config["default"]
-    config.save_pretrained(str(target))
-    save_file({k: v.detach().cpu().contiguous() for k, v in adapter_state(model).items()},
+    # The state first: for AdaLoRA, PEFT settles the rank pattern's names while collecting it.
+    state = adapter_state(model)
+    _peft_model(model).peft_config["default"].save_pretrained(str(target))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
               str(target / ADAPTER_WEIGHTS))
 
 
-def attach(model: torch.nn.Module, directory: Path, merge: bool = False) -> torch.nn.Module:
-    """A view of the shared backbone `model` carrying the adapter saved in
-    `directory/adapter/`; with `merge`, the adapter is folded into private copies of the
-    adapted weights (faster calls, a few MB more memory, the backbone untouched)."""
-    from peft import LoraConfig, set_peft_model_state_dict
+def read_adapter(directory: Path) -> tuple[str, Any, dict[str, torch.Tensor]]:
+    """PEFT's type name ("LORA", "IA3", ...), config and weights of `directory/adapter/`."""
+    from peft import PeftConfig
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     source = directory / ADAPTER_DIR
     config_file, weights_file = source / ADAPTER_CONFIG, source / ADAPTER_WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
-        raise ArtifactError(f"{directory}: the LoRA adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and "
+        raise ArtifactError(f"{directory}: the adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and "
                             f"{ADAPTER_WEIGHTS}) is missing. Save the function again.")
     try:
-        values = json.loads(config_file.read_text("utf-8"))
-        config = LoraConfig.from_pretrained(str(source))
+        kind = str(json.loads(config_file.read_text("utf-8")).get("peft_type"))
+        config = PeftConfig.from_pretrained(str(source))
         state = load_file(str(weights_file))
-    except (OSError, ValueError, TypeError, SafetensorError) as err:
-        raise ArtifactError(f"{source}: cannot read the LoRA adapter ({str(err)[:200]}). The "
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as err:
+        raise ArtifactError(f"{source}: cannot read the adapter ({str(err)[:200]}). The "
                             "artifact is damaged; save it again.") from None
-    if values.get("peft_type") != "LORA":
-        raise ArtifactError(f"{config_file}: peft_type {values.get('peft_type')!r} is not LORA.")
+    return kind, config, state
+
+
+def attach(model: torch.nn.Module, directory: Path, merge: bool = False) -> torch.nn.Module:
+    """A view of the shared backbone `model` carrying the adapter saved in
+    `directory/adapter/`; with `merge`, the adapter is folded into private copies of the
+    adapted weights (faster calls, a few MB more memory, the backbone untouched). Adapters
+    other than LoRA are attached by `_peft.attach`."""
+    from peft import set_peft_model_state_dict
+
+    kind, config, state = read_adapter(directory)
+    if kind != "LORA":
+        from . import _peft
+
+        return _peft.attach(model, directory, kind, config, state, merge)
     clone = view(model, config=config)
     result = set_peft_model_state_dict(clone, state, adapter_name="default")
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing:
-        raise ArtifactError(f"{weights_file}: adapter weights do not fit this backbone "
-                            f"({missing[0]}…).")
+    not_fitting(directory, [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k])
     clone.requires_grad_(False).eval()
     return merged(clone) if merge else clone
 
 
+def not_fitting(directory: Path, unexpected: list[str]) -> None:
+    """An ArtifactError when PEFT found adapter weights with no place in this backbone."""
+    if unexpected:
+        raise ArtifactError(f"{directory / ADAPTER_DIR / ADAPTER_WEIGHTS}: adapter weights do "
+                            f"not fit this backbone ({unexpected[0]}…).")
+
+
 def merged(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold each LoRA layer into a private copy of its base weight (PEFT's own merge), then
-    replace the layer by that plain base layer."""
-    from peft.tuners.lora import LoraLayer
+    """Fold each adapter layer (LoRA, AdaLoRA, IA³) into private copies of its base weight and
+    bias (PEFT's own merge), then replace the layer by that plain base layer."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, module in list(model.named_modules()):
-        if not isinstance(module, LoraLayer):
+        if not isinstance(module, BaseTunerLayer):
             continue
         base = module.get_base_layer()
-        base.weight = torch.nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+        for key, param in list(base.named_parameters(recurse=False)):  # weight, bias
+            setattr(base, key, torch.nn.Parameter(param.detach().clone(), requires_grad=False))
         module.merge(adapter_names=["default"])
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -51,6 +51,9 @@ class Plan:
     baseline: bool = False
     """Evaluate before training too (epoch 0), so an informed start (a linear probe, a
     zero-shot head) is kept when training never beats it."""
+    after_step: Callable[[int], None] | None = None
+    """Called after each optimizer step with the number of steps done (from 1), gradients
+    still in place: AdaLoRA moves its rank budget here."""
 
 
 @dataclass
@@ -267,6 +270,8 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
         torch.nn.utils.clip_grad_norm_(plan.model.parameters(), config.max_grad_norm)
         optimizer.step()
         schedule.step()
+        if plan.after_step is not None:
+            plan.after_step(schedule.last_epoch)
         total, count = total + float(loss.detach()), count + 1
         bar.advance(1, loss=total / count, epoch=f"{epoch}/{config.epochs}")
         if board is not None:

@@ -3,6 +3,7 @@
 `head`: frozen backbone, features computed once, only the head trains.
 `full`: the encoder (a private copy of the shared backbone) and the head train together.
 `lora`: as `full`, but only a LoRA adapter on a view of the shared backbone trains.
+`adalora`, `ia3`, `prompt`, `prefix`: as `lora`, with those PEFT methods (`_peft`).
 `contrastive`: few-shot; the encoder learns with a supervised contrastive loss, then a head.
 `auto`: one of these, chosen from the data by `choose` (classify) or `choose_tuning` (the
 tasks that tune an encoder or decoder: embed, search, tag, pair, generate).
@@ -62,8 +63,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         if eval_data is None:
             train, eval_data = holdout(train, config.eval_fraction, config.seed)
             source = f"held out {len(eval_data)}" if eval_data is not None else "none"
-    method = {"head": head.fit, "full": full.fit, "lora": full.fit,
-              "contrastive": contrastive.fit}[config.method]
+    # Every adapter method is `full`'s strategy with a view of the backbone as the encoder.
+    method = {"head": head.fit, "contrastive": contrastive.fit}.get(config.method, full.fit)
     trained = method(task, backbone, train, eval_data, config, progress, source, cache)
     trained.eval_data = eval_data
     return trained
@@ -141,8 +142,10 @@ def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Seq
     works = f"{task} trains with method {', '.join(names[:-1])} or {names[-1]}"
     if asked not in METHODS:
         raise TaskError(f"Unknown training method '{asked}'. {works}.")
-    why = (" (contrastive tunes a classifier's encoder from its labels)"
-           if asked == "contrastive" else "")
+    why = {"contrastive": " (contrastive tunes a classifier's encoder from its labels)",
+           **dict.fromkeys(("adalora", "ia3", "prompt", "prefix"),
+                           " (AdaLoRA, IA³, prompt and prefix tuning train classify functions)"),
+           }.get(asked, "")
     raise TaskError(f"{works}, not '{asked}'{why}.")
 
 
@@ -165,13 +168,26 @@ def choose_tuning(asked: str | None, default: str, examples: int,
                     "state for the base weights; pass method='full' to tune them all anyway)")
 
 
-def trainable_encoder(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+def trainable_encoder(model: torch.nn.Module, config: TrainConfig,
+                      steps: int = 0) -> torch.nn.Module:
     """What a method trains of the shared backbone's `model`: a LoRA view (`lora`, or
-    `contrastive` given `config.lora`) or a private full copy (`full`, `contrastive`)."""
-    if config.method == "full" and config.lora is not None:
-        raise TaskError("LoRA settings (lora=...) apply to method 'lora' (or 'contrastive' "
-                        "tuning through an adapter); 'full' tunes every weight. Fix: drop "
-                        "lora= or use method='lora'.")
+    `contrastive` given `config.lora`), an AdaLoRA, IA³, prompt or prefix view (`steps`: the
+    optimizer steps planned, for AdaLoRA's schedule), or a private full copy (`full`,
+    `contrastive`)."""
+    from .._peft import PEFT_METHODS
+
+    if config.lora is not None and config.method not in ("lora", "contrastive"):
+        raise TaskError(f"LoRA settings (lora=...) apply to method 'lora' (or 'contrastive' "
+                        f"tuning through an adapter); '{config.method}' does not use them. Fix: "
+                        "drop lora= or use method='lora'.")
+    if config.method in PEFT_METHODS:
+        from .. import _peft
+
+        if config.method == "adalora" and config.resume:
+            raise TaskError("resume cannot restore AdaLoRA's rank allocator (its importance "
+                            "scores are not checkpointed). Fix: train again without resume, "
+                            "or use method 'lora' or 'ia3', which resume exactly.")
+        return _peft.view(model, config.method, config.peft, steps).train()
     if config.method == "lora" or config.lora is not None:
         from .. import _lora
 

@@ -1,6 +1,7 @@
 """`full`: fine-tune a private copy of the encoder together with the head (AdamW, warm-up and
 linear decay, clipping, early stopping on the eval metric). The shared backbone is untouched.
-`lora` is the same strategy with a LoRA view of the backbone as the encoder."""
+`lora`, `adalora`, `ia3`, `prompt` and `prefix` are the same strategy with a view of the
+backbone carrying that adapter as the encoder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .. import _peft
 from .._backbone import Backbone
 from .._cache import Cache
 from .._config import TrainConfig
@@ -25,14 +27,15 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     probe_config = TrainConfig(method="head", seed=config.seed, max_length=config.max_length,
                                dropout=config.dropout, metric=config.metric).resolved()
     head, _, _ = probe(task, backbone, train, eval_data, probe_config, progress, cache=cache)
-    torch.manual_seed(config.seed)
-    encoder = trainable_encoder(backbone.model, config)
-    model = FunctionModel(encoder, head.to(backbone.device), backbone.pooling)
     encoded = backbone.tokenize(train.texts, config.max_length)
     targets = task.targets(train)
     rows = encoded.input_ids
     lengths = [len(r) for r in rows]
     batch_size = int(config.batch_size or 16)
+    steps = len(length_grouped_batches(lengths, batch_size, config.seed)) * int(config.epochs or 1)
+    torch.manual_seed(config.seed)
+    encoder = trainable_encoder(backbone.model, config, steps)
+    model = FunctionModel(encoder, head.to(backbone.device), backbone.pooling)
 
     def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         order = length_grouped_batches(lengths, batch_size, config.seed + epoch)
@@ -40,10 +43,12 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
                 for idx in order]
 
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
-                loss=task.loss, evaluate=_evaluator(task, backbone, eval_data, config), head=head,
-                baseline=True)
+                loss=_peft.regularized(task.loss, encoder),
+                evaluate=_evaluator(task, backbone, eval_data, config), head=head,
+                baseline=True, after_step=_peft.after_step(encoder))
     history = run(plan, config, progress=progress,
-                  description="lora" if config.method == "lora" else "fine-tune")
+                  description="fine-tune" if config.method == "full" else config.method)
+    _peft.settle(encoder)
     encoder.eval()
     return Trained(encoder, model.head.cpu(), history, encoded.truncated, source)
 
