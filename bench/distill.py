@@ -1,6 +1,6 @@
 """Benchmark: a 3-layer student distilled from an SST-2 `full` function — accuracy vs speed.
 
-    python -u bench/distill.py                    # 4,000 + 4,000 rows: about 15 min on 2 cores
+    python -u bench/distill.py                    # 4,000 + 4,000 rows: about 12 min on 2 cores
     python -u bench/distill.py --quick            # 600 + 600 rows, to check the script
 
 The teacher is all-MiniLM-L6-v2 fine-tuned (`full`) on the first --train rows of a seeded
@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000, help="labelled rows (teacher)")
     parser.add_argument("--extra", type=int, default=4000, help="unlabelled rows (student)")
     parser.add_argument("--epochs", type=int, default=1, help="teacher epochs")
-    parser.add_argument("--student-epochs", type=int, default=2)
+    parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="student's; default: the library's (full's 5e-5)")
+                        help="student's; default: the library's (1e-4)")
     parser.add_argument("--label-weight", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
