@@ -153,6 +153,18 @@ def test_suggest_returns_n_distinct_uncertain_rows(classifier: funcformer.Functi
     assert all(0 <= p.score <= 1 for p in entropy)
 
 
+def test_badge_picks_distinct_rows_starting_from_the_largest_gradient(
+        classifier: funcformer.Function, texts: list[str]) -> None:
+    from funcformer._unlabeled import gradient_embedding
+
+    picks = funcformer.suggest(classifier, texts, n=4, measure="badge")
+    assert len(picks) == 4 == len({p.index for p in picks}) == len({p.text for p in picks})
+    features = classifier.features(texts)
+    g = gradient_embedding(classifier.task, features, classifier.apply_head(features))
+    assert g.shape == (len(texts), len(classifier.labels) * features.shape[1])
+    assert int(g.norm(dim=1).argmax()) in {p.index for p in picks}
+
+
 def test_suggest_prefers_uncertain_texts(classifier: funcformer.Function,
                                          texts: list[str]) -> None:
     picks = funcformer.suggest(classifier, texts, n=3, candidates=3)  # no room to diversify

@@ -470,7 +470,7 @@ def suggest(
         "stdout.")] = None,
     measure: Annotated[str, typer.Option(
         "--measure", help="Uncertainty: margin (1 - gap between the top two probabilities) "
-        "or entropy.")] = "margin",
+        "or entropy; or badge (gradient embeddings, k-means++).")] = "margin",
     candidates: Annotated[int | None, typer.Option(
         "--candidates", help="Diversify among this many of the most uncertain texts "
         "(default 5 x n).")] = None,

@@ -31,7 +31,7 @@ CANDIDATES_PER_PICK = 5
 """`suggest` diversifies among the 5 x n most uncertain texts by default (Zhdanov 2019,
 "Diverse mini-batch active learning", prefilters the same way). In bench/active.py (3 seeds)
 5 x n and 10 x n did alike on SST-2; on Emotion 5 x n was 0.5-3 points better up to 64 labels."""
-MEASURES = ("margin", "entropy")
+MEASURES = ("margin", "entropy", "badge")
 
 
 @dataclass(kw_only=True)
@@ -280,16 +280,20 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     features = fn.features(examples.texts, open_cache(cache))  # (N, H)
     with torch.inference_mode():
         logits = fn.apply_head(features)
-    scores = uncertainty(fn.task, logits, measure)
+    scores = uncertainty(fn.task, logits, "margin" if measure == "badge" else measure)
     z = directions(features)
-    pool = distinct_pool(z, scores, max(n, candidates or CANDIDATES_PER_PICK * n),
-                         examples.texts)
+    size = len(examples) if measure == "badge" and candidates is None else \
+        max(n, candidates or CANDIDATES_PER_PICK * n)
+    pool = distinct_pool(z, scores, size, examples.texts)
     if len(pool) < n:
         raise DataError(f"{examples.source}: asked for n={n} suggestions, but only {len(pool)} "
                         f"of the {len(examples)} texts differ from each other (the rest are "
                         f"duplicates or near-duplicates). Fix: pass n <= {len(pool)} or more "
                         "texts.")
-    picks = diverse(z[pool], scores[pool], n, seed)
+    if measure == "badge":
+        picks = badge(gradient_embedding(fn.task, features[pool], logits[pool]), n, seed)
+    else:
+        picks = diverse(z[pool], scores[pool], n, seed)
     predicted = fn.task.predicted_labels(logits)
     rows = sorted((pool[i] for i in picks), key=lambda i: -float(scores[i]))
     return [Suggestion(text=examples.texts[i], score=round(float(scores[i]), 6),
@@ -335,6 +339,32 @@ def uncertainty(task: Any, logits: torch.Tensor, measure: str = "margin") -> tor
         return entropy / torch.log(torch.tensor(float(probs.shape[1])))
     top = probs.topk(2, dim=1).values
     return 1 - (top[:, 0] - top[:, 1])
+
+
+def gradient_embedding(task: Any, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """BADGE's embedding (Ash et al. 2020) of each row (N, C*H): the gradient of the loss at
+    the function's own guess with respect to the head's weights, (p - guess) x features. Its
+    length grows with uncertainty, its direction says what the row would teach the head."""
+    if task.multi_label:
+        probs = torch.sigmoid(logits.float())
+        guess = (probs >= torch.tensor(task.thresholds)).float()
+    else:
+        probs = torch.softmax(logits.float(), dim=-1)
+        guess = torch.nn.functional.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
+    return ((probs - guess)[:, :, None] * features.float()[:, None, :]).flatten(1)
+
+
+def badge(g: torch.Tensor, n: int, seed: int = 0) -> list[int]:
+    """n rows of gradient embeddings `g` by k-means++ seeding, from the longest one: large and
+    mutually different gradients, so uncertainty and diversity in one step, without a
+    candidate pool.
+
+    >>> g = torch.tensor([[3.0, 0.0], [2.9, 0.1], [0.0, 3.0]])
+    >>> sorted(badge(g, 2))
+    [0, 2]
+    """
+    first = int(g.norm(dim=1).argmax())
+    return _kmeans_pp(g, n, torch.Generator().manual_seed(seed), first=first)
 
 
 def directions(features: torch.Tensor) -> torch.Tensor:
@@ -400,11 +430,15 @@ def diverse(z: torch.Tensor, scores: torch.Tensor, n: int, seed: int = 0,
     return picks + rest[: n - len(picks)]
 
 
-def _kmeans_pp(z: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) on unit vectors: each next center is
-    drawn with probability proportional to its squared distance to the nearest center."""
-    chosen = [int(torch.randint(len(z), (1,), generator=generator))]
-    nearest = 2 - 2 * (z @ z[chosen[0]])  # squared distance of unit vectors
+def _kmeans_pp(z: torch.Tensor, k: int, generator: torch.Generator | None,
+               first: int | None = None) -> list[int]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next center is drawn with
+    probability proportional to its squared distance to the nearest center; the first is
+    `first`, or drawn at random."""
+    if first is None:
+        first = int(torch.randint(len(z), (1,), generator=generator))
+    chosen = [first]
+    nearest = ((z - z[first]) ** 2).sum(dim=1)
     for _ in range(1, k):
         weights = nearest.clamp(min=0)
         if float(weights.sum()) <= 0:  # every row sits on a center: take any unused one
@@ -412,7 +446,7 @@ def _kmeans_pp(z: torch.Tensor, k: int, generator: torch.Generator) -> list[int]
             chosen.append(unused[0])
         else:
             chosen.append(int(torch.multinomial(weights, 1, generator=generator)))
-        nearest = torch.minimum(nearest, 2 - 2 * (z @ z[chosen[-1]]))
+        nearest = torch.minimum(nearest, ((z - z[chosen[-1]]) ** 2).sum(dim=1))
     return chosen
 
 
