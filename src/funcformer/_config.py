@@ -6,9 +6,39 @@ import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import DataError, TaskError
+
+
+class Options:
+    """Base of small keyword-only settings dataclasses (`LoRA`, `SelfTraining`, ...): stored as
+    a dict in TrainConfig and the manifest, rebuilt with `from_value`. `option_name` is what
+    error messages call them (default: the class name)."""
+
+    option_name: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_value(cls, value: Any) -> Any:
+        """Settings from None (the defaults), an instance, or a dict of its fields."""
+        name = cls.option_name or cls.__name__
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TaskError(f"{name} settings must be a funcformer.{cls.__name__}(...) or a "
+                            f"dict, got {value!r}.")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(value) - known
+        if unknown:
+            raise TaskError(f"Unknown {name} option(s): {', '.join(sorted(unknown))}. "
+                            f"Known: {', '.join(sorted(known))}.")
+        return cls(**value)
+
 
 METHODS = ("auto", "head", "full", "lora", "contrastive", "adalora", "ia3", "prompt", "prefix")
 METRICS = ("accuracy", "macro_f1", "micro_f1")

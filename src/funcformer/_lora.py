@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._config import Options
 from ._errors import ArtifactError, TaskError
 
 ADAPTER_DIR = "adapter"
@@ -30,7 +31,7 @@ _ATTENTION = ("attention", "attn")
 _LAYERS = (".layer.", ".layers.", ".h.", ".block.")
 
 
-class Settings:
+class Settings(Options):
     """Base of the PEFT methods' settings (`LoRA`, `AdaLoRA`, `IA3`, ...): keyword-only frozen
     dataclasses, stored as a dict in TrainConfig and the manifest, rebuilt with `from_value`."""
 
@@ -39,26 +40,6 @@ class Settings:
             value = getattr(self, name, None)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_value(cls, value: Any) -> Any:
-        """Settings from None (the defaults), an instance, or a dict of its fields."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise TaskError(f"{cls.__name__} settings must be a {cls.__name__}(...) or a dict, "
-                            f"got {value!r}.")
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = set(value) - known
-        if unknown:
-            raise TaskError(f"Unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}. "
-                            f"Known: {', '.join(sorted(known))}.")
-        return cls(**value)
 
 
 @dataclass(kw_only=True, frozen=True)

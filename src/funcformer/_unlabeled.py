@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ._config import Options
 from ._data import Examples, read_texts
 from ._errors import DataError, TaskError
 
@@ -35,12 +36,14 @@ MEASURES = ("margin", "entropy", "badge")
 
 
 @dataclass(kw_only=True)
-class SelfTraining:
+class SelfTraining(Options):
     """How `train(..., unlabeled=DATA)` uses the unlabelled texts.
 
     >>> SelfTraining(rounds=2, threshold=0.95).per_class is None
     True
     """
+
+    option_name = "self_training"
 
     rounds: int = 3
     """Rounds of pseudo-labelling and retraining after the labelled-only training."""
@@ -72,25 +75,6 @@ class SelfTraining:
         if self.keep not in ("best", "last"):
             raise TaskError(f"self_training keep must be 'best' or 'last', got {self.keep!r}.")
 
-    @classmethod
-    def from_value(cls, value: SelfTraining | dict[str, Any] | None) -> SelfTraining:
-        """A SelfTraining from itself, a dict of its fields, or None (the defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise TaskError(f"self_training must be a dict or funcformer.SelfTraining, got "
-                            f"{type(value).__name__}.")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise TaskError(f"Unknown self_training option(s): {', '.join(unknown)}. Options: "
-                            f"{', '.join(sorted(known))}.")
-        return cls(**value)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples | None,
