@@ -69,3 +69,85 @@ def test_tasks_that_cannot_use_it_say_so(tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match="embed trains with method 'full'"):
         funcformer.train("embed", [("a", "b")] * 4, backbone=tiny_backbone,
                          method="contrastive")
+
+
+def test_label_words_read_names_and_refuse_codes() -> None:
+    from funcformer._methods.labels import label_words
+
+    assert label_words("card_arrival") == "card arrival"
+    assert label_words("cardArrival") == "card arrival"
+    assert label_words("Sci/Tech") == "sci/tech"
+    assert label_words("très_bien") == "très bien"
+    for code in ("0", "12", "LABEL_1", "label-2", "class 3", "B", "x1", "__"):
+        assert label_words(code) is None, code
+
+
+def test_label_texts_join_training_only_when_every_label_has_words() -> None:
+    from funcformer._config import TrainConfig
+    from funcformer._data import Examples
+    from funcformer._methods.labels import LABEL_COPIES, with_label_texts
+
+    rows = Examples(["good", "bad", "fine"], ["pos_review", "neg_review", "pos_review"], "f",
+                    ["line 2", "line 3", "line 4"])
+    added, note = with_label_texts(rows, TrainConfig(label_template="A {} one."))
+    assert added.texts[:3] == rows.texts and added.labels[:3] == rows.labels
+    assert sorted(zip(added.texts[3:], added.labels[3:], strict=True)) == sorted(
+        [("A neg review one.", "neg_review"), ("A pos review one.", "pos_review")] * LABEL_COPIES)
+    assert added.places[3] == "label text for 'neg_review' (label_template)"
+    assert "2 label texts added" in note
+
+    coded = Examples(["good", "bad"], ["1", "0"], "f", ["line 2", "line 3"])
+    same, note = with_label_texts(coded, TrainConfig())
+    assert same is coded and "'0', '1' are codes" in note and "label_names" in note
+    named, _ = with_label_texts(coded, TrainConfig(label_names={"0": "negative",
+                                                                 "1": "positive"}))
+    assert "This sentence is negative." in named.texts
+    half, note = with_label_texts(coded, TrainConfig(label_names={"0": "negative"}))
+    assert half is coded and "'1' are codes" in note  # all or none: no odd one out
+    off, note = with_label_texts(rows, TrainConfig(label_texts=False))
+    assert off is rows and "off" in note
+    with pytest.raises(TaskError, match=r"label_names names label\(s\).*'2'.*Its labels: '0', "):
+        with_label_texts(coded, TrainConfig(label_names={"2": "neutral"}))
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"label_template": "no slot"}, "label_template 'no slot' must contain exactly one '{}'"),
+    ({"label_template": "{} and {}"}, "exactly one"),
+    ({"label_template": "a {} {x}"}, "no braces but one"),
+    ({"label_texts": "yes"}, "label_texts must be true or false"),
+    ({"label_names": {"0": ""}}, "label_names must map labels to non-empty words"),
+    ({"label_names": ["negative"]}, "label_names must map"),
+])
+def test_label_text_options_are_checked(options: dict, match: str) -> None:
+    from funcformer._config import TrainConfig
+
+    with pytest.raises(TaskError, match=match):
+        TrainConfig(**options)
+
+
+@pytest.mark.parametrize("method", ["contrastive", "head"])
+def test_label_texts_change_training_and_are_classify_only(tiny_backbone: Path,
+                                                           method: str) -> None:
+    from conftest import make_reviews
+
+    def train(**options: object) -> funcformer.Function:
+        return funcformer.train("classify", make_reviews(6), backbone=tiny_backbone,
+                                method=method, epochs=2, learning_rate=1e-3,
+                                progress=False, **options)
+
+    with_texts, without = train(), train(label_texts=False)
+    assert with_texts.digest != without.digest
+    assert with_texts.manifest.config["label_template"] == "This sentence is {}."
+    assert with_texts.manifest.training["examples"] == 12  # the user's rows, not the label texts
+    with pytest.raises(TaskError, match="label_template applies to classify"):
+        funcformer.train("embed", [("a", "b")] * 4, backbone=tiny_backbone,
+                         label_template="About {}.")
+
+
+def test_label_texts_are_announced(tiny_backbone: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import make_reviews
+
+    funcformer.train("classify", make_reviews(4), backbone=tiny_backbone, method="contrastive",
+                     epochs=1, progress=True)
+    assert "contrastive: 2 label texts added, 2 each, e.g. 'This sentence is negative.'" in \
+        capsys.readouterr().err

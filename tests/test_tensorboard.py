@@ -29,8 +29,9 @@ def test_loss_learning_rate_and_eval_are_logged(tiny_backbone: Path, tmp_path: P
                           backbone=tiny_backbone, method="full", epochs=2, batch_size=8,
                           progress=False, log_dir=str(tmp_path))
     scalars = _scalars(tmp_path)
-    assert len(scalars["train/loss"]) == 2 * 4  # 32 examples, batches of 8, 2 epochs
-    assert len(scalars["train/learning_rate"]) == 8
+    # 32 examples + 4 label texts (2 per label), batches of 8: 5 steps an epoch, 2 epochs
+    assert len(scalars["train/loss"]) == 2 * 5
+    assert len(scalars["train/learning_rate"]) == 10
     assert max(scalars["train/learning_rate"]) == pytest.approx(5e-5, rel=1e-3)  # after warm-up
     assert scalars["epoch/loss"] == pytest.approx(
         [e["loss"] for e in fn.manifest.training["history"]["epochs"] if "loss" in e])

@@ -47,9 +47,11 @@ SCHEDULES = ("linear", "cosine", "constant")
 LOSSES = ("cross_entropy", "focal")
 HEADS = ("linear", "mlp")
 """Built-in heads; `head` may also name a factory by import path, "package.module:function"."""
+LABEL_TEMPLATE = "This sentence is {}."
 CLASSIFY_ONLY = {"loss": "cross_entropy", "label_smoothing": 0.0, "focal_gamma": 2.0,
                  "class_weight": None, "head": "linear", "head_hidden": 256,
-                 "head_options": None}
+                 "head_options": None, "label_texts": True, "label_template": LABEL_TEMPLATE,
+                 "label_names": None}
 """Settings of a classifier's head and loss, with their defaults; other tasks have their own."""
 _FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 """Early-stopping metrics a user can choose for `classify`; other tasks use their own
@@ -151,6 +153,17 @@ class TrainConfig:
     """Hidden units of the `mlp` head."""
     head_options: dict[str, Any] | None = None
     """Keyword arguments for a custom head factory (JSON values: they go in the artifact)."""
+    label_texts: bool = True
+    """`classify` (single-label, every method): each label also enters training as a short
+    text made from its name with `label_template` ("This sentence is sports."), twice, as
+    SetFit's templated examples do: names like "sports" or "sadness" carry meaning the encoder
+    already has. Used only when every label reads as words ("Sci/Tech", "card_arrival") or is
+    named in `label_names`; codes ("0", "LABEL_1") are left out. False: never."""
+    label_template: str = LABEL_TEMPLATE
+    """The text a label's name (or its `label_names` words) fills in place of `{}`."""
+    label_names: dict[str, str] | None = None
+    """Words for labels, for `label_template`: {"0": "negative", "1": "positive"} lets coded
+    labels take part; labels left out use their own name."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm."""
     patience: int | None = None
@@ -200,6 +213,7 @@ class TrainConfig:
                                 f"{', '.join(choices)}.")
         self._check_numbers()
         self._check_head()
+        self._check_label_words()
         self.class_weight = _class_weight(self.class_weight)
 
     def _check_numbers(self) -> None:
@@ -238,6 +252,18 @@ class TrainConfig:
                 raise TaskError(f"head_options go to a custom head factory; the '{self.head}' "
                                 "head takes head_hidden and dropout.")
 
+    def _check_label_words(self) -> None:
+        if not isinstance(self.label_texts, bool):
+            raise TaskError(f"label_texts must be true or false, got {self.label_texts!r}.")
+        check_template(self.label_template, "label_template")
+        names = self.label_names
+        if names is not None:
+            if not isinstance(names, dict) or not all(
+                    isinstance(word, str) and word.strip() for word in names.values()):
+                raise TaskError(f"label_names must map labels to non-empty words, e.g. "
+                                f"{{'0': 'negative', '1': 'positive'}}; got {names!r}.")
+            self.label_names = {str(label): word.strip() for label, word in names.items()}
+
     def resolved(self) -> TrainConfig:
         """A copy with every None replaced by the method's default."""
         values = asdict(self)
@@ -272,6 +298,20 @@ class TrainConfig:
             return cls(**values)
         except TaskError as err:
             raise DataError(f"{path}: {err}") from None
+
+
+def check_template(template: Any, name: str = "template") -> str:
+    """`template` if it is text with exactly one `{}` (where a label goes) and no other brace
+    field; else a TaskError naming the option."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise TaskError(f"The {name} {template!r} must contain exactly one '{{}}' where the "
+                        "label goes, e.g. 'This text is about {}.'")
+    try:
+        template.format("x")
+    except (IndexError, KeyError, ValueError):
+        raise TaskError(f"The {name} {template!r} may hold no braces but one '{{}}' (write "
+                        "{{ and }} for a literal brace).") from None
+    return template
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -260,7 +260,9 @@ def head_init(spec: Any, labels: Sequence[str], backbone: _backbone.Backbone) ->
 
 
 def _check_template(template: str) -> str:
-    if template.count("{}") != 1:
-        raise DataError(f"The template {template!r} must contain exactly one '{{}}' where the "
-                        "label goes, e.g. 'This text is about {}.'")
-    return template
+    from ._config import check_template
+
+    try:
+        return check_template(template)
+    except TaskError as err:
+        raise DataError(str(err)) from None

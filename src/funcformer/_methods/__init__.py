@@ -63,6 +63,12 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         if eval_data is None:
             train, eval_data = holdout(train, config.eval_fraction, config.seed)
             source = f"held out {len(eval_data)}" if eval_data is not None else "none"
+    if not getattr(task, "multi_label", False):  # label names as texts (held-out data: none)
+        from .._function import say
+        from .labels import with_label_texts
+
+        train, note = with_label_texts(train, config)
+        say(f"{config.method}: {note}", progress)
     # Every adapter method is `full`'s strategy with a view of the backbone as the encoder.
     method = {"head": head.fit, "contrastive": contrastive.fit}.get(config.method, full.fit)
     trained = method(task, backbone, train, eval_data, config, progress, source, cache)
