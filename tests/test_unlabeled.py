@@ -12,7 +12,15 @@ import torch
 
 import funcformer
 from funcformer import DataError, SelfTraining, TaskError
-from funcformer._unlabeled import directions, distinct_pool, diverse, pseudo_labels
+from funcformer._unlabeled import (
+    directions,
+    distinct_pool,
+    diverse,
+    kmeans,
+    pseudo_labels,
+    typical,
+    typicality,
+)
 from tests.conftest import make_reviews, run_cli
 
 
@@ -194,6 +202,59 @@ def test_diversity_spreads_picks_over_clusters() -> None:
     assert all(i % 10 == 0 for i in picks)  # each cluster gives its most uncertain row
 
 
+def test_typical_picks_dense_rows_of_the_largest_uncovered_clusters() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 16, generator=generator) * 5
+    sizes = (20, 15, 10)
+    features = torch.cat([c + 0.3 * torch.randn(size, 16, generator=generator)
+                          for c, size in zip(centers, sizes, strict=True)]
+                         + [centers[0:1] + 0.1])  # a labelled text in the largest cluster
+    z = directions(features)
+    unlabelled, known = z[:45], z[45:]
+    cluster = torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)])
+    assert sorted(kmeans(unlabelled, 3).bincount().tolist()) == [10, 15, 20]
+    picks = typical(unlabelled, known, 2)
+    assert sorted(int(cluster[i]) for i in picks) == [1, 2]  # the clusters without a label
+    density = typicality(unlabelled)
+    for i in picks:  # each the most typical row of its cluster
+        assert float(density[i]) == float(density[cluster == cluster[i]].max())
+    assert [int(cluster[i]) for i in typical(unlabelled, known[:0], 1)] == [0]  # the largest
+    excluded = [i == picks[0] for i in range(45)]
+    assert picks[0] not in typical(unlabelled, known, 2, excluded=excluded)
+
+
+def test_suggest_explore_covers_unlabelled_regions_and_skips_labelled_texts(
+        classifier: funcformer.Function, texts: list[str]) -> None:
+    labelled = texts[:6]
+    for explore in (1.0, 0.5, "auto"):
+        picks = funcformer.suggest(classifier, texts, n=5, labelled=labelled, explore=explore)
+        assert len(picks) == 5 == len({p.text for p in picks})
+        assert not {p.text for p in picks} & set(labelled)
+        assert [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
+    # "auto" with few labelled texts: only typical picks, which do not depend on the head
+    auto = funcformer.suggest(classifier, texts, n=5, labelled=labelled)
+    z = directions(classifier.features(texts + labelled))
+    expected = typical(z[: len(texts)], z[len(texts):], 5,
+                       excluded=[t in labelled for t in texts], texts=texts)
+    assert {p.index for p in auto} == set(expected)
+    uncertain = funcformer.suggest(classifier, texts, n=5, candidates=5)  # no labelled: margin
+    assert [p.score for p in uncertain] == pytest.approx(sorted(
+        (1 - abs(s.scores["positive"] - s.scores["negative"]) for s in classifier(texts)),
+        reverse=True)[:5], abs=1e-5)
+    with pytest.raises(DataError, match="explore must be"):
+        funcformer.suggest(classifier, texts, n=5, explore=1.5)
+
+
+def test_explore_auto_share_falls_with_labelled_texts_per_label() -> None:
+    from funcformer._unlabeled import EXPLORE_UNTIL, _explore_share
+
+    assert _explore_share("auto", 0, 2) == _explore_share("auto", 2 * EXPLORE_UNTIL, 2) == 1.0
+    assert _explore_share("auto", 3 * EXPLORE_UNTIL, 2) == 0.5
+    assert _explore_share("auto", 10 * EXPLORE_UNTIL, 2) == 0.0
+    assert _explore_share("auto", None, 2) == 0.0  # labelled texts not given: uncertainty only
+    assert _explore_share(0.25, 1000, 2) == 0.25
+
+
 @pytest.mark.parametrize(("data", "n", "words"), [
     ([], 2, "no examples found"),
     (["good", "bad"], 3, "asked for n=3"),
@@ -242,6 +303,11 @@ def test_cli_suggest_prints_json_lines(saved: Path, pool_file: Path, texts: list
         assert set(line) == {"text", "score", "predicted", "index", "place"}
         assert line["place"] == f"pool.txt, line {line['index'] + 1}"
         assert texts[line["index"]] == line["text"]
+    labelled = pool_file.with_name("labelled.txt")
+    labelled.write_text("\n".join(texts[:5]) + "\n", encoding="utf-8")
+    assert run_cli("suggest", saved, pool_file, "--n", 4, "--labelled", labelled) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4 and not {line["text"] for line in lines} & set(texts[:5])
 
 
 def test_cli_suggest_writes_a_file_to_label_then_update(
@@ -268,6 +334,8 @@ def test_cli_suggest_writes_a_file_to_label_then_update(
     (["--n", "999"], "asked for n=999"),
     (["--out", "picks.xlsx"], "unknown output file type '.xlsx'"),
     (["--measure", "variance"], "Unknown uncertainty measure 'variance'"),
+    (["--explore", "most"], "--explore must be a share from 0 to 1 or 'auto', got 'most'"),
+    (["--explore", "2"], "explore must be a share from 0 to 1 or 'auto', got 2.0"),
 ])
 def test_cli_suggest_errors_exit_1(saved: Path, pool_file: Path, tmp_path: Path, args: list,
                                    words: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,4 +376,5 @@ def test_cli_train_with_unlabeled(reviews_csv: Path, pool_file: Path, tmp_path: 
 def test_suggest_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("suggest", "--help") == 0
     out = capsys.readouterr().out
-    assert all(flag in out for flag in ("--n", "--out", "--measure", "--candidates"))
+    assert all(flag in out for flag in ("--n", "--out", "--measure", "--candidates",
+                                        "--labelled", "--explore"))

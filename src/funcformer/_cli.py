@@ -474,6 +474,13 @@ def suggest(
     candidates: Annotated[int | None, typer.Option(
         "--candidates", help="Diversify among this many of the most uncertain texts "
         "(default 5 x n).")] = None,
+    labelled: Annotated[str | None, typer.Option(
+        "--labelled", help="Texts already labelled (e.g. the training file): never suggested; "
+        "--explore picks cover the data away from them.")] = None,
+    explore: Annotated[str, typer.Option(
+        "--explore", help="Share of the picks (0 to 1) that are typical texts of regions "
+        "without --labelled texts instead of uncertain ones; auto: all up to 64 labelled texts "
+        "per label, none from 128 on (none without --labelled).")] = "auto",
     text_column: TextColumn = "text",
     cache: CacheFile = None,
 ) -> None:
@@ -485,6 +492,7 @@ def suggest(
 
     fn = load(function)
     picks = suggest_texts(fn, unlabeled, n, measure=measure, candidates=candidates,
+                          labelled=labelled, explore=_share_or_auto(explore),
                           text_column=text_column, cache=cache)
     if out is None:
         for pick in picks:
@@ -493,6 +501,14 @@ def suggest(
     write_suggestions(out, picks)
     _console().print(f"Wrote {len(picks)} suggestions to {out}. Fill in the label column, "
                      f"then: funcformer update {function} {out} --out NEW_DIR")
+
+
+def _share_or_auto(text: str) -> float | str:
+    try:
+        return text if text == "auto" else float(text)
+    except ValueError:
+        raise DataError(f"--explore must be a share from 0 to 1 or 'auto', got {text!r}.") \
+            from None
 
 
 @app.command()
