@@ -56,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SPLITS))
     parser.add_argument("--n", nargs="+", type=int, default=[8, 64])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many samples (seeds) per N")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (e.g. --first-seed 1 --seeds 2: seeds 1 and 2)")
     parser.add_argument("--max-test", type=int, default=2000)
     parser.add_argument("--methods", nargs="+", default=["contrastive", "head", "lora"])
     parser.add_argument("--setfit-iterations", type=int, default=None,
@@ -78,7 +80,7 @@ def main() -> None:
         test = read_tsv(DATA / test_file)[: args.max_test]
         for n in args.n:
             results: dict[str, list[tuple[float, float]]] = {}
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 spec = json.loads((DATA / f"fewshot_samples/{name}_N{n}_seed{seed}.json")
                                   .read_text())
                 sample = [train[i] for i in spec["indices"]]

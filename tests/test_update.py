@@ -108,3 +108,31 @@ def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
                    str(tmp_path / "v3")) == 1
     assert "missing.csv" in capsys.readouterr().err
     assert not (tmp_path / "v3").exists()
+
+
+def test_update_gives_new_labels_label_texts_as_training_did(base: funcformer.Function,
+                                                            capsys) -> None:
+    new = rows(["food"], 10, seed=4)
+    updated = base.update(new, epochs=2)
+    assert "1 label texts added, 2 each, e.g. 'This sentence is food.'" in \
+        capsys.readouterr().err
+    assert updated.manifest.training["update"]["examples"] == 10  # the user's rows only
+    assert all(not t.startswith("This sentence") for t in updated.memory.texts)
+    # The settings travel with the function: trained without label texts, none on update.
+    plain = funcformer.train("classify", rows(["sports", "tech"], 20),
+                             backbone=base.manifest.backbone.name, method="head",
+                             label_texts=False, progress=False)
+    capsys.readouterr()
+    plain.update(new, epochs=2)
+    assert "label texts off" in capsys.readouterr().err
+    # Names given on update join the ones given at training.
+    coded = funcformer.train("classify", [(t, {"sports": "s1", "tech": "s2"}[y])
+                                          for t, y in rows(["sports", "tech"], 20)],
+                             backbone=base.manifest.backbone.name, method="head",
+                             label_names={"s1": "sports", "s2": "tech"}, progress=False)
+    capsys.readouterr()
+    coded.update([(t, "s3") for t, _ in new], epochs=2, label_names={"s3": "food"})
+    assert "1 label texts added, 2 each, e.g. 'This sentence is food.'" in \
+        capsys.readouterr().err
+    coded.update([(t, "s3") for t, _ in new], epochs=2)
+    assert "are codes, not words" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from ._data import Examples, read_examples
 from ._errors import ArtifactError, TaskError
 
 MEMORY_FILE = "memory.jsonl"
+LABEL_TEXT_OPTIONS = ("label_texts", "label_template", "label_names")
 
 
 def herding(features: torch.Tensor, k: int) -> list[int]:
@@ -104,9 +105,10 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
            text_column: str = "text", label_column: str = "label", progress: bool = True,
            **options: Any) -> Any:
     """A new function: `fn` plus the examples (and labels) in `data`; `fn` is unchanged."""
-    from ._function import Classifier, encoder_state, make_config, now, state_digest
+    from ._function import Classifier, encoder_state, make_config, now, say, state_digest
     from ._methods import holdout
     from ._methods.head import _train_head
+    from ._methods.labels import with_label_texts
     from ._tasks import task_class
 
     if not isinstance(fn, Classifier) or fn.runner is not None:
@@ -127,9 +129,18 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     remembered = fn.memory
     per_label = memory or (fn.manifest.memory or {}).get("per_label")
     replay = _join(new, remembered) if remembered is not None else new
-    config = make_config(None, "head", {**options, "weight_decay": 0.0})
+    # New labels get label texts as training gave the old ones (same settings unless given).
+    inherited = {k: fn.manifest.config[k] for k in LABEL_TEXT_OPTIONS if k in fn.manifest.config}
+    if isinstance(inherited.get("label_names"), dict) and isinstance(options.get("label_names"),
+                                                                      dict):
+        options = {**options, "label_names": {**inherited["label_names"],
+                                              **options["label_names"]}}
+    config = make_config(None, "head", {**inherited, **options, "weight_decay": 0.0})
     train_part, held = (replay, given_eval) if given_eval is not None else \
         holdout(replay, config.eval_fraction, config.seed)
+    if added:  # after the holdout: eval rows and the exemplar memory stay the user's texts
+        train_part, note = with_label_texts(train_part, config, task.labels, only=added)
+        say(f"update: {note}", progress)
 
     started = time.perf_counter()
     head = _grown_head(fn, task, sorted(set(new.labels)))

@@ -9,6 +9,7 @@ examples per class (3 seeds, `bench/fewshot.py`) `contrastive` gained 6.6 points
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .._config import TrainConfig
 from .._data import Examples
@@ -18,18 +19,22 @@ LABEL_COPIES = 2
 """Each label's text enters training this many times (SetFit's templated `sample_size`)."""
 
 
-def with_label_texts(train: Examples, config: TrainConfig) -> tuple[Examples, str]:
+def with_label_texts(train: Examples, config: TrainConfig, labels: Sequence[str] | None = None,
+                     only: Sequence[str] | None = None) -> tuple[Examples, str]:
     """`train` plus `LABEL_COPIES` texts per label made from its name with
     `config.label_template`, and a note saying what was added or why not. Coded labels ("0",
     "LABEL_1") carry no meaning: unless `config.label_names` gives words for them, no label
     text is added at all (one label without a text would be the odd one out).
+
+    `labels`: the function's labels (default: those in `train`); `only`: add texts for these
+    alone (an update teaching new labels; the old ones had theirs at training).
 
     >>> rows = Examples(["good", "bad"], ["positive", "negative"], "x", ["1", "2"])
     >>> with_label_texts(rows, TrainConfig())[0].texts[2:4]
     ['This sentence is negative.', 'This sentence is negative.']
     """
     assert train.labels is not None
-    labels = sorted(set(train.labels))
+    labels = sorted(set(train.labels if labels is None else labels))
     names = config.label_names or {}
     unknown = sorted(set(names) - set(labels))
     if unknown:
@@ -44,13 +49,16 @@ def with_label_texts(train: Examples, config: TrainConfig) -> tuple[Examples, st
         return train, (f"labels {', '.join(map(repr, coded[:3]))}{' ...' if len(coded) > 3 else ''}"
                        " are codes, not words: no label texts added (give label_names="
                        "{label: words} to add them)")
-    texts = [config.label_template.format(words[label]) for label in labels
+    taught = labels if only is None else sorted(only)
+    texts = [config.label_template.format(words[label]) for label in taught
              for _ in range(LABEL_COPIES)]
-    tagged = [label for label in labels for _ in range(LABEL_COPIES)]
+    tagged = [label for label in taught for _ in range(LABEL_COPIES)]
+    if not texts:
+        return train, "no new label: no label texts added"
     places = [f"label text for {label!r} (label_template)" for label in tagged]
     added = Examples(texts=train.texts + texts, labels=train.labels + tagged,
                      source=train.source, places=train.places + places)
-    return added, (f"{len(labels)} label texts added, {LABEL_COPIES} each, e.g. {texts[0]!r} "
+    return added, (f"{len(taught)} label texts added, {LABEL_COPIES} each, e.g. {texts[0]!r} "
                    "(label_texts=False leaves them out)")
 
 
