@@ -104,6 +104,12 @@ def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
     shown = capsys.readouterr()
     assert "food" in shown.out and "version 2" in shown.out
     assert json.loads((out / "funcformer.json").read_text())["labels"][-1] == "food"
+    assert run_cli("update", str(source), str(data), "--out", str(tmp_path / "v2b"),
+                   "--set", "label_template=A text about {}.", "--set", "epochs=2") == 0
+    assert "'A text about food.'" in capsys.readouterr().err
+    assert run_cli("update", str(source), str(data), "--out", str(tmp_path / "v2c"),
+                   "--set", "nope=1") == 1
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "v2c").exists()
     assert run_cli("update", str(source), str(tmp_path / "missing.csv"), "--out",
                    str(tmp_path / "v3")) == 1
     assert "missing.csv" in capsys.readouterr().err

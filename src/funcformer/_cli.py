@@ -432,15 +432,20 @@ def update(
     epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A training option as KEY=VALUE (funcformer.TrainConfig's fields), e.g. "
+        "--set 'label_names={\"7\": \"refund\"}' (words for a new coded label); "
+        "repeatable.")] = None,
 ) -> None:
     """Add examples and new labels to a classify function without retraining from scratch."""
     from ._artifact import check_target
     from ._function import load
 
     check_target(out)
+    options = {**_settings(settings or []), **({"epochs": epochs} if epochs is not None else {})}
     fn = load(function)
-    updated = fn.update(data, eval_data=eval_data, memory=memory, epochs=epochs,
-                        text_column=text_column, label_column=label_column)
+    updated = fn.update(data, eval_data=eval_data, memory=memory, text_column=text_column,
+                        label_column=label_column, **options)
     updated.save(out)
     console = _console()
     info = updated.manifest.training["update"]
