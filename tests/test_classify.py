@@ -266,6 +266,18 @@ def test_early_stopping_breaks_metric_ties_on_the_tiebreak(tiebreaks, kept):
     assert history.best_tiebreak == (None if tiebreaks is None else max(tiebreaks))
 
 
+def test_epochs_inside_the_warm_up_are_not_kept_nor_count_for_patience():
+    """10 epochs, warm-up 30%: epochs 1 and 2 end inside it, so their lucky scores are neither
+    kept nor waited on; epoch 3 (warm-up done) is the first candidate."""
+    plan, snapshots = _toy_plan([0.99, 0.98, 0.5, 0.6, 0.55, 0.54, 0.53, 0.52, 0.51, 0.5])
+    config = TrainConfig(epochs=10, patience=2, learning_rate=0.1, warmup_ratio=0.3).resolved()
+    history = run(plan, config, progress=False)
+    assert history.best_epoch == 4 and history.best_metric == 0.6
+    assert history.stopped_early and len(history.epochs) == 6
+    for key, value in plan.model.state_dict().items():
+        assert torch.equal(value, snapshots[3][key])
+
+
 def test_judge_is_the_metric_and_minus_the_eval_loss():
     from funcformer._tasks.classify import Classify
 
