@@ -105,7 +105,8 @@ def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
     assert "food" in shown.out and "version 2" in shown.out
     assert json.loads((out / "funcformer.json").read_text())["labels"][-1] == "food"
     assert run_cli("update", str(source), str(data), "--out", str(tmp_path / "v2b"),
-                   "--set", "label_template=A text about {}.", "--set", "epochs=2") == 0
+                   "--set", "label_template=A text about {}.", "--set", "label_texts=true",
+                   "--set", "epochs=2") == 0
     assert "'A text about food.'" in capsys.readouterr().err
     assert run_cli("update", str(source), str(data), "--out", str(tmp_path / "v2c"),
                    "--set", "nope=1") == 1
@@ -116,29 +117,25 @@ def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "v3").exists()
 
 
-def test_update_gives_new_labels_label_texts_as_training_did(base: funcformer.Function,
-                                                            capsys) -> None:
+def test_update_gives_new_labels_label_texts_when_asked(base: funcformer.Function,
+                                                       capsys) -> None:
     new = rows(["food"], 10, seed=4)
-    updated = base.update(new, epochs=2)
+    base.update(new, epochs=2)
+    assert "label texts off" in capsys.readouterr().err  # opt-in for updates
+    updated = base.update(new, epochs=2, label_texts=True)
     assert "1 label texts added, 2 each, e.g. 'This sentence is food.'" in \
         capsys.readouterr().err
     assert updated.manifest.training["update"]["examples"] == 10  # the user's rows only
     assert all(not t.startswith("This sentence") for t in updated.memory.texts)
-    # The settings travel with the function: trained without label texts, none on update.
-    plain = funcformer.train("classify", rows(["sports", "tech"], 20),
-                             backbone=base.manifest.backbone.name, method="head",
-                             label_texts=False, progress=False)
-    capsys.readouterr()
-    plain.update(new, epochs=2)
-    assert "label texts off" in capsys.readouterr().err
-    # Names given on update join the ones given at training.
+    # The function's template and label names apply; names given on update join them.
     coded = funcformer.train("classify", [(t, {"sports": "s1", "tech": "s2"}[y])
                                           for t, y in rows(["sports", "tech"], 20)],
                              backbone=base.manifest.backbone.name, method="head",
-                             label_names={"s1": "sports", "s2": "tech"}, progress=False)
+                             label_names={"s1": "sports", "s2": "tech"},
+                             label_template="About {}.", progress=False)
     capsys.readouterr()
-    coded.update([(t, "s3") for t, _ in new], epochs=2, label_names={"s3": "food"})
-    assert "1 label texts added, 2 each, e.g. 'This sentence is food.'" in \
-        capsys.readouterr().err
-    coded.update([(t, "s3") for t, _ in new], epochs=2)
+    coded.update([(t, "s3") for t, _ in new], epochs=2, label_texts=True,
+                 label_names={"s3": "food"})
+    assert "1 label texts added, 2 each, e.g. 'About food.'" in capsys.readouterr().err
+    coded.update([(t, "s3") for t, _ in new], epochs=2, label_texts=True)
     assert "are codes, not words" in capsys.readouterr().err
