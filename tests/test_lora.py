@@ -143,6 +143,8 @@ def test_lora_checkpoint_holds_only_trainable_weights(tiny_backbone: Path, tmp_p
 
 def test_auto_chooses_from_the_data() -> None:
     assert choose(["a"] * 8 + ["b"] * 8)[0] == "contrastive"
+    assert choose(["a"] * 64 + ["b"] * 100)[0] == "contrastive"  # the smallest class decides
+    assert choose(["a"] * 65 + ["b"] * 65)[0] == "lora"
     assert choose(["a"] * 500 + ["b"] * 500)[0] == "lora"
     assert choose(["a"] * 15_000 + ["b"] * 15_000)[0] == "head"
     assert choose(["a"] * 15_000 + ["b"] * 15_000, device="cuda")[0] == "full"

@@ -584,7 +584,7 @@ def tune(
         "--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
     methods: Annotated[str | None, typer.Option(
         "--methods", help="Comma-separated methods to search, e.g. head,lora; default: "
-        "head,lora,full (head,contrastive,full with 32 examples of a label or fewer).")
+        "head,lora,full (head,contrastive,full with 64 examples of a label or fewer).")
     ] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone directory or name "
                                                  "(default all-MiniLM-L6-v2).")] = None,

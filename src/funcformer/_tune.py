@@ -103,7 +103,7 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
 
     `eval_data` scores every trial (and stops each early); without it a stratified fifth of
     `data` is held out. `trials` and `timeout` (seconds) bound the search; `methods` limits
-    it (default: head, lora and full; head, contrastive and full when a label has 32 examples
+    it (default: head, lora and full; head, contrastive and full when a label has 64 examples
     or fewer). `options` are TrainConfig fields fixed for every trial; one the search would
     vary (e.g. `head="mlp"`) is then not searched. `pruner` and `sampler` are Optuna's
     (default MedianPruner and TPESampler(seed)); features of the frozen backbone are computed
