@@ -133,12 +133,12 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     # and names apply): on the Emotion continual benchmark (memory 20) they moved the
     # old-label drop from 1.97 to 3.44 points (docs/benchmarks.md).
     inherited = {k: fn.manifest.config[k] for k in LABEL_TEXT_OPTIONS if k in fn.manifest.config}
-    inherited["label_texts"] = False
     if isinstance(inherited.get("label_names"), dict) and isinstance(options.get("label_names"),
                                                                       dict):
         options = {**options, "label_names": {**inherited["label_names"],
                                               **options["label_names"]}}
-    config = make_config(None, "head", {**inherited, **options, "weight_decay": 0.0})
+    config = make_config(None, "head", {"label_texts": False, **inherited, **options,
+                                        "weight_decay": 0.0})
     train_part, held = (replay, given_eval) if given_eval is not None else \
         holdout(replay, config.eval_fraction, config.seed)
     if added:  # after the holdout: eval rows and the exemplar memory stay the user's texts
