@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
@@ -166,3 +167,36 @@ def test_half_precision_path_runs_on_cpu(tiny_backbone: Path, tmp_path: Path) ->
     assert low_scores == pytest.approx(fn("the food was great").scores, abs=0.1)
     with pytest.raises(BackboneNotFound, match="Unsupported dtype"):
         bb.load(tiny_backbone, dtype="int4")
+
+
+class _Model:
+    """A stand-in for a loaded model (weak-referenceable, unlike a tuple)."""
+
+
+def _loader(calls: list[str], key: tuple[str, str, str]) -> object:
+    calls.append(key[0])
+    return _Model()
+
+
+def test_a_model_in_use_is_shared_and_one_no_one_uses_is_freed() -> None:
+    loaded: bb.Loaded[object] = bb.Loaded(keep=1)
+    calls: list[str] = []
+    a, b, c = (("a", "cpu:float32", "1"), ("b", "cpu:float32", "1"), ("c", "cpu:float32", "1"))
+    held = loaded.get(a, lambda: _loader(calls, a))
+    loaded.get(b, lambda: _loader(calls, b))  # b: nobody holds it; kept as the most recent
+    loaded.get(c, lambda: _loader(calls, c))  # ... until c takes its place
+    gc.collect()
+    assert len(loaded) == 2  # a (held) and c (recent); b is gone
+    assert loaded.get(a, lambda: _loader(calls, a)) is held  # held by us: never reloaded
+    loaded.get(b, lambda: _loader(calls, b))
+    assert calls == ["a", "b", "c", "b"]
+
+
+def test_weights_saved_again_retire_the_older_entry() -> None:
+    loaded: bb.Loaded[object] = bb.Loaded(keep=4)
+    calls: list[str] = []
+    old, new = ("a", "cpu:float32", "size:1"), ("a", "cpu:float32", "size:2")
+    loaded.get(old, lambda: _loader(calls, old))
+    loaded.get(new, lambda: _loader(calls, new))
+    gc.collect()
+    assert len(loaded) == 1  # room for 4, but the old weights of the same path went at once

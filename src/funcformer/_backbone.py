@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import BackboneNotFound
 
@@ -33,8 +35,51 @@ _PACKAGED = {  # alias -> (python package that ships the weights, function retur
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*"]
 _MAX_LENGTH_CAP = 512
 
-_lock = threading.Lock()
-_loaded: dict[tuple[str, str, str], Backbone] = {}
+KEEP_LOADED = 4
+"""Models kept loaded with nothing using them: the 4 most recently asked for (see `Loaded`)."""
+
+Model = TypeVar("Model")
+
+
+class Loaded(Generic[Model]):
+    """Models loaded once per process and shared, keyed by (path, device and dtype, weights).
+
+    A model stays while anything holds it (a function, a server's registry): every caller gets
+    the same object (weak references). Beyond that only the `keep` most recently asked for
+    stay, so a script that drops a function and trains the next does not load the backbone
+    again, while a server that reloads new versions of fine-tuned functions for days frees the
+    encoders of the versions it no longer serves. Weights saved again at the same path retire
+    the older entry at once.
+    """
+
+    def __init__(self, keep: int = KEEP_LOADED) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._shared: weakref.WeakValueDictionary[Hashable, Model] = \
+            weakref.WeakValueDictionary()
+        self._recent: OrderedDict[tuple[str, str, str], Model] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str], load: Callable[[], Model]) -> Model:
+        """The model under `key`, loaded by `load()` when no one holds it any more."""
+        with self._lock:
+            model = self._shared.get(key)
+            if model is None:
+                model = load()
+                self._shared[key] = model
+            self._recent[key] = model
+            self._recent.move_to_end(key)
+            for older in [k for k in self._recent if k[:2] == key[:2] and k != key]:
+                del self._recent[older]  # the same path, older weights
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)
+            return model
+
+    def __len__(self) -> int:
+        """How many are loaded now (held by someone or kept as recent)."""
+        return len(self._shared)
+
+
+_loaded: Loaded[Backbone] = Loaded()
 
 
 @dataclass(frozen=True)
@@ -314,10 +359,7 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
     key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
-    with _lock:
-        if key not in _loaded:
-            _loaded[key] = _load(resolved, device, trust_remote_code, dtype)
-        return _loaded[key]
+    return _loaded.get(key, lambda: _load(resolved, device, trust_remote_code, dtype))
 
 
 def _load(resolved: Resolved, device: str, trust_remote_code: bool,

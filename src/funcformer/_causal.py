@@ -9,7 +9,6 @@ safetensors weights. Names resolve and weights are digested as for encoder backb
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,7 @@ _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _PREFIX_TOKENS = 4
 """Prompt tokens decoded in front of the new ones, so a tokenizer that drops a leading space at
 the start of a text (SentencePiece) decodes the first new word with its space."""
-_lock = threading.Lock()
-_loaded: dict[tuple[str, str, str], CausalLM] = {}
+_loaded: _backbone.Loaded[CausalLM] = _backbone.Loaded()
 
 
 @dataclass(eq=False)
@@ -78,10 +76,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu", dtype: str |
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
     key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
-    with _lock:
-        if key not in _loaded:
-            _loaded[key] = _load(resolved, device, dtype, trust_remote_code)
-        return _loaded[key]
+    return _loaded.get(key, lambda: _load(resolved, device, dtype, trust_remote_code))
 
 
 def _load(resolved: _backbone.Resolved, device: str, dtype: str | None,
