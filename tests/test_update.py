@@ -139,3 +139,62 @@ def test_update_gives_new_labels_label_texts_when_asked(base: funcformer.Functio
     assert "1 label texts added, 2 each, e.g. 'About food.'" in capsys.readouterr().err
     coded.update([(t, "s3") for t, _ in new], epochs=2, label_texts=True)
     assert "are codes, not words" in capsys.readouterr().err
+
+
+def multi_rows(n: int, labels: list[str], seed: int = 0) -> list[tuple[str, str]]:
+    """Texts with words of one or two topics; the label is each topic present ('a|b')."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        k = 1 + i % 2
+        picks = torch.randperm(len(labels), generator=generator)[:k].tolist()
+        chosen = sorted(labels[p] for p in picks)
+        words = [WORDS[label][int(torch.randint(4, (1,), generator=generator))]
+                 for label in chosen for _ in range(2)]
+        out.append((" ".join(words), "|".join(chosen)))
+    return out
+
+
+def test_multi_label_update_adds_labels_keeps_untaught_rows_and_tunes_thresholds(
+        tiny_backbone: Path, tmp_path: Path) -> None:
+    base = funcformer.train("classify", multi_rows(60, ["sports", "tech"]),
+                            backbone=tiny_backbone, method="head", memory=4, progress=False)
+    assert base.task.multi_label and base.manifest.memory["per_label"] == 4
+    assert {y for y in base.memory.labels} <= {"sports", "tech", "sports|tech"}
+    new = multi_rows(60, ["tech", "food"], seed=1)  # tech gets new examples, food is new
+    check = multi_rows(30, ["sports", "tech", "food"], seed=2)
+    updated = base.update(new, eval_data=check, progress=False, epochs=10)
+    assert updated.labels == ["sports", "tech", "food"] and updated.task.multi_label
+    old_w, new_w = base.head.linear.weight, updated.head.linear.weight
+    assert torch.equal(new_w[0], old_w[0])  # sports: no new examples, its sigmoid is as it was
+    assert not torch.equal(new_w[1], old_w[1]) and new_w[2].abs().sum() > 0
+    assert base.task.thresholds == [0.5, 0.5]  # no held-out rows at training (60 rows)
+    assert updated.task.thresholds != [0.5, 0.5, 0.5]  # tuned on eval_data
+    report = updated.manifest.training["update"]["report"]
+    assert set(report) >= {"old_labels_micro_f1_before", "old_labels_micro_f1_after",
+                           "new_labels_micro_f1_after", "micro_f1_after"}
+    assert all(0.0 <= report[k] <= 1.0 for k in report if k.endswith(("_before", "_after")))
+    assert updated.manifest.options["task"]["thresholds"] == updated.task.thresholds
+    path = updated.save(tmp_path / "v2")
+    reloaded = funcformer.load(path, backbone=tiny_backbone)
+    assert reloaded.task.thresholds == updated.task.thresholds
+    texts = ["pizza goal", "chip code", "soup bread"]
+    assert [r.labels for r in reloaded(texts)] == [r.labels for r in updated(texts)]
+    assert reloaded.memory is not None and len(reloaded.memory) <= 12  # 4 per label, 3 labels
+
+
+def test_cli_update_of_a_multi_label_function(tiny_backbone: Path, tmp_path: Path,
+                                              capsys) -> None:
+    base = funcformer.train("classify", multi_rows(40, ["sports", "tech"]),
+                            backbone=tiny_backbone, method="head", progress=False)
+    source = base.save(tmp_path / "v1")
+    data = tmp_path / "new.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n"
+                                             for t, y in multi_rows(40, ["tech", "food"], 3)))
+    check = tmp_path / "check.csv"
+    check.write_text("text,label\n" + "".join(
+        f"{t},{y}\n" for t, y in multi_rows(20, ["sports", "tech", "food"], 4)))
+    assert run_cli("update", str(source), str(data), "--eval", str(check), "--out",
+                   str(tmp_path / "v2"), "--epochs", "3") == 0
+    shown = capsys.readouterr().out
+    assert "food" in shown and "micro-F1 after" in shown

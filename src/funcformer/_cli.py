@@ -456,10 +456,14 @@ def update(
                   f"{info['seconds']:.1f}s.")
     names = {"old_labels_accuracy_before": "old labels, before",
              "old_labels_accuracy_after": "old labels, after",
-             "new_labels_accuracy_after": "new labels, after", "accuracy_after": "all, after"}
+             "new_labels_accuracy_after": "new labels, after", "accuracy_after": "all, after",
+             "old_labels_micro_f1_before": "old labels, micro-F1 before",
+             "old_labels_micro_f1_after": "old labels, micro-F1 after",
+             "new_labels_micro_f1_after": "new labels, micro-F1 after",
+             "micro_f1_after": "all, micro-F1 after"}
     for key, name in names.items():
         if key in info["report"]:
-            console.print(f"{name:>20}  {info['report'][key]:.4f}")
+            console.print(f"{name:>28}  {info['report'][key]:.4f}")
 
 
 @app.command()

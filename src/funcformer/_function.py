@@ -259,7 +259,8 @@ class Classifier(Function):
         one (its head grows a row per new label) instead of from scratch; this one is left as
         it is. The exemplar memory (if the function has one) is replayed to limit forgetting;
         `memory=K` starts or resizes it. `manifest.training["update"]["report"]` has accuracy
-        on old labels before and after, and on new labels (on `eval_data`, or a held-out part).
+        on old labels before and after, and on new labels (on `eval_data`, or a held-out part);
+        micro-F1 instead for a multi-label function, whose thresholds are tuned again there.
 
         >>> v2 = fn.update("new_tickets.csv", eval_data="all_labels_dev.csv")  # doctest: +SKIP
         """
@@ -447,8 +448,6 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if memory:
         from ._update import select_memory
 
-        if task_obj.multi_label:
-            raise TaskError("memory (for update) applies to single-label functions.")
         # The training run cached the frozen backbone's features: herding reuses them.
         fn.memory = select_memory(fn, train_examples, int(memory),
                                   lambda texts: fn.features(texts, cache))

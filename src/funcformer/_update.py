@@ -9,6 +9,16 @@ one offset on the new labels' logits is fit on held-out data (bias correction). 
 make the mixture count like everything the function has seen (`_prior_weights`), so thousands
 of new examples do not drown the handful remembered per old label.
 
+Multi-label functions update the same way (rows of labels without new examples frozen, the
+memory replayed), with the task's loss (binary cross-entropy) and, instead of the bias offset,
+every label's threshold tuned again on held-out data: an old label's sigmoid never learned
+that texts of the new labels are not its own, and a higher threshold is how it says no. On AG
+News texts of one or two topics (v1: World/Sports with memory 20, update: Business/Sci-Tech,
+400 rows each, 3 seeds), micro-F1 on unseen rows was 0.784-0.789 against 0.756-0.770 for one
+function trained on all the rows at once; training the old rows on the new rows as negatives
+instead gave 0.763-0.780, and keeping the old thresholds left old-label micro-F1 at 0.64.
+Remembered examples count as negatives for the new labels.
+
 The artifact keeps its lineage: `manifest.versions` lists each version's digest, parent,
 data size, labels and metrics.
 """
@@ -24,7 +34,7 @@ from typing import Any
 import torch
 
 from ._artifact import Manifest
-from ._data import Examples, read_examples
+from ._data import Examples, read_examples, split_labels
 from ._errors import ArtifactError, TaskError
 
 MEMORY_FILE = "memory.jsonl"
@@ -74,14 +84,24 @@ def select_memory(fn: Any, examples: Examples, per_label: int,
     if per_label < 1:
         raise TaskError(f"memory must be at least 1 example per label, got {per_label}.")
     features = (features or fn.features)(examples.texts)
+    label_sets = _label_sets(fn.task, examples)
     rows: list[int] = []
-    for label in fn.labels:
-        members = [i for i, y in enumerate(examples.labels) if y == label]
+    for label in fn.labels:  # a multi-label row chosen for one label is not chosen again
+        taken = set(rows)
+        members = [i for i, labels in enumerate(label_sets) if label in labels and i not in taken]
         if members:
             rows += [members[j] for j in herding(features[members], per_label)]
     return Examples(texts=[examples.texts[i] for i in rows],
                     labels=[examples.labels[i] for i in rows], source="memory",
                     places=[examples.places[i] for i in rows])
+
+
+def _label_sets(task: Any, examples: Examples) -> list[set[str]]:
+    """Each row's labels: one for a single-label task, 'a|b' split for a multi-label one."""
+    assert examples.labels is not None
+    if task.multi_label:
+        return [set(split_labels(label)) for label in examples.labels]
+    return [{label} for label in examples.labels]
 
 
 def write_memory(directory: Path, memory: Examples) -> None:
@@ -114,16 +134,17 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     if not isinstance(fn, Classifier) or fn.runner is not None:
         raise TaskError(f"update applies to classify functions run by torch; this is a "
                         f"{fn.task_name} function ({fn.runtime}).")
-    if fn.task.multi_label:
-        raise TaskError("update does not support multi-label functions yet; retrain with all "
-                        "the data (funcformer train).")
-    columns = {"text_column": text_column, "label_column": label_column}
+    multi = fn.task.multi_label
+    columns = {"text_column": text_column, "label_column": label_column, "empty_labels": multi}
     new = read_examples(data, **columns)
     given_eval = read_examples(eval_data, **columns) if eval_data is not None else None
     assert new.labels is not None
     old_labels = fn.labels
-    added = sorted(set(new.labels) - set(old_labels))
-    task = task_class("classify", False)(old_labels + added)
+    taught = sorted(set().union(*_label_sets(fn.task, new)))
+    added = sorted(set(taught) - set(old_labels))
+    task = task_class("classify", multi)(old_labels + added)
+    if multi:  # old labels keep their tuned thresholds; new ones start at 0.5
+        task.thresholds = list(fn.task.thresholds) + [0.5] * len(added)
     if given_eval is not None:
         task.targets(given_eval)  # unknown labels fail here, naming the row
     remembered = fn.memory
@@ -141,17 +162,17 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
                                         "weight_decay": 0.0})
     train_part, held = (replay, given_eval) if given_eval is not None else \
         holdout(replay, config.eval_fraction, config.seed)
-    if added:  # after the holdout: eval rows and the exemplar memory stay the user's texts
+    if added and not multi:  # after the holdout: eval rows and memory stay the user's texts
         train_part, note = with_label_texts(train_part, config, task.labels, only=added)
         say(f"update: {note}", progress)
 
     started = time.perf_counter()
-    head = _grown_head(fn, task, sorted(set(new.labels)))
+    head = _grown_head(fn, task, taught)
     featurize = _Features(fn)
     features = featurize(train_part.texts)
     targets = task.targets(train_part)
-    seen = _seen_counts(fn.manifest, new)
-    weights = _prior_weights(targets, task.labels, seen)
+    seen = None if multi else _seen_counts(fn.manifest, new)
+    weights = None if multi else _prior_weights(targets, task.labels, seen)
     eval_features = featurize(held.texts) if held is not None else None
 
     def evaluate(model: torch.nn.Module) -> tuple[float, float]:
@@ -159,12 +180,15 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         with torch.inference_mode():
             return task.judge(model(eval_features), held, "accuracy")
 
-    trained, history = _train_head(_Growing(head, weights), features, targets, config,
+    trained, history = _train_head(_Growing(head, task, weights), features, targets, config,
                                    evaluate if held is not None else None, progress)
     offset = 0.0
-    if added and held is not None and eval_features is not None:
+    if multi and held is not None and eval_features is not None:
+        _retune_thresholds(task, trained, eval_features, held)
+    elif added and held is not None and eval_features is not None:
         # Given eval data follows the real label mix; a held-out part of the replay mixture
         # is weighed like the mixture.
+        assert weights is not None
         mix = torch.ones_like(weights) if given_eval is not None else weights
         offset = _calibrate(trained, eval_features, task.targets(held),
                             [task.index[label] for label in added], mix)
@@ -172,8 +196,10 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
 
     manifest = fn.manifest.model_copy(deep=True)
     manifest.labels = task.labels
+    manifest.options = {**manifest.options, **task.options}
     manifest.head = manifest.head.model_copy(update={"outputs": len(task.labels)})
-    manifest.digest = state_digest(task.labels, fn.backbone.digest, trained.state_dict(),
+    manifest.digest = state_digest([task.labels, task.options] if multi else task.labels,
+                                   fn.backbone.digest, trained.state_dict(),
                                    encoder_state(fn.encoder) or {})
     manifest.created_at = now()
     updated = Classifier(task=task, backbone=fn.backbone, head=trained, manifest=manifest,
@@ -215,19 +241,30 @@ def _join(first: Examples, second: Examples) -> Examples:
 
 
 class _Growing:
-    """What `_train_head` asks of a task, for an update: start from the grown head, weigh
-    classes by their inverse frequency."""
+    """What `_train_head` asks of a task, for an update: start from the grown head; for a
+    single-label task weigh classes by `weights` (`_prior_weights`), for a multi-label one
+    use its own loss."""
 
     init = None
 
-    def __init__(self, head: torch.nn.Module, weights: torch.Tensor) -> None:
-        self._head, self.weights = head, weights
+    def __init__(self, head: torch.nn.Module, task: Any, weights: torch.Tensor | None) -> None:
+        self._head, self.task, self.weights = head, task, weights
 
     def head(self, hidden: int, dropout: float) -> torch.nn.Module:
         return self._head
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return self.task.loss(logits, targets)
         return torch.nn.functional.cross_entropy(logits, targets, weight=self.weights)
+
+
+def _retune_thresholds(task: Any, head: torch.nn.Module, features: torch.Tensor,
+                       held: Examples) -> None:
+    """Tune every label's threshold on the held-out rows (a label none of them has keeps its
+    own: `tune_thresholds` leaves it)."""
+    with torch.inference_mode():
+        task.tune_thresholds(head.eval()(features), held)
 
 
 def _grown_head(fn: Any, task: Any, taught: list[str]) -> torch.nn.Module:
@@ -308,14 +345,18 @@ def _prior_weights(targets: torch.Tensor, labels: list[str],
 
 def _report(before: Any, after: Any, data: Examples | None, old_labels: list[str],
             featurize: _Features) -> dict[str, Any]:
-    """Accuracy on rows of old labels before and after the update, and on rows of new labels
-    (both functions share the encoder: features are computed once)."""
+    """How the update did on `data`: for a single-label function, accuracy on rows of old labels
+    before and after, and on rows of new labels; for a multi-label one, micro-F1 over the old
+    labels before and after and over the new labels (both functions share the encoder:
+    features are computed once)."""
     if data is None or data.labels is None:
         return {}
     features = featurize(data.texts)
-    gold = data.labels
     was = before.task.predicted_labels(before.apply_head(features))
     now_ = after.task.predicted_labels(after.apply_head(features))
+    if after.task.multi_label:
+        return _report_multi(data, was, now_, set(old_labels))
+    gold = data.labels
 
     def accuracy(predicted: list[str], rows: list[int]) -> float:
         return sum(predicted[i] == gold[i] for i in rows) / len(rows)
@@ -331,4 +372,26 @@ def _report(before: Any, after: Any, data: Examples | None, old_labels: list[str
     out["accuracy_after"] = accuracy(now_, list(range(len(gold))))
     out["examples"] = len(gold)
     out["eval_rows"] = {"old_labels": len(old_rows), "new_labels": len(new_rows)}
+    return out
+
+
+def _report_multi(data: Examples, was: list[str], now_: list[str],
+                  old: set[str]) -> dict[str, Any]:
+    assert data.labels is not None
+    gold = [set(split_labels(label)) for label in data.labels]
+    before = [set(split_labels(label)) for label in was]
+    after = [set(split_labels(label)) for label in now_]
+    new = set().union(*gold, *after) - old
+
+    def micro_f1(predicted: list[set[str]], keep: set[str]) -> float:
+        hits = sum(len(g & p & keep) for g, p in zip(gold, predicted, strict=True))
+        total = sum(len(g & keep) + len(p & keep) for g, p in zip(gold, predicted, strict=True))
+        return 2 * hits / total if total else 1.0
+
+    out: dict[str, Any] = {"old_labels_micro_f1_before": micro_f1(before, old),
+                           "old_labels_micro_f1_after": micro_f1(after, old)}
+    if new:
+        out["new_labels_micro_f1_after"] = micro_f1(after, new)
+    out["micro_f1_after"] = micro_f1(after, old | new)
+    out["examples"] = len(gold)
     return out
