@@ -76,7 +76,8 @@ def few_shot_from_zero_shot(news: list[tuple[str, str]]) -> list[tuple[str, ...]
         for seed in range(3):
             spec = json.loads((DATA / f"fewshot_samples/ag_news_N8_seed{seed}.json").read_text())
             sample = [train[i] for i in spec["indices"]]
-            fn = funcformer.train("classify", sample, init=init, seed=seed, progress=False)
+            fn = funcformer.train("classify", sample, method="head", init=init, seed=seed,
+                                  progress=False)
             predicted = fn(texts)
             accuracies.append(np.mean([p.label == y for p, (_, y) in
                                        zip(predicted, news, strict=True)]))

@@ -9,6 +9,9 @@ ratios hold on a shared, noisy machine. Prints markdown for docs/benchmarks.md.
 Anchors: SentenceTransformer.encode at batch 32 and 128, and a plain transformers AutoModel
 forward + mean pooling at batch 32 in input order. funcformer rows run a `head` classifier
 trained here on 2,000 SST-2 training sentences (its encoder pass is the same work as encode).
+The bfloat16 rows load the same function with `dtype="bfloat16"` (fast where the CPU has
+bfloat16 matrix units, AMX or AVX512-BF16; `torch.backends.cpu.get_cpu_capability()` is
+printed).
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ def train_functions(workdir: Path, count: int) -> list[Path]:
     paths = []
     for i in range(count):
         sample = random.Random(i).sample(rows, 2000)
-        fn = funcformer.train("classify", sample, seed=i, progress=False, cache=cache)
+        fn = funcformer.train("classify", sample, method="head", seed=i, progress=False,
+                              cache=cache)
         paths.append(fn.save(workdir / f"fn{i}"))
     return paths
 
@@ -110,6 +114,9 @@ def main() -> None:
     args = parser.parse_args()
     repeats, calls = (1, 50) if args.quick else (3, 200)
     print_header()
+    import torch
+
+    print(f"CPU capability (torch): {torch.backends.cpu.get_cpu_capability()}\n")
     workdir = Path(tempfile.mkdtemp(prefix="ff-bench-"))
     paths = train_functions(workdir, 10)
     int8_ok = _export(paths[0])
@@ -121,6 +128,7 @@ def main() -> None:
     table += _latency([t for t, _ in sst2][:calls], paths[0], int8_ok)
     table += _memory(paths, sst2[0][0])
     table += _cache(paths[0], [t for t, _ in sst2])
+    table += _bf16_agreement(paths[0], sst2)
     if int8_ok:
         table += _agreement("head", paths[0], sst2)
         full = _train_full(workdir)
@@ -153,8 +161,10 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
     one = funcformer.Engine({"f0": funcformer.load(paths[0])}, cache=None)
     five = funcformer.Engine({f"f{i}": funcformer.load(p) for i, p in enumerate(paths[:5])},
                              cache=None)
+    half = funcformer.Engine({"f0": funcformer.load(paths[0], dtype="bfloat16")}, cache=None)
     ours = best_of(repeats, lambda: one.run("f0", texts))
     shared = best_of(repeats, lambda: five.run(five.names, texts))
+    bf16 = best_of(repeats, lambda: half.run("f0", texts))
     def rate(seconds: float) -> str:
         return f"{len(texts) / seconds:.0f} texts/s"
 
@@ -165,7 +175,9 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
             (f"{name}: funcformer torch, one function",
              f"{rate(ours)} = {base['st32'] / ours:.2f}x anchor", ">= 1.2x"),
             (f"{name}: five functions, same texts, one Engine",
-             f"{shared / ours:.2f}x the time of one", "<= 1.25x")]
+             f"{shared / ours:.2f}x the time of one", "<= 1.25x"),
+            (f"{name}: funcformer torch bfloat16, one function",
+             f"{rate(bf16)} = {base['st32'] / bf16:.2f}x anchor", "")]
     if int8_ok:
         onnx = funcformer.load(paths[0], runtime="onnx-int8")
         seconds = best_of(repeats, lambda: onnx.predict(texts))
@@ -185,6 +197,9 @@ def _latency(sentences: list[str], path: Path, int8_ok: bool) -> list[tuple[str,
     torch_p50 = p50(fn, sentences)
     rows.append(("single text p50: funcformer torch", f"{torch_p50 * 1e3:.1f} ms = "
                  f"{torch_p50 / anchor:.2f}x anchor", "<= 0.5x"))
+    bf16_p50 = p50(funcformer.load(path, dtype="bfloat16"), sentences)
+    rows.append(("single text p50: funcformer torch bfloat16", f"{bf16_p50 * 1e3:.1f} ms = "
+                 f"{bf16_p50 / anchor:.2f}x anchor", ""))
     if int8_ok:
         onnx = funcformer.load(path, runtime="onnx-int8")
         onnx_p50 = p50(onnx, sentences)
@@ -239,6 +254,20 @@ def _agreement(kind: str, path: Path,
             (f"accuracy torch fp32 / ONNX int8, SST-2 dev, {kind} function",
              f"{acc(fp32):.4f} / {acc(int8):.4f} ({(acc(int8) - acc(fp32)) * 100:+.2f} pts)",
              "within 0.5 pts")]
+
+
+def _bf16_agreement(path: Path, rows: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    import funcformer
+
+    texts, gold = [t for t, _ in rows], [y for _, y in rows]
+    fp32 = [p.label for p in funcformer.load(path).predict(texts)]
+    bf16 = [p.label for p in funcformer.load(path, dtype="bfloat16").predict(texts)]
+    agree = sum(a == b for a, b in zip(fp32, bf16, strict=True)) / len(texts)
+    fp32_acc, bf16_acc = (sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
+                          for labels in (fp32, bf16))
+    return [("bfloat16 vs fp32 top-1 agreement, SST-2 dev, head function", f"{agree:.4f}", ""),
+            ("accuracy torch fp32 / bfloat16, SST-2 dev, head function",
+             f"{fp32_acc:.4f} / {bf16_acc:.4f} ({(bf16_acc - fp32_acc) * 100:+.2f} pts)", "")]
 
 
 if __name__ == "__main__":
