@@ -91,6 +91,21 @@ def test_fixed_options_are_not_searched_and_head_trials_run(tiny_backbone: Path)
     assert all(row["state"] == "COMPLETE" for row in result.trials)
 
 
+def test_trial_zero_trains_with_the_defaults(tiny_backbone: Path) -> None:
+    result = _tune(tiny_backbone, trials=2, methods=["head", "lora"])
+    first = result.trials[0]
+    # 30 reviews: auto picks contrastive, which is not searched here, so the first method's.
+    assert (first["method"], first["learning_rate"], first["epochs"]) == ("head", 0.05, 30)
+    assert (first["head"], first["loss"], first["label_smoothing"], first["class_weight"]) == \
+        ("linear", "cross_entropy", 0.0, None)
+    plain = funcformer.train("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
+                             backbone=tiny_backbone, method="head", progress=False, seed=42)
+    assert first["metric"] == pytest.approx(plain.metrics["accuracy"], abs=1e-4)
+    fixed = _tune(tiny_backbone, trials=1, methods=["lora"], learning_rate=1e-3, head="mlp")
+    assert fixed.trials[0]["learning_rate"] == 1e-3 and fixed.trials[0]["head"] == "mlp"
+    assert fixed.trials[0]["epochs"] == 4  # lora's default
+
+
 def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TaskError, match="classify"):
         funcformer.tune("embed", [], trials=1)

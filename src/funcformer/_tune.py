@@ -102,12 +102,14 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
     table of trials (`Tuning`).
 
     `eval_data` scores every trial (and stops each early); without it a stratified fifth of
-    `data` is held out. `trials` and `timeout` (seconds) bound the search; `methods` limits
-    it (default: head, lora and full; head, contrastive and full when a label has 64 examples
-    or fewer). `options` are TrainConfig fields fixed for every trial; one the search would
-    vary (e.g. `head="mlp"`) is then not searched. `pruner` and `sampler` are Optuna's
-    (default MedianPruner and TPESampler(seed)); features of the frozen backbone are computed
-    once (`cache`) and shared by the trials.
+    `data` is held out. Trial 0 trains with the defaults (`auto`'s method where it is
+    searched), so the best function is never worse on the eval data than plain `train` would
+    give. `trials` and `timeout` (seconds) bound the search; `methods` limits it (default:
+    head, lora and full; head, contrastive and full when a label has 64 examples or fewer).
+    `options` are TrainConfig fields fixed for every trial; one the search would vary (e.g.
+    `head="mlp"`) is then not searched. `pruner` and `sampler` are Optuna's (default
+    MedianPruner and TPESampler(seed)); features of the frozen backbone are computed once
+    (`cache`) and shared by the trials.
 
     >>> result = funcformer.tune("classify", "train.csv", eval_data="dev.csv",
     ...                          trials=10)                              # doctest: +SKIP
@@ -136,6 +138,7 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
         study = optuna.create_study(
             direction="maximize", sampler=sampler or optuna.samplers.TPESampler(seed=seed),
             pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=2))
+        study.enqueue_trial(search.defaults(device))
         study.optimize(search.objective, n_trials=trials, timeout=timeout,
                        catch=(FuncformerError,))
     if search.best is None:
@@ -242,6 +245,26 @@ class Search:
         if self.best is None or value > self.best[1]["value"]:
             self.best = (fn, {"trial": trial.number, "value": value, "settings": settings})
         return value
+
+    def defaults(self, device: str) -> dict[str, Any]:
+        """Optuna parameters of what `train` does without settings: `auto`'s method (else the
+        first searched one) with its default learning rate and epochs, a linear head, plain
+        cross-entropy. Options the user fixed are not parameters."""
+        from ._config import TrainConfig
+        from ._methods import choose
+        from ._methods.contrastive import epochs_for
+
+        auto, _ = choose(self.data.labels, device, bool(self.fixed.get("multi_label")))
+        method = auto if auto in self.methods else self.methods[0]
+        config = TrainConfig(method=method).resolved()
+        values = {"method": method, f"{method}.learning_rate": config.learning_rate,
+                  # contrastive's default counts the training texts; label texts added
+                  # at training can make its own count a few epochs different
+                  f"{method}.epochs": config.epochs or epochs_for(len(self.data)),
+                  "head": "linear", "loss": "cross_entropy", "label_smoothing": 0.0,
+                  "class_weight": "none"}
+        return {name: value for name, value in values.items()
+                if name.rpartition(".")[2] not in self.fixed}
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """This trial's settings; options fixed by the user are not searched."""
