@@ -184,7 +184,8 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
                                    evaluate if held is not None else None, progress)
     offset = 0.0
     if multi and held is not None and eval_features is not None:
-        _retune_thresholds(task, trained, eval_features, held)
+        with torch.inference_mode():  # every label's threshold, on the held-out rows
+            task.tune_thresholds(trained.eval()(eval_features), held)
     elif added and held is not None and eval_features is not None:
         # Given eval data follows the real label mix; a held-out part of the replay mixture
         # is weighed like the mixture.
@@ -257,14 +258,6 @@ class _Growing:
         if self.weights is None:
             return self.task.loss(logits, targets)
         return torch.nn.functional.cross_entropy(logits, targets, weight=self.weights)
-
-
-def _retune_thresholds(task: Any, head: torch.nn.Module, features: torch.Tensor,
-                       held: Examples) -> None:
-    """Tune every label's threshold on the held-out rows (a label none of them has keeps its
-    own: `tune_thresholds` leaves it)."""
-    with torch.inference_mode():
-        task.tune_thresholds(head.eval()(features), held)
 
 
 def _grown_head(fn: Any, task: Any, taught: list[str]) -> torch.nn.Module:
@@ -377,16 +370,16 @@ def _report(before: Any, after: Any, data: Examples | None, old_labels: list[str
 
 def _report_multi(data: Examples, was: list[str], now_: list[str],
                   old: set[str]) -> dict[str, Any]:
+    from ._metrics import multilabel_metrics
+
     assert data.labels is not None
-    gold = [set(split_labels(label)) for label in data.labels]
-    before = [set(split_labels(label)) for label in was]
-    after = [set(split_labels(label)) for label in now_]
+    gold = [split_labels(label) for label in data.labels]
+    before = [split_labels(label) for label in was]
+    after = [split_labels(label) for label in now_]
     new = set().union(*gold, *after) - old
 
-    def micro_f1(predicted: list[set[str]], keep: set[str]) -> float:
-        hits = sum(len(g & p & keep) for g, p in zip(gold, predicted, strict=True))
-        total = sum(len(g & keep) + len(p & keep) for g, p in zip(gold, predicted, strict=True))
-        return 2 * hits / total if total else 1.0
+    def micro_f1(predicted: list[list[str]], labels: set[str]) -> float:
+        return float(multilabel_metrics(gold, predicted, sorted(labels))["micro_f1"])
 
     out: dict[str, Any] = {"old_labels_micro_f1_before": micro_f1(before, old),
                            "old_labels_micro_f1_after": micro_f1(after, old)}
