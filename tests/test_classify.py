@@ -288,3 +288,38 @@ def test_judge_is_the_metric_and_minus_the_eval_loss():
         task.judge(logits, examples, "accuracy") for logits in (sure, unsure))
     assert sure_score == unsure_score == 1.0
     assert sure_tie > unsure_tie
+
+
+def test_classification_metrics_match_scikit_learn() -> None:
+    """The metrics are counted in plain Python (no sklearn import while training); they must
+    equal scikit-learn's, labels outside the function's included."""
+    import random
+    import warnings
+
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from funcformer._metrics import classification_metrics
+
+    draw = random.Random(0)
+    for _ in range(300):
+        labels = ["a", "b", "c", "d"][: draw.randint(1, 4)]
+        seen = labels + ["unknown"] * draw.randint(0, 1)
+        n = draw.randint(1, 25)
+        gold = [draw.choice(seen) for _ in range(n)]
+        predicted = [draw.choice([*seen, "other"]) for _ in range(n)]
+        if not set(gold) & set(labels):
+            continue  # sklearn's confusion_matrix refuses these
+        ours = classification_metrics(gold, predicted, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            precision, recall, f1, support = precision_recall_fscore_support(
+                gold, predicted, labels=labels, zero_division=0)
+            matrix = confusion_matrix(gold, predicted, labels=labels).tolist()
+        assert ours["confusion_matrix"] == matrix
+        assert ours["accuracy"] == sum(g == p for g, p in zip(gold, predicted, strict=True)) / n
+        assert ours["macro_f1"] == pytest.approx(float(sum(f1)) / len(labels), abs=1e-12)
+        for k, label in enumerate(labels):
+            row = ours["per_class"][label]
+            assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
+                (precision[k], recall[k], f1[k]), abs=1e-12)
+            assert row["support"] == support[k]
