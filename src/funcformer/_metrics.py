@@ -36,14 +36,8 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str],
             guessed[j] += 1
         if i is not None and j is not None:
             matrix[i][j] += 1
-    per_class = {}
-    for k, label in enumerate(labels):
-        hits = matrix[k][k]
-        per_class[label] = {
-            "precision": hits / guessed[k] if guessed[k] else 0.0,
-            "recall": hits / support[k] if support[k] else 0.0,
-            "f1": 2 * hits / (guessed[k] + support[k]) if guessed[k] + support[k] else 0.0,
-            "support": support[k]}
+    per_class = {label: label_scores(matrix[k][k], guessed[k], support[k])
+                 for k, label in enumerate(labels)}
     return {
         "accuracy": correct / len(gold) if len(gold) else 0.0,
         "macro_f1": sum(c["f1"] for c in per_class.values()) / len(labels) if labels else 0.0,
@@ -52,6 +46,19 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str],
         "labels": labels,
         "confusion_matrix": matrix,
     }
+
+
+def label_scores(hits: int, guessed: int, support: int) -> dict[str, Any]:
+    """One label's precision, recall and F1 from its true positives (`hits`), predictions and
+    gold count; 0 where a ratio is undefined (scikit-learn's `zero_division=0`).
+
+    >>> label_scores(1, 2, 1)
+    {'precision': 0.5, 'recall': 1.0, 'f1': 0.6666666666666666, 'support': 1}
+    """
+    return {"precision": hits / guessed if guessed else 0.0,
+            "recall": hits / support if support else 0.0,
+            "f1": 2 * hits / (guessed + support) if guessed + support else 0.0,
+            "support": support}
 
 
 def multilabel_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
@@ -68,11 +75,7 @@ def multilabel_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequen
         tp = sum(label in g and label in p for g, p in zip(gold, predicted, strict=True))
         guessed = sum(label in p for p in predicted)
         support = sum(label in g for g in gold)
-        precision = tp / guessed if guessed else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * tp / (guessed + support) if guessed + support else 0.0
-        per_class[label] = {"precision": precision, "recall": recall, "f1": f1,
-                            "support": support}
+        per_class[label] = label_scores(tp, guessed, support)
         totals = [totals[0] + tp, totals[1] + guessed, totals[2] + support]
     micro = 2 * totals[0] / (totals[1] + totals[2]) if totals[1] + totals[2] else 0.0
     exact = sum(set(g) == set(p) for g, p in zip(gold, predicted, strict=True))
