@@ -63,12 +63,25 @@ def test_pseudo_labels_respect_threshold_balance_and_per_class_cap() -> None:
         float(probs[i, 0]) for i in range(200) if int(probs[i].argmax()) == 0 and i not in first)
 
 
+def test_default_threshold_is_chance_normalised() -> None:
+    """Without a threshold, a pseudo-label needs 0.8 of the way from chance to certainty: 0.9
+    with two labels, 0.85 with four; a given threshold is taken as it is."""
+    probs = torch.tensor([[0.87, 0.05, 0.04, 0.04], [0.84, 0.06, 0.05, 0.05],
+                          [0.03, 0.03, 0.91, 0.03]])
+    shares = torch.full((4,), 0.25)
+    assert pseudo_labels(probs, SelfTraining(balance=False), 1, shares) == [(0, 0), (2, 2)]
+    assert pseudo_labels(probs, SelfTraining(threshold=0.9, balance=False), 1, shares) == [(2, 2)]
+    two = torch.tensor([[0.89, 0.11], [0.91, 0.09]])
+    assert pseudo_labels(two, SelfTraining(balance=False), 1, torch.tensor([0.5, 0.5])) == [(1, 0)]
+
+
 def test_self_training_adds_pseudo_labels_and_records_rounds(tiny_backbone: Path,
                                                               texts: list[str],
                                                               tmp_path: Path) -> None:
     fn = self_trained(tiny_backbone, texts)
     report = fn.manifest.training["self_training"]
-    assert report["settings"]["threshold"] == 0.55 and report["unlabeled"] == len(texts)
+    assert report["settings"]["threshold"] == report["threshold"] == 0.55
+    assert report["unlabeled"] == len(texts)
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert rounds[0]["pseudo_labels"] == 0

@@ -109,7 +109,7 @@ def train(
         "--unlabeled", help="classify: texts without labels (.txt, .csv, .tsv, .jsonl) for "
         "self-training: confident predictions become pseudo-labels for more rounds of "
         "training; set rounds and threshold with --set self_training='{\"rounds\": 3, "
-        "\"threshold\": 0.9}'.")] = None,
+        "\"threshold\": 0.9}' (default threshold: 0.9 for two labels, lower for more).")] = None,
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target
