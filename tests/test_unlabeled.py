@@ -119,6 +119,17 @@ def test_a_threshold_nothing_reaches_stops_after_the_labelled_round(
     assert "no text reached the threshold" in capsys.readouterr().err
 
 
+def test_default_threshold_is_recorded_and_named_when_nothing_reaches_it(
+        tiny_backbone: Path, texts: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The tiny head stays unsure (top probabilities near 0.5): the default for two labels,
+    0.9, finds nothing, and the message says which threshold that was."""
+    fn = self_trained(tiny_backbone, texts, progress=True, self_training={"rounds": 2})
+    report = fn.manifest.training["self_training"]
+    assert report["settings"]["threshold"] is None and report["threshold"] == 0.9
+    assert [r["pseudo_labels"] for r in report["rounds"]] == [0]
+    assert "threshold 0.900 (the default for 2 labels)" in capsys.readouterr().err
+
+
 def test_self_training_works_with_lora(tiny_backbone: Path, texts: list[str]) -> None:
     fn = self_trained(tiny_backbone, texts, method="lora", epochs=1,
                       self_training={"rounds": 1, "threshold": 0.5})
