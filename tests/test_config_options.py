@@ -371,6 +371,58 @@ def test_init_and_update_need_the_linear_head(tiny_backbone: Path) -> None:
     assert isinstance(linear.head, LinearHead)
 
 
+# -- mixed precision --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32),
+                                                  ("bf16", torch.bfloat16)])
+def test_precision_sets_the_forward_dtype_and_keeps_float32_weights(
+        precision: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("funcformer._train._cpu_has_bf16", lambda: True)  # no warning here
+    plan = _toy_plan()
+    seen: list[torch.dtype] = []
+    seen_by_loss: list[torch.dtype] = []
+    forward = plan.forward
+
+    def recording_forward(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        out = forward(model, inputs)
+        seen.append(out.dtype)
+        return out
+
+    def recording_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        seen_by_loss.append(logits.dtype)
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    plan.forward, plan.loss = recording_forward, recording_loss
+    history = run(plan, TrainConfig(precision=precision, epochs=8, learning_rate=0.05,
+                                    head_learning_rate=0.05), progress=False)
+    assert set(seen) == {dtype} and set(seen_by_loss) == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in plan.model.parameters())
+    losses = [e["loss"] for e in history.epochs]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("method", ["full", "contrastive"])
+def test_bf16_training_of_an_encoder_saves_a_float32_function(
+        tiny_backbone: Path, tmp_path: Path, method: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("funcformer._train._cpu_has_bf16", lambda: True)
+    fn = _train(tiny_backbone, method=method, epochs=1, precision="bf16")
+    assert fn.manifest.config["precision"] == "bf16"
+    fn.save(tmp_path / "fn")
+    loaded = funcformer.load(tmp_path / "fn")
+    encoder = loaded.encoder or loaded.backbone.model  # a full copy loads as its own backbone
+    weights = [*encoder.parameters(), *loaded.head.parameters()]
+    assert weights and all(p.dtype == torch.float32 for p in weights)
+    assert [p.label for p in loaded(["the food was great"])] == \
+        [p.label for p in fn(["the food was great"])]
+
+
+def test_bf16_warns_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("funcformer._train._cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match=r"without AVX512-BF16 or AMX.*Fix: drop precision"):
+        run(_toy_plan(), TrainConfig(precision="bf16", epochs=1), progress=False)
+
+
 # -- validation and config files --------------------------------------------------------------
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -386,6 +438,7 @@ def test_init_and_update_need_the_linear_head(tiny_backbone: Path) -> None:
     ({"epochs": "3"}, "epochs must be a whole number, got '3'"),
     ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum > 0"),
     ({"head_hidden": 0}, "head_hidden must be at least 1"),
+    ({"precision": "fp16"}, "Unknown precision 'fp16'. Choose one of: fp32, bf16"),
 ])
 def test_config_validation_names_the_choices(options: dict, message: str) -> None:
     with pytest.raises(TaskError, match=message):

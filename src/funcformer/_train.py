@@ -268,11 +268,15 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
            epoch: int, bar: Progress, keeper: _Checkpoints | None = None, skip: int = 0,
            carried: tuple[float, int] = (0.0, 0), board: _Board | None = None) -> float:
     plan.model.train()
+    autocast = mixed_precision(plan.model, config.precision)
+    autocast_on = config.precision != "fp32"
     total, count = carried
     for step, (inputs, targets) in enumerate(plan.batches(epoch), start=1):
         if step <= skip:  # done before the checkpoint this run resumed from
             continue
-        loss = plan.loss(plan.forward(plan.model, inputs), targets)
+        with autocast:
+            outputs = plan.forward(plan.model, inputs)
+        loss = plan.loss(outputs.float() if autocast_on else outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plan.model.parameters(), config.max_grad_norm)
@@ -290,6 +294,28 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
             plan.model.train()
     plan.model.eval()
     return total / max(count, 1)
+
+
+def mixed_precision(model: torch.nn.Module, precision: str) -> Any:
+    """The autocast context of `precision` for `model`'s device ("fp32": none). The loss is
+    computed outside it, from float32 outputs: a contrastive loss's scaled similarities lose
+    too much in bfloat16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    device = next(model.parameters(), torch.empty(0)).device.type
+    if device == "cpu" and not _cpu_has_bf16():
+        import warnings
+
+        warnings.warn("precision='bf16' on a CPU without AVX512-BF16 or AMX: bfloat16 is "
+                      "emulated there and training runs slower than in float32. Fix: drop "
+                      "precision (fp32 is the default).", stacklevel=3)
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def _cpu_has_bf16() -> bool:
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+              getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
 
 
 def _optimizer(plan: Plan, config: TrainConfig) -> torch.optim.Optimizer:
