@@ -303,6 +303,11 @@ def mixed_precision(model: torch.nn.Module, precision: str) -> Any:
     if precision == "fp32":
         return contextlib.nullcontext()
     device = next(model.parameters(), torch.empty(0)).device.type
+    if device == "cuda" and not torch.cuda.is_bf16_supported():
+        from ._errors import TaskError
+
+        raise TaskError(f"precision='bf16': this GPU ({torch.cuda.get_device_name()}) has no "
+                        "bfloat16. Fix: drop precision (fp32 is the default).")
     if device == "cpu" and not _cpu_has_bf16():
         import warnings
 

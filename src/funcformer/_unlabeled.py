@@ -109,7 +109,6 @@ class SelfTraining(Options):
         return chance + CONFIDENCE * (1 - chance)
 
 
-
 def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples | None,
                unlabeled: Examples, settings: SelfTraining, config: Any, progress: bool,
                cache: Any) -> tuple[Any, dict[str, Any]]:
