@@ -14,6 +14,7 @@ import contextvars
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from ._config import TrainConfig
+from ._errors import TaskError
 from ._progress import Progress
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, targets)
@@ -103,6 +105,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                              / max(1, steps_per_epoch)))
     keeper = _Checkpoints(plan, config, optimizer, schedule, description, steps_per_epoch)
     board = _Board(config.log_dir, description, plan.metric_name or config.metric)
+    autocast = mixed_precision(plan.model, config.precision)
     history, best_state, waited = History(), None, 0
     start, skip, carried = 1, 0, (0.0, 0)
     restored = keeper.restore()
@@ -124,7 +127,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                 break
             keeper.context = (history, best_state, waited)
             loss = _epoch(plan, optimizer, schedule, config, epoch, bar, keeper, skip, carried,
-                          board)
+                          board, autocast)
             skip, carried = 0, (0.0, 0)
             record = {"epoch": float(epoch), "loss": loss}
             if plan.evaluate is not None:
@@ -266,17 +269,16 @@ class _Checkpoints:
 
 def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: TrainConfig,
            epoch: int, bar: Progress, keeper: _Checkpoints | None = None, skip: int = 0,
-           carried: tuple[float, int] = (0.0, 0), board: _Board | None = None) -> float:
+           carried: tuple[float, int] = (0.0, 0), board: _Board | None = None,
+           autocast: Any = contextlib.nullcontext()) -> float:
     plan.model.train()
-    autocast = mixed_precision(plan.model, config.precision)
-    autocast_on = config.precision != "fp32"
     total, count = carried
     for step, (inputs, targets) in enumerate(plan.batches(epoch), start=1):
         if step <= skip:  # done before the checkpoint this run resumed from
             continue
         with autocast:
             outputs = plan.forward(plan.model, inputs)
-        loss = plan.loss(outputs.float() if autocast_on else outputs, targets)
+        loss = plan.loss(outputs if config.precision == "fp32" else outputs.float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plan.model.parameters(), config.max_grad_norm)
@@ -304,13 +306,9 @@ def mixed_precision(model: torch.nn.Module, precision: str) -> Any:
         return contextlib.nullcontext()
     device = next(model.parameters(), torch.empty(0)).device.type
     if device == "cuda" and not torch.cuda.is_bf16_supported():
-        from ._errors import TaskError
-
         raise TaskError(f"precision='bf16': this GPU ({torch.cuda.get_device_name()}) has no "
                         "bfloat16. Fix: drop precision (fp32 is the default).")
     if device == "cpu" and not _cpu_has_bf16():
-        import warnings
-
         warnings.warn("precision='bf16' on a CPU without AVX512-BF16 or AMX: bfloat16 is "
                       "emulated there and training runs slower than in float32. Fix: drop "
                       "precision (fp32 is the default).", stacklevel=3)
