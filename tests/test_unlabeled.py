@@ -13,13 +13,13 @@ import torch
 import funcformer
 from funcformer import DataError, SelfTraining, TaskError
 from funcformer._unlabeled import (
+    cover,
     directions,
     distinct_pool,
     diverse,
-    kmeans,
+    neighbour_similarity,
+    neighbourhoods,
     pseudo_labels,
-    typical,
-    typicality,
 )
 from tests.conftest import make_reviews, run_cli
 
@@ -226,7 +226,29 @@ def test_diversity_spreads_picks_over_clusters() -> None:
     assert all(i % 10 == 0 for i in picks)  # each cluster gives its most uncertain row
 
 
-def test_typical_picks_dense_rows_of_the_largest_uncovered_clusters() -> None:
+def test_neighbour_similarity_gives_the_mean_degree_asked_for() -> None:
+    z = directions(torch.randn(300, 16, generator=torch.Generator().manual_seed(0)))
+    for degree in (1, 5, 20):
+        rows, _ = neighbourhoods(z, neighbour_similarity(z, degree))
+        assert len(rows) - len(z) == degree * len(z)  # exact below SIMILARITY_BLOCK; self-loops
+    rows, columns = neighbourhoods(z, neighbour_similarity(z, 5))
+    pairs = set(zip(rows.tolist(), columns.tolist(), strict=True))
+    assert all((c, r) in pairs for r, c in pairs)  # symmetric
+    assert all((i, i) in pairs for i in range(len(z)))  # each row its own neighbour
+
+
+def test_neighbour_similarity_samples_rows_of_a_large_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import funcformer._unlabeled as unlabeled
+
+    z = directions(torch.randn(400, 16, generator=torch.Generator().manual_seed(1)))
+    exact = neighbour_similarity(z, 8)
+    monkeypatch.setattr(unlabeled, "SIMILARITY_BLOCK", 100 * 400)  # 100 sampled rows
+    sampled = neighbour_similarity(z, 8, seed=3)
+    rows, _ = neighbourhoods(z, sampled)
+    assert sampled != exact and 6 <= (len(rows) - len(z)) / len(z) <= 10
+
+
+def test_cover_picks_the_centres_of_the_largest_regions_no_label_reaches() -> None:
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 16, generator=generator) * 5
     sizes = (20, 15, 10)
@@ -236,15 +258,19 @@ def test_typical_picks_dense_rows_of_the_largest_uncovered_clusters() -> None:
     z = directions(features)
     unlabelled, known = z[:45], z[45:]
     cluster = torch.tensor([k for k, size in enumerate(sizes) for _ in range(size)])
-    assert sorted(kmeans(unlabelled, 3).bincount().tolist()) == [10, 15, 20]
-    picks = typical(unlabelled, known, 2)
-    assert sorted(int(cluster[i]) for i in picks) == [1, 2]  # the clusters without a label
-    density = typicality(unlabelled)
-    for i in picks:  # each the most typical row of its cluster
-        assert float(density[i]) == float(density[cluster == cluster[i]].max())
-    assert [int(cluster[i]) for i in typical(unlabelled, known[:0], 1)] == [0]  # the largest
+    picks = cover(unlabelled, known, 2, degree=9)
+    assert [int(cluster[i]) for i in picks] == [1, 2]  # uncovered, the larger first
+    assert [int(cluster[i]) for i in cover(unlabelled, known[:0], 1, degree=9)] == [0]
+    # the pick is the row whose neighbourhood holds the most uncovered rows
+    rows, _ = neighbourhoods(z, neighbour_similarity(z, 9))
+    reach = torch.bincount(rows, minlength=len(z))[:45]
+    assert int(reach[picks[0]]) == int(reach[cluster == 1].max())
     excluded = [i == picks[0] for i in range(45)]
-    assert picks[0] not in typical(unlabelled, known, 2, excluded=excluded)
+    assert picks[0] not in cover(unlabelled, known, 2, excluded=excluded, degree=9)
+    # every region covered: no more picks (suggest fills the rest with uncertain texts)
+    assert len(cover(unlabelled, known, 10, degree=9)) < 10
+    twice = torch.cat([unlabelled[:1], unlabelled])  # a text given twice is picked once
+    assert len(set(cover(twice, known[:0], 45, degree=1)) & {0, 1}) == 1
 
 
 def test_suggest_explore_covers_unlabelled_regions_and_skips_labelled_texts(
@@ -255,12 +281,12 @@ def test_suggest_explore_covers_unlabelled_regions_and_skips_labelled_texts(
         assert len(picks) == 5 == len({p.text for p in picks})
         assert not {p.text for p in picks} & set(labelled)
         assert [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
-    # "auto" with few labelled texts: only typical picks, which do not depend on the head
+    # "auto" with few labelled texts: coverage picks first (they do not depend on the head),
+    # then uncertain ones once every text is near a labelled text or a pick
     auto = funcformer.suggest(classifier, texts, n=5, labelled=labelled)
     z = directions(classifier.features(texts + labelled))
-    expected = typical(z[: len(texts)], z[len(texts):], 5,
-                       excluded=[t in labelled for t in texts], texts=texts)
-    assert {p.index for p in auto} == set(expected)
+    expected = cover(z[: len(texts)], z[len(texts):], 5, excluded=[t in labelled for t in texts])
+    assert expected and set(expected) <= {p.index for p in auto}
     uncertain = funcformer.suggest(classifier, texts, n=5, candidates=5)  # no labelled: margin
     assert [p.score for p in uncertain] == pytest.approx(sorted(
         (1 - abs(s.scores["positive"] - s.scores["negative"]) for s in classifier(texts)),

@@ -487,8 +487,8 @@ def suggest(
         "--labelled", help="Texts already labelled (e.g. the training file): never suggested; "
         "--explore picks cover the data away from them.")] = None,
     explore: Annotated[str, typer.Option(
-        "--explore", help="Share of the picks (0 to 1) that are typical texts of regions "
-        "without --labelled texts instead of uncertain ones; auto: all up to 64 labelled texts "
+        "--explore", help="Share of the picks (0 to 1) that cover regions away from the "
+        "--labelled texts instead of being uncertain ones; auto: all up to 64 labelled texts "
         "per label, none from 128 on (none without --labelled).")] = "auto",
     text_column: TextColumn = "text",
     cache: CacheFile = None,

@@ -9,10 +9,11 @@ confident predictions pile up on the easiest label, and training on that pile ti
 round further towards it (confirmation bias).
 
 Active learning (`suggest(fn, DATA, n)`): the texts whose labels would help `fn` most. While
-the labelled texts (`labelled=`) are few, typical texts of the regions they do not cover
-(TypiClust); later, the most uncertain texts form a pool (`candidates`, near-duplicates
-dropped), k-means on the function's own features splits the pool into `n` groups, and each
-group gives its most uncertain text: uncertain, and not n variations of one text.
+the labelled texts (`labelled=`) are few, the centres of the densest neighbourhoods they do not
+reach (ProbCover); later, or once every text is near a labelled one, the most uncertain texts
+form a pool (`candidates`, near-duplicates dropped), k-means on the function's own features
+splits the pool into `n` groups, and each group gives its most uncertain text: uncertain, and
+not n variations of one text.
 """
 
 from __future__ import annotations
@@ -40,16 +41,16 @@ CANDIDATES_PER_PICK = 5
 "Diverse mini-batch active learning", prefilters the same way). In bench/active.py (3 seeds)
 5 x n and 10 x n did alike on SST-2; on Emotion 5 x n was 0.5-3 points better up to 64 labels."""
 MEASURES = ("margin", "entropy", "badge")
-TYPICAL_NEIGHBOURS = 20
-"""`typicality` looks at each text's 20 nearest neighbours (as TypiClust does)."""
+COVER_DEGREE = 10
+"""`cover`'s neighbourhoods hold 10 texts each on average (of 2,000 in bench/active.py)."""
+SIMILARITY_BLOCK = 16_000_000
+"""`neighbour_similarity` compares all rows with all up to 4,000 rows (64 MB), a sample above."""
 EXPLORE_UNTIL = 64
-"""explore="auto": every pick is a typical text while there are at most 64 labelled texts per
-label, then the uncertain share grows, to all picks at 128 per label. In bench/active.py
-(held-out train rows, 10 seeds; up to 64 labels per label on SST-2 and 21 on Emotion) typical
-picks alone beat margin alone and even mixes on SST-2 at every budget; switching at 8, 16 or 32
-per label cost SST-2 1-3 points where it switched. On Emotion, whose label texts give the head
-every label from the start, margin alone is 1 point below them at 16 labels, level at 32 and
-1 ahead at 64-128 (docs/unlabeled.md); no switch point counted per label suits both."""
+"""explore="auto": every pick is a coverage pick while there are at most 64 labelled texts per
+label, then the uncertain share grows, to all picks at 128 per label (and earlier when every
+text is covered). Chosen with TypiClust's typical picks (bench/active.py, held-out train rows,
+10 seeds): switching to uncertainty at 8, 16 or 32 per label cost SST-2 1-3 points where it
+switched (docs/unlabeled.md)."""
 
 
 @dataclass(kw_only=True)
@@ -289,17 +290,18 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
 
     With the texts already `labelled` (e.g. the training data; any form `predict` reads),
     while there are few of them (`explore="auto"`: up to 64 per label, then fewer, none from
-    128 per label on; or a share from 0 to 1), picks are typical texts of the regions the
-    labelled texts do not cover (TypiClust, Hacohen et al. 2022: k-means on all texts with k =
-    labelled + picks, the densest text of each of the largest clusters without a labelled
-    one). A function trained on a few dozen texts is too unsure everywhere for its
-    uncertainty to point anywhere useful. Labelled texts are never suggested.
+    128 per label on; or a share from 0 to 1), picks cover the data the labelled texts do not
+    reach (ProbCover, Yehuda et al. 2022): each pick is the text whose neighbourhood holds the
+    most texts not yet near a labelled text or an earlier pick (`cover`). A function trained
+    on a few dozen texts is too unsure everywhere for its uncertainty to point anywhere
+    useful. Labelled texts are never suggested.
 
     The other picks are uncertain (`measure`: "margin", 1 - (p1 - p2), or "entropy" of the
     probabilities; for a multi-label function, closeness of a label's probability to its
     threshold), and diverse: k-means on the function's features splits the `candidates` most
     uncertain texts (default 5 x the picks) into groups, and each group gives its most
-    uncertain text. Without `labelled`, "auto" makes every pick this way. Exact and near
+    uncertain text. Without `labelled`, "auto" makes every pick this way, and so do the
+    picks left once every text is covered. Exact and near
     duplicates are never both picked. Most uncertain first. Label them and pass them to
     `fn.update` (or train again).
 
@@ -323,8 +325,8 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     share = _explore_share(explore, len(known) if labelled is not None else None,
                            len(fn.task.labels))
     skip = set(known)
-    chosen = typical(z, z_both[len(examples):], round(share * n), seed,
-                     [t in skip for t in examples.texts], examples.texts) if share else []
+    chosen = cover(z, z_both[len(examples):], round(share * n), seed,
+                   [t in skip for t in examples.texts]) if share else []
     n_left = n - len(chosen)
     size = len(examples) if measure == "badge" and candidates is None else \
         max(n_left, candidates or CANDIDATES_PER_PICK * n_left)
@@ -492,67 +494,90 @@ def kmeans(z: torch.Tensor, k: int, seed: int = 0, iterations: int = 20) -> torc
     return (z @ centers.T).argmax(dim=1)
 
 
-def typicality(z: torch.Tensor, neighbours: int = TYPICAL_NEIGHBOURS,
-               chunk: int = 1024) -> torch.Tensor:
-    """How typical each unit vector of `z` (N, H) is: its mean cosine similarity to its
-    `neighbours` nearest other rows (TypiClust's density, Hacohen et al. 2022). Rows in a
-    dense region score high, outliers low.
+def neighbour_similarity(z: torch.Tensor, degree: int, seed: int = 0) -> float:
+    """The cosine similarity from which two unit vectors of `z` (N, H) count as neighbours:
+    the one that gives each row `degree` neighbours on average (ProbCover's ball radius,
+    Yehuda et al. 2022, set by a mean degree instead of by cluster purity). Exact up to about
+    4,000 rows; above that it is measured on a seeded sample of rows (each against all rows).
 
-    >>> z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]))
-    >>> typicality(z, 1).argmin().item()
-    2
+    >>> z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0],
+    ...                                                 [0.1, 1.0]]))
+    >>> round(neighbour_similarity(z, 1), 3)  # each close pair are neighbours
+    0.995
     """
-    k = min(neighbours, len(z) - 1)
-    if k < 1:
-        return torch.ones(len(z))
-    out = []
+    n = len(z)
+    if n < 2:
+        return 1.0
+    rows = torch.arange(n) if n * n <= SIMILARITY_BLOCK else \
+        torch.randperm(n, generator=torch.Generator().manual_seed(seed))[
+            : max(64, SIMILARITY_BLOCK // n)]
+    similarity = z[rows] @ z.T
+    similarity[torch.arange(len(rows)), rows] = -2.0  # not its own neighbour
+    k = max(1, min(degree, n - 1) * len(rows))
+    return float(similarity.flatten().topk(k).values[-1])
+
+
+def neighbourhoods(z: torch.Tensor, similarity: float,
+                   chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neighbour graph of unit vectors `z` (N, H) as (row, neighbour) index pairs: cosine
+    similarity >= `similarity`, each row its own neighbour. Symmetric."""
+    rows, columns = [], []
     for start in range(0, len(z), chunk):
-        similarity = z[start: start + chunk] @ z.T
-        rows = torch.arange(start, start + len(similarity))
-        similarity[rows - start, rows] = -2.0  # not its own neighbour
-        out.append(similarity.topk(k, dim=1).values.mean(dim=1))
-    return torch.cat(out)
+        block = z[start: start + chunk] @ z.T
+        block[torch.arange(len(block)), torch.arange(start, start + len(block))] = 2.0
+        r, c = (block >= similarity).nonzero(as_tuple=True)
+        rows.append(r + start)
+        columns.append(c)
+    return torch.cat(rows), torch.cat(columns)
 
 
-def typical(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
-            excluded: list[bool] | None = None, texts: list[str] | None = None) -> list[int]:
-    """m rows of `z` (N, H) that stand for the data where the labelled texts (`z_known`,
-    (L, H)) do not: k-means on all rows with k = L + m clusters, then the most typical row
-    (see `typicality`) of each of the m largest clusters that hold no labelled text (TypiClust,
-    Hacohen et al. 2022); when fewer are uncovered, the largest clusters per labelled text.
-    `excluded` rows (already labelled texts) are never picked, nor two equal texts.
+def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
+          excluded: list[bool] | None = None, degree: int | None = None) -> list[int]:
+    """Up to m rows of `z` (N, H) whose neighbourhoods hold the most texts that no labelled
+    text (`z_known`, (L, H)) or earlier pick is near (ProbCover, Yehuda et al. 2022): greedy
+    maximum coverage of the neighbour graph of all rows, labelled and not, with `degree`
+    neighbours a row on average (default `cover_degree`). Dense regions no labelled text
+    reaches come first; fewer than m rows when every text is covered. `excluded` rows (already
+    labelled texts) are never picked, nor a second copy of a picked text (its neighbourhood is
+    covered).
 
-    >>> z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.1],
-    ...                                                 [0.0, 1.0], [0.1, 1.0]]))
-    >>> typical(z, z[3:4], 1)
-    [2]
+    >>> z = torch.nn.functional.normalize(torch.tensor(
+    ...     [[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]]))
+    >>> cover(z[:4], z[4:], 2, degree=1)  # the middle of the uncovered three, then nothing
+    [0]
     """
     every = torch.cat([z, z_known])
-    assign = kmeans(every, min(len(z_known) + m, len(every)), seed)
-    sizes = torch.bincount(assign[: len(z)], minlength=int(assign.max()) + 1).float()
-    covered = torch.bincount(assign[len(z):], minlength=len(sizes)).float()
-    order = sorted(range(len(sizes)), key=lambda c: (-float(sizes[c] / (covered[c] + 1)), c))
-    density = typicality(z)
+    degree = cover_degree(len(every)) if degree is None else degree
+    rows, columns = neighbourhoods(every, neighbour_similarity(every, degree, seed))
+    covered = torch.zeros(len(every), dtype=torch.bool)
+    covered[columns[rows >= len(z)]] = True  # what the labelled texts reach
+    allowed = torch.ones(len(every), dtype=torch.bool)
+    allowed[len(z):] = False
+    if excluded:
+        allowed[: len(z)] &= ~torch.tensor(excluded, dtype=torch.bool)
     picks: list[int] = []
-    seen: set[str] = set()
-    for c in order:
-        members = [i for i in (assign[: len(z)] == c).nonzero().flatten().tolist()
-                   if not (excluded and excluded[i]) and (texts is None or texts[i] not in seen)]
-        if members:
-            best = max(members, key=lambda i: float(density[i]))
-            picks.append(best)
-            if texts is not None:
-                seen.add(texts[best])
-        if len(picks) == m:
+    while len(picks) < m:
+        gain = torch.zeros(len(every)).index_add_(0, rows, (~covered[columns]).float())
+        gain[~allowed] = -1.0
+        best = int(gain.argmax())
+        if gain[best] <= 0:
             break
+        picks.append(best)
+        allowed[best] = False
+        covered[columns[rows == best]] = True
     return picks
 
 
+def cover_degree(n: int) -> int:
+    """Neighbours per text for `cover`: COVER_DEGREE, fewer in small pools."""
+    return max(1, min(COVER_DEGREE, (n - 1) // 4))
+
+
 def _explore_share(explore: Any, known: int | None, labels: int) -> float:
-    """The share of typical picks: `explore`, or for "auto" from the `known` labelled texts
-    per label (see EXPLORE_UNTIL); none when they are not given (None): typical picks that
-    cannot see the labelled texts repeat their regions (on Emotion at 128 labels: 1.5 points
-    below random)."""
+    """The share of coverage picks: `explore`, or for "auto" from the `known` labelled texts
+    per label (see EXPLORE_UNTIL); none when they are not given (None): coverage picks that
+    cannot see the labelled texts repeat their regions (TypiClust's typical picks on Emotion
+    at 128 labels: 1.5 points below random)."""
     if explore != "auto":
         return float(explore)
     if known is None:
