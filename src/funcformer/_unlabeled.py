@@ -548,7 +548,7 @@ def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
     neighbours a row on average (default `cover_degree`). Dense regions no labelled text
     reaches come first; fewer than m rows when every text is covered. `excluded` rows (already
     labelled texts) are never picked, nor a second copy of a picked text (its neighbourhood is
-    covered).
+    covered). `seed` picks the rows that set the neighbour similarity in pools above 4,000.
 
     >>> z = torch.nn.functional.normalize(torch.tensor(
     ...     [[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]]))
