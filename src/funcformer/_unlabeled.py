@@ -524,20 +524,29 @@ def neighbour_similarity(z: torch.Tensor, degree: int, seed: int = 0) -> float:
     return float(similarity.flatten().topk(k).values[-1])
 
 
-def neighbourhoods(z: torch.Tensor, similarity: float) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbourhoods(z: torch.Tensor, similarity: float,
+                   expected: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The neighbour graph of unit vectors `z` (N, H) as (row, neighbour) index pairs: cosine
     similarity >= `similarity`, each row its own neighbour. Symmetric. Compares every row with
     every row (2,000 texts: well under a second; 20,000: seconds), in blocks of at most
-    SIMILARITY_BLOCK similarities."""
+    SIMILARITY_BLOCK similarities. The pairs go into one buffer sized for `expected` pairs
+    (grown when short): small per-block results kept between the large temporary blocks would
+    fragment the heap (with 50,000 texts, gigabytes of resident memory for 20 MB of pairs)."""
     chunk = max(64, SIMILARITY_BLOCK // max(len(z), 1))
-    rows, columns = [], []
+    pairs = torch.empty(max(expected, len(z)), 2, dtype=torch.long)
+    found = 0
     for start in range(0, len(z), chunk):
         block = z[start: start + chunk] @ z.T
         block[torch.arange(len(block)), torch.arange(start, start + len(block))] = 2.0
-        r, c = (block >= similarity).nonzero(as_tuple=True)
-        rows.append(r + start)
-        columns.append(c)
-    return torch.cat(rows), torch.cat(columns)
+        hits = (block >= similarity).nonzero()
+        del block
+        hits[:, 0] += start
+        if found + len(hits) > len(pairs):
+            pairs = torch.cat([pairs[:found], torch.empty(max(len(pairs), len(hits)), 2,
+                                                          dtype=torch.long)])
+        pairs[found: found + len(hits)] = hits
+        found += len(hits)
+    return pairs[:found, 0].clone(), pairs[:found, 1].clone()
 
 
 def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
@@ -557,7 +566,8 @@ def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
     """
     every = torch.cat([z, z_known])
     degree = cover_degree(len(every)) if degree is None else degree
-    rows, columns = neighbourhoods(every, neighbour_similarity(every, degree, seed))
+    rows, columns = neighbourhoods(every, neighbour_similarity(every, degree, seed),
+                                   expected=len(every) * (degree + 1) * 5 // 4)
     covered = torch.zeros(len(every), dtype=torch.bool)
     covered[columns[rows >= len(z)]] = True  # what the labelled texts reach
     allowed = torch.ones(len(every), dtype=torch.bool)
