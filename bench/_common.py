@@ -53,3 +53,12 @@ def pool(rows: list[tuple[str, str]], n: int, seed: int,
         if len(out) == n:
             break
     return out
+
+
+def fewshot_indices(name: str, n: int, seed: int) -> list[int]:
+    """Train-split row indices of the shared few-shot sample `name`, N = n per class, `seed`
+    (`../shared/data/fewshot_samples/{name}_N{n}_seed{seed}.json`)."""
+    import json
+
+    path = DATA / f"fewshot_samples/{name}_N{n}_seed{seed}.json"
+    return json.loads(path.read_text())["indices"]

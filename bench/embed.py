@@ -20,7 +20,7 @@ import sys
 import time
 
 import numpy as np
-from _common import DATA, print_header, read_tsv
+from _common import DATA, fewshot_indices, print_header, read_tsv
 
 import funcformer
 
@@ -66,16 +66,13 @@ def spearman(a: np.ndarray, b: np.ndarray, gold: list[float]) -> float:
 
 def few_shot_from_zero_shot(news: list[tuple[str, str]]) -> list[tuple[str, ...]]:
     """`head` on 8 examples per class (3 seeds, fewshot_samples), random vs zero-shot init."""
-    import json
-
     train = read_tsv(DATA / "ag_news/train_subset_description_only.tsv")
     texts = [t for t, _ in news]
     rows = []
     for init in (None, funcformer.ZeroShot(DESCRIPTIONS)):
         accuracies, started = [], time.perf_counter()
         for seed in range(3):
-            spec = json.loads((DATA / f"fewshot_samples/ag_news_N8_seed{seed}.json").read_text())
-            sample = [train[i] for i in spec["indices"]]
+            sample = [train[i] for i in fewshot_indices("ag_news", 8, seed)]
             fn = funcformer.train("classify", sample, method="head", init=init, seed=seed,
                                   progress=False)
             predicted = fn(texts)

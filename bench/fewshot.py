@@ -14,12 +14,11 @@ SetFit's from its Trainer's creation to the end of `train()`, funcformer's the w
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import numpy as np
-from _common import DATA, print_header, read_tsv
+from _common import DATA, fewshot_indices, print_header, read_tsv
 
 import funcformer
 from funcformer import _backbone
@@ -81,9 +80,7 @@ def main() -> None:
         for n in args.n:
             results: dict[str, list[tuple[float, float]]] = {}
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                spec = json.loads((DATA / f"fewshot_samples/{name}_N{n}_seed{seed}.json")
-                                  .read_text())
-                sample = [train[i] for i in spec["indices"]]
+                sample = [train[i] for i in fewshot_indices(name, n, seed)]
                 results.setdefault(anchor_name, []).append(
                     setfit_run(sample, test, seed, args.setfit_iterations))
                 for method in args.methods:

@@ -15,11 +15,10 @@ accuracy and gains in time.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
-from _common import DATA, print_header, read_tsv
+from _common import DATA, fewshot_indices, print_header, read_tsv
 
 import funcformer
 from funcformer import _backbone
@@ -38,8 +37,8 @@ CASES = {
 def rows_for(spec: int | str, train: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
     if isinstance(spec, int):
         return train[:spec]
-    indices = json.loads((DATA / f"fewshot_samples/{spec}_seed{seed}.json").read_text())
-    return [train[i] for i in indices["indices"]]
+    name, _, n = spec.partition("_N")
+    return [train[i] for i in fewshot_indices(name, int(n), seed)]
 
 
 def main() -> None:

@@ -16,11 +16,10 @@ data, so the last round is kept. Accuracy on SST-2 dev and the others' test spli
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
-from _common import DATA, pool, print_header, read_tsv
+from _common import DATA, fewshot_indices, pool, print_header, read_tsv
 
 import funcformer
 from funcformer._cache import open_cache
@@ -52,8 +51,7 @@ def main() -> None:
     for name in args.datasets:
         train_file, test_file = SPLITS[name]
         train, test = read_tsv(DATA / train_file), read_tsv(DATA / test_file)[:2000]
-        samples = [json.loads((DATA / f"fewshot_samples/{name}_N8_seed{s}.json").read_text())
-                   ["indices"] for s in range(args.seeds)]
+        samples = [fewshot_indices(name, 8, s) for s in range(args.seeds)]
         excluded = {i for sample in samples for i in sample}
         unlabeled = [text for text, _ in pool(train, args.unlabeled, 0, excluded)]
         for method in args.methods:
