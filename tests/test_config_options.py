@@ -361,6 +361,21 @@ def test_bad_factories_are_task_errors_at_training(tiny_backbone: Path, factory:
         _train(tiny_backbone, head=factory)
 
 
+@pytest.mark.parametrize("method", ["head", "contrastive", "lora"])
+def test_bad_factory_fails_before_any_training(tiny_backbone: Path, method: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """contrastive and lora train the encoder before they build the head: a factory that
+    cannot be imported must not cost that run first."""
+    import funcformer._methods
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started before the head factory was checked")
+
+    monkeypatch.setattr(funcformer._methods, "fit", no_training)
+    with pytest.raises(TaskError, match="No module named 'no_such_package'"):
+        _train(tiny_backbone, head="no_such_package.heads:make", method=method)
+
+
 def test_init_and_update_need_the_linear_head(tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match=r"init= starts a linear head.*head='linear'"):
         _train(tiny_backbone, head="mlp", init="zero_shot")

@@ -33,7 +33,7 @@ from ._artifact import (
     write_manifest,
 )
 from ._cache import Cache, open_cache
-from ._config import TrainConfig
+from ._config import HEADS, TrainConfig
 from ._data import (
     Examples,
     file_record,
@@ -394,6 +394,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if eval_examples is not None:
         task_obj.targets(eval_examples)  # fail early on labels the training data lacks
     shared = _backbone.load(backbone, device=device)
+    if config.head not in HEADS:  # a user's factory: imported and shape-checked before training
+        task_obj.head(shared.hidden_size, config.dropout)
     if config.method in ("prompt", "prefix"):
         from ._peft import room_for_virtual_tokens
 
