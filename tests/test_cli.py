@@ -718,6 +718,32 @@ def test_damaged_head_weights(capsys, function_copy: Path) -> None:
     assert "head.safetensors" in err and "damaged" in err
 
 
+@pytest.mark.parametrize(("command", "setting", "where"), [
+    ("train", "config=x.yaml", "--config FILE"),
+    ("train", "data=x.csv", "its DATA argument"),
+    ("update", "memory=2", "--memory"),
+    ("update", "eval_data=x.csv", "--eval"),
+    ("distill", "temperature=1", "--temperature"),
+    ("distill", "data=x.csv", "--data"),
+    ("tune", "seed=1", "--seed"),
+    ("tune", "trials=3", "--trials"),
+])
+def test_set_refuses_what_the_command_takes_itself(capsys, tmp_path: Path, trained_dir: Path,
+                                                   module_data: Path, command: str,
+                                                   setting: str, where: str) -> None:
+    """--set KEY=VALUE for a KEY the command passes on itself was an internal error ("got
+    multiple values for keyword argument")."""
+    out = tmp_path / "out"
+    args = {"train": ["train", "classify", module_data, "--out", out],
+            "update": ["update", trained_dir, module_data, "--out", out],
+            "distill": ["distill", trained_dir, "--out", out],
+            "tune": ["tune", "classify", module_data, "--out", out]}[command]
+    code, _, err = cli(capsys, *args, "--set", setting)
+    assert_clean_error(code, err)
+    assert f"--set {setting.split('=')[0]}: this command takes it as {where}" in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # --debug shows the traceback: the exception propagates instead of exit 1
 # --------------------------------------------------------------------------------------------

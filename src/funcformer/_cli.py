@@ -117,7 +117,9 @@ def train(
     from ._function import train as train_function
 
     check_target(out)  # refuse a bad --out before minutes of training, not after
-    options = _settings(settings or [])
+    options = _settings(settings or [], {"task": "its TASK argument",
+                                          "data": "its DATA argument",
+                                          "config": "--config FILE"})
     options.update({k: v for k, v in {
         "checkpoint_dir": checkpoint_dir, "checkpoint_steps": checkpoint_steps,
         "resume": resume or None, "multi_label": multi_label, "log_dir": log_dir or None,
@@ -154,15 +156,26 @@ def _json_or_text(value: str | None) -> Any:
         return value
 
 
-def _settings(items: list[str]) -> dict[str, Any]:
-    """--set KEY=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as text."""
+def _settings(items: list[str], own: dict[str, str] | None = None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as text.
+    `own` maps the names the command gives its function itself to where they are given (an
+    argument or a flag): such a KEY is refused, rather than passed twice."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
+        key = key.strip()
+        if not sep or not key.isidentifier():
             raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. --set threshold=0.4.")
-        options[key.strip()] = _json_or_text(value)
+        if own and key in own:
+            raise DataError(f"--set {key}: this command takes it as {own[key]}. Fix: give it "
+                            "there instead.")
+        options[key] = _json_or_text(value)
     return options
+
+
+def _flags(*names: str) -> dict[str, str]:
+    """`own` for `_settings`: each option name to its flag (text_column -> --text-column)."""
+    return {name: "--" + name.replace("_", "-") for name in names}
 
 
 def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +455,10 @@ def update(
     from ._function import load
 
     check_target(out)
-    options = {**_settings(settings or []), **({"epochs": epochs} if epochs is not None else {})}
+    own = {"data": "its DATA argument", **_flags("memory", "text_column", "label_column"),
+           "eval_data": "--eval"}
+    options = {**_settings(settings or [], own),
+               **({"epochs": epochs} if epochs is not None else {})}
     fn = load(function)
     updated = fn.update(data, eval_data=eval_data, memory=memory, text_column=text_column,
                         label_column=label_column, **options)
@@ -557,7 +573,9 @@ def distill(
     from ._distill import distill as distill_function
 
     check_target(out)
-    options = {**_settings(settings or []), **{k: v for k, v in {
+    own = {**_flags("student_layers", "student", "data", "unlabeled", "temperature",
+                    "label_weight", "text_column", "label_column"), "eval_data": "--eval"}
+    options = {**_settings(settings or [], own), **{k: v for k, v in {
         "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}.items()
         if v is not None}}
     fn = distill_function(function, student_layers=student_layers, student=student, data=data,
@@ -606,11 +624,14 @@ def tune(
     from ._tune import tune as tune_function
 
     check_target(out)
+    own = {"task": "its TASK argument", "data": "its DATA argument", "eval_data": "--eval",
+           **_flags("trials", "timeout", "methods", "backbone", "seed", "text_column",
+                    "label_column", "cache")}
     searched = [m.strip() for m in methods.split(",")] if methods else None
     result = tune_function(task, data, eval_data=eval_data, trials=trials, timeout=timeout,
                            methods=searched, backbone=backbone,
                            seed=seed, text_column=text_column, label_column=label_column,
-                           cache=cache or "memory", **_settings(settings or []))
+                           cache=cache or "memory", **_settings(settings or [], own))
     result.save(out)
     console = _console()
     console.print(result.table())
