@@ -89,7 +89,8 @@ def test_a_checkpoint_of_another_run_is_refused(tiny_backbone: Path, tmp_path: P
     funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
                      checkpoint_dir=str(tmp_path))
     other = {**TRAIN, "epochs": 3}
-    with pytest.raises(TaskError, match="from another training run"):
+    with pytest.raises(TaskError, match=r"from another training run \(epochs \d+ there, 3 "
+                                        r"here\)\. Fix"):
         funcformer.train("classify", _rows(), backbone=tiny_backbone, **other,
                          checkpoint_dir=str(tmp_path), resume=True)
 

@@ -76,10 +76,11 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
     if not (source / "state.json").is_file():
         return None
     state = json.loads((source / "state.json").read_text("utf-8"))
-    if state.get("fingerprint") != expect:
+    saved = state.get("fingerprint") or {}
+    if saved != expect:
         raise TaskError(f"{source}: this checkpoint is from another training run "
-                        f"({state.get('fingerprint')}), not this one ({expect}). Fix: resume "
-                        "with the same data and options, or use a new checkpoint directory.")
+                        f"({_differences(saved, expect)}). Fix: resume with the same data and "
+                        "options, or use a new checkpoint directory.")
     result = model.load_state_dict(load_file(str(source / "model.safetensors")), strict=False)
     if result.unexpected_keys:
         raise TaskError(f"{source}: weights {result.unexpected_keys[:3]} are not in this model. "
@@ -116,3 +117,20 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
         param, name = key.split("/", 1)
         state.setdefault(int(param), {})[name] = value
     return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def _differences(saved: dict[str, Any], expect: dict[str, Any]) -> str:
+    """What differs between a checkpoint's fingerprint and this run's, e.g. "epochs 2 there,
+    3 here; the starting weights differ".
+
+    >>> _differences({"epochs": 2, "seed": 1, "weights": "a"}, {"epochs": 3, "seed": 1,
+    ...                                                         "weights": "b"})
+    'epochs 2 there, 3 here; the starting weights differ'
+    """
+    out = []
+    for key in sorted(set(saved) | set(expect)):
+        if saved.get(key) == expect.get(key):
+            continue
+        out.append("the starting weights differ" if key == "weights" else
+                   f"{key} {saved.get(key)!r} there, {expect.get(key)!r} here")
+    return "; ".join(out)

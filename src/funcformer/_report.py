@@ -173,8 +173,9 @@ def reliability(confidence: list[float], correct: list[bool],
     """Equal-width confidence bins (count, mean confidence, accuracy) and the expected
     calibration error: the count-weighted mean |accuracy - confidence| over the bins.
 
-    >>> reliability([0.9, 0.9, 0.6], [True, False, True], bins=2)[1]
-    0.3333333333333333
+    >>> bins, ece = reliability([0.9, 0.9, 0.3], [True, False, False], bins=2)
+    >>> [(b["count"], b["accuracy"]) for b in bins], round(ece, 4)  # (0.4 x 2 + 0.3) / 3
+    ([(1, 0.0), (2, 0.5)], 0.3667)
     """
     groups: list[list[int]] = [[] for _ in range(bins)]
     for i, c in enumerate(confidence):
