@@ -8,6 +8,7 @@ test only needs *a* trained function.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -742,6 +743,30 @@ def test_set_refuses_what_the_command_takes_itself(capsys, tmp_path: Path, train
     assert_clean_error(code, err)
     assert f"--set {setting.split('=')[0]}: this command takes it as {where}" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--log-dir", "--checkpoint-dir"])
+def test_unwritable_output_paths_fail_before_training(capsys, tmp_path: Path, module_data: Path,
+                                                      tiny_backbone: Path, flag: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path under a file cannot be created: said at once, not after training (a bad --out
+    used to surface as a bare OSError on the temporary directory once training was done)."""
+    import funcformer._methods
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(funcformer._methods, "fit", no_training)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    paths = {"--out": tmp_path / "fn", "--log-dir": tmp_path / "logs",
+             "--checkpoint-dir": tmp_path / "checkpoints", flag: blocker / "sub"}
+    code, _, err = cli(capsys, "train", "classify", module_data, "--backbone", tiny_backbone,
+                       "--method", "full", "--epochs", 1, *itertools.chain.from_iterable(
+                             (f, p) for f, p in paths.items() if f in ("--out", flag)))
+    assert_clean_error(code, err)
+    assert f"{blocker} is a file, so no directory can be made there" in err
+    assert not (tmp_path / "fn").exists()
 
 
 # --------------------------------------------------------------------------------------------

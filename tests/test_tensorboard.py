@@ -59,3 +59,16 @@ def test_cli_log_dir(tiny_backbone: Path, tmp_path: Path, reviews_csv: Path) -> 
               "--log-dir", str(tmp_path / "logs")])
     assert exit_info.value.code == 0
     assert _scalars(tmp_path / "logs")["train/loss"]
+
+
+def test_a_log_dir_that_cannot_be_made_is_a_task_error(tiny_backbone: Path,
+                                                       tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from conftest import make_reviews
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(funcformer.TaskError, match=r"log_dir .*file\.txt/logs: cannot write "
+                                                   r"TensorBoard logs there .*Fix"):
+        funcformer.train("classify", make_reviews(16), backbone=tiny_backbone, method="full",
+                         epochs=1, progress=False, log_dir=str(blocker / "logs"))

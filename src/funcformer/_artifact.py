@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ._errors import ArtifactError
+from ._errors import ArtifactError, FuncformerError
 
 FORMAT_VERSION = 1
 MANIFEST = "funcformer.json"
@@ -159,12 +160,35 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 def check_target(target: Path) -> Path:
-    """The absolute path to save to, or an ArtifactError if saving there would destroy data."""
+    """The absolute path to save to, or an ArtifactError if saving there would destroy data
+    or cannot be done (a directory that cannot be created or written: said before training,
+    not after)."""
     target = Path(target).absolute()
     if target.exists() and not _replaceable(target):
         raise ArtifactError(f"{target} exists and is not a funcformer function; refusing to "
                             "overwrite it. Fix: choose a new or empty --out directory.")
+    check_writable(target.parent, str(target))
     return target
+
+
+def check_writable(directory: str | os.PathLike[str], what: str,
+                   error: type[FuncformerError] = ArtifactError) -> None:
+    """Raise `error` (naming `what`) unless `directory` exists or can be created, and takes
+    new files: its nearest existing ancestor must be a directory where a probe directory can
+    be made (and is removed at once)."""
+    path = Path(directory).absolute()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise error(f"{what}: {ancestor} is a file, so no directory can be made there. Fix: "
+                    "choose another path.")
+    try:
+        probe = tempfile.mkdtemp(prefix=".funcformer-probe-", dir=ancestor)
+    except OSError as err:
+        raise error(f"{what}: cannot write in {ancestor} ({err.strerror or err}). Fix: choose "
+                    "a directory you can write to.") from None
+    os.rmdir(probe)
 
 
 def _replaceable(target: Path) -> bool:

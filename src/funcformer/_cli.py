@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._errors import DataError, FuncformerError
+from ._errors import DataError, FuncformerError, TaskError
 
 app = typer.Typer(
     name="funcformer", no_args_is_help=True, add_completion=False,
@@ -112,7 +112,7 @@ def train(
         "\"threshold\": 0.9}' (default threshold: 0.9 for two labels, lower for more).")] = None,
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
-    from ._artifact import check_target
+    from ._artifact import check_target, check_writable
     from ._config import read_config_file
     from ._function import train as train_function
 
@@ -138,6 +138,9 @@ def train(
         for key, value in read_config_file(config_file).items():
             if flags.get(key) is None:
                 flags[key] = value
+    for key in ("checkpoint_dir", "log_dir"):  # also before training, as --out
+        if flags.get(key):
+            check_writable(flags[key], f"--{key.replace('_', '-')} {flags[key]}", TaskError)
     if flags.get("resume") and not flags.get("checkpoint_dir"):
         raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
                         "wrote its checkpoints to.")

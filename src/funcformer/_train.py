@@ -209,7 +209,12 @@ class _Board:
             from torch.utils.tensorboard import SummaryWriter
 
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)
-            self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}")
+            try:
+                self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}")
+            except OSError as err:
+                raise TaskError(f"log_dir {log_dir}: cannot write TensorBoard logs there "
+                                f"({err.strerror or err}). Fix: choose a directory you can "
+                                "write to.") from None
 
     def step(self, step: int, loss: float, learning_rate: float) -> None:
         if self.writer is not None:
