@@ -316,9 +316,16 @@ def test_suggest_bad_input_is_a_clear_error(classifier: funcformer.Function, dat
         funcformer.suggest(classifier, data, n=n)
 
 
+def test_suggest_says_when_every_text_is_labelled_already(
+        classifier: funcformer.Function) -> None:
+    with pytest.raises(DataError, match=r"none of the 2 texts can be suggested: each is a "
+                                        r"labelled text .*Fix: pass texts that have no label"):
+        funcformer.suggest(classifier, ["good", "bad"], n=1, labelled=["good", "bad"])
+
+
 def test_suggest_needs_a_classify_function(tiny_backbone: Path) -> None:
     zero_shot = funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone)
-    with pytest.raises(TaskError, match="classify function; this is a zero_shot"):
+    with pytest.raises(TaskError, match="classify function; this function's task is zero_shot"):
         funcformer.suggest(zero_shot, ["good"], n=1)
 
 
@@ -404,7 +411,7 @@ def test_cli_suggest_on_empty_file_and_other_task(saved: Path, tmp_path: Path,
     assert "empty.txt: the file is empty" in capsys.readouterr().err
     other = funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone).save(tmp_path / "z")
     assert run_cli("suggest", other, empty) == 1
-    assert "this is a zero_shot function" in capsys.readouterr().err
+    assert "this function's task is zero_shot" in capsys.readouterr().err
 
 
 def test_cli_train_with_unlabeled(reviews_csv: Path, pool_file: Path, tmp_path: Path,

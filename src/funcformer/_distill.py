@@ -123,7 +123,7 @@ def _teacher(teacher: Any) -> tuple[Any, str | None]:
                         f"{type(teacher).__name__}.")
     if teacher.task_name != "classify":
         raise TaskError(f"distill trains students of classify functions (single- or "
-                        f"multi-label); this is a {teacher.task_name} function.")
+                        f"multi-label); this function's task is {teacher.task_name}.")
     if teacher.runtime != "torch":
         raise TaskError("distill copies the teacher's encoder, which an ONNX runtime does not "
                         "have. Fix: load the teacher with runtime='torch'.")

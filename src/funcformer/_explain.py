@@ -133,8 +133,8 @@ def explain(fn: Any, text: Any, *, target: str | None = None, method: str = "aut
         raise TaskError(f"steps must be a whole number of at least 1, got {steps!r}.")
     task = fn.manifest.task
     if task not in TASKS:
-        raise TaskError(f"explain supports {', '.join(TASKS)} functions; this is a {task} "
-                        "function.")
+        raise TaskError(f"explain supports {', '.join(TASKS)} functions; this function's task "
+                        f"is {task}.")
     probes = {"classify": _classify, "pair": _pair, "tag": _tag}[task](fn, text, target)
     used = _choose(method, probes[0].encoder if probes else None)
     out = [_run(probe, used, steps) for probe in probes]

@@ -130,8 +130,8 @@ class Function(abc.ABC):
 
     def update(self, data: Any, **options: Any) -> Function:
         """Continual updates exist for `classify` functions (see `Classifier.update`)."""
-        raise TaskError(f"update applies to classify functions; this is a {self.task_name} "
-                        "function. Fix: train it again with all the data.")
+        raise TaskError(f"update applies to classify functions; this function's task "
+                        f"is {self.task_name}. Fix: train it again with all the data.")
 
 
 class Classifier(Function):

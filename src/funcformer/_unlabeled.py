@@ -340,6 +340,10 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     pool = distinct_pool(z, scores, size, examples.texts, taken=chosen, skip=skip)
     if len(pool) < n_left:
         found = len(pool) + len(chosen)
+        if not found:
+            raise DataError(f"{examples.source}: none of the {len(examples)} texts can be "
+                            "suggested: each is a labelled text or a near-duplicate of one. "
+                            "Fix: pass texts that have no label yet.")
         raise DataError(f"{examples.source}: asked for n={n} suggestions, but only {found} "
                         f"of the {len(examples)} texts differ from each other (the rest are "
                         f"duplicates or near-duplicates) and from the labelled texts. Fix: "
@@ -362,9 +366,9 @@ def _check_suggest(fn: Any, n: Any, measure: str, candidates: int | None,
 
     if not isinstance(fn, Classifier):
         task = getattr(getattr(fn, "manifest", None), "task", type(fn).__name__)
-        raise TaskError(f"suggest picks texts to label for a classify function; this is a "
-                        f"{task} function. Fix: train a classify function on the labels you "
-                        "have first (funcformer train classify ...).")
+        raise TaskError(f"suggest picks texts to label for a classify function; this "
+                        f"function's task is {task}. Fix: train a classify function on the "
+                        "labels you have first (funcformer train classify ...).")
     if fn.runner is not None:
         raise TaskError("suggest needs the function's features, which an ONNX runtime does not "
                         "give. Fix: load it with runtime='torch' (--runtime torch).")
