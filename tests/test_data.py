@@ -415,6 +415,19 @@ def test_csv_wrong_number_of_fields(tmp_path: Path, row: str, found: int) -> Non
     assert "Fix:" in msg and "quote" in msg
 
 
+@pytest.mark.parametrize(("rows", "line", "words"), [
+    ('good,pos\n"first\nsecond",neg\n"never closed,pos\nbad,neg\n', 5,
+     "a quoted field that starts in this row is never closed"),
+    ('good,pos\n"a"b,neg\n', 3, "cannot parse the row (',' expected after '\"')"),
+])
+def test_csv_broken_quotes_name_the_row(tmp_path: Path, rows: str, line: int,
+                                        words: str) -> None:
+    """An unclosed quote used to read the rest of the file as one text, without a word."""
+    msg = error_of(write(tmp_path, "bad.csv", "text,label\n" + rows))
+    assert msg.startswith(f"bad.csv, line {line}: {words}")
+    assert "Fix:" in msg and '""' in msg
+
+
 def test_tsv_wrong_number_of_fields(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, "bad.tsv", "text\tlabel\na\tb\tc\n"))
     assert re.match(r"bad\.tsv, line \d+: ", msg)

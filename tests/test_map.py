@@ -211,6 +211,9 @@ def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
     (tmp_path / "full" / "old.csv").write_text("x\n")
     with pytest.raises(DataError, match="not empty"):
         fmap(fn_dir, path, tmp_path / "full", progress=False)
+    for under_a_file in (f"{path}/out.csv", f"{path}/parts/"):  # said before any row runs
+        with pytest.raises(DataError, match=r"in\.csv is a file, so no directory can be made"):
+            fmap(fn_dir, path, under_a_file, progress=False)
     with pytest.raises(TaskError, match="Unknown engine 'spark'"):
         fmap(fn_dir, path, tmp_path / "out.csv", engine="spark", progress=False)
     with pytest.raises(TaskError, match="address applies to engine='ray'"):

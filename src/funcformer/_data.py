@@ -358,10 +358,12 @@ def _jsonl_rows(name: str, text: str) -> Iterator[_Row]:
 def _delimited_rows(name: str, text: str, kind: str,
                     wanted: list[str | None]) -> Iterator[_Row]:
     # TSV is read without quote handling (a literal " is text), as in most TSV corpora.
+    # strict: a quote never closed is an error, not the rest of the file read as one text.
     options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv"
-                               else {"delimiter": ","})
+                               else {"delimiter": ",", "strict": True})
     csv.field_size_limit(max(csv.field_size_limit(), MAX_TEXT_CHARS * 4))
     reader = csv.reader(io.StringIO(text, newline=""), **options)
+    start = 1
     try:
         header = [h.strip() for h in next(reader)]
         missing = [c for c in wanted if c and c not in header]
@@ -377,8 +379,13 @@ def _delimited_rows(name: str, text: str, kind: str,
             yield _Row(_fields(name, start, header, fields, kind), f"line {start}")
             start = reader.line_num + 1
     except csv.Error as err:
-        raise DataError(f"{name}, line {reader.line_num}: cannot parse the row ({err}). Fix: "
-                        "check quoting; a field over the size limit also causes this.") from None
+        if "unexpected end of data" in str(err):
+            raise DataError(f"{name}, line {start}: a quoted field that starts in this row is "
+                            "never closed (the file ends inside it). Fix: close the quote, or "
+                            'double a quote that is part of the text ("").') from None
+        raise DataError(f"{name}, line {start}: cannot parse the row ({err}). Fix: check "
+                        'quoting (a quote inside a quoted field is written ""); a field over '
+                        "the size limit also causes this.") from None
 
 
 def _fields(name: str, line: int, header: list[str], fields: list[str],

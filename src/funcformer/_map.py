@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._artifact import check_writable
 from ._errors import DataError, TaskError, require
 from ._tables import FORMATS, TableWriter, column_names, count_rows, file_format, read_chunks
 
@@ -142,6 +143,8 @@ def output_target(output: PathLike, input_format: str, input: PathLike) -> tuple
         if not is_remote(text) and Path(text).is_dir() and any(Path(text).iterdir()):
             raise DataError(f"{text}: the output directory is not empty. Fix: remove it or "
                             "choose a new one (part files would mix with old ones).")
+        if not is_remote(text):
+            check_writable(text, text, DataError)  # before the run, not at its end
         return _absolute(text), FORMATS.get(suffix, input_format), True
     if suffix not in FORMATS:
         raise DataError(f"{text}: unknown output file type '{suffix or '(none)'}'. Fix: name "
@@ -152,6 +155,7 @@ def output_target(output: PathLike, input_format: str, input: PathLike) -> tuple
         raise DataError(f"{text}: the output is the input file. Fix: write to another file.")
     if is_remote(text):
         raise DataError(f"{text}: a remote output must be a directory. Fix: end it with /.")
+    check_writable(Path(text).absolute().parent, text, DataError)
     return _absolute(text), FORMATS[suffix], False
 
 
