@@ -670,13 +670,27 @@ def info(
             ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
     if manifest.adapter:
         rows.append(("adapter", _adapter_line(manifest.adapter)))
-    if manifest.versions:
-        rows.append(("version", f"{manifest.versions[-1]['version']} (parent "
-                                f"{str(manifest.versions[-1]['parent'])[:19]}…)"))
+    if len(manifest.versions) > 1:  # updated: its history, oldest first
+        rows += [("versions" if i == 0 else "", _version_line(version, i == 0))
+                 for i, version in enumerate(manifest.versions)]
+        rows[-1] = (rows[-1][0], rows[-1][1] + "  (this one)")
     for key, value in rows:
         console.print(f"{key:>16}  {value}")
     for file in sorted(p for p in function.rglob("*") if p.is_file()):
         console.print(f"{'file':>16}  {file.relative_to(function)}  {file.stat().st_size:,} B")
+
+
+def _version_line(version: dict[str, Any], first: bool) -> str:
+    """One version of an updated function for `info`: number, date, data, labels, metrics."""
+    when = str(version.get("created_at", "?"))[:16].replace("T", " ")
+    line = (f"{version.get('version', '?')}  {when}  {version.get('examples', '?')} "
+            f"{'examples' if first else 'new examples'}, {version.get('labels', '?')} labels")
+    if version.get("new_labels") and not first:
+        line += f" (new: {', '.join(version['new_labels'])})"
+    if version.get("metrics"):
+        line += "  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in version["metrics"].items())
+    return line
 
 
 def _adapter_line(adapter: dict[str, Any]) -> str:
