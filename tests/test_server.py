@@ -255,6 +255,49 @@ def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:
         assert error_of(response, 422)["field"] == field, body
 
 
+def test_hostile_inputs_get_4xx_never_500(functions: Path) -> None:
+    """Each of these was a 500 (or a silent wrong answer) before; found by probing a live
+    server with nested, non-Unicode and oversized input."""
+    deep = b'{"inputs": [' + b"[" * 500 + b'"a"' + b"]" * 500 + b"]}"
+    labels = [f"l{i}" for i in range(3000)]
+    cases = [  # (path, body, status, field or None, words in the message)
+        ("sentiment", deep, 422, "inputs.0", "nested more than 8 deep"),
+        ("sentiment", b'{"inputs": ["ok", "\\ud800"]}', 422, "inputs.1", "lone surrogate"),
+        ("sentiment", b'{"inputs": ["ok"], "options": {"\\ud800": 1}}', 422, None,
+         "not an option"),
+        ("sentiment", b'{"inputs": ["\xff\xfe"]}', 422, "body", "cannot be read as JSON"),
+        ("topic", {"inputs": ["ok"], "options": {"labels": labels}}, 413, "options",
+         "over the limit"),
+        ("topic", {"inputs": ["ok"], "options": {"labels": "food"}}, 422, None,
+         "must be a list of names"),
+        ("topic", {"inputs": ["ok"], "options": {"labels": ["a", "a"]}}, 422, None,
+         "'a' is given twice"),
+        ("vectors", {"inputs": ["ok"], "options": {"normalize": True}}, 422, "options.normalize",
+         "not an option of embed functions"),
+    ]
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            out = []
+            for name, body, *_ in cases:
+                given = {"json": body} if isinstance(body, dict) else {"content": body}
+                out.append(await client.post(f"/v1/functions/{name}", **given))
+            # a string body from a browser's fetch arrives as text/plain: read as JSON too
+            out.append(await client.post("/v1/functions/sentiment", content=b'{"inputs": ["ok"]}',
+                                         headers={"Content-Type": "text/plain;charset=UTF-8"}))
+            out.append(await client.get("/v1/functions/sentiment"))
+            return out
+
+    *responses, plain, method = run(scenario)
+    for (name, _, status, field, words), response in zip(cases, responses, strict=True):
+        error = error_of(response, status)
+        assert words in error["message"], (name, error)
+        if field is not None:
+            assert error["field"] == field, (name, error)
+    assert plain.status_code == 200, plain.text
+    assert error_of(method, 405) and method.headers["allow"] == "POST"
+
+
 def test_unknown_functions_and_routes_get_404(functions: Path) -> None:
     async def scenario() -> list[httpx.Response]:
         async with serving(functions) as (client, _):
@@ -502,6 +545,9 @@ def test_serve_refuses_a_public_address_without_a_key(
     err = capsys.readouterr().err
     assert "Refusing to listen on 0.0.0.0 without an API key" in err
     assert "Traceback" not in err
+    for key in (" ", " s3cret"):  # headers arrive stripped: such a key could never match
+        assert run_cli("serve", functions, "--api-key", key) == 1
+        assert "API key is empty or starts or ends with whitespace" in capsys.readouterr().err
     assert run_cli("serve", "--help") == 0
     assert "--max-batch-tokens" in capsys.readouterr().out
 

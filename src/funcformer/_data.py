@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,11 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
     names = list(texts) + list(optional)
     items = data
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        for i, item in enumerate(data):
+            if isinstance(item, (tuple, list)) and len(item) > len(names):
+                raise DataError(f"<list>, index {i}: {len(item)} values, but a row holds at "
+                                f"most {len(names)} ({', '.join(names)}). Fix: one row per "
+                                "item, e.g. (text_a, text_b) for a pair.")
         items = [dict(zip(names, item, strict=False)) if isinstance(item, (tuple, list))
                  else item for item in data]
     source, found = _rows(items, texts[0], None)
@@ -161,6 +167,9 @@ def read_texts(data: Any, *, text_column: str = "text") -> Examples:
     return read_examples(data, text_column=text_column, label_column=None, labels_required=False)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(fields: Mapping[str, Any], column: str, where: str,
           option: str = "--text-column / text_column=") -> str:
     if column not in fields:
@@ -174,6 +183,11 @@ def _text(fields: Mapping[str, Any], column: str, where: str,
     if not value.strip():
         raise DataError(f"{where}, field '{column}': the text is empty or only whitespace. "
                         "Fix: remove the row or fill in the text.")
+    bad = _SURROGATE.search(value)
+    if bad:  # half of a UTF-16 pair (JSON "\ud800"): no tokenizer, file or response takes it
+        raise DataError(f"{where}, field '{column}': not valid Unicode: a lone surrogate "
+                        f"(U+{ord(bad.group()):04X}) at character {bad.start()}. Fix: send the "
+                        "text as UTF-8, or both halves of the surrogate pair.")
     if len(value) > MAX_TEXT_CHARS:
         raise DataError(f"{where}, field '{column}': the text has {len(value):,} characters, "
                         f"over the limit of {MAX_TEXT_CHARS:,}. Fix: split or shorten it.")

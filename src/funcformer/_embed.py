@@ -20,7 +20,7 @@ import numpy as np
 from . import _backbone
 from ._artifact import BackboneRef, Manifest
 from ._cache import Cache, MemoryCache
-from ._data import read_examples, read_texts
+from ._data import _SURROGATE, read_examples, read_texts
 from ._errors import DataError, TaskError
 from ._function import Function
 from ._results import Labels, Prediction
@@ -134,8 +134,25 @@ class ZeroShot(Function):
         """{label: the text embedded for it}."""
         if isinstance(labels, Mapping):
             prompts = {str(k): str(v) for k, v in labels.items()}
+        elif isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+            raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
+                            f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
+                            "Fix: pass e.g. ['business', 'sports'].")
         else:
-            prompts = {str(k): self.template.format(k) for k in labels}
+            if any(not isinstance(k, str) for k in labels):
+                raise DataError("zero_shot labels must be strings. Fix: pass e.g. "
+                                "['business', 'sports'].")
+            seen: set[str] = set()
+            for k in labels:
+                if k in seen:
+                    raise DataError(f"zero_shot label {k!r:.60} is given twice. Fix: give "
+                                    "each label once.")
+                seen.add(k)
+            prompts = {k: self.template.format(k) for k in labels}
+        bad = next((t for kv in prompts.items() for t in kv if _SURROGATE.search(t)), None)
+        if bad is not None:
+            raise DataError(f"zero_shot label or description {bad!r:.60} is not valid Unicode "
+                            "(a lone surrogate). Fix: send it as UTF-8.")
         if len(prompts) < 2 or any(not k.strip() or not v.strip() for k, v in prompts.items()):
             raise DataError("zero_shot needs at least two labels, each a non-empty name (and "
                             "description). Fix: pass e.g. ['business', 'sports'].")

@@ -41,6 +41,7 @@ from ._serving import (
     Registry,
     Version,
     admit,
+    admit_options,
     check_options,
     group_of,
 )
@@ -340,6 +341,7 @@ def _function_routes(app: Any, server: Server) -> None:
         version = server.registry.acquire(name)
         try:
             check_options(version.function, body.options)
+            admit_options(body.options, server.limits)
             inputs = admit(version.function, body.inputs, server.limits)
             return _json(await server.run(version, inputs, body.options, _render_outputs))
         finally:
@@ -400,7 +402,10 @@ def _json(body: bytes, status: int = 200) -> Any:
 
 def _render_outputs(results: list[Any]) -> bytes:
     outputs = [r.to_dict() for r in results]
-    return json.dumps({"outputs": outputs}, ensure_ascii=False).encode()
+    try:
+        return json.dumps({"outputs": outputs}, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a label named by the client with a lone surrogate
+        return json.dumps({"outputs": outputs}).encode()
 
 
 def _embedding_renderer(fn: Any, model: str, encoding: str,
@@ -440,9 +445,16 @@ def _error_handlers(app: Any) -> None:
 
     @app.exception_handler(HTTPException)
     async def routing(request: Any, err: HTTPException) -> Any:
+        if err.status_code == 400 and "parsing the body" in str(err.detail):
+            # not UTF-8, nested past the JSON parser's depth, or an over-long number
+            return _error_response(HTTPError(
+                422, "invalid_json", "body: cannot be read as JSON (not UTF-8 text, nested "
+                "too deeply, or a number too long). Fix: send the request as UTF-8 JSON.",
+                field="body"))
         kinds = {404: "not_found", 405: "method_not_allowed"}
-        return _error_response(HTTPError(err.status_code, kinds.get(err.status_code, "error"),
-                                         str(err.detail)))
+        known = HTTPError(err.status_code, kinds.get(err.status_code, "error"), str(err.detail))
+        known.headers.update(err.headers or {})  # 405's Allow
+        return _error_response(known)
 
     @app.exception_handler(Exception)
     async def bug(request: Any, err: Exception) -> Any:
@@ -450,7 +462,7 @@ def _error_handlers(app: Any) -> None:
 
 
 def _error_response(err: HTTPError) -> Any:
-    response = _json(json.dumps(err.body(), ensure_ascii=False).encode(), err.status)
+    response = _json(_error_bytes(err), err.status)
     response.headers.update(err.headers)
     return response
 
@@ -557,17 +569,22 @@ class Guard:
 
 
 def _as_json(scope: dict[str, Any]) -> dict[str, Any]:
-    """The /v1 routes take JSON only: read the body as JSON when no content type, or a form's
-    (what `curl -d` sends), is given."""
-    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-    given = dict(scope["headers"]).get(b"content-type", b"")
-    if given and not given.startswith(b"application/x-www-form-urlencoded"):
+    """The /v1 routes take JSON only: the body is read as JSON whatever its content type
+    (`curl -d` sends a form's, a browser's fetch with a string body text/plain)."""
+    given = dict(scope["headers"]).get(b"content-type", b"").lower()
+    if b"json" in given:
         return scope
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
+def _error_bytes(err: HTTPError) -> bytes:
+    """ASCII JSON: an error may quote what the client sent, lone surrogates included."""
+    return json.dumps(err.body()).encode()
+
+
 async def _send_error(send: Any, err: HTTPError) -> None:
-    body = json.dumps(err.body(), ensure_ascii=False).encode()
+    body = _error_bytes(err)
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
@@ -576,7 +593,12 @@ async def _send_error(send: Any, err: HTTPError) -> None:
 
 
 def check_binding(host: str, api_key: str | None) -> None:
-    """Refuse to listen beyond this machine without an API key."""
+    """Refuse to listen beyond this machine without an API key; refuse a key that is empty
+    or has spaces around it (headers arrive stripped, so it could never match)."""
+    if api_key is not None and (not api_key.strip() or api_key != api_key.strip()):
+        raise DataError("The API key is empty or starts or ends with whitespace, so no "
+                        "request could present it. Fix: pass --api-key (or FUNCFORMER_API_KEY) "
+                        "without surrounding spaces.")
     if api_key or host == "localhost":
         return
     try:

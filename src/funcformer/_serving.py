@@ -346,7 +346,7 @@ def admit(fn: Any, inputs: list[Any], limits: Limits) -> list[Any]:
                         f"{limits.max_inputs} per request. Fix: split the request.",
                         field="inputs")
     for i, value in enumerate(inputs):
-        chars = count_chars(value)
+        chars = _measured(value, f"inputs.{i}")
         if chars > limits.max_chars:
             raise HTTPError(413, "too_large", f"inputs.{i}: {chars:,} characters, over the "
                             f"limit of {limits.max_chars:,} per input. Fix: shorten or split "
@@ -367,14 +367,49 @@ def _culprit(fn: Any, inputs: list[Any]) -> str:
     return "inputs"
 
 
-def count_chars(value: Any) -> int:
-    """Characters in all the strings of one input (a text, a pair, a row)."""
+def admit_options(options: dict[str, Any], limits: Limits) -> None:
+    """Call options count against the per-input character limit too (zero-shot `labels` could
+    otherwise carry 60,000 names past every limit)."""
+    chars = _measured(options, "options")
+    if chars > limits.max_chars:
+        raise HTTPError(413, "too_large", f"options: {chars:,} characters, over the limit of "
+                        f"{limits.max_chars:,}. Fix: pass fewer or shorter option values.",
+                        field="options")
+
+
+MAX_DEPTH = 8
+"""Deepest nesting of lists and objects in one input or the options (a pair is 1 deep)."""
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _measured(value: Any, field: str) -> int:
+    """count_chars, or a 422 naming `field` when lists or objects nest past MAX_DEPTH."""
+    try:
+        return count_chars(value)
+    except _TooDeep:
+        raise HTTPError(422, "invalid_input", f"{field}: lists or objects nested more than "
+                        f"{MAX_DEPTH} deep. Fix: send a text, a pair of texts or an object of "
+                        "fields.", field=field) from None
+
+
+def count_chars(value: Any, depth: int = 0) -> int:
+    """Characters in all the strings of one input (a text, a pair, a row), object keys
+    included; _TooDeep past MAX_DEPTH levels (no recursion limit reached on hostile JSON).
+
+    >>> count_chars({"text": "abc", "tags": ["x", "yz"]})
+    13
+    """
     if isinstance(value, str):
         return len(value)
+    if depth >= MAX_DEPTH and isinstance(value, (list, tuple, dict)):
+        raise _TooDeep
     if isinstance(value, (list, tuple)):
-        return sum(count_chars(v) for v in value)
+        return sum(count_chars(v, depth + 1) for v in value)
     if isinstance(value, dict):
-        return sum(count_chars(v) for v in value.values())
+        return sum(len(str(k)) + count_chars(v, depth + 1) for k, v in value.items())
     return 0
 
 

@@ -41,8 +41,8 @@ def read_pairs(data: Any, columns: Columns, gold: bool = True) -> Pairs:
     the score or the label field (which one the first row has decides for all)."""
     if isinstance(data, Pairs):
         return data
-    records = read_records(data, texts=[columns.text_a, columns.text_b],
-                           optional=[columns.score, columns.label], what="pairs")
+    records = read_records(data, texts=[columns.text_a, columns.text_b],  # to predict: 2
+                           optional=[columns.score, columns.label] if gold else [], what="pairs")
     pairs = Pairs(records, records.column(columns.text_a), records.column(columns.text_b),
                   None, None)
     if not gold:

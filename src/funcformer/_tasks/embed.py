@@ -97,7 +97,7 @@ class Embedder(Function):
                                         None)
         return vectors[0] if single else vectors
 
-    def predict(self, inputs: Sequence[str], **options: Any) -> list[Embedding]:
+    def predict(self, inputs: Sequence[str]) -> list[Embedding]:
         return [Embedding(vector=row.tolist()) for row in self.encode(list(inputs))]
 
     def result_from_dict(self, data: dict[str, Any]) -> Embedding:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -218,10 +219,15 @@ class Searcher(Function):
     def predict(self, queries: Sequence[str], k: int = 10, filter: Filter = None,
                 answer: bool = False) -> list[Any]:
         """Top-k Hits per query (or an Answer per query with `answer=True`)."""
+        if not isinstance(answer, bool):
+            raise TaskError(f"answer must be true or false, got {answer!r}.")
         if answer:
             return self.answers(queries)
-        if k < 1:
-            raise TaskError(f"k must be at least 1, got {k}.")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise TaskError(f"k must be a whole number of at least 1, got {k!r}.")
+        if filter is not None and not callable(filter) and not isinstance(filter, dict):
+            raise TaskError(f"filter must map metadata fields to values, e.g. "
+                            f'{{"lang": "en"}}; got {filter!r}.')
         found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
                                   k, filter)
         docs = self.index.documents
