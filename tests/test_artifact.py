@@ -133,6 +133,17 @@ def test_newer_format_version_is_refused(trained: dict, tmp_path: Path) -> None:
         funcformer.load(out)
 
 
+@pytest.mark.parametrize(("manifest", "what"), [([1, 2, 3], "a JSON list"),
+                                                ({"task": "classify"}, "no 'format_version'")])
+def test_a_manifest_of_the_wrong_shape_says_so(trained: dict, tmp_path: Path, manifest: object,
+                                                what: str) -> None:
+    """It said 'format version None was written by funcformer ?... pip install -U'."""
+    out = trained["head"].save(tmp_path / "fn")
+    (out / "funcformer.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=rf"not a funcformer manifest \({what},.*save it"):
+        funcformer.load(out)
+
+
 def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
     out = trained["head"].save(tmp_path / "fn")
     (out / "head.safetensors").write_bytes(b"not safetensors")

@@ -303,10 +303,12 @@ def test_unknown_functions_and_routes_get_404(functions: Path) -> None:
         async with serving(functions) as (client, _):
             return [await client.post("/v1/functions/nope", json={"inputs": TEXTS}),
                     await client.get("/v2/anything"),
-                    await client.get("/v1/functions/sentiment")]
+                    await client.get("/v1/functions/sentiment"),
+                    await client.post("/v1/functions/" + "x" * 20_000, json={"inputs": TEXTS})]
 
-    unknown, route, method = run(scenario)
+    unknown, route, method, long = run(scenario)
     assert "sentiment" in error_of(unknown, 404)["message"]  # says what there is
+    assert len(error_of(long, 404)["message"]) < 300  # the name is not echoed in full
     assert error_of(route, 404)["type"] == "not_found"
     assert error_of(method, 405)["type"] == "method_not_allowed"
 

@@ -113,7 +113,12 @@ def read_manifest(path: Path) -> Manifest:
         raise ArtifactError(f"{file}: not valid JSON ({err}). The artifact is damaged; save "
                             "it again.") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if version is None or isinstance(version, bool) or not isinstance(version, int):
+        what = "no 'format_version'" if isinstance(raw, dict) else f"a JSON {type(raw).__name__}"
+        raise ArtifactError(f"{file}: not a funcformer manifest ({what}, where an object with "
+                            "format_version, task and labels belongs). The artifact is damaged "
+                            "or was edited by hand; save it again.")
+    if version > FORMAT_VERSION:
         raise ArtifactError(
             f"{file}: format version {version!r} was written by funcformer "
             f"{raw.get('library_version', '?') if isinstance(raw, dict) else '?'}; this is "

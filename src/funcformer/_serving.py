@@ -217,8 +217,8 @@ class Registry:
         if slot is not None or not self.scanned.is_set():
             raise HTTPError(503, "loading", "The server is still loading its functions; retry "
                             "shortly.", headers={"Retry-After": "1"})
-        raise HTTPError(404, "not_found", f"No function named '{name}'. Functions here: "
-                        f"{', '.join(sorted(self.slots)) or 'none'} (GET /v1/functions).")
+        raise HTTPError(404, "not_found", f"No function named {_quoted(name)}. Functions "
+                        f"here: {_some(sorted(self.slots))} (GET /v1/functions).")
 
     def release(self, version: Version) -> None:
         version.users -= 1
@@ -252,7 +252,7 @@ class Registry:
                                  and s.current.function.manifest.task == "embed"}
                                 | set(self.backbone_names()))
                 raise HTTPError(404, "not_found", f"model: no embed function or backbone "
-                                f"named '{model}'. Models here: {', '.join(models) or 'none'}.",
+                                f"named {_quoted(model)}. Models here: {_some(models)}.",
                                 field="model")
             function = await asyncio.to_thread(_untrained_embedder, model, self.dtype)
             if model not in self.backbones:  # a concurrent first request may have made one
@@ -567,3 +567,14 @@ class Batcher:
         if not queue:
             del self._pending[group]
         return jobs
+
+
+def _quoted(name: str, most: int = 80) -> str:
+    """A client's name in a message, quoted and cut short (it could be 20,000 characters)."""
+    return repr(name if len(name) <= most else name[:most] + "...")
+
+
+def _some(names: list[str], most: int = 20) -> str:
+    """At most `most` names, then how many more."""
+    shown = ", ".join(names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
