@@ -217,9 +217,10 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
                 {"model": "nothing", "input": TEXTS},
                 {"model": "sentiment", "input": TEXTS},
                 {"model": "vectors", "input": TEXTS, "dimensions": 3},
-                {"model": "vectors", "input": [[1, 2, 3]]})]
+                {"model": "vectors", "input": [[1, 2, 3]]},
+                {"model": "vectors", "input": ["ok", " "]})]
 
-    floats, encoded, backbone, unknown, not_embed, dimensions, tokens = run(scenario)
+    floats, encoded, backbone, unknown, not_embed, dimensions, tokens, blank = run(scenario)
     body = floats.json()
     assert body["object"] == "list" and body["model"] == "vectors"
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
@@ -237,6 +238,7 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
     assert error_of(not_embed, 422)["field"] == "model"
     assert error_of(dimensions, 422)["field"] == "dimensions"
     assert error_of(tokens, 422)["field"].startswith("input")
+    assert error_of(blank, 422)["field"] == "input.1"  # OpenAI's name for the texts
 
 
 def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:

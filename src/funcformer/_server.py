@@ -361,7 +361,7 @@ def _function_routes(app: Any, server: Server) -> None:
                                 f"{size}-dimensional embeddings, not {body.dimensions}.",
                                 field="dimensions")
             texts = [body.input] if isinstance(body.input, str) else body.input
-            inputs = admit(fn, texts, server.limits) if texts else []
+            inputs = admit(fn, texts, server.limits, "input") if texts else []
             render = _embedding_renderer(fn, body.model, body.encoding_format, inputs)
             return _json(await server.run(version, inputs, {}, render) if inputs
                          else render([]))

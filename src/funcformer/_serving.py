@@ -339,32 +339,34 @@ def check_options(fn: Any, options: dict[str, Any]) -> None:
                         f"{', '.join(accepted) or 'none'}).", field=f"options.{unknown[0]}")
 
 
-def admit(fn: Any, inputs: list[Any], limits: Limits) -> list[Any]:
-    """Inputs checked against the limits (413) and validated by the function (422)."""
+def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> list[Any]:
+    """Inputs checked against the limits (413) and validated by the function (422); errors
+    name `field` (the request's name for them: "input" in OpenAI's embeddings request)."""
     if len(inputs) > limits.max_inputs:
-        raise HTTPError(413, "too_large", f"inputs: {len(inputs)} inputs, over the limit of "
+        raise HTTPError(413, "too_large", f"{field}: {len(inputs)} inputs, over the limit of "
                         f"{limits.max_inputs} per request. Fix: split the request.",
-                        field="inputs")
+                        field=field)
     for i, value in enumerate(inputs):
-        chars = _measured(value, f"inputs.{i}")
+        chars = _measured(value, f"{field}.{i}")
         if chars > limits.max_chars:
-            raise HTTPError(413, "too_large", f"inputs.{i}: {chars:,} characters, over the "
+            raise HTTPError(413, "too_large", f"{field}.{i}: {chars:,} characters, over the "
                             f"limit of {limits.max_chars:,} per input. Fix: shorten or split "
-                            "it.", field=f"inputs.{i}")
+                            "it.", field=f"{field}.{i}")
     try:
         return fn.read_inputs(inputs)
     except (FuncformerError, ValueError, TypeError) as err:
-        raise HTTPError(422, "invalid_input", str(err), field=_culprit(fn, inputs)) from None
+        raise HTTPError(422, "invalid_input", str(err),
+                        field=_culprit(fn, inputs, field)) from None
 
 
-def _culprit(fn: Any, inputs: list[Any]) -> str:
+def _culprit(fn: Any, inputs: list[Any], field: str) -> str:
     """The path of the first input the function rejects on its own."""
     for i, value in enumerate(inputs):
         try:
             fn.read_inputs([value])
         except (FuncformerError, ValueError, TypeError):
-            return f"inputs.{i}"
-    return "inputs"
+            return f"{field}.{i}"
+    return field
 
 
 def admit_options(options: dict[str, Any], limits: Limits) -> None:
