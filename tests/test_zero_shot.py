@@ -126,3 +126,13 @@ def test_cli_train_and_predict(tiny_backbone: Path, tmp_path: Path, capsys) -> N
     line = json.loads(capsys.readouterr().out)
     assert line["label"] in ("food", "room")
     assert funcformer.load(out).template == "All about {}."
+
+
+def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Path) -> None:
+    zero = ZeroShot(np.array(["food", "service"]), backbone=tiny_backbone)
+    assert zero.labels == ["food", "service"]  # e.g. df["label"].unique()
+    for labels, words in (("food", "must be a list of names"), (["food", 3], "must be strings"),
+                          (["food", "food"], "'food' is given twice"),
+                          (["food", "\ud800"], "lone surrogate")):
+        with pytest.raises(DataError, match=words):
+            zero.predict(["the food was great"], labels=labels)

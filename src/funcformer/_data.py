@@ -167,7 +167,8 @@ def read_texts(data: Any, *, text_column: str = "text") -> Examples:
     return read_examples(data, text_column=text_column, label_column=None, labels_required=False)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 surrogate pair on its own (JSON "\\ud800"): not valid Unicode text."""
 
 
 def _text(fields: Mapping[str, Any], column: str, where: str,
@@ -183,7 +184,7 @@ def _text(fields: Mapping[str, Any], column: str, where: str,
     if not value.strip():
         raise DataError(f"{where}, field '{column}': the text is empty or only whitespace. "
                         "Fix: remove the row or fill in the text.")
-    bad = _SURROGATE.search(value)
+    bad = LONE_SURROGATE.search(value)
     if bad:  # half of a UTF-16 pair (JSON "\ud800"): no tokenizer, file or response takes it
         raise DataError(f"{where}, field '{column}': not valid Unicode: a lone surrogate "
                         f"(U+{ord(bad.group()):04X}) at character {bad.start()}. Fix: send the "

@@ -11,7 +11,7 @@ cache), never once per text: the transformers zero-shot pipeline runs one pass p
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -20,7 +20,7 @@ import numpy as np
 from . import _backbone
 from ._artifact import BackboneRef, Manifest
 from ._cache import Cache, MemoryCache
-from ._data import _SURROGATE, read_examples, read_texts
+from ._data import LONE_SURROGATE, read_examples, read_texts
 from ._errors import DataError, TaskError
 from ._function import Function
 from ._results import Labels, Prediction
@@ -134,11 +134,12 @@ class ZeroShot(Function):
         """{label: the text embedded for it}."""
         if isinstance(labels, Mapping):
             prompts = {str(k): str(v) for k, v in labels.items()}
-        elif isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
                             "Fix: pass e.g. ['business', 'sports'].")
         else:
+            labels = list(labels)  # a tuple, a NumPy array of names (df["label"].unique())...
             if any(not isinstance(k, str) for k in labels):
                 raise DataError("zero_shot labels must be strings. Fix: pass e.g. "
                                 "['business', 'sports'].")
@@ -148,8 +149,8 @@ class ZeroShot(Function):
                     raise DataError(f"zero_shot label {k!r:.60} is given twice. Fix: give "
                                     "each label once.")
                 seen.add(k)
-            prompts = {k: self.template.format(k) for k in labels}
-        bad = next((t for kv in prompts.items() for t in kv if _SURROGATE.search(t)), None)
+            prompts = {str(k): self.template.format(k) for k in labels}
+        bad = next((t for kv in prompts.items() for t in kv if LONE_SURROGATE.search(t)), None)
         if bad is not None:
             raise DataError(f"zero_shot label or description {bad!r:.60} is not valid Unicode "
                             "(a lone surrogate). Fix: send it as UTF-8.")
