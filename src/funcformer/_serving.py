@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -347,7 +347,7 @@ def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> 
                         f"{limits.max_inputs} per request. Fix: split the request.",
                         field=field)
     for i, value in enumerate(inputs):
-        chars = _measured(value, f"{field}.{i}")
+        chars = sum(len(text) for text in _measured(value, f"{field}.{i}"))
         if chars > limits.max_chars:
             raise HTTPError(413, "too_large", f"{field}.{i}: {chars:,} characters, over the "
                             f"limit of {limits.max_chars:,} per input. Fix: shorten or split "
@@ -370,13 +370,19 @@ def _culprit(fn: Any, inputs: list[Any], field: str) -> str:
 
 
 def admit_options(options: dict[str, Any], limits: Limits) -> None:
-    """Call options count against the per-input character limit too (zero-shot `labels` could
-    otherwise carry 60,000 names past every limit)."""
-    chars = _measured(options, "options")
-    if chars > limits.max_chars:
-        raise HTTPError(413, "too_large", f"options: {chars:,} characters, over the limit of "
-                        f"{limits.max_chars:,}. Fix: pass fewer or shorter option values.",
-                        field="options")
+    """Call options are held to the limits of inputs: at most max_inputs strings (names and
+    values), each at most max_chars long (zero-shot `labels` could otherwise carry 60,000
+    names, or one of 400,000 characters, past every limit)."""
+    strings = _measured(options, "options")
+    if len(strings) > limits.max_inputs:
+        raise HTTPError(413, "too_large", f"options: {len(strings):,} names and values, over "
+                        f"the limit of {limits.max_inputs} (--max-inputs). Fix: pass fewer "
+                        "labels or values.", field="options")
+    longest = max(strings, key=len, default="")
+    if len(longest) > limits.max_chars:
+        raise HTTPError(413, "too_large", f"options: a value of {len(longest):,} characters, "
+                        f"over the limit of {limits.max_chars:,} (--max-chars). Fix: shorten "
+                        "it.", field="options")
 
 
 MAX_DEPTH = 8
@@ -387,32 +393,37 @@ class _TooDeep(Exception):
     pass
 
 
-def _measured(value: Any, field: str) -> int:
-    """count_chars, or a 422 naming `field` when lists or objects nest past MAX_DEPTH."""
+def _measured(value: Any, field: str) -> list[str]:
+    """strings_in(value), or a 422 naming `field` when lists or objects nest past MAX_DEPTH."""
     try:
-        return count_chars(value)
+        return list(strings_in(value))
     except _TooDeep:
         raise HTTPError(422, "invalid_input", f"{field}: lists or objects nested more than "
                         f"{MAX_DEPTH} deep. Fix: send a text, a pair of texts or an object of "
                         "fields.", field=field) from None
 
 
-def count_chars(value: Any, depth: int = 0) -> int:
-    """Characters in all the strings of one input (a text, a pair, a row), object keys
+def strings_in(value: Any, depth: int = 0) -> Iterator[str]:
+    """Every string of one input (a text, a pair, a row) or of the options, object keys
     included; _TooDeep past MAX_DEPTH levels (no recursion limit reached on hostile JSON).
 
-    >>> count_chars({"text": "abc", "tags": ["x", "yz"]})  # 4 + 3 + 4 + 1 + 2
-    14
+    >>> list(strings_in({"text": "abc", "tags": ["x", "yz"]}))
+    ['text', 'abc', 'tags', 'x', 'yz']
     """
     if isinstance(value, str):
-        return len(value)
-    if depth >= MAX_DEPTH and isinstance(value, (list, tuple, dict)):
-        raise _TooDeep
-    if isinstance(value, (list, tuple)):
-        return sum(count_chars(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return sum(len(str(k)) + count_chars(v, depth + 1) for k, v in value.items())
-    return 0
+        yield value
+    elif isinstance(value, (list, tuple, dict)):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(value, dict):
+                yield str(key)
+            yield from strings_in(item, depth + 1)
+
+
+def count_chars(value: Any) -> int:
+    """Characters in all the strings of one input (see strings_in)."""
+    return sum(len(text) for text in strings_in(value))
 
 
 @dataclass(eq=False)
