@@ -461,6 +461,31 @@ def test_a_broken_update_is_reported_and_the_old_version_keeps_serving(
     assert entry["error"] is None and entry["labels"] == ["bad", "good"]
 
 
+def test_a_damaged_weight_file_under_an_unchanged_manifest_is_reported(
+        functions: Path) -> None:
+    """The manifest's digest is the same, so the loaded copy keeps serving; but a restart
+    would fail to load it, so /v1/functions says so (it said ready, no error)."""
+    head = functions / "sentiment" / "head.safetensors"
+
+    async def scenario() -> list[Any]:
+        async with serving(functions) as (client, server):
+            whole = head.read_bytes()
+            head.write_bytes(whole[:-8])
+            await server.registry.scan()
+            out = [await client.get("/v1/functions"),
+                   await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})]
+            head.write_bytes(whole)
+            await server.registry.scan()
+            return [*out, await client.get("/v1/functions")]
+
+    damaged, served, mended = run(scenario)
+    entry = next(f for f in damaged.json()["functions"] if f["name"] == "sentiment")
+    assert entry["status"] == "ready" and "head.safetensors: damaged" in entry["error"]
+    assert served.status_code == 200
+    entry = next(f for f in mended.json()["functions"] if f["name"] == "sentiment")
+    assert entry["error"] is None
+
+
 def test_the_poller_picks_up_new_and_removed_functions(functions: Path) -> None:
     async def until(check: Any) -> None:
         for _ in range(100):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import MANIFEST, read_manifest
-from ._errors import DataError, FuncformerError
+from ._errors import ArtifactError, DataError, FuncformerError
 
 log = logging.getLogger("funcformer.server")
 Stamp = tuple[tuple[str, int, int, int], ...]
@@ -178,7 +178,10 @@ class Registry:
         try:
             manifest = await asyncio.to_thread(read_manifest, path)
             if slot.current is not None and slot.current.function.digest == manifest.digest:
-                slot.error = None  # saved again unchanged: keep the loaded copy
+                # saved again unchanged: keep the loaded copy, once its weight files are seen
+                # to be whole (a damaged file under the same manifest would fail a restart)
+                await asyncio.to_thread(_check_weights, path)
+                slot.error = None
                 return
             function = await asyncio.to_thread(self._read, path, manifest.task)
         except Exception as err:  # any broken artifact: report it, keep the old version
@@ -580,6 +583,20 @@ class Batcher:
         if not queue:
             del self._pending[group]
         return jobs
+
+
+def _check_weights(path: Path) -> None:
+    """Read the header of every safetensors file of an artifact (not the tensors): an
+    ArtifactError naming the file when one is damaged."""
+    from safetensors import safe_open
+
+    for file in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error types
+            raise ArtifactError(f"{file}: damaged ({err}), though the manifest is unchanged. "
+                                "Fix: save the function again.") from None
 
 
 def _quoted(name: str, most: int = 80) -> str:
