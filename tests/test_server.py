@@ -519,6 +519,7 @@ def test_metrics_count_requests_batches_queue_and_cache(functions: Path) -> None
             before = (await client.get("/metrics")).text
             await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
             await client.post("/v1/functions/nope", json={"inputs": TEXTS})
+            await client.post("/v1/functions/sentiment", json={"inputs": []})  # fails schema
             return before, (await client.get("/metrics")).text
 
     before, after = run(scenario)
@@ -527,6 +528,8 @@ def test_metrics_count_requests_batches_queue_and_cache(functions: Path) -> None
     assert hits == len(TEXTS)  # the repeated request came from the result cache
     assert metric(after, "funcformer_requests_total", function="sentiment", status="200") == 2
     assert metric(after, "funcformer_requests_total", function="-", status="404") == 1
+    # rejected before its route ran, still counted under the function it named
+    assert metric(after, "funcformer_requests_total", function="sentiment", status="422") == 1
     assert metric(after, "funcformer_batch_inputs_sum") == 2 * len(TEXTS)
     assert metric(after, "funcformer_queue_inputs") == 0
     assert metric(after, "funcformer_functions", status="ready") == 4

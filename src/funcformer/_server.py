@@ -313,7 +313,7 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     _function_routes(app, server)
     _service_routes(app, server)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes,
-                       metrics=server.metrics)
+                       metrics=server.metrics, served=lambda: server.registry.slots)
     return app
 
 
@@ -486,11 +486,12 @@ class Guard:
     size (read here, so an oversize body is never parsed), and request metrics."""
 
     def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, served: Callable[[], Any] = dict) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.served = served  # the names of the functions served now
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -507,9 +508,16 @@ class Guard:
 
         await self._guarded(scope, receive, record)
         if scope["method"] == "POST" and scope["path"].startswith("/v1/"):
-            function = state.get("function", "-")
+            function = state.get("function") or self._named(scope["path"])
             self.metrics.requests.labels(function, str(status[0])).inc()
             self.metrics.latency.labels(function).observe(loop.time() - started)
+
+    def _named(self, path: str) -> str:
+        """The served function a request's path names, for a request rejected before its
+        route ran (a body that fails validation); "-" for any other name, so a client cannot
+        add metric labels."""
+        name = path.removeprefix("/v1/functions/")
+        return name if name != path and name in self.served() else "-"
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.key is not None and scope["path"] not in OPEN_PATHS \
