@@ -188,6 +188,9 @@ def test_missing_text_column_names_file_column_and_fix(tmp_path: Path, fn_dir: P
     ("in.jsonl", '{"text": "ok"}\n{"text": 5}\n', r"in\.jsonl, row 2, field 'text': expected a "
                                                   "string"),
     ("in.parquet", "not parquet", r"in\.parquet: not a readable Parquet file"),
+    # pyarrow would read the rest of the file as that one text
+    ("in.csv", 'text\ngood\n"never closed\nfine\nmore\n',
+     r"in\.csv, line 3: a quoted field that starts in this row is never closed"),
 ])
 def test_bad_input_is_a_data_error(tmp_path: Path, fn_dir: Path, name: str, content: str,
                                    message: str) -> None:

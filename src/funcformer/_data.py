@@ -394,13 +394,18 @@ def _delimited_rows(name: str, text: str, kind: str,
             yield _Row(_fields(name, start, header, fields, kind), f"line {start}")
             start = reader.line_num + 1
     except csv.Error as err:
-        if "unexpected end of data" in str(err):
-            raise DataError(f"{name}, line {start}: a quoted field that starts in this row is "
-                            "never closed (the file ends inside it). Fix: close the quote, or "
-                            'double a quote that is part of the text ("").') from None
-        raise DataError(f"{name}, line {start}: cannot parse the row ({err}). Fix: check "
-                        'quoting (a quote inside a quoted field is written ""); a field over '
-                        "the size limit also causes this.") from None
+        raise csv_error(name, start, err) from None
+
+
+def csv_error(name: str, line: int, err: csv.Error) -> DataError:
+    """What a csv.Error in the row starting at `line` means, and the fix."""
+    if "unexpected end of data" in str(err):
+        return DataError(f"{name}, line {line}: a quoted field that starts in this row is never "
+                         "closed (the file ends inside it). Fix: close the quote, or double a "
+                         'quote that is part of the text ("").')
+    return DataError(f"{name}, line {line}: cannot parse the row ({err}). Fix: check quoting (a "
+                     'quote inside a quoted field is written ""); a field over the size limit '
+                     "also causes this.")
 
 
 def _fields(name: str, line: int, header: list[str], fields: list[str],
