@@ -20,6 +20,7 @@ from funcformer._unlabeled import (
     neighbour_similarity,
     neighbourhoods,
     pseudo_labels,
+    uncertainty,
 )
 from tests.conftest import make_reviews, run_cli
 
@@ -271,6 +272,11 @@ def test_cover_picks_the_centres_of_the_largest_regions_no_label_reaches() -> No
     assert len(cover(unlabelled, known, 10, degree=9)) < 10
     twice = torch.cat([unlabelled[:1], unlabelled])  # a text given twice is picked once
     assert len(set(cover(twice, known[:0], 45, degree=1)) & {0, 1}) == 1
+    # weighted (by the function's uncertainty in suggest): a text counts for its weight, so
+    # a smaller region the function is unsure of comes before a larger, surer one
+    unsure = torch.where(cluster == 2, 1.0, 0.1)
+    weighted = cover(unlabelled, known, 2, degree=9, weights=unsure)
+    assert [int(cluster[i]) for i in weighted] == [2, 1]
 
 
 def test_suggest_explore_covers_unlabelled_regions_and_skips_labelled_texts(
@@ -284,8 +290,11 @@ def test_suggest_explore_covers_unlabelled_regions_and_skips_labelled_texts(
     # "auto" with few labelled texts: coverage picks first (they do not depend on the head),
     # then uncertain ones once every text is near a labelled text or a pick
     auto = funcformer.suggest(classifier, texts, n=5, labelled=labelled)
-    z = directions(classifier.features(texts + labelled))
-    expected = cover(z[: len(texts)], z[len(texts):], 5, excluded=[t in labelled for t in texts])
+    features = classifier.features(texts + labelled)
+    z = directions(features)
+    unsure = uncertainty(classifier.task, classifier.apply_head(features[: len(texts)]))
+    expected = cover(z[: len(texts)], z[len(texts):], 5, excluded=[t in labelled for t in texts],
+                     weights=unsure)
     assert expected and set(expected) <= {p.index for p in auto}
     uncertain = funcformer.suggest(classifier, texts, n=5, candidates=5)  # no labelled: margin
     assert [p.score for p in uncertain] == pytest.approx(sorted(

@@ -10,10 +10,11 @@ round further towards it (confirmation bias).
 
 Active learning (`suggest(fn, DATA, n)`): the texts whose labels would help `fn` most. While
 the labelled texts (`labelled=`) are few, the centres of the densest neighbourhoods they do not
-reach (ProbCover); later, or once every text is near a labelled one, the most uncertain texts
-form a pool (`candidates`, near-duplicates dropped), k-means on the function's own features
-splits the pool into `n` groups, and each group gives its most uncertain text: uncertain, and
-not n variations of one text.
+reach, each text weighed by the function's uncertainty (ProbCover with information density);
+later, or once every text is near a labelled one, the most uncertain texts form a pool
+(`candidates`, near-duplicates dropped), k-means on the function's own features splits the
+pool into `n` groups, and each group gives its most uncertain text: uncertain, and not n
+variations of one text.
 """
 
 from __future__ import annotations
@@ -299,9 +300,10 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     while there are few of them (`explore="auto"`: up to 64 per label, then fewer, none from
     128 per label on; or a share from 0 to 1), picks cover the data the labelled texts do not
     reach (ProbCover, Yehuda et al. 2022): each pick is the text whose neighbourhood holds the
-    most texts not yet near a labelled text or an earlier pick (`cover`). A function trained
-    on a few dozen texts is too unsure everywhere for its uncertainty to point anywhere
-    useful. Labelled texts are never suggested.
+    most texts not yet near a labelled text or an earlier pick (`cover`), each text counted by
+    the function's uncertainty about it. A function trained on a few dozen texts is too unsure
+    everywhere for its uncertainty alone to point anywhere useful; summed over a region, it
+    tells the regions apart. Labelled texts are never suggested.
 
     The other picks are uncertain (`measure`: "margin", 1 - (p1 - p2), or "entropy" of the
     probabilities; for a multi-label function, closeness of a label's probability to its
@@ -333,7 +335,7 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
                            len(fn.task.labels))
     skip = set(known)
     chosen = cover(z, z_both[len(examples):], round(share * n), seed,
-                   [t in skip for t in examples.texts]) if share else []
+                   [t in skip for t in examples.texts], weights=scores) if share else []
     n_left = n - len(chosen)
     size = len(examples) if measure == "badge" and candidates is None else \
         max(n_left, candidates or CANDIDATES_PER_PICK * n_left)
@@ -554,14 +556,18 @@ def neighbourhoods(z: torch.Tensor, similarity: float,
 
 
 def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
-          excluded: list[bool] | None = None, degree: int | None = None) -> list[int]:
+          excluded: list[bool] | None = None, degree: int | None = None,
+          weights: torch.Tensor | None = None) -> list[int]:
     """Up to m rows of `z` (N, H) whose neighbourhoods hold the most texts that no labelled
     text (`z_known`, (L, H)) or earlier pick is near (ProbCover, Yehuda et al. 2022): greedy
     maximum coverage of the neighbour graph of all rows, labelled and not, with `degree`
     neighbours a row on average (default `cover_degree`). Dense regions no labelled text
-    reaches come first; fewer than m rows when every text is covered. `excluded` rows (already
-    labelled texts) are never picked, nor a second copy of a picked text (its neighbourhood is
-    covered). `seed` picks the rows that set the neighbour similarity in pools above 4,000.
+    reaches come first; fewer than m rows when every text is covered. With `weights` (N,),
+    e.g. the function's uncertainty, a text counts for its weight instead of 1 (information
+    density, Settles & Craven 2008: dense regions the function is unsure of first). `excluded`
+    rows (already labelled texts) are never picked, nor a second copy of a picked text (its
+    neighbourhood is covered). `seed` picks the rows that set the neighbour similarity in pools
+    above 4,000.
 
     >>> z = torch.nn.functional.normalize(torch.tensor(
     ...     [[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0]]))
@@ -578,9 +584,11 @@ def cover(z: torch.Tensor, z_known: torch.Tensor, m: int, seed: int = 0,
     allowed[len(z):] = False
     if excluded:
         allowed[: len(z)] &= ~torch.tensor(excluded, dtype=torch.bool)
+    worth = torch.ones(len(every)) if weights is None else torch.cat(
+        [weights.float().clamp(min=1e-6), torch.zeros(len(z_known))])  # labelled: covered
     picks: list[int] = []
     while len(picks) < m:
-        gain = torch.zeros(len(every)).index_add_(0, rows, (~covered[columns]).float())
+        gain = torch.zeros(len(every)).index_add_(0, rows, (~covered[columns]) * worth[columns])
         gain[~allowed] = -1.0
         best = int(gain.argmax())
         if gain[best] <= 0:
