@@ -47,7 +47,8 @@ COVER_SHARE = 1 / 200
 in bench/active.py, a fixed similarity whatever the pool's size. Chosen on held-out rows of five
 datasets (10 seeds) against 15, 20 and 30 of 2,000. With 8,000 texts, 40 neighbours (the same
 share) kept SST-2 and Emotion above random at every point; 10 (a smaller share) gave Emotion
-+4 to +6 points from 32 labels on but SST-2 nothing up to 64 and Emotion -1.2 at 16."""
++4 to +6 points from 32 labels on but SST-2 nothing up to 64 and Emotion -1.2 at 16. Chosen
+before `suggest` weighted coverage by uncertainty; the weights were measured with this share."""
 COVER_MOST = 50
 """...but at most 50 neighbours a text on average (pools above 10,000), which bounds the
 neighbour graph's memory (about 800 bytes a text)."""
