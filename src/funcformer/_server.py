@@ -402,10 +402,7 @@ def _json(body: bytes, status: int = 200) -> Any:
 
 def _render_outputs(results: list[Any]) -> bytes:
     outputs = [r.to_dict() for r in results]
-    try:
-        return json.dumps({"outputs": outputs}, ensure_ascii=False).encode()
-    except UnicodeEncodeError:  # a label named by the client with a lone surrogate
-        return json.dumps({"outputs": outputs}).encode()
+    return json.dumps({"outputs": outputs}, ensure_ascii=False).encode()
 
 
 def _embedding_renderer(fn: Any, model: str, encoding: str,
