@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -364,6 +365,29 @@ def test_option_errors(fn: generate.TextGenerator, tiny_lm: Path) -> None:
         fn.stream("hello", beams=2)  # fails on the call, not at the first piece
     with pytest.raises(DataError):
         fn(["hello", ""])
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"max_new_tokens": True}, "max_new_tokens must be a whole number of at least 1"),
+    ({"max_new_tokens": 2.0}, "max_new_tokens must be a whole number"),
+    ({"temperature": "hot"}, "temperature must be a number of at least 0"),
+    ({"temperature": float("inf")}, "temperature must be a number of at least 0"),
+    ({"top_p": 0}, "top_p must be a number above 0 and at most 1"),
+    ({"seed": "1"}, "seed must be a whole number from 0"),
+    ({"seed": True}, "seed must be a whole number from 0"),
+    ({"seed": 2 ** 70}, "seed must be a whole number from 0"),  # was torch's overflow
+    ({"stop": 5}, "stop must be a string or a list of strings"),
+    ({"stop": {"a": 1}}, "stop must be a string or a list of strings"),  # was stop=["a"]
+    ({"stop": [""]}, "stop must be non-empty strings"),
+    ({"beams": 2}, "Unknown generation option"),
+])
+def test_decoding_options_are_checked_and_name_the_option(fn: generate.TextGenerator,
+                                                          options: dict, words: str) -> None:
+    """Each used to pass unchecked (a bool as 1 token, a string seed ignored when greedy) or
+    fail in Python's or torch's words; the server reports `options.<name>` from the mark."""
+    with pytest.raises(TaskError, match=re.escape(words)) as caught:
+        fn("hello", **{"temperature": 0.5, **options})  # sampling: where the seed counts
+    assert caught.value.option == next(iter(options))
 
 
 def test_cli_train_predict_eval(tiny_lm: Path, tmp_path: Path, capsys) -> None:

@@ -56,6 +56,15 @@ def test_metadata_filters(faq: Searcher) -> None:
     assert len(faq.search("x", filter={"lang": "fr"})) == 0
 
 
+@pytest.mark.parametrize(("options", "option"), [
+    ({"k": 0}, "k"), ({"k": "3"}, "k"), ({"k": True}, "k"), ({"answer": "yes"}, "answer"),
+    ({"filter": ["lang"]}, "filter")])
+def test_option_errors_name_the_option(faq: Searcher, options: dict, option: str) -> None:
+    with pytest.raises(TaskError, match=f"^{option} must") as caught:
+        faq("the food was great", **options)
+    assert caught.value.option == option  # the server's field: options.<option>
+
+
 def test_answer_and_no_answer(faq: Searcher) -> None:
     answer = faq.answer("the food was great")
     assert answer == Answer(True, "food", "Thanks for the food praise.", "the food was great",

@@ -272,10 +272,12 @@ def test_hostile_inputs_get_4xx_never_500(functions: Path) -> None:
          "3,001 names and values, over the limit of 256"),
         ("topic", {"inputs": ["ok"], "options": {"labels": ["food", "x" * 10_001]}}, 413,
          "options", "a value of 10,001 characters"),
-        ("topic", {"inputs": ["ok"], "options": {"labels": "food"}}, 422, None,
+        ("topic", {"inputs": ["ok"], "options": {"labels": "food"}}, 422, "options.labels",
          "must be a list of names"),
-        ("topic", {"inputs": ["ok"], "options": {"labels": ["a", "a"]}}, 422, None,
+        ("topic", {"inputs": ["ok"], "options": {"labels": ["a", "a"]}}, 422, "options.labels",
          "'a' is given twice"),
+        ("topic", {"inputs": ["ok"], "options": {"labels": {"a": "x", "b": None}}}, 422,
+         "options.labels", "descriptions must be strings"),  # was the description "None"
         ("vectors", {"inputs": ["ok"], "options": {"normalize": True}}, 422, "options.normalize",
          "not an option of embed functions"),
     ]

@@ -21,7 +21,7 @@ from . import _backbone
 from ._artifact import BackboneRef, Manifest
 from ._cache import Cache, MemoryCache
 from ._data import LONE_SURROGATE, read_examples, read_texts
-from ._errors import DataError, TaskError
+from ._errors import DataError, TaskError, for_option
 from ._function import Function
 from ._results import Labels, Prediction
 from ._version import __version__
@@ -133,7 +133,10 @@ class ZeroShot(Function):
     def prompts(self, labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
         """{label: the text embedded for it}."""
         if isinstance(labels, Mapping):
-            prompts = {str(k): str(v) for k, v in labels.items()}
+            if any(not isinstance(t, str) for kv in labels.items() for t in kv):
+                raise DataError("zero_shot labels and descriptions must be strings. Fix: pass "
+                                "e.g. {'billing': 'invoices and charges', 'sports': 'games'}.")
+            prompts = dict(labels)
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
@@ -182,7 +185,10 @@ class ZeroShot(Function):
     def predict(self, texts: Sequence[str],  # type: ignore[override]
                 labels: Sequence[str] | Mapping[str, str] | None = None) -> list[Any]:
         """One result per text: a Prediction, or Labels when multi-label."""
-        names = list(self.prompts(self.spec if labels is None else labels))
+        try:
+            names = list(self.prompts(self.spec if labels is None else labels))
+        except DataError as err:
+            raise err if labels is None else for_option("labels", err) from None
         cosines = self.similarities(texts, labels)
         if self.multi_label:
             return [Labels(labels=[n for n, c in zip(names, row, strict=True)

@@ -48,6 +48,17 @@ class MissingExtra(FuncformerError, ImportError):
         )
 
 
+def for_option(name: str, error: FuncformerError) -> FuncformerError:
+    """`error`, marked as caused by the call option `name`: the server answers with field
+    `options.<name>`. The mark is an attribute, so it survives pickling (Ray).
+
+    >>> for_option("k", TaskError("k must be at least 1.")).option
+    'k'
+    """
+    error.option = name  # type: ignore[attr-defined]
+    return error
+
+
 def require(module: str, extra: str):
     """Import an optional module or raise `MissingExtra` naming the extra to install."""
     import importlib

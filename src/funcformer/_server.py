@@ -180,6 +180,10 @@ class Server:
         try:
             return await job.future
         except (FuncformerError, ValueError) as err:  # the function rejected this input
+            option = getattr(err, "option", None)
+            if option is not None and option in options:  # ...or one of the call's options
+                raise HTTPError(422, "invalid_request", f"options.{option}: {err}",
+                                field=f"options.{option}") from None
             raise HTTPError(422, "invalid_input", str(err)) from None
         except TypeError as err:
             if options:  # an option of the wrong type

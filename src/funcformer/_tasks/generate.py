@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
 from .._causal import CausalLM, Tracker
 from .._config import TrainConfig
 from .._data import Records, read_records, read_texts
-from .._errors import ArtifactError, DataError, TaskError
+from .._errors import ArtifactError, DataError, TaskError, for_option
 from .._function import (
     Function,
     encoder_state,
@@ -68,6 +69,14 @@ class Generation:
         return asdict(self)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Decoding:
     """How text is generated; every field can be overridden per call: `fn(prompt, seed=1)`.
@@ -88,26 +97,46 @@ class Decoding:
     """Strings that end the generation; the first one found is cut from the text."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise TaskError(f"max_new_tokens must be a positive integer, got "
-                            f"{self.max_new_tokens!r}.")
-        if not self.temperature >= 0 or not 0 < self.top_p <= 1:
-            raise TaskError(f"temperature must be >= 0 and top_p in (0, 1], got "
-                            f"{self.temperature!r} and {self.top_p!r}.")
+        def bad(name: str, want: str) -> TaskError:
+            value = getattr(self, name)
+            return for_option(name, TaskError(f"{name} must be {want}, got {value!r:.60}."))
+
+        if not _whole(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "a whole number of at least 1")
+        if not _real(self.temperature) or not 0 <= self.temperature < math.inf:
+            raise bad("temperature", "a number of at least 0 (0: greedy)")
+        if not _real(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", "a number above 0 and at most 1")
+        if self.seed is not None and (not _whole(self.seed) or not 0 <= self.seed < 2 ** 63):
+            raise bad("seed", "a whole number from 0 to 2**63 - 1, or null")
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise TaskError(f"stop must be non-empty strings, got {list(self.stop)!r}.")
+            raise for_option("stop", TaskError(f"stop must be non-empty strings, got "
+                                               f"{list(self.stop)!r:.60}."))
 
     def updated(self, options: dict[str, Any]) -> Decoding:
-        """A copy with `options` applied; a single stop string is taken as a list of one."""
+        """A copy with `options` applied; a single stop string is taken as a list of one.
+
+        >>> Decoding().updated({"stop": {"a": 1}})
+        Traceback (most recent call last):
+        funcformer._errors.TaskError: stop must be a string or a list of strings, got {'a': 1}.
+        """
         known = {f.name for f in fields(self)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TaskError(f"Unknown generation option(s): {', '.join(unknown)}. Options: "
-                            f"{', '.join(sorted(known))}.")
+            raise for_option(unknown[0], TaskError(
+                f"Unknown generation option(s): {', '.join(unknown)}. Options: "
+                f"{', '.join(sorted(known))}."))
         values = dict(options)
         if "stop" in values:
             stop = values["stop"]
-            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop or ())
+            if isinstance(stop, str):
+                stop = [stop]
+            elif stop is None:
+                stop = []
+            elif not isinstance(stop, (list, tuple)):
+                raise for_option("stop", TaskError(f"stop must be a string or a list of "
+                                                   f"strings, got {stop!r:.60}."))
+            values["stop"] = tuple(stop)
         return replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,9 +215,9 @@ class TextGenerator(Function):
             return rows
         room = context - decoding.max_new_tokens
         if room < 1:
-            raise TaskError(f"max_new_tokens={decoding.max_new_tokens} leaves no room for a "
-                            f"prompt in this model's context of {context} tokens. Fix: ask for "
-                            "fewer new tokens.")
+            raise for_option("max_new_tokens", TaskError(
+                f"max_new_tokens={decoding.max_new_tokens} leaves no room for a prompt in "
+                f"this model's context of {context} tokens. Fix: ask for fewer new tokens."))
         cut = sum(len(row) > room for row in rows)
         if cut:
             log.warning("%d of %d prompts were longer than %d tokens (the context of %d minus "

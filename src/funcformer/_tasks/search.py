@@ -32,7 +32,7 @@ from .. import _backbone
 from .._artifact import Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import read_records
-from .._errors import ArtifactError, DataError, TaskError, require
+from .._errors import ArtifactError, DataError, TaskError, for_option, require
 from .._function import (
     Function,
     PathLike,
@@ -220,14 +220,16 @@ class Searcher(Function):
                 answer: bool = False) -> list[Any]:
         """Top-k Hits per query (or an Answer per query with `answer=True`)."""
         if not isinstance(answer, bool):
-            raise TaskError(f"answer must be true or false, got {answer!r}.")
+            raise for_option("answer", TaskError(f"answer must be true or false, got "
+                                                 f"{answer!r:.60}."))
         if answer:
             return self.answers(queries)
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise TaskError(f"k must be a whole number of at least 1, got {k!r}.")
+            raise for_option("k", TaskError(f"k must be a whole number of at least 1, got "
+                                            f"{k!r:.60}."))
         if filter is not None and not callable(filter) and not isinstance(filter, dict):
-            raise TaskError(f"filter must map metadata fields to values, e.g. "
-                            f'{{"lang": "en"}}; got {filter!r}.')
+            raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
+                                                 f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
         found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
                                   k, filter)
         docs = self.index.documents
