@@ -12,7 +12,7 @@ import torch
 import funcformer
 from funcformer import TaskError
 from funcformer import _backbone as bb
-from funcformer._methods.contrastive import label_batches, supervised_contrastive
+from funcformer._methods.contrastive import label_batches, pair_similarity
 
 
 def test_batches_cover_every_example_linearly_each_with_a_positive() -> None:
@@ -30,11 +30,21 @@ def test_batches_cover_every_example_linearly_each_with_a_positive() -> None:
 
 def test_loss_prefers_same_label_neighbours() -> None:
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    right = supervised_contrastive(features, torch.tensor([0, 0, 1, 1]))
-    wrong = supervised_contrastive(features, torch.tensor([0, 1, 0, 1]))
+    right = pair_similarity(features, torch.tensor([0, 0, 1, 1]))
+    wrong = pair_similarity(features, torch.tensor([0, 1, 0, 1]))
     assert right < wrong
-    alone = supervised_contrastive(features, torch.tensor([0, 1, 2, 3]))
-    assert alone.item() == 0.0  # no positives, no signal (and no NaN)
+    assert pair_similarity(torch.eye(2), torch.tensor([0, 1])).item() == 0.0  # already right
+    assert pair_similarity(features[:1], torch.tensor([0])).item() == 0.0  # no pair, no NaN
+
+
+def test_loss_balances_same_and_different_label_pairs() -> None:
+    """Six labels in a batch of 8: 2 same-label pairs against 26 others. Each kind weighs half,
+    as SetFit's oversampled pairs do; a plain mean would let the 26 decide."""
+    labels = torch.tensor([0, 0, 1, 2, 3, 4, 5, 5])
+    collapsed = torch.ones(8, 2)  # every cosine 1: the same-label pairs are right
+    apart = torch.eye(8)  # every cosine 0: the different-label pairs are right
+    assert pair_similarity(collapsed, labels).item() == pytest.approx(0.5)
+    assert pair_similarity(apart, labels).item() == pytest.approx(0.5)
 
 
 def test_contrastive_trains_saves_and_reloads(tiny_backbone: Path, tmp_path: Path) -> None:

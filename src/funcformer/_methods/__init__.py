@@ -4,7 +4,8 @@
 `full`: the encoder (a private copy of the shared backbone) and the head train together.
 `lora`: as `full`, but only a LoRA adapter on a view of the shared backbone trains.
 `adalora`, `ia3`, `prompt`, `prefix`: as `lora`, with those PEFT methods (`_peft`).
-`contrastive`: few-shot; the encoder learns with a supervised contrastive loss, then a head.
+`contrastive`: few-shot; the encoder learns from the pairs in each batch (SetFit's
+objective), then a head.
 `auto`: one of these, chosen from the data by `choose` (classify) or `choose_tuning` (the
 tasks that tune an encoder or decoder: embed, search, tag, pair, generate).
 """

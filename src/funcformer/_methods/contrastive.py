@@ -2,11 +2,11 @@
 
 SetFit tunes the encoder on generated text pairs, whose number grows with the square of the
 data (setfit #628, #249: out-of-memory, 19-hour pair generation). Here each batch is its own
-set of pairs: a supervised contrastive loss (Khosla et al. 2020) pulls every text towards the
-other texts of its label in the batch and away from the rest, so one epoch costs one pass over
-the examples. Batches are built so that each example meets at least one of its own label.
-Then a head is fit on the tuned encoder's features (as `head` does), and the function keeps
-both: the artifact includes the tuned encoder.
+set of pairs: SetFit's objective (cosine similarity 1 for two texts of one label, 0 for two of
+different labels) is applied to every pair in the batch, balanced between the two kinds, so one
+epoch costs one pass over the examples. Batches are built so that each example meets at least
+one of its own label. Then a head is fit on the tuned encoder's features (as `head` does), and
+the function keeps both: the artifact includes the tuned encoder.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from .head import probe
 
 TEXT_BUDGET = 640
 LONG_BUDGET = 6000
-SCALE = 20.0
-"""Cosine similarities times this are the logits of the contrastive loss (temperature 0.05)."""
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
@@ -55,7 +53,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
     config = dataclasses.replace(config, epochs=config.epochs or epochs_for(len(train)))
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
-                loss=supervised_contrastive, evaluate=None, metric_name="loss")
+                loss=pair_similarity, evaluate=None, metric_name="loss")
     history = run(plan, config, progress=progress, description="contrastive")
     encoder.eval()
     probe_config = dataclasses.replace(
@@ -81,26 +79,26 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
-def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over anchors with a positive of -mean log p(positive | anchor), p a softmax over
-    the other texts of the batch by scaled cosine similarity.
+def pair_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SetFit's pair objective on every pair of texts in the batch: the cosine similarity of
+    two texts is pulled to 1 when they share a label and to 0 when they do not. The squared
+    errors are averaged over the same-label pairs and over the other pairs separately, then the
+    two means are averaged, so the many different-label pairs of a batch over six labels do not
+    drown the few same-label ones (SetFit's oversampling balances its pairs the same way).
 
     >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    >>> bool(supervised_contrastive(f, torch.tensor([0, 0, 1, 1])) <
-    ...      supervised_contrastive(f, torch.tensor([0, 1, 0, 1])))
+    >>> bool(pair_similarity(f, torch.tensor([0, 0, 1, 1])) <
+    ...      pair_similarity(f, torch.tensor([0, 1, 0, 1])))
     True
     """
     z = torch.nn.functional.normalize(features, dim=-1)
-    logits = SCALE * z @ z.T
-    eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(eye, float("-inf"))  # never the anchor itself
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positive = (labels[:, None] == labels[None, :]) & ~eye
-    has = positive.any(dim=1)
-    if not has.any():
-        return features.sum() * 0.0  # no pair of one label in this batch: nothing to learn
-    mean_log = (log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1).clamp(min=1))
-    return -mean_log[has].mean()
+    same = labels[:, None] == labels[None, :]
+    errors = (z @ z.T - same.float()) ** 2  # (B, B)
+    off = ~torch.eye(len(labels), dtype=torch.bool, device=z.device)
+    means = [errors[mask].mean() for mask in (same & off, ~same) if mask.any()]
+    if not means:
+        return features.sum() * 0.0  # a batch of one text: nothing to learn
+    return torch.stack(means).mean()
 
 
 def label_batches(labels: list[int], batch_size: int, seed: int) -> list[list[int]]:
