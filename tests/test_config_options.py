@@ -454,6 +454,8 @@ def test_bf16_warns_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyPatch) -
     ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum > 0"),
     ({"head_hidden": 0}, "head_hidden must be at least 1"),
     ({"precision": "fp16"}, "Unknown precision 'fp16'. Choose one of: fp32, bf16"),
+    ({"contrastive_loss": "triplet"},
+     "Unknown contrastive_loss 'triplet'. Choose one of: auto, pairs, supcon"),
 ])
 def test_config_validation_names_the_choices(options: dict, message: str) -> None:
     with pytest.raises(TaskError, match=message):

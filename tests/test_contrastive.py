@@ -12,7 +12,12 @@ import torch
 import funcformer
 from funcformer import TaskError
 from funcformer import _backbone as bb
-from funcformer._methods.contrastive import label_batches, pair_similarity
+from funcformer._methods.contrastive import (
+    label_batches,
+    loss_for,
+    pair_similarity,
+    supervised_contrastive,
+)
 
 
 def test_batches_cover_every_example_linearly_each_with_a_positive() -> None:
@@ -35,6 +40,22 @@ def test_loss_prefers_same_label_neighbours() -> None:
     assert right < wrong
     assert pair_similarity(torch.eye(2), torch.tensor([0, 1])).item() == 0.0  # already right
     assert pair_similarity(features[:1], torch.tensor([0])).item() == 0.0  # no pair, no NaN
+
+
+def test_supcon_prefers_same_label_neighbours() -> None:
+    features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    right = supervised_contrastive(features, torch.tensor([0, 0, 1, 1]))
+    wrong = supervised_contrastive(features, torch.tensor([0, 1, 0, 1]))
+    assert right < wrong
+    alone = supervised_contrastive(features, torch.tensor([0, 1, 2, 3]))
+    assert alone.item() == 0.0  # no positives, no signal (and no NaN)
+
+
+def test_auto_loss_is_pairs_up_to_eight_labels_then_supcon() -> None:
+    assert [loss_for("auto", n) for n in (2, 8, 9, 77)] == [
+        pair_similarity, pair_similarity, supervised_contrastive, supervised_contrastive]
+    assert loss_for("pairs", 77) is pair_similarity
+    assert loss_for("supcon", 2) is supervised_contrastive
 
 
 def test_loss_balances_same_and_different_label_pairs() -> None:
@@ -67,6 +88,11 @@ def test_contrastive_trains_saves_and_reloads(tiny_backbone: Path, tmp_path: Pat
                              backbone=tiny_backbone, method="contrastive", epochs=5,
                              learning_rate=1e-3, progress=False)
     assert again.digest == fn.digest
+    supcon = funcformer.train("classify", make_reviews(8), eval_data=make_reviews(8, seed=1),
+                              backbone=tiny_backbone, method="contrastive", epochs=5,
+                              learning_rate=1e-3, contrastive_loss="supcon", progress=False)
+    assert supcon.digest != fn.digest  # two labels: auto took pairs, this one supcon
+    assert supcon.manifest.config["contrastive_loss"] == "supcon"
 
 
 def test_tasks_that_cannot_use_it_say_so(tiny_backbone: Path) -> None:

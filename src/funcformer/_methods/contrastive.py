@@ -53,7 +53,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
     config = dataclasses.replace(config, epochs=config.epochs or epochs_for(len(train)))
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
-                loss=pair_similarity, evaluate=None, metric_name="loss")
+                loss=loss_for(config.contrastive_loss, len(task.labels)), evaluate=None,
+                metric_name="loss")
     history = run(plan, config, progress=progress, description="contrastive")
     encoder.eval()
     probe_config = dataclasses.replace(
@@ -79,6 +80,24 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
+PAIRS_MAX_LABELS = 8
+"""`contrastive_loss="auto"` takes `pairs` up to this many labels (a batch of 16 holds a pair of
+each), `supcon` above."""
+SCALE = 20.0
+"""`supcon`: cosine similarities times this are the logits (temperature 0.05)."""
+
+
+def loss_for(name: str, labels: int) -> Any:
+    """The encoder loss for `contrastive_loss` `name` and this many labels.
+
+    >>> loss_for("auto", 6).__name__, loss_for("auto", 77).__name__
+    ('pair_similarity', 'supervised_contrastive')
+    """
+    if name == "auto":
+        name = "pairs" if labels <= PAIRS_MAX_LABELS else "supcon"
+    return pair_similarity if name == "pairs" else supervised_contrastive
+
+
 def pair_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """SetFit's pair objective on every pair of texts in the batch: the cosine similarity of
     two texts is pulled to 1 when they share a label and to 0 when they do not. The squared
@@ -99,6 +118,28 @@ def pair_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     if not means:
         return features.sum() * 0.0  # a batch of one text: nothing to learn
     return torch.stack(means).mean()
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over anchors with a positive of -mean log p(positive | anchor), p a softmax over
+    the other texts of the batch by scaled cosine similarity (Khosla et al. 2020).
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> bool(supervised_contrastive(f, torch.tensor([0, 0, 1, 1])) <
+    ...      supervised_contrastive(f, torch.tensor([0, 1, 0, 1])))
+    True
+    """
+    z = torch.nn.functional.normalize(features, dim=-1)
+    logits = SCALE * z @ z.T
+    eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, float("-inf"))  # never the anchor itself
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~eye
+    has = positive.any(dim=1)
+    if not has.any():
+        return features.sum() * 0.0  # no pair of one label in this batch: nothing to learn
+    mean_log = (log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1).clamp(min=1))
+    return -mean_log[has].mean()
 
 
 def label_batches(labels: list[int], batch_size: int, seed: int) -> list[list[int]]:
