@@ -462,6 +462,34 @@ def test_config_validation_names_the_choices(options: dict, message: str) -> Non
         TrainConfig(**options)
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"seed": "1"}, "seed must be a whole number, got '1'"),
+    ({"seed": None}, "seed must be a whole number"),
+    ({"seed": 2 ** 64}, r"seed must be a whole number \(a 64-bit seed\)"),
+    ({"learning_rate": True}, "learning_rate must be a number, got True"),
+])
+def test_seed_and_numbers_are_checked(options: dict, message: str) -> None:
+    """A string seed used to reach torch's `manual_seed` ("an integer is required")."""
+    with pytest.raises(TaskError, match=message):
+        TrainConfig(**options)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers(tiny_backbone: Path, tmp_path: Path) -> None:
+    """Values from `np.arange` / `np.logspace` (a grid search) used to be refused ("epochs must
+    be a whole number, got np.int64(2)") or, as a seed, fail inside torch."""
+    np = pytest.importorskip("numpy")
+    config = TrainConfig(epochs=np.int64(2), learning_rate=np.float32(0.05),
+                         seed=np.int64(3), dropout=np.float64(0.2))
+    assert (type(config.epochs), type(config.learning_rate), type(config.seed)) == (int, float,
+                                                                                     int)
+    assert config.epochs == 2 and config.seed == 3 and abs(config.learning_rate - 0.05) < 1e-8
+    fn = funcformer.train("classify", make_reviews(12), backbone=tiny_backbone, method="head",
+                          epochs=np.int64(2), seed=np.int64(3), progress=False)
+    fn.save(tmp_path / "fn")  # the manifest's JSON holds the config: Python numbers only
+    saved = json.loads((tmp_path / "fn" / "funcformer.json").read_text("utf-8"))
+    assert saved["config"]["seed"] == 3 and saved["config"]["epochs"] == 2
+
+
 def test_head_and_loss_settings_are_refused_by_other_tasks(tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match=r"head applies to classify functions.*embed"):
         funcformer.train("embed", [("a", "b", 1.0)], backbone=tiny_backbone, head="mlp")

@@ -390,6 +390,18 @@ def test_decoding_options_are_checked_and_name_the_option(fn: generate.TextGener
     assert caught.value.option == next(iter(options))
 
 
+def test_numpy_decoding_options_are_taken(fn: generate.TextGenerator) -> None:
+    """A NumPy seed passed the check, then torch's generator refused it ("an integer is
+    required")."""
+    import numpy as np
+
+    options = {"temperature": np.float32(0.7), "seed": np.int64(5),
+               "max_new_tokens": np.int64(3)}
+    assert fn("hello", **options) == fn("hello", temperature=0.7, seed=5, max_new_tokens=3)
+    decoding = generate.Decoding().updated(options)
+    assert (type(decoding.seed), type(decoding.temperature)) == (int, float)
+
+
 def test_cli_train_predict_eval(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     import json
 

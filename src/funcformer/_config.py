@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._errors import DataError, TaskError
+from ._errors import DataError, TaskError, is_real, is_whole
 
 
 class Options:
@@ -233,27 +233,45 @@ class TrainConfig:
         self.class_weight = _class_weight(self.class_weight)
 
     def _check_numbers(self) -> None:
+        """Every number checked and stored as Python's own int or float (NumPy's are taken:
+        a value from `np.arange` or `np.logspace` trains and is saved like a literal)."""
         for name in ("epochs", "batch_size", "patience", "max_length", "checkpoint_steps",
                      "head_hidden"):
-            value = _number(name, getattr(self, name), integer=True)
+            value = self._number(name, integer=True)
             if value is not None and value < 1:
                 raise TaskError(f"{name} must be at least 1, got {value}.")
+        seed = self._number("seed", integer=True)
+        if seed is None or not -2 ** 63 <= seed < 2 ** 64:
+            raise TaskError(f"seed must be a whole number (a 64-bit seed), got {seed!r}.")
         for name in ("learning_rate", "head_learning_rate"):
-            value = _number(name, getattr(self, name))
+            value = self._number(name)
             if value is not None and not value > 0:
                 raise TaskError(f"{name} must be positive, got {value}.")
         ranges = {"eval_fraction": (0, 0.5), "warmup_ratio": (0, 1), "dropout": (0, 1),
                   "label_smoothing": (0, 1), "momentum": (0, 1)}
         for name, (low, high) in ranges.items():
-            value = _number(name, getattr(self, name))
+            value = self._number(name)
             if not low <= value < high:
                 raise TaskError(f"{name} must be in [{low}, {high}), got {value}.")
         for name in ("weight_decay", "focal_gamma", "max_grad_norm"):
-            value = _number(name, getattr(self, name))
+            value = self._number(name)
             if value < 0:
                 raise TaskError(f"{name} must be at least 0, got {value}.")
         if self.nesterov and self.momentum == 0:
             raise TaskError("nesterov needs momentum > 0.")
+
+    def _number(self, name: str, integer: bool = False) -> Any:
+        """Field `name` as Python's int (`integer`) or float, stored back; None stays None;
+        anything else (a bool, a string, a float where a whole number is due) a TaskError."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if not (is_whole(value) if integer else is_real(value)):
+            kind = "a whole number" if integer else "a number"
+            raise TaskError(f"{name} must be {kind}, got {value!r}.")
+        value = int(value) if integer else float(value)
+        setattr(self, name, value)
+        return value
 
     def _check_head(self) -> None:
         if not isinstance(self.head, str) or (self.head not in HEADS
@@ -379,20 +397,11 @@ def _parse(file: Path, suffix: str) -> Any:
                         f"({getattr(err, 'problem', None) or err}).") from None
 
 
-def _number(name: str, value: Any, integer: bool = False) -> Any:
-    """`value` if it is a number (an int when `integer`) or None; else a TaskError."""
-    kinds = (int,) if integer else (int, float)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-        kind = "a whole number" if integer else "a number"
-        raise TaskError(f"{name} must be {kind}, got {value!r}.")
-    return value
-
-
 def _class_weight(value: Any) -> str | dict[str, float] | None:
     if value is None or value == "balanced":
         return value
     if isinstance(value, dict) and value and all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+            is_real(w) and w > 0
             for w in value.values()):
         return {str(label): float(weight) for label, weight in value.items()}
     raise TaskError(f"class_weight must be None, 'balanced' or {{label: positive weight}}, got "

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 
 class FuncformerError(Exception):
     """Base class of every error funcformer raises on purpose.
@@ -57,6 +60,27 @@ def for_option(name: str, error: FuncformerError) -> FuncformerError:
     """
     error.option = name  # type: ignore[attr-defined]
     return error
+
+
+def is_whole(value: Any) -> bool:
+    """An integer of any kind (Python's, NumPy's) but not a bool: what option checks accept
+    as a whole number.
+
+    >>> import numpy as np
+    >>> is_whole(3), is_whole(np.int64(3)), is_whole(True), is_whole(3.0)
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real number of any kind (int, float, NumPy's) but not a bool.
+
+    >>> import numpy as np
+    >>> is_real(0.5), is_real(np.float32(0.5)), is_real(2), is_real(False), is_real("1")
+    (True, True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def require(module: str, extra: str):

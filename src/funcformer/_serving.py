@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import MANIFEST, read_manifest
-from ._errors import ArtifactError, DataError, FuncformerError
+from ._errors import ArtifactError, DataError, FuncformerError, is_whole
 
 log = logging.getLogger("funcformer.server")
 Stamp = tuple[tuple[str, int, int, int], ...]
@@ -64,7 +64,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_whole(value) or value < 1:
                 raise DataError(f"Limits.{name} must be a positive integer, got {value!r}.")
         if self.max_queue < self.max_inputs:
             raise DataError(f"Limits.max_queue ({self.max_queue}) must be at least max_inputs "

@@ -27,7 +27,7 @@ import torch
 
 from ._config import Options
 from ._data import Examples, read_texts
-from ._errors import DataError, TaskError
+from ._errors import DataError, TaskError, is_real, is_whole
 
 CONFIDENCE = 0.8
 """Self-training's default threshold, as a share of the way from chance (1/C) to certainty.
@@ -93,15 +93,17 @@ class SelfTraining(Options):
     def __post_init__(self) -> None:
         for name in ("rounds", "per_class"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+            if value is not None and (not is_whole(value) or value < 1):
                 raise TaskError(f"self_training {name} must be a whole number >= 1, got "
                                 f"{value!r}.")
-        if self.threshold is not None and (isinstance(self.threshold, bool)
-                                           or not isinstance(self.threshold, (int, float))
+            if value is not None:
+                setattr(self, name, int(value))  # NumPy's too; the manifest needs Python's
+        if self.threshold is not None and (not is_real(self.threshold)
                                            or not 0 < self.threshold < 1):
             raise TaskError(f"self_training threshold must be a probability in (0, 1), got "
                             f"{self.threshold!r}.")
+        if self.threshold is not None:
+            self.threshold = float(self.threshold)
         if self.keep not in ("best", "last"):
             raise TaskError(f"self_training keep must be 'best' or 'last', got {self.keep!r}.")
 
@@ -376,14 +378,12 @@ def _check_suggest(fn: Any, n: Any, measure: str, candidates: int | None,
         raise TaskError("suggest needs the function's features, which an ONNX runtime does not "
                         "give. Fix: load it with runtime='torch' (--runtime torch).")
     for name, value in (("n", n), ("candidates", candidates)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
+        if value is not None and (not is_whole(value) or value < 1):
             raise DataError(f"{name} must be a whole number >= 1, got {value!r}.")
     if measure not in MEASURES:
         raise TaskError(f"Unknown uncertainty measure '{measure}'. Choose one of: "
                         f"{', '.join(MEASURES)}.")
-    if explore != "auto" and (isinstance(explore, bool) or not isinstance(explore, (int, float))
-                              or not 0 <= explore <= 1):
+    if explore != "auto" and (not is_real(explore) or not 0 <= explore <= 1):
         raise DataError(f"explore must be a share from 0 to 1 or 'auto', got {explore!r}.")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._data import Located, _json_type, _rows, _text
-from .._errors import DataError, TaskError
+from .._errors import DataError, TaskError, is_whole
 
 IGNORE = -100
 """Target of tokens the loss skips: special tokens, padding (and with alignment "first", a
@@ -164,7 +164,7 @@ def _span(item: Any, n: int, text: str, where: str) -> Gold:
         raise DataError(f"{where}: span {n} is {item!r}. Fix: write each span as "
                         '{"start": 0, "end": 5, "label": "PER"} or [0, 5, "PER"].')
     start, end, label = values
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end)):
+    if not (is_whole(start) and is_whole(end)):
         raise DataError(f"{where}: span {n} has start {start!r} and end {end!r}; both must be "
                         "whole numbers (character offsets). Fix: give integer offsets.")
     if not isinstance(label, str) or not label.strip():
@@ -174,7 +174,7 @@ def _span(item: Any, n: int, text: str, where: str) -> Gold:
         raise DataError(f"{where}: span {n} [{start}, {end}) is outside the text (length "
                         f"{len(text)}) or empty. Fix: offsets count characters from 0, with "
                         "start < end <= len(text).")
-    return start, end, label
+    return int(start), int(end), label
 
 
 def chunks(tags: Sequence[str]) -> list[tuple[int, int, str]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
 from .._causal import CausalLM, Tracker
 from .._config import TrainConfig
 from .._data import Records, read_records, read_texts
-from .._errors import ArtifactError, DataError, TaskError, for_option
+from .._errors import ArtifactError, DataError, TaskError, for_option, is_real, is_whole
 from .._function import (
     Function,
     encoder_state,
@@ -69,14 +68,6 @@ class Generation:
         return asdict(self)
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Decoding:
     """How text is generated; every field can be overridden per call: `fn(prompt, seed=1)`.
@@ -101,14 +92,20 @@ class Decoding:
             value = getattr(self, name)
             return for_option(name, TaskError(f"{name} must be {want}, got {value!r:.60}."))
 
-        if not _whole(self.max_new_tokens) or self.max_new_tokens < 1:
+        if not is_whole(self.max_new_tokens) or self.max_new_tokens < 1:
             raise bad("max_new_tokens", "a whole number of at least 1")
-        if not _real(self.temperature) or not 0 <= self.temperature < math.inf:
+        if not is_real(self.temperature) or not 0 <= self.temperature < math.inf:
             raise bad("temperature", "a number of at least 0 (0: greedy)")
-        if not _real(self.top_p) or not 0 < self.top_p <= 1:
+        if not is_real(self.top_p) or not 0 < self.top_p <= 1:
             raise bad("top_p", "a number above 0 and at most 1")
-        if self.seed is not None and (not _whole(self.seed) or not 0 <= self.seed < 2 ** 63):
+        if self.seed is not None and (not is_whole(self.seed) or not 0 <= self.seed < 2 ** 63):
             raise bad("seed", "a whole number from 0 to 2**63 - 1, or null")
+        # Python's own numbers from here (NumPy's are taken): torch's generator and the
+        # artifact's JSON need them.
+        for name, kind in (("max_new_tokens", int), ("temperature", float), ("top_p", float),
+                           ("seed", int)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, kind(getattr(self, name)))
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise for_option("stop", TaskError(f"stop must be non-empty strings, got "
                                                f"{list(self.stop)!r:.60}."))

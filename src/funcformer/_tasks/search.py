@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,7 +31,7 @@ from .. import _backbone
 from .._artifact import Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import read_records
-from .._errors import ArtifactError, DataError, TaskError, for_option, require
+from .._errors import ArtifactError, DataError, TaskError, for_option, is_whole, require
 from .._function import (
     Function,
     PathLike,
@@ -224,9 +223,10 @@ class Searcher(Function):
                                                  f"{answer!r:.60}."))
         if answer:
             return self.answers(queries)
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        if not is_whole(k) or k < 1:
             raise for_option("k", TaskError(f"k must be a whole number of at least 1, got "
                                             f"{k!r:.60}."))
+        k = int(k)
         if filter is not None and not callable(filter) and not isinstance(filter, dict):
             raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
                                                  f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
