@@ -81,6 +81,20 @@ def test_without_eval_data_part_is_held_out(tiny_backbone: Path) -> None:
     assert "held_out_accuracy" in fn.metrics
 
 
+def test_contrastive_trains_on_every_row_unless_asked_to_hold_out(tiny_backbone: Path) -> None:
+    """Few-shot data: every example tunes the encoder (holding a tenth out cost Emotion 2.4
+    points with 64 per class); an explicit eval_fraction still holds rows out."""
+    from conftest import make_reviews
+
+    def train(**options):
+        return funcformer.train("classify", make_reviews(100), backbone=tiny_backbone,
+                                progress=False, epochs=1, method="contrastive", **options)
+
+    assert train().manifest.training["eval_source"] == "none"
+    assert train(eval_fraction=0.1).manifest.training["eval_source"] == "held out 20"
+    assert funcformer.TrainConfig(method="contrastive").eval_share == 0.1  # other holdouts
+
+
 def test_holdout_is_stratified_and_seeded() -> None:
     from conftest import make_reviews
 

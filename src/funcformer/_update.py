@@ -161,7 +161,7 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     config = make_config(None, "head", {"label_texts": False, **inherited, **options,
                                         "weight_decay": 0.0})
     train_part, held = (replay, given_eval) if given_eval is not None else \
-        holdout(replay, config.eval_fraction, config.seed)
+        holdout(replay, config.eval_share, config.seed)
     if added and not multi:  # after the holdout: eval rows and memory stay the user's texts
         train_part, note = with_label_texts(train_part, config, task.labels, only=added)
         say(f"update: {note}", progress)

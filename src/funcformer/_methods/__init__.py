@@ -64,7 +64,10 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     if source is None:
         source = "given"
         if eval_data is None:
-            train, eval_data = holdout(train, config.eval_fraction, config.seed)
+            share = config.eval_share
+            if config.eval_fraction is None and config.method == "contrastive":
+                share = 0.0  # few examples: each one tunes the encoder (TrainConfig.eval_fraction)
+            train, eval_data = holdout(train, share, config.seed)
             source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     if not getattr(task, "multi_label", False):  # label names as texts (held-out data: none)
         from .._function import say

@@ -460,7 +460,7 @@ def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, confi
     """
     source = "given"
     if eval_data is None:
-        train, eval_data = _holdout(train, config.eval_fraction, config.seed)
+        train, eval_data = _holdout(train, config.eval_share, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     limit = _limit(shared, config.max_length)
     pairs = encode_pairs(shared, train, limit)

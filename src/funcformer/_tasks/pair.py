@@ -249,7 +249,7 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
         held, source = read_pairs(eval_data, columns), "given"
         scale.targets(held)  # fail early on bad eval data, before any training
     else:
-        pairs, targets, held = holdout(pairs, targets, config.eval_fraction, config.seed)
+        pairs, targets, held = holdout(pairs, targets, config.eval_share, config.seed)
         source = f"held out {len(held.a)}" if held is not None else "none"
     shared = _backbone.load(backbone, device=device)
     if reason is not None:

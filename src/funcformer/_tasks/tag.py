@@ -296,7 +296,7 @@ def _split(train_set: Tagged, eval_data: Any, columns: dict[str, str], types: li
                                     f"training data ({', '.join(types)}). Fix: add examples of "
                                     "it to the training data, or drop it here.")
         return train_set, eval_set, "given"
-    held = round(len(train_set) * config.eval_fraction)
+    held = round(len(train_set) * config.eval_share)
     if held < MIN_HELD_OUT:
         return train_set, None, "none"
     order = list(range(len(train_set)))
