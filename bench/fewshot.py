@@ -27,6 +27,8 @@ SPLITS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "cr": ("cr/train.tsv", "cr
           "emotion": ("emotion/train.tsv", "emotion/test.tsv"),
           "ag_news": ("ag_news/train_subset_description_only.tsv",
                       "ag_news/test_description_only.tsv")}
+LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
+"""Words for the datasets whose labels are codes (from their READMEs), for --label-names."""
 
 
 def setfit_run(sample: list[tuple[str, str]], test: list[tuple[str, str]],
@@ -64,6 +66,9 @@ def main() -> None:
                         help="SetFit's num_iterations (pairs = 2 x iterations x examples); "
                         "default: its own (every pair, oversampled: hours at N=64 with 4-6 "
                         "labels on 2 CPUs)")
+    parser.add_argument("--label-names", action="store_true",
+                        help="give funcformer label_names where a dataset's labels are codes "
+                        "(SST-2's 0/1), so it adds label texts there as it does for the others")
     args = parser.parse_args()
     print_header()
     print("| dataset | N | system | accuracy (mean of seeds) | seeds | vs SetFit (points) | "
@@ -83,12 +88,14 @@ def main() -> None:
                 sample = [train[i] for i in fewshot_indices(name, n, seed)]
                 results.setdefault(anchor_name, []).append(
                     setfit_run(sample, test, seed, args.setfit_iterations))
+                names = LABEL_NAMES.get(name) if args.label_names else None
                 for method in args.methods:
                     started = time.perf_counter()
                     fn = funcformer.train("classify", sample, method=method, seed=seed,
-                                          progress=False)
+                                          progress=False, label_names=names)
                     seconds = time.perf_counter() - started
-                    results.setdefault(f"funcformer {method}", []).append(
+                    system = f"funcformer {method}" + (" (label_names)" if names else "")
+                    results.setdefault(system, []).append(
                         (fn.evaluate(test)["accuracy"], seconds))
             anchor = results[anchor_name]
             anchor_acc = np.mean([a for a, _ in anchor])
