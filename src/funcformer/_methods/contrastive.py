@@ -83,7 +83,7 @@ def epochs_for(examples: int) -> int:
 PAIRS_MAX_LABELS = 8
 """`contrastive_loss="auto"` takes `pairs` up to this many labels (a batch of 16 holds a pair of
 each), `supcon` above: with 16 and 32 of Banking77's labels supcon led by 0.7 and 2.2
-points, with 6 (TREC) pairs by 10 (docs/methods.md)."""
+points, with 6 (TREC) pairs by 10; with 10 and 12 the two were level (docs/methods.md)."""
 SCALE = 20.0
 """`supcon`: cosine similarities times this are the logits (temperature 0.05)."""
 
