@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import funcformer
-from funcformer import Engine, MemoryCache, SQLiteCache, TaskError
+from funcformer import Engine, FuncformerError, MemoryCache, SQLiteCache, TaskError
 from funcformer import _backbone as bb
 
 TEXTS = ["the food was great", "slow", "the staff were rude and the room was dirty",
@@ -161,6 +162,36 @@ def test_sqlite_cache_is_shared_between_processes(tmp_path: Path) -> None:
         assert worker.exitcode == 0
     values = SQLiteCache(path).get_many("ns", [f"text {j}" for j in range(400)])
     assert values == [str(j).encode() for j in range(400)]
+
+
+class _LockedFor:
+    """A connection whose journal-mode switch finds the file locked `times` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.calls = times, 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise sqlite3.OperationalError("database is locked")
+
+
+def test_sqlite_cache_waits_for_another_process_switching_to_wal(tmp_path: Path) -> None:
+    # SQLite answers "locked" at once (no busy wait) while another process opens a new file.
+    cache = SQLiteCache(tmp_path / "cache.db", timeout=5.0)
+    db = _LockedFor(3)
+    cache._wal(db)  # type: ignore[arg-type]
+    assert db.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        SQLiteCache(tmp_path / "other.db", timeout=0.05)._wal(_LockedFor(10**6))  # type: ignore[arg-type]
+
+
+def test_a_file_that_is_no_cache_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, just notes\n" * 100)
+    with pytest.raises(FuncformerError, match=r"cannot use .*notes\.txt as a cache.*Fix"):
+        SQLiteCache(path)
+    assert path.read_text().startswith("not a database")  # left as it was
 
 
 def test_sqlite_cache_persists_features(functions: dict, tmp_path: Path,

@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+
+from ._errors import FuncformerError
 
 
 class Cache(ABC):
@@ -103,19 +106,46 @@ class SQLiteCache(Cache):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         self._local = threading.local()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL, "
-                       "key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (namespace, key))"
-                       " WITHOUT ROWID")
+        try:
+            with self._connect() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL, "
+                           "key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (namespace, "
+                           "key)) WITHOUT ROWID")
+        except sqlite3.Error as error:
+            fix = (f"another process has held it for over {timeout:g} s: let it finish, or give "
+                   "each process its own cache file" if "locked" in str(error) else
+                   "give the path of a new file or of a cache funcformer wrote before")
+            raise FuncformerError(f"cannot use {self.path} as a cache: {error}. Fix: "
+                                  f"{fix}.") from error
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:  # one connection per thread; sqlite3 objects are not shareable
             db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:
+                db.close()
+                raise
             self._local.db = db
         return db
+
+    def _wal(self, db: sqlite3.Connection) -> None:
+        """Put the file in WAL mode. Switching needs the file to itself, and while another
+        process opens or switches it SQLite answers "database is locked" at once instead of
+        waiting out the busy timeout (four processes opening a new cache together failed in
+        2 of 200 tries), so the switch is retried until the timeout."""
+        deadline, pause = time.monotonic() + self._timeout, 0.005
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.2)
 
     def _get(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         hashed = [_hash(k) for k in keys]
