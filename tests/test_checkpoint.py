@@ -33,8 +33,10 @@ def test_checkpointing_does_not_change_the_result(tiny_backbone: Path, tmp_path:
     assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
 
 
+@pytest.mark.parametrize("method", ["full", "lora", "contrastive"])
 def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                method: str) -> None:
     import torch
 
     checkpoints = tmp_path / "ck"
@@ -55,13 +57,15 @@ def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: P
             global saves
             original(*args, **kwargs)
             saves += 1
-            # 32 rows + 4 label texts in batches of 8: 5 steps an epoch. Epoch 1: 5 step
-            # saves + 1 at its end; then epoch 2, step 1.
+            # 32 rows + 4 label texts in batches of 8: 5 steps an epoch (contrastive: 18
+            # same-label pairs, 4 a batch). Epoch 1: 5 step saves + 1 at its end; then epoch
+            # 2, step 1.
             if saves == 7:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         _checkpoint.save = save_then_die
-        funcformer.train("classify", _rows(), backbone={str(tiny_backbone)!r}, **TRAIN,
+        funcformer.train("classify", _rows(), backbone={str(tiny_backbone)!r},
+                         **{{**TRAIN, "method": {method!r}}},
                          checkpoint_dir={str(checkpoints)!r}, checkpoint_steps=1)
         print("not killed")
     """)
@@ -75,9 +79,10 @@ def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: P
     original = _checkpoint.load
     monkeypatch.setattr(_checkpoint, "load", lambda *a, **k: restored.append(
         original(*a, **k)) or restored[-1])
-    resumed = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+    train = {**TRAIN, "method": method}
+    resumed = funcformer.train("classify", _rows(), backbone=tiny_backbone, **train,
                                checkpoint_dir=str(checkpoints), checkpoint_steps=1, resume=True)
-    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN)
+    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **train)
     state = restored[0][0]
     assert (state["epoch"], state["step"]) == (2, 1)  # it resumed mid-way, not from scratch
     assert resumed.digest == plain.digest
