@@ -87,6 +87,34 @@ def test_update_with_examples_of_old_labels_trains_their_rows(base: funcformer.F
     assert not torch.equal(weights[1], base.head.linear.weight[1])  # tech: new examples
 
 
+def test_update_says_what_its_report_cannot_measure(tiny_backbone: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    plain = funcformer.train("classify", rows(["sports", "tech"], 20), backbone=tiny_backbone,
+                             method="head", epochs=2, progress=False)  # no exemplar memory
+    capsys.readouterr()
+    few = plain.update(rows(["food"], 40), epochs=2)
+    assert few.manifest.training["update"]["report"] == {}
+    assert "no before/after report: no eval data was given, and a tenth of 40 rows (new data " \
+        "and memory) is under the 20 rows worth holding out" in capsys.readouterr().err
+    only_new = plain.update(rows(["food", "travel"], 100), epochs=2)  # a tenth held out: new only
+    assert "new_labels_accuracy_after" in only_new.manifest.training["update"]["report"]
+    assert "the eval rows hold no old label, so forgetting is not measured" in \
+        capsys.readouterr().err
+    base = plain.update(rows(["food"], 10), eval_data=rows(["sports", "food"], 3), epochs=2)
+    assert "update:" not in capsys.readouterr().err.replace("update: label texts off", "")
+    data = tmp_path / "new.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows(["travel"], 8)))
+    check = tmp_path / "check.csv"
+    check.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in
+                                              rows(["sports", "tech", "travel"], 2)))
+    assert run_cli("update", str(base.save(tmp_path / "v1")), str(data), "--out",
+                   str(tmp_path / "v2"), "--eval", str(check), "--epochs", "2") == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"old labels, before  \d\.\d{4}  \(4 rows\)", shown), shown
+    assert re.search(r"new labels, after  \d\.\d{4}  \(2 rows\)", shown), shown
+    assert re.search(r"all, after  \d\.\d{4}  \(6 rows\)", shown), shown
+
+
 def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
     pair = funcformer.train("pair", [("a b", "b c", 1.0), ("x", "y", 0.0)] * 6,
                             backbone=tiny_backbone, method="head", epochs=1, progress=False)

@@ -176,6 +176,14 @@ def _settings(items: list[str], own: dict[str, str] | None = None) -> dict[str, 
     return options
 
 
+def _rows(report: dict[str, Any], key: str) -> str:
+    """" (N rows)" after an update report's figure: how many eval rows it rests on."""
+    counts = report.get("eval_rows") or {}  # single-label: rows of old and of new labels
+    part = next((k for k in ("old_labels", "new_labels") if key.startswith(k)), None)
+    count = counts.get(part) if part else report.get("examples")
+    return f"  ({count} rows)" if count is not None else ""
+
+
 def _flags(*names: str) -> dict[str, str]:
     """`own` for `_settings`: each option name to its flag (text_column -> --text-column)."""
     return {name: "--" + name.replace("_", "-") for name in names}
@@ -482,7 +490,7 @@ def update(
              "micro_f1_after": "all, micro-F1 after"}
     for key, name in names.items():
         if key in info["report"]:
-            console.print(f"{name:>28}  {info['report'][key]:.4f}")
+            console.print(f"{name:>28}  {info['report'][key]:.4f}{_rows(info['report'], key)}")
 
 
 @app.command()

@@ -210,6 +210,9 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
     report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels,
                      featurize)
+    gap = _report_gap(report, multi, len(replay))
+    if gap:
+        say(f"update: {gap}", progress)
     if seen is not None:
         manifest.training = {**manifest.training, "label_counts": seen}
     manifest.training = {**manifest.training, "update": {
@@ -334,6 +337,23 @@ def _prior_weights(targets: torch.Tensor, labels: list[str],
         wanted = wanted / wanted.sum()
     weights = torch.where(present > 0, wanted / present.clamp(min=1), torch.zeros_like(present))
     return weights * (present > 0).sum() / weights.sum().clamp(min=1e-12)
+
+
+def _report_gap(report: dict[str, Any], multi: bool, rows: int) -> str | None:
+    """What the before/after report cannot say, and how to make it say it: nothing at all when
+    no eval rows were given or could be held out; no forgetting figure when the eval rows hold
+    no old label (a held-out tenth of new data without an exemplar memory)."""
+    from ._methods import MIN_HELD_OUT
+
+    fix = "pass eval_data= (CLI: --eval) with rows of the old and the new labels"
+    if not report:
+        return (f"no before/after report: no eval data was given, and a tenth of {rows} rows "
+                f"(new data and memory) is under the {MIN_HELD_OUT} rows worth holding out; "
+                f"{fix}.")
+    if not multi and "old_labels_accuracy_before" not in report:
+        return ("the eval rows hold no old label, so forgetting is not measured; "
+                f"{fix}, or keep an exemplar memory (memory=, CLI: --memory).")
+    return None
 
 
 def _report(before: Any, after: Any, data: Examples | None, old_labels: list[str],
