@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from funcformer import TaskError
 ROOT = Path(__file__).parent
 
 TRAIN = dict(method="full", epochs=2, batch_size=8, progress=False, seed=3)
+LOUD = {**TRAIN, "progress": True}
 
 
 def _rows() -> list[tuple[str, str]]:
@@ -100,19 +102,26 @@ def test_a_checkpoint_of_another_run_is_refused(tiny_backbone: Path, tmp_path: P
                          checkpoint_dir=str(tmp_path), resume=True)
 
 
-def test_resume_without_a_checkpoint_starts_fresh(tiny_backbone: Path, tmp_path: Path) -> None:
-    fresh = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+def test_resume_without_a_checkpoint_starts_fresh(tiny_backbone: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    fresh = funcformer.train("classify", _rows(), backbone=tiny_backbone, **LOUD,
                              checkpoint_dir=str(tmp_path / "none"), resume=True)
+    # said, so that a mistyped directory does not silently cost the run done so far
+    assert f"no checkpoint in {tmp_path / 'none'} to resume from; training from the start" in \
+        capsys.readouterr().err
     plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN)
     assert fresh.digest == plain.digest
 
 
-def test_a_finished_run_resumes_to_its_end(tiny_backbone: Path, tmp_path: Path) -> None:
+def test_a_finished_run_resumes_to_its_end(tiny_backbone: Path, tmp_path: Path,
+                                           capsys) -> None:
     first = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
                              checkpoint_dir=str(tmp_path))
-    again = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+    again = funcformer.train("classify", _rows(), backbone=tiny_backbone, **LOUD,
                              checkpoint_dir=str(tmp_path), resume=True)
     assert again.digest == first.digest
+    assert re.search(r"resuming from the checkpoint in \S+ \(epoch (\d+) of \1, step (\d+) of "
+                     r"\2\)", capsys.readouterr().err)
 
 
 def test_cli_resume_flags(tiny_backbone: Path, tmp_path: Path, capsys) -> None:

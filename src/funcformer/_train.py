@@ -108,7 +108,7 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     autocast = mixed_precision(plan.model, config.precision)
     history, best_state, waited = History(), None, 0
     start, skip, carried = 1, 0, (0.0, 0)
-    restored = keeper.restore()
+    restored = keeper.restore(progress)
     if restored is not None:
         state, best_state = restored
         history = History(**state["history"])
@@ -237,7 +237,7 @@ class _Checkpoints:
 
     def __init__(self, plan: Plan, config: TrainConfig, optimizer: torch.optim.Optimizer,
                  schedule: Any, description: str, steps_per_epoch: int) -> None:
-        self.plan, self.config = plan, config
+        self.plan, self.config, self.description = plan, config, description
         self.optimizer, self.schedule = optimizer, schedule
         self.directory = config.checkpoint_dir
         shapes = sorted((k, list(v.shape)) for k, v in plan.model.state_dict().items())
@@ -247,13 +247,25 @@ class _Checkpoints:
                             "weights": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()}
         self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
 
-    def restore(self) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    def restore(self, progress: bool = True
+                ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
         if not self.directory or not self.config.resume:
             return None
         from . import _checkpoint
+        from ._function import say
 
-        return _checkpoint.load(self.directory, model=self.plan.model, optimizer=self.optimizer,
-                                schedule=self.schedule, expect=self.fingerprint)
+        restored = _checkpoint.load(self.directory, model=self.plan.model,
+                                    optimizer=self.optimizer, schedule=self.schedule,
+                                    expect=self.fingerprint)
+        if restored is None:  # a first run with --resume, or a mistyped directory
+            say(f"{self.description}: no checkpoint in {self.directory} to resume from; "
+                "training from the start.", progress)
+        else:
+            state = restored[0]
+            say(f"{self.description}: resuming from the checkpoint in {self.directory} "
+                f"(epoch {state['epoch']} of {self.config.epochs}, step {state['step']} of "
+                f"{self.fingerprint['steps_per_epoch']}).", progress)
+        return restored
 
     def due(self, step: int) -> bool:
         every = self.config.checkpoint_steps
