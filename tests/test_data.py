@@ -183,6 +183,39 @@ def test_utf8_bom_jsonl(tmp_path: Path) -> None:
     assert read_examples(path).texts == ["a"]
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_wide_unicode_with_a_byte_order_mark(tmp_path: Path, codec: str) -> None:
+    # Excel's "Unicode Text" export: UTF-16 (little-endian, with a mark), tab-separated
+    body = "text\tlabel\ncafé crème\tpos\nbad\tneg\n"
+    mark = "\ufeff" if codec.endswith("-be") else ""  # the -be codec writes no mark itself
+    path = write(tmp_path, "excel.tsv", (mark + body).encode(codec))
+    ex = read_examples(path)
+    assert ex.texts == ["café crème", "bad"] and ex.labels == ["pos", "neg"]
+
+
+def test_json_array_of_objects(tmp_path: Path) -> None:
+    path = write(tmp_path, "export.json", '[\n  {"text": "good", "label": "pos"},\n'
+                                          '  {"text": "bad", "label": 1}\n]\n')
+    ex = read_examples(path)
+    assert ex.texts == ["good", "bad"] and ex.labels == ["pos", "1"]
+    assert ex.where(1) == "export.json, line 3"
+    assert read_texts(write(tmp_path, "t.json", '[{"text": "only"}]')).texts == ["only"]
+
+
+@pytest.mark.parametrize("content, where, says", [
+    ('{"text": "a", "label": "x"}', "line 1", "must hold one array of objects"),
+    ('[\n{"text": "a", "label": "x"},\n{"text": "b" "label": "y"}]', "line 3", "malformed JSON"),
+    ('[\n{"text": "a", "label": "x"},\n5]', "line 3", "expected a JSON object, got a number"),
+    ('[{"text": "a", "label": "x"} {"text": "b", "label": "y"}]', "line 1", "expected ','"),
+    ('[{"text": "a", "label": "x"}]\n\nmore', "line 3", "text after the array's closing"),
+    ('[{"text": "a", "label": "x"},\n{"text": " ", "label": "y"}]', "line 2, field 'text'",
+     "empty or only whitespace"),
+])
+def test_bad_json_array(tmp_path: Path, content: str, where: str, says: str) -> None:
+    msg = error_of(write(tmp_path, "bad.json", content))
+    assert msg.startswith(f"bad.json, {where}: ") and says in msg and "Fix: " in msg, msg
+
+
 def test_crlf_line_endings_csv(tmp_path: Path) -> None:
     path = write(tmp_path, "crlf.csv", b"text,label\r\ngood,pos\r\nbad,neg\r\n")
     ex = read_examples(path)
@@ -490,11 +523,11 @@ def test_text_over_limit_python_object() -> None:
     assert f"limit of {MAX_TEXT_CHARS:,}" in msg
 
 
-@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.json"])
+@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.yaml"])
 def test_unknown_file_extension(tmp_path: Path, name: str) -> None:
     msg = error_of(write(tmp_path, name, "text,label\na,b\n"))
     assert msg.startswith(f"{name}: unknown file type")
-    assert ".csv" in msg and ".jsonl" in msg
+    assert ".csv" in msg and ".jsonl" in msg and ".json (an array of objects)" in msg
 
 
 def test_nonexistent_file(tmp_path: Path) -> None:
@@ -513,7 +546,7 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
 def test_txt_without_labels_cannot_train(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, "in.txt", "one\ntwo\n"))
     assert msg.startswith("in.txt: a .txt file holds texts only")
-    assert "Fix: use .csv, .tsv or .jsonl" in msg
+    assert "Fix: use .csv, .tsv, .jsonl or .json" in msg
 
 
 # --------------------------------------------------------------------------------------------

@@ -202,6 +202,16 @@ def test_bad_input_is_a_data_error(tmp_path: Path, fn_dir: Path, name: str, cont
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp file left behind
 
 
+def test_utf16_input_gets_a_clear_error(tmp_path: Path, fn_dir: Path) -> None:
+    # Excel's "Unicode Text": train/eval read it (docs/data.md), map's streaming readers do not
+    path = tmp_path / "in.csv"
+    path.write_bytes("text\nthe food was great\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"in\.csv: the file is UTF-16 .* iconv -f UTF-16 -t "
+                                        r"UTF-8 in\.csv > fixed\.csv"):
+        fmap(fn_dir, path, tmp_path / "out.jsonl", progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["in.csv"]
+
+
 def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
     path = write_table(tmp_path / "in.csv", rows_of(3))
     with pytest.raises(DataError, match="no such file"):

@@ -21,8 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Train, run and serve small functions built on pretrained transformers.")
 
-Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv or .jsonl (fields by task: "
-                                     "see docs/tasks.md).")]
+Data = Annotated[str, typer.Argument(help="Data file: .csv, .tsv, .jsonl or .json (fields by "
+                                     "task: see docs/tasks.md).")]
 FunctionDir = Annotated[Path, typer.Argument(help="A function directory (from train --out).")]
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 Runtime = Annotated[str, typer.Option("--runtime", help="torch, onnx or onnx-int8 (after "
@@ -106,8 +106,8 @@ def train(
         "--resume", help="Continue a killed run from its last checkpoint (same data, options "
         "and seed give the same result as an uninterrupted run).")] = False,
     unlabeled: Annotated[str | None, typer.Option(
-        "--unlabeled", help="classify: texts without labels (.txt, .csv, .tsv, .jsonl) for "
-        "self-training: confident predictions become pseudo-labels for more rounds of "
+        "--unlabeled", help="classify: texts without labels (.txt, .csv, .tsv, .jsonl, .json) "
+        "for self-training: confident predictions become pseudo-labels for more rounds of "
         "training; set rounds and threshold with --set self_training='{\"rounds\": 3, "
         "\"threshold\": 0.9}' (default threshold: 0.9 for two labels, lower for more).")] = None,
 ) -> None:
@@ -240,8 +240,8 @@ def predict(
     function: FunctionDir,
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to run on.")] = None,
     input_file: Annotated[str | None, typer.Option("--input", help="File of texts: .txt (one "
-                                                   "per line), .csv, .tsv, .jsonl; - for "
-                                                   "stdin.")] = None,
+                                                   "per line), .csv, .tsv, .jsonl, .json; - "
+                                                   "for stdin.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write JSON lines here "
                                                 "instead of stdout.")] = None,
     text_column: TextColumn = "text",
@@ -562,7 +562,7 @@ def distill(
         "(the file its manifest records).")] = None,
     unlabeled: Annotated[str | None, typer.Option(
         "--unlabeled", help="More texts for the teacher to label: .txt (one per line), .csv, "
-        ".tsv or .jsonl with a text column.")] = None,
+        ".tsv, .jsonl or .json with a text column.")] = None,
     eval_data: Annotated[str | None, typer.Option(
         "--eval", help="Labelled data for early stopping and metrics (student and teacher); "
         "default: hold out 10% and stop on agreement with the teacher.")] = None,

@@ -27,8 +27,12 @@ MAX_LABEL_CHARS = 200
 MULTI_SEPARATOR = "|"
 """Separates the labels of a multi-label row in CSV/TSV: 'billing|refund'."""
 _BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+              (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+"""Byte-order marks of the wider encodings, UTF-32's first (its little-endian mark begins
+with UTF-16's)."""
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-            ".txt": "txt"}
+            ".json": "json", ".txt": "txt"}
 
 
 class Located:
@@ -289,7 +293,7 @@ def _rows(data: Any, text_column: str, label_column: str | None) -> tuple[str, I
     if isinstance(data, Sequence):
         return "<list>", _list_rows(data, text_column, label_column)
     raise DataError(f"Cannot read examples from a {type(data).__name__}. Fix: pass a file path "
-                    "(.csv, .tsv, .jsonl, .txt), a list of strings, dicts or (text, label) "
+                    "(.csv, .tsv, .jsonl, .json, .txt), a list of strings, dicts or (text, label) "
                     "pairs, a dict of columns, or a pandas DataFrame.")
 
 
@@ -321,25 +325,42 @@ def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterat
     kind = _FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path.name}: unknown file type '{path.suffix}'. Fix: use .csv, .tsv, "
-                        ".jsonl or .txt (one text per line).")
+                        ".jsonl, .json (an array of objects) or .txt (one text per line).")
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{path.name}: the file is empty. Fix: add a header line and rows.")
     if kind == "jsonl":
         return _jsonl_rows(path.name, text)
+    if kind == "json":
+        return _json_array_rows(path.name, text)
     if kind == "txt":
         if label_column:
             raise DataError(f"{path.name}: a .txt file holds texts only (one per line), no "
-                            "labels. Fix: use .csv, .tsv or .jsonl with text and label columns.")
+                            "labels. Fix: use .csv, .tsv, .jsonl or .json with text and label "
+                            "fields.")
         return (_Row({text_column: line}, f"line {n}")
                 for n, line in enumerate(text.splitlines(), start=1) if line.strip())
     return _delimited_rows(path.name, text, kind, [text_column, label_column])
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """"utf-16" or "utf-32" when `head` (a file's first bytes) starts with that byte-order mark;
+    None for everything else, which is read as UTF-8 (with or without its mark)."""
+    return next((codec for mark, codec in _WIDE_BOMS if head.startswith(mark)), None)
 
 
 def _decode(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: no such file. Fix: check the path.")
     raw = path.read_bytes()
+    wide = wide_encoding(raw)
+    if wide is not None:  # Excel's "Unicode Text" is UTF-16 with a byte-order mark
+        try:
+            return raw.decode(wide).lstrip("\ufeff")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path.name}: starts with a {wide.upper()} byte-order mark but byte "
+                            f"offset {err.start} is not {wide.upper()}. Fix: save the file again "
+                            "as UTF-8.") from None
     skip = len(_BOM) if raw.startswith(_BOM) else 0
     try:
         return raw[skip:].decode("utf-8")
@@ -368,6 +389,55 @@ def _jsonl_rows(name: str, text: str) -> Iterator[_Row]:
                             f"{_json_type(record)}. Fix: write each line as an object, e.g. "
                             '{"text": "...", "label": "..."}')
         yield _Row(record, f"line {number}")
+
+
+def _json_array_rows(name: str, text: str) -> Iterator[_Row]:
+    """The objects of a JSON array (the flat export of many tools, e.g. Label Studio's
+    JSON-MIN), each placed by the line it starts on, decoded one at a time so an error names
+    its item's line."""
+    decoder = json.JSONDecoder()
+    example = '[{"text": "...", "label": "..."}, ...]'
+
+    def line(offset: int) -> int:
+        return text.count("\n", 0, offset) + 1
+
+    def skip(offset: int) -> int:
+        while offset < len(text) and text[offset] in " \t\r\n":
+            offset += 1
+        return offset
+
+    at = skip(0)
+    if text[at] != "[":
+        raise DataError(f"{name}, line {line(at)}: a .json file must hold one array of "
+                        f"objects, e.g. {example}. Fix: wrap the records in [ ], or write one "
+                        "object per line to a .jsonl file.")
+    at = skip(at + 1)
+    if at < len(text) and text[at] == "]":
+        return
+    while True:
+        try:
+            record, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}, line {err.lineno}: malformed JSON ({err.msg} at column "
+                            f"{err.colno}). Fix: correct the item there.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{name}, line {line(at)}: expected a JSON object, got "
+                            f"{_json_type(record)}. Fix: make every item of the array an "
+                            f"object, e.g. {example}")
+        yield _Row(record, f"line {line(at)}")
+        at = skip(end)
+        if at < len(text) and text[at] == ",":
+            at = skip(at + 1)
+            continue
+        if at < len(text) and text[at] == "]":
+            rest = skip(at + 1)
+            if rest == len(text):
+                return
+            raise DataError(f"{name}, line {line(rest)}: text after the array's closing ']'. "
+                            "Fix: remove it (a .json file holds one array).")
+        raise DataError(f"{name}, line {line(min(at, len(text) - 1))}: expected ',' or the "
+                        "closing ']' of the array. Fix: separate the objects with commas and "
+                        "end the file with ].")
 
 
 def _delimited_rows(name: str, text: str, kind: str,

@@ -183,6 +183,14 @@ def _check_file(path: Path) -> None:
 
 @contextlib.contextmanager
 def _open_text(path: Path) -> Iterator[Any]:
+    from ._data import wide_encoding
+
+    with open(path, "rb") as raw:
+        wide = wide_encoding(raw.read(4))
+    if wide is not None:  # Excel's "Unicode Text"; pyarrow's readers stream UTF-8 only
+        raise DataError(f"{path.name}: the file is {wide.upper()} (it starts with that "
+                        "byte-order mark); map streams UTF-8. Fix: convert it, e.g. iconv -f "
+                        f"{wide.upper()} -t UTF-8 {path.name} > fixed{path.suffix}")
     with open(path, encoding="utf-8-sig", newline="") as handle:
         try:
             yield handle
