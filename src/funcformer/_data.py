@@ -397,9 +397,13 @@ def _json_array_rows(name: str, text: str) -> Iterator[_Row]:
     its item's line."""
     decoder = json.JSONDecoder()
     example = '[{"text": "...", "label": "..."}, ...]'
+    counted = [0, 1]  # (offset, its line): items come in order, so count on from the last
 
     def line(offset: int) -> int:
-        return text.count("\n", 0, offset) + 1
+        if offset < counted[0]:
+            return text.count("\n", 0, offset) + 1
+        counted[:] = [offset, counted[1] + text.count("\n", counted[0], offset)]
+        return counted[1]
 
     def skip(offset: int) -> int:
         while offset < len(text) and text[offset] in " \t\r\n":
