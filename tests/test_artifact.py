@@ -171,3 +171,50 @@ def test_backbone_digest_mismatch_is_caught(trained: dict, tmp_path: Path,
     with pytest.raises(ArtifactError, match="digest"):
         funcformer.load(out, backbone=other)
     assert funcformer.load(out, backbone=tiny_backbone)(TEXTS) == trained["head"](TEXTS)
+
+
+def _damage(out: Path, name: str, how: str) -> None:
+    file = out / name
+    if how == "cut":
+        with open(file, "r+b") as handle:
+            handle.truncate(1000)
+    elif how == "empty json":
+        file.write_text("{}")
+    else:
+        file.unlink()
+
+
+@pytest.mark.parametrize(("method", "name", "how", "message"), [
+    ("full", "encoder/model.safetensors", "cut", r"model\.safetensors: cannot be read"),
+    ("head", "head.safetensors", "cut", r"head\.safetensors: cannot load the head weights"),
+    ("full", "encoder/tokenizer.json", "empty json", r"encoder: the tokenizer cannot be loaded"),
+    ("full", "encoder/tokenizer.json", "delete", r"encoder: the tokenizer has 5 tokens"),
+])
+def test_a_damaged_file_of_the_artifact_is_an_artifact_error(
+        trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str,
+        name: str, how: str, message: str) -> None:
+    """A cut safetensors file and an unreadable tokenizer were internal errors; a deleted
+    tokenizer.json loaded a 5-token vocabulary, so every word became [UNK] (exit 0)."""
+    from conftest import run_cli
+
+    out = trained[method].save(tmp_path / "fn")
+    _damage(out, name, how)
+    with pytest.raises(ArtifactError, match=message) as info:
+        funcformer.load(out)
+    assert str(info.value).endswith("or retrain it.") and "Fix: " in str(info.value)
+    assert run_cli("predict", out, "great") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "internal error" not in err
+
+
+def test_a_damaged_generate_model_is_an_artifact_error(tmp_path: Path) -> None:
+    """A cut model/model.safetensors was an internal SafetensorError naming no file."""
+    from test_generate import PAIRS, write_tiny_lm
+
+    fn = funcformer.train("generate", PAIRS, backbone=write_tiny_lm(tmp_path / "lm"),
+                          method="full", epochs=1, progress=False)
+    out = fn.save(tmp_path / "fn")
+    _damage(out, "model/model.safetensors", "cut")
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: cannot be read.*retrain it"):
+        funcformer.load(out)
+

@@ -54,6 +54,31 @@ def test_refuses_pickle_only_weights(tiny_backbone: Path, tmp_path: Path) -> Non
         bb.load(target)
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    ("cut weights", r"model\.safetensors: cannot be read .*Fix: download or copy the backbone"),
+    ("empty tokenizer", r"the tokenizer cannot be loaded \(KeyError.*Fix: download"),
+    ("no tokenizer", r"the tokenizer has 5 tokens but the model's vocabulary has \d+"),
+    ("bad config", r"the model cannot be loaded .*Fix: download"),
+])
+def test_a_damaged_backbone_says_which_file(tiny_backbone: Path, tmp_path: Path, damage: str,
+                                            message: str) -> None:
+    """These were a SafetensorError, a KeyError, a silent 5-token vocabulary (every word
+    [UNK]) and a ValueError from transformers, none naming the backbone's directory."""
+    target = tmp_path / "damaged"
+    shutil.copytree(tiny_backbone, target)
+    if damage == "cut weights":
+        with open(target / "model.safetensors", "r+b") as handle:
+            handle.truncate(1000)
+    elif damage == "empty tokenizer":
+        (target / "tokenizer.json").write_text("{}")
+    elif damage == "no tokenizer":
+        (target / "tokenizer.json").unlink()
+    else:
+        (target / "config.json").write_text('{"model_type": "no-such-model"}')
+    with pytest.raises(BackboneNotFound, match=message):
+        bb.load(target)
+
+
 def test_loaded_once_and_shared(tiny_backbone: Path) -> None:
     assert bb.load(tiny_backbone) is bb.load(str(tiny_backbone))
 

@@ -37,6 +37,8 @@ ENCODER_DIR = "encoder"
 ONNX_DIR = "onnx"
 # Sentence-transformers files that carry pooling and max length; copied with a full encoder.
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
+DAMAGED_FIX = "Fix: copy the function again from its source, or retrain it."
+"""What to do about a damaged file of a function: its manifest alone cannot rebuild it."""
 
 
 class BackboneRef(BaseModel):
@@ -131,6 +133,22 @@ def read_manifest(path: Path) -> Manifest:
         field = ".".join(str(p) for p in first["loc"])
         raise ArtifactError(f"{file}: field '{field}': {first['msg']}. The artifact is damaged "
                             "or was edited by hand; save it again.") from None
+
+
+def check_weights(directory: Path, error: type[FuncformerError] = ArtifactError,
+                  fix: str = DAMAGED_FIX) -> None:
+    """Read the header of every safetensors file under `directory` (not the tensors, so it is
+    cheap): `error` naming the file when one cannot be read, e.g. cut short by a failed copy.
+    Without it the loaders fail deep inside transformers or torch with no file named."""
+    from safetensors import safe_open
+
+    for file in sorted(directory.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), "numpy") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error types, OSError, ...
+            raise error(f"{file}: cannot be read ({str(err)[:200]}); the file is damaged or "
+                        f"was cut short. {fix}") from None
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

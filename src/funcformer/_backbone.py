@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import BackboneNotFound
+from ._artifact import DAMAGED_FIX, check_weights
+from ._errors import ArtifactError, BackboneNotFound, FuncformerError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -344,11 +345,14 @@ def token_batches(rows: Sequence[list[int]], budget: int,
 
 
 def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu",
-         trust_remote_code: bool = False, dtype: str | None = None) -> Backbone:
+         trust_remote_code: bool = False, dtype: str | None = None,
+         error: type[FuncformerError] = BackboneNotFound) -> Backbone:
     """Load a backbone once per process (keyed by path, device and dtype) and share it.
 
     `device` is any torch device ("cpu", "cuda", "cuda:1"); `dtype` ("float16", "bfloat16")
     casts the weights for inference (features are returned as float32 all the same).
+    Damaged files (weights, tokenizer) raise `error`: ArtifactError for a function's own
+    fine-tuned encoder.
 
     >>> load("all-MiniLM-L6-v2") is load("all-MiniLM-L6-v2")
     True
@@ -359,12 +363,13 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
     key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
-    return _loaded.get(key, lambda: _load(resolved, device, trust_remote_code, dtype))
+    return _loaded.get(key, lambda: _load(resolved, device, trust_remote_code, dtype, error))
 
 
-def _load(resolved: Resolved, device: str, trust_remote_code: bool,
-          dtype: str | None) -> Backbone:
-    from transformers import AutoModel, AutoTokenizer
+def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str | None,
+          error: type[FuncformerError] = BackboneNotFound) -> Backbone:
+    from safetensors import SafetensorError
+    from transformers import AutoModel
 
     path = resolved.path
     if not any(path.glob("*.safetensors")):
@@ -375,10 +380,17 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool,
                 if pickled else "")
         raise BackboneNotFound(f"Backbone '{resolved.name}' at {path} has no *.safetensors "
                                f"weights.{hint}")
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(path, use_safetensors=True,
-                                          trust_remote_code=trust_remote_code)
+    fix = _fix(error)
+    check_weights(path, error, fix)
+    tokenizer = _tokenizer(path, error, trust_remote_code)
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(path, use_safetensors=True,
+                                              trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise error(f"{path}: the model cannot be loaded ({type(err).__name__}: "
+                    f"{str(err)[:200]}); its config.json or weights are damaged. {fix}") from None
+    _check_vocabulary(path, tokenizer, model.config, error)
     model.eval().to(device)
     if dtype is not None:
         import torch
@@ -395,14 +407,53 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool,
 
 def load_tokenizer(path: Path) -> Backbone:
     """A Backbone with tokenizer, pooling and token limit but no model (for ONNX runtimes)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        config = AutoConfig.from_pretrained(path)
+    tokenizer = _tokenizer(path, ArtifactError)
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{path}: config.json cannot be read ({str(err)[:200]}). "
+                            f"{_fix(ArtifactError)}") from None
+    _check_vocabulary(path, tokenizer, config, ArtifactError)
     return Backbone(name=str(path), path=path, model=None, tokenizer=tokenizer,
                     pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, config),
                     digest="")
+
+
+def _fix(error: type[FuncformerError]) -> str:
+    """What to do about a damaged file: a function's own files, or a backbone's."""
+    return DAMAGED_FIX if issubclass(error, ArtifactError) else \
+        "Fix: download or copy the backbone again."
+
+
+def _tokenizer(path: Path, error: type[FuncformerError], trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved in `path`, or `error` naming the directory when it cannot load."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as err:  # tokenizers raises bare Exception; transformers KeyError, ...
+        raise error(f"{path}: the tokenizer cannot be loaded ({type(err).__name__}: "
+                    f"{str(err)[:200]}); its tokenizer files are damaged. {_fix(error)}") \
+            from None
+
+
+def _check_vocabulary(path: Path, tokenizer: Any, config: Any,
+                      error: type[FuncformerError]) -> None:
+    """Refuse a tokenizer far smaller than the model's vocabulary. transformers builds one of
+    just the special tokens when the vocabulary file (tokenizer.json, vocab.txt) is missing,
+    and every word then becomes [UNK]: predictions change with no error at all."""
+    size = getattr(config, "vocab_size", None)
+    if not isinstance(size, int) or len(tokenizer) * 10 >= size:
+        return
+    present = sorted(p.name for p in path.iterdir() if p.is_file())
+    raise error(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                f"has {size}: its vocabulary file (tokenizer.json, vocab.txt, ...) is missing "
+                f"(files there: {', '.join(present)}), so every word would be read as "
+                f"unknown. {_fix(error)}")
 
 
 def _max_length(path: Path, tokenizer: Any, config: Any) -> int:

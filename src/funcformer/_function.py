@@ -20,6 +20,7 @@ import torch
 
 from . import _backbone, _explain
 from ._artifact import (
+    DAMAGED_FIX,
     ENCODER_DIR,
     HEAD_FILE,
     ONNX_DIR,
@@ -27,6 +28,7 @@ from ._artifact import (
     HeadSpec,
     Manifest,
     atomic_directory,
+    check_weights,
     copy_pooling_files,
     read_manifest,
     save_encoder,
@@ -42,7 +44,7 @@ from ._data import (
     read_examples,
     read_texts,
 )
-from ._errors import ArtifactError, TaskError
+from ._errors import ArtifactError, BackboneNotFound, TaskError
 from ._model import HeadChoice
 from ._results import Prediction
 from ._tasks import task_class, task_module
@@ -589,6 +591,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
     directory = Path(path)
     manifest = read_manifest(directory)
+    if manifest.task == "generate":  # transformers would fail on a damaged file, naming none
+        from ._tasks.generate import MODEL_DIR
+
+        check_weights(directory / MODEL_DIR)  # (an encoder/: _backbone.load checks it)
     if manifest.task != "classify":
         if runtime != "torch":
             raise TaskError(f"{directory}: runtime '{runtime}' serves classify functions; this "
@@ -616,7 +622,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
         head.load_state_dict(load_file(str(head_file)))
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
-                            "The artifact is damaged; save it again.") from None
+                            f"The artifact is damaged. {DAMAGED_FIX}") from None
     from ._update import read_memory
 
     fn = Classifier(task=task, backbone=shared, head=head, manifest=manifest,
@@ -649,7 +655,8 @@ def load_backbone(directory: Path, manifest: Manifest, override: PathLike | None
                                 "missing. Save the function again.")
     else:
         where = override or ref.name
-    shared = _backbone.load(where, device=device, dtype=dtype)
+    shared = _backbone.load(where, device=device, dtype=dtype,
+                            error=ArtifactError if ref.included else BackboneNotFound)
     if shared.digest != ref.digest:
         what = "its fine-tuned encoder" if ref.included else f"backbone '{ref.name}'"
         raise ArtifactError(
