@@ -218,3 +218,13 @@ def test_a_damaged_generate_model_is_an_artifact_error(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"model\.safetensors: cannot be read.*retrain it"):
         funcformer.load(out)
 
+
+def test_labels_edited_to_disagree_with_the_head_are_refused(trained: dict,
+                                                            tmp_path: Path) -> None:
+    """Three labels over a two-output head failed in zip() at the first prediction."""
+    out = trained["head"].save(tmp_path / "fn")
+    manifest = json.loads((out / "funcformer.json").read_text())
+    manifest["labels"] = ["negative", "positive", "neutral"]
+    (out / "funcformer.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"3 labels .* 2 outputs.*Fix: "):
+        funcformer.load(out)

@@ -23,6 +23,7 @@ from ._artifact import (
     DAMAGED_FIX,
     ENCODER_DIR,
     HEAD_FILE,
+    MANIFEST,
     ONNX_DIR,
     BackboneRef,
     HeadSpec,
@@ -606,6 +607,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
             extra["merge_adapter"] = True
         return task_module(manifest.task).load(directory, manifest, backbone=backbone,
                                                device=device, dtype=dtype, **extra)
+    _check_head_fits_labels(directory, manifest)
     task = task_class(manifest.task, manifest.options.get("multi_label", False))(
         manifest.labels, **manifest.options.get("task", {}))
     if runtime != "torch":
@@ -629,6 +631,17 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
                     encoder=load_adapter(directory, manifest, shared, merge_adapter))
     fn.memory = read_memory(directory, manifest)
     return fn
+
+
+def _check_head_fits_labels(directory: Path, manifest: Manifest) -> None:
+    """One head output per label: an edited label list would otherwise fail (or pair scores
+    with the wrong labels) at the first prediction."""
+    assert manifest.head is not None  # the manifest's validator requires one for classify
+    if manifest.head.outputs != len(manifest.labels):
+        raise ArtifactError(
+            f"{directory / MANIFEST}: {len(manifest.labels)} labels in 'labels', but the head "
+            f"has {manifest.head.outputs} outputs (one per label); the manifest was edited "
+            f"by hand or is damaged. {DAMAGED_FIX}")
 
 
 def load_adapter(directory: Path, manifest: Manifest, shared: _backbone.Backbone,
