@@ -275,6 +275,48 @@ def test_predict_output_file(capsys, tmp_path: Path, trained_dir: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["out.jsonl"]  # no temp file left
 
 
+def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Path,
+                                                          function_copy: Path) -> None:
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\ngood\nbad\n", "utf-8")
+    (tmp_path / "afile").write_text("x", "utf-8")
+    before = snapshot(function_copy)
+    refused = {
+        ("predict", function_copy, "--input", texts, "--output", texts): "is the input file",
+        ("predict", function_copy, "x", "--output", function_copy / "funcformer.json"):
+            "is inside the function",
+        ("predict", function_copy, "x", "--output", tmp_path): "is a directory",
+        ("predict", function_copy, "x", "--output", tmp_path / "afile" / "o.jsonl"):
+            "afile is a file, so no directory can be made there",
+        ("suggest", function_copy, texts, "--out", texts): "is the input file",
+        ("eval", function_copy, texts, "--report", tmp_path / "afile"): "is a file; the report "
+                                                                          "is a directory",
+        ("update", function_copy, texts, "--out", function_copy): "is the function update "
+                                                                  "starts from",
+        ("distill", function_copy, "--out", f"{function_copy}/"): "is the function distill "
+                                                                 "starts from",
+    }
+    for args, says in refused.items():
+        code, _, err = cli(capsys, *args)
+        assert_clean_error(code, err)
+        assert says in err and "Fix: " in err, err
+    assert texts.read_text("utf-8") == "text\ngood\nbad\n"
+    assert snapshot(function_copy) == before
+
+
+def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
+                                              tiny_backbone: Path) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "1", "text": "refunds take five days"}\n', "utf-8")
+    code, _, err = cli(capsys, "train", "search", docs, "--out", tmp_path / "s", "--backbone",
+                       tiny_backbone)
+    assert code == 0, err
+    code, _, err = cli(capsys, "export", tmp_path / "s", "--onnx")  # was an AttributeError
+    assert_clean_error(code, err)
+    assert "ONNX export is for classify functions; this is a search function" in err
+    assert not (tmp_path / "s" / "onnx").exists()
+
+
 def test_predict_with_full_function(capsys, full_dir: Path) -> None:
     code, out, err = cli(capsys, "predict", full_dir, "great", "awful")
     assert code == 0, err

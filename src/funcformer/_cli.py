@@ -176,6 +176,45 @@ def _settings(items: list[str], own: dict[str, str] | None = None) -> dict[str, 
     return options
 
 
+def _new_function_dir(source: Path, out: Path, command: str) -> None:
+    """`update` and `distill` write a new function and keep their source as it is: an --out
+    that is the source would replace it (its weights lost, only its digest left in the
+    lineage), so that is refused before any work is done."""
+    from ._artifact import check_target
+
+    if Path(out).resolve() == Path(source).resolve():
+        raise DataError(f"--out {out} is the function {command} starts from, which would be "
+                        f"replaced. Fix: give a new directory (the original stays as it is, "
+                        f"so you can compare the two or go back).")
+    check_target(out)
+
+
+def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None, ...] = ()
+                       ) -> None:
+    """Refuse, before any work, an output file that cannot be written or would destroy data:
+    an empty path, a directory, a path under a file, the input itself, or a file of the
+    function directory (`keep`: the input file and the function directory)."""
+    from ._artifact import check_writable
+
+    text = str(output)
+    if not text.strip():
+        raise DataError(f"{flag} is empty. Fix: give a file path, e.g. {flag} results.jsonl.")
+    path = Path(output)
+    if path.is_dir():
+        raise DataError(f"{flag} {output} is a directory. Fix: give a file path, e.g. "
+                        f"{flag} {path / 'results.jsonl'}.")
+    resolved = path.resolve()
+    for kept in keep:
+        if kept is None or str(kept) == "-":
+            continue
+        kept = Path(kept).resolve()
+        if resolved == kept or kept in resolved.parents:
+            what = "the input file" if resolved == kept else f"inside the function {kept}"
+            raise DataError(f"{flag} {output} is {what}, which writing would destroy. Fix: "
+                            "give another file path.")
+    check_writable(path.parent, f"{flag} {output}", DataError)
+
+
 def _rows(report: dict[str, Any], key: str) -> str:
     """" (N rows)" after an update report's figure: how many eval rows it rests on."""
     counts = report.get("eval_rows") or {}  # single-label: rows of old and of new labels
@@ -255,6 +294,8 @@ def predict(
     from ._engine import Engine
     from ._function import load
 
+    if output is not None:
+        _check_output_file(output, "--output", keep=(input_file, function))
     fn = load(function, runtime=runtime)
     inputs = _prediction_inputs(texts, input_file, text_column, fn.read_inputs)
     options = _settings(settings or [])
@@ -339,6 +380,13 @@ def evaluate(
     """Evaluate a function on labelled data: accuracy, macro-F1, per-class scores."""
     from ._function import load
 
+    if report is not None:
+        from ._artifact import check_writable
+
+        if report.exists() and not report.is_dir():
+            raise DataError(f"--report {report} is a file; the report is a directory of files. "
+                            "Fix: give a directory path (new or existing).")
+        check_writable(report, f"--report {report}", DataError)
     fn = load(function, runtime=runtime)
     if report is None:
         metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
@@ -432,6 +480,10 @@ def export(
     if not onnx:
         raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
     fn = load(function)
+    if not hasattr(fn, "export_onnx"):
+        raise TaskError(f"{function}: ONNX export is for classify functions; this is a "
+                        f"{fn.task_name} function. Fix: run it with the torch runtime (the "
+                        "default).")
     written = [fn.export_onnx(function, int8=False)]
     if int8:
         written.append(fn.export_onnx(function, int8=True))
@@ -462,10 +514,9 @@ def update(
         "repeatable.")] = None,
 ) -> None:
     """Add examples and new labels to a classify function without retraining from scratch."""
-    from ._artifact import check_target
     from ._function import load
 
-    check_target(out)
+    _new_function_dir(function, out, "update")
     own = {"data": "its DATA argument", **_flags("memory", "text_column", "label_column"),
            "eval_data": "--eval"}
     options = {**_settings(settings or [], own),
@@ -526,6 +577,8 @@ def suggest(
     from ._unlabeled import suggest as suggest_texts
     from ._unlabeled import write_suggestions
 
+    if out is not None:
+        _check_output_file(out, "--out", keep=(unlabeled, labelled, function))
     fn = load(function)
     picks = suggest_texts(fn, unlabeled, n, measure=measure, candidates=candidates,
                           labelled=labelled, explore=_share_or_auto(explore),
@@ -580,10 +633,9 @@ def distill(
         "repeatable.")] = None,
 ) -> None:
     """Train a smaller student of a classify function on its soft labels."""
-    from ._artifact import check_target
     from ._distill import distill as distill_function
 
-    check_target(out)
+    _new_function_dir(function, out, "distill")
     own = {**_flags("student_layers", "student", "data", "unlabeled", "temperature",
                     "label_weight", "text_column", "label_column"), "eval_data": "--eval"}
     options = {**_settings(settings or [], own), **{k: v for k, v in {
