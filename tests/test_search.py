@@ -76,6 +76,14 @@ def test_answer_and_no_answer(faq: Searcher) -> None:
         faq.manifest.options["threshold"] = 0.5
 
 
+@pytest.mark.parametrize("threshold", ["abc", [1], 1.5])
+def test_threshold_must_be_a_cosine(tiny_backbone: Path, threshold: object) -> None:
+    # 'abc' was a ValueError from float(), 1.5 an FAQ that never answers
+    with pytest.raises(TaskError, match=r"search: threshold must be a cosine similarity from "
+                                        r"-1 to 1"):
+        funcformer.train("search", FAQ, backbone=tiny_backbone, threshold=threshold)
+
+
 def test_calibration_from_queries(tiny_backbone: Path) -> None:
     fn = funcformer.train("search", FAQ, backbone=tiny_backbone)
     queries = [{"text": d["text"], "id": d["id"]} for d in FAQ] + [

@@ -48,6 +48,15 @@ def test_multi_label_scores_are_cosines(tiny_backbone: Path) -> None:
     assert fn("the food was great").labels == []
 
 
+@pytest.mark.parametrize("threshold", ["abc", None, 5, -1.5, float("nan")])
+def test_threshold_must_be_a_cosine(tiny_backbone: Path, threshold: object) -> None:
+    # 'abc' was a ValueError from float(), 5 a function that never returns a label
+    with pytest.raises(TaskError, match=r"zero_shot: threshold must be a cosine similarity "
+                                        r"from -1 to 1, got .*Fix: "):
+        ZeroShot(["food", "room"], backbone=tiny_backbone, multi_label=True,
+                 threshold=threshold)
+
+
 def test_calibrate_picks_the_best_threshold(tiny_backbone: Path) -> None:
     fn = ZeroShot(["food", "room"], backbone=tiny_backbone, multi_label=True, threshold=0.99)
     texts = ["the food was great", "the room was dirty", "the food was cold",

@@ -21,7 +21,7 @@ from . import _backbone
 from ._artifact import BackboneRef, Manifest
 from ._cache import Cache, MemoryCache
 from ._data import LONE_SURROGATE, read_examples, read_texts
-from ._errors import DataError, TaskError, for_option
+from ._errors import DataError, TaskError, cosine_threshold, for_option
 from ._function import Function
 from ._results import Labels, Prediction
 from ._version import __version__
@@ -103,7 +103,7 @@ class ZeroShot(Function):
         self.spec = dict(labels) if isinstance(labels, Mapping) else list(labels)
         self.prompts(self.spec)  # fail now on a bad label set, not at the first call
         self.multi_label = multi_label
-        self.threshold = float(threshold)
+        self.threshold = cosine_threshold(threshold, "zero_shot")
         super().__init__(manifest=self._manifest())
 
     def _manifest(self) -> Manifest:

@@ -83,6 +83,25 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def cosine_threshold(value: Any, task: str) -> float:
+    """`value` as a cosine-similarity threshold (-1 to 1), or a TaskError saying so: a search
+    "no answer" or zero-shot multi-label cut outside that range returns nothing or everything.
+
+    >>> cosine_threshold(0.35, "search")
+    0.35
+    >>> cosine_threshold("abc", "search")
+    Traceback (most recent call last):
+    ...
+    funcformer._errors.TaskError: search: threshold must be a cosine similarity from -1 to 1, \
+got 'abc'. Fix: give a number such as 0.4 (higher: stricter), or leave it out for the default.
+    """
+    if not is_real(value) or not -1.0 <= float(value) <= 1.0:
+        raise TaskError(f"{task}: threshold must be a cosine similarity from -1 to 1, got "
+                        f"{value!r}. Fix: give a number such as 0.4 (higher: stricter), or "
+                        "leave it out for the default.")
+    return float(value)
+
+
 def require(module: str, extra: str):
     """Import an optional module or raise `MissingExtra` naming the extra to install."""
     import importlib

@@ -31,7 +31,15 @@ from .. import _backbone
 from .._artifact import Manifest, atomic_directory, write_manifest
 from .._config import TrainConfig
 from .._data import read_records
-from .._errors import ArtifactError, DataError, TaskError, for_option, is_whole, require
+from .._errors import (
+    ArtifactError,
+    DataError,
+    TaskError,
+    cosine_threshold,
+    for_option,
+    is_whole,
+    require,
+)
 from .._function import (
     Function,
     PathLike,
@@ -405,6 +413,8 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
     `lora`); with `eval_data` (queries with gold ids) calibrate "no answer" and record the
     metrics."""
     started = time.perf_counter()
+    if threshold is not None:
+        threshold = cosine_threshold(threshold, "search")
     method, options = method_option(method, options)
     asked = task_method("search", method, config, METHODS, options)
     columns = {"id_column": id_column, "text_column": text_column,
