@@ -467,11 +467,19 @@ def test_config_validation_names_the_choices(options: dict, message: str) -> Non
     ({"seed": None}, "seed must be a whole number"),
     ({"seed": 2 ** 64}, r"seed must be a whole number \(a 64-bit seed\)"),
     ({"learning_rate": True}, "learning_rate must be a number, got True"),
+    # an infinite rate trained a model of NaNs and saved it
+    ({"learning_rate": float("inf")}, "learning_rate must be a finite number, got inf"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number, got nan"),
+    ({"max_grad_norm": float("-inf")}, "max_grad_norm must be a finite number, got -inf"),
 ])
 def test_seed_and_numbers_are_checked(options: dict, message: str) -> None:
     """A string seed used to reach torch's `manual_seed` ("an integer is required")."""
     with pytest.raises(TaskError, match=message):
         TrainConfig(**options)
+
+
+def test_an_infinite_max_grad_norm_turns_clipping_off() -> None:
+    assert TrainConfig(max_grad_norm=float("inf")).max_grad_norm == float("inf")
 
 
 def test_numpy_numbers_are_taken_as_python_numbers(tiny_backbone: Path, tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ def test_bad_requests_are_clear_errors(teacher_dir: Path, tiny_backbone: Path,
         funcformer.distill(teacher_dir, student_layers=2, progress=False)
     with pytest.raises(TaskError, match="temperature"):
         funcformer.distill(teacher_dir, temperature=0, progress=False)
+    with pytest.raises(TaskError, match="temperature must be a positive finite number, got inf"):
+        funcformer.distill(teacher_dir, temperature=float("inf"), progress=False)
     with pytest.raises(TaskError, match="keeps the teacher's head"):
         funcformer.distill(teacher_dir, student_layers=1, head="mlp", progress=False)
     zero_shot = funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -278,7 +279,8 @@ class TrainConfig:
 
     def _number(self, name: str, integer: bool = False) -> Any:
         """Field `name` as Python's int (`integer`) or float, stored back; None stays None;
-        anything else (a bool, a string, a float where a whole number is due) a TaskError."""
+        anything else (a bool, a string, a float where a whole number is due, NaN or infinity
+        except `max_grad_norm=inf`, which turns clipping off) a TaskError."""
         value = getattr(self, name)
         if value is None:
             return None
@@ -286,6 +288,9 @@ class TrainConfig:
             kind = "a whole number" if integer else "a number"
             raise TaskError(f"{name} must be {kind}, got {value!r}.")
         value = int(value) if integer else float(value)
+        if not math.isfinite(value) and not (name == "max_grad_norm" and value == math.inf):
+            # an infinite learning rate trains a model of NaNs, and saves it
+            raise TaskError(f"{name} must be a finite number, got {value}.")
         setattr(self, name, value)
         return value
 

@@ -12,6 +12,7 @@ ordinary classify function whose artifact includes its own, smaller encoder.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from ._config import TrainConfig
 from ._data import Examples, file_sha256, read_examples, read_texts
-from ._errors import DataError, TaskError
+from ._errors import DataError, TaskError, is_real
 
 DEFAULT_LAYERS = 3
 STUDENT_LEARNING_RATE = 1e-4
@@ -131,8 +132,8 @@ def _teacher(teacher: Any) -> tuple[Any, str | None]:
 
 
 def _check_settings(temperature: float, label_weight: float, options: dict[str, Any]) -> None:
-    if not temperature > 0:
-        raise TaskError(f"temperature must be positive, got {temperature}.")
+    if not is_real(temperature) or not 0 < temperature < math.inf:
+        raise TaskError(f"temperature must be a positive finite number, got {temperature!r}.")
     if not 0 <= label_weight <= 1:
         raise TaskError(f"label_weight must be in [0, 1], got {label_weight}.")
     for name in _HEAD_OPTIONS:
