@@ -239,6 +239,8 @@ def test_unsupported_tasks_and_options_are_task_errors(head_fn: funcformer.Funct
         explain(head_fn, "x", method="shap")
     with pytest.raises(TaskError, match="steps"):
         explain(head_fn, "x", steps=0)
+    with pytest.raises(TaskError, match="from 1 to 1024, got 100000000"):  # was a MemoryError
+        explain(head_fn, "x", steps=100_000_000)
     with pytest.raises(DataError, match="empty"):
         explain(head_fn, "   ")
 
