@@ -346,6 +346,16 @@ def test_predict_empty_text_argument(capsys, trained_dir: Path) -> None:
     assert out == ""
 
 
+def test_predict_empty_stdin(capsys, monkeypatch: pytest.MonkeyPatch, trained_dir: Path) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    code, out, err = cli(capsys, "predict", trained_dir, "--input", "-")
+    assert_clean_error(code, err)  # was "<list>, index 0, field 'text': the text is empty"
+    assert err.startswith("error: stdin: no texts (the input was empty or only blank lines). "
+                          "Fix: pipe one text per line") and out == ""
+
+
 def test_predict_bad_input_file(capsys, tmp_path: Path, trained_dir: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "ok"}\n{"text": 5}\n', "utf-8")

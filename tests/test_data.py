@@ -277,12 +277,26 @@ def test_data_error_is_a_value_error_and_funcformer_error() -> None:
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("content", [b"", b"   \n\n\t\n"], ids=["zero-bytes", "whitespace"])
-@pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl", "empty.txt", "empty.tsv"])
-def test_empty_file(tmp_path: Path, name: str, content: bytes) -> None:
-    msg = error_of(write(tmp_path, name, content))
-    assert msg.startswith(f"{name}: ")
-    assert "empty" in msg
-    assert "Fix:" in msg
+@pytest.mark.parametrize("name, fill", [
+    ("empty.csv", "a header line and rows"), ("empty.tsv", "a header line and rows"),
+    ("empty.jsonl", "one JSON object per line"), ("empty.json", "an array of objects"),
+    ("empty.txt", "one text per line")])  # a .txt has no header line
+def test_empty_file(tmp_path: Path, name: str, fill: str, content: bytes) -> None:
+    msg = error_of(write(tmp_path, name, content), reader=read_texts)
+    assert msg == f"{name}: the file is empty. Fix: add {fill}."
+
+
+def test_duplicate_header_columns_are_refused(tmp_path: Path) -> None:
+    # before, the last 'text' column silently won
+    msg = error_of(write(tmp_path, "dup.csv", "text,text,label\na,b,x\n"))
+    assert msg == ("dup.csv, line 1: the header names the column 'text' 2 times (columns: text, "
+                   "text, label). Fix: give every column its own name.")
+
+
+def test_text_and_label_column_must_differ(tmp_path: Path) -> None:
+    # before, every text became its own label
+    msg = error_of(write(tmp_path, "r.csv", "text,label\na,x\n"), label_column="text")
+    assert "both 'text'" in msg and "Fix: name two columns" in msg
 
 
 def test_bom_only_file_is_empty(tmp_path: Path) -> None:
@@ -540,7 +554,9 @@ def test_nonexistent_file(tmp_path: Path) -> None:
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "dir.csv").mkdir()
-    assert "no such file" in error_of(tmp_path / "dir.csv")
+    assert "dir.csv is a directory, not a data file" in error_of(tmp_path / "dir.csv")
+    assert error_of(tmp_path) == (f"{tmp_path} is a directory, not a data file. Fix: give the "
+                                  "path of a file in it.")  # was "unknown file type ''"
 
 
 def test_txt_without_labels_cannot_train(tmp_path: Path) -> None:

@@ -320,8 +320,12 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
     if texts and input_file:
         raise DataError("Give texts on the command line or --input, not both.")
     if input_file == "-":
-        lines = [line.rstrip("\r\n") for line in sys.stdin]
-        return read_inputs([line for line in lines if line.strip()] or [""])
+        lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        if not lines:
+            raise DataError("stdin: no texts (the input was empty or only blank lines). Fix: "
+                            "pipe one text per line, e.g. printf 'one\\ntwo\\n' | "
+                            "funcformer predict DIR --input -")
+        return read_inputs(lines)
     if input_file:
         return read_inputs(input_file, text_column=text_column)
     if not texts:

@@ -76,6 +76,10 @@ def read_examples(data: Any, *, text_column: str = "text", label_column: str | N
     """
     if isinstance(data, Examples):
         return data
+    if label_column is not None and label_column == text_column:
+        raise DataError(f"The text and the label column are both '{text_column}': every text "
+                        "would be its own label. Fix: name two columns (--text-column and "
+                        "--label-column, text_column= and label_column= in Python).")
     source, rows = _rows(data, text_column, label_column)
     texts: list[str] = []
     labels: list[str] | None = [] if label_column else None
@@ -322,13 +326,18 @@ def _column_rows(columns: Mapping[str, Any]) -> Iterator[_Row]:
 
 
 def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterator[_Row]:
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file. Fix: give the path of a "
+                        "file in it.")
     kind = _FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path.name}: unknown file type '{path.suffix}'. Fix: use .csv, .tsv, "
                         ".jsonl, .json (an array of objects) or .txt (one text per line).")
     text = _decode(path)
     if not text.strip():
-        raise DataError(f"{path.name}: the file is empty. Fix: add a header line and rows.")
+        fill = {"txt": "one text per line", "jsonl": "one JSON object per line",
+                "json": "an array of objects"}.get(kind, "a header line and rows")
+        raise DataError(f"{path.name}: the file is empty. Fix: add {fill}.")
     if kind == "jsonl":
         return _jsonl_rows(path.name, text)
     if kind == "json":
@@ -455,6 +464,11 @@ def _delimited_rows(name: str, text: str, kind: str,
     start = 1
     try:
         header = [h.strip() for h in next(reader)]
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:  # one would silently win over the other
+            raise DataError(f"{name}, line 1: the header names the column '{twice[0]}' "
+                            f"{header.count(twice[0])} times (columns: {', '.join(header)}). "
+                            "Fix: give every column its own name.")
         missing = [c for c in wanted if c and c not in header]
         if missing:
             flag = "--text-column" if missing[0] == wanted[0] else "--label-column"
