@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from funcformer import DataError, FuncformerError
-from funcformer._data import MAX_LABEL_CHARS, MAX_TEXT_CHARS, label_set, read_examples, read_texts
+from funcformer._data import (
+    MAX_LABEL_CHARS,
+    MAX_TEXT_CHARS,
+    label_set,
+    number_field,
+    read_examples,
+    read_texts,
+)
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -739,3 +746,12 @@ def test_csv_label_over_limit_line(tmp_path: Path) -> None:
 def test_csv_bom_line_numbers(tmp_path: Path) -> None:
     path = write(tmp_path, "bom.csv", b"\xef\xbb\xbftext,label\r\na,x\r\n,y\r\n")
     assert error_of(path).startswith("bom.csv, line 3, field 'text'")
+
+
+@pytest.mark.parametrize("value", [True, None, "high", float("inf"), [1]])
+def test_number_field_names_the_value_given(value: object) -> None:
+    with pytest.raises(DataError) as info:  # a bool was reported as "got None"
+        number_field(value, "p.jsonl, line 1", "score", "give a numeric score.")
+    assert str(info.value) == (f"p.jsonl, line 1, field 'score': expected a number, got "
+                               f"{value!r}. Fix: give a numeric score.")
+    assert number_field("0.5", "x", "score", "") == 0.5

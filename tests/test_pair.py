@@ -150,6 +150,18 @@ def test_is_single_and_read_inputs(fns: dict, tmp_path: Path) -> None:
         fn(["only one text"])
 
 
+def test_a_renamed_column_missing_names_its_own_option(tmp_path: Path) -> None:
+    # the fix said "pass --text-column" (a file) or "--set zzz_column=..." (a row)
+    path = _write(tmp_path / "p.csv", "text_a,text_b,score\nq1,d1,3\n")
+    with pytest.raises(DataError, match=r"p\.csv, line 1: no column 'zzz' in the header .* "
+                                        r"pass --set text_a_column=\.\.\. / text_a_column="):
+        read_pairs(path, Columns(text_a="zzz"))
+    rows = _write(tmp_path / "p.jsonl", '{"q": "a", "score": 1}\n')
+    with pytest.raises(DataError, match=r"line 1: field 'd' is missing\. Fix: add it, or name "
+                                        r"the field with --set text_b_column=\.\.\."):
+        read_pairs(rows, Columns(text_a="q", text_b="d"))
+
+
 def test_call_shapes_and_order(fns: dict) -> None:
     fn = fns["full"]
     pairs = [(a, b) for a, b, _ in make_pairs(9, seed=4)] + [("the food", "the food " * 12)]

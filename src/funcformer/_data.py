@@ -116,8 +116,9 @@ class Records(Located):
 
 
 def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (),
-                 what: str = "examples") -> Records:
+                 what: str = "examples", fields: Sequence[str] | None = None) -> Records:
     """Rows whose `texts` fields are required, valid texts; `optional` fields are kept as read.
+    `fields`: the default names of the `texts` columns (text_a, ...), for the errors' fixes.
 
     Tuples and lists of the right length are taken in the order `texts` + `optional`.
 
@@ -137,16 +138,14 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
                                 "item, e.g. (text_a, text_b) for a pair.")
         items = [dict(zip(names, item, strict=False)) if isinstance(item, (tuple, list))
                  else item for item in data]
-    source, found = _rows(items, texts[0], None)
+    options = [_column_option(field) for field in (fields or texts)]
+    source, found = _rows(items, texts[0], None, options[0])
     rows: list[dict[str, Any]] = []
     places: list[str] = []
     for row in found:
         where = f"{source}, {row.place}"
         record = dict(row.fields)
-        for name in texts:
-            option = ("--text-column / text_column=" if name == "text"
-                      else f"--set {name}_column=... / {name}_column=" if "_column" not in name
-                      else f"{name}=")
+        for name, option in zip(texts, options, strict=True):
             record[name] = _text(record, name, where, option)
         rows.append(record)
         places.append(row.place)
@@ -156,12 +155,22 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
     return Records(rows=rows, source=source, places=places)
 
 
+def _column_option(field: str) -> str:
+    """How a user names the column of `field` (its default name): the CLI flag or --set key,
+    then the Python keyword.
+
+    >>> _column_option("text"), _column_option("text_a")
+    ('--text-column / text_column=', '--set text_a_column=... / text_a_column=')
+    """
+    if field in ("text", "label"):
+        return f"--{field}-column / {field}_column="
+    return f"--set {field}_column=... / {field}_column="
+
+
 def number_field(value: Any, where: str, field: str, fix: str) -> float:
     """A finite number from a JSON number or a numeric string, else a DataError."""
-    if isinstance(value, bool):
-        value = None
     try:
-        number = float(value)
+        number = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
@@ -285,10 +294,12 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _rows(data: Any, text_column: str, label_column: str | None) -> tuple[str, Iterable[_Row]]:
+def _rows(data: Any, text_column: str, label_column: str | None,
+          text_flag: str = "--text-column") -> tuple[str, Iterable[_Row]]:
+    """`text_flag`: how to name the text column, for the error when a file lacks it."""
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        return path.name, _file_rows(path, text_column, label_column)
+        return path.name, _file_rows(path, text_column, label_column, text_flag)
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
         records = data.to_dict(orient="records")
         return "<DataFrame>", (_Row(r, f"row {i}") for i, r in enumerate(records))
@@ -325,7 +336,8 @@ def _column_rows(columns: Mapping[str, Any]) -> Iterator[_Row]:
         yield _Row({name: values[i] for name, values in columns.items()}, f"index {i}")
 
 
-def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterator[_Row]:
+def _file_rows(path: Path, text_column: str, label_column: str | None,
+               text_flag: str = "--text-column") -> Iterator[_Row]:
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a data file. Fix: give the path of a "
                         "file in it.")
@@ -349,7 +361,7 @@ def _file_rows(path: Path, text_column: str, label_column: str | None) -> Iterat
                             "fields.")
         return (_Row({text_column: line}, f"line {n}")
                 for n, line in enumerate(text.splitlines(), start=1) if line.strip())
-    return _delimited_rows(path.name, text, kind, [text_column, label_column])
+    return _delimited_rows(path.name, text, kind, [text_column, label_column], text_flag)
 
 
 def wide_encoding(head: bytes) -> str | None:
@@ -453,8 +465,8 @@ def _json_array_rows(name: str, text: str) -> Iterator[_Row]:
                         "end the file with ].")
 
 
-def _delimited_rows(name: str, text: str, kind: str,
-                    wanted: list[str | None]) -> Iterator[_Row]:
+def _delimited_rows(name: str, text: str, kind: str, wanted: list[str | None],
+                    text_flag: str = "--text-column") -> Iterator[_Row]:
     # TSV is read without quote handling (a literal " is text), as in most TSV corpora.
     # strict: a quote never closed is an error, not the rest of the file read as one text.
     options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv"
@@ -471,7 +483,7 @@ def _delimited_rows(name: str, text: str, kind: str,
                             "Fix: give every column its own name.")
         missing = [c for c in wanted if c and c not in header]
         if missing:
-            flag = "--text-column" if missing[0] == wanted[0] else "--label-column"
+            flag = text_flag if missing[0] == wanted[0] else "--label-column"
             raise DataError(f"{name}, line 1: no column '{missing[0]}' in the header (columns: "
                             f"{', '.join(header)}). Fix: rename the column or pass {flag}.")
         start = reader.line_num + 1  # the line the next record starts on

@@ -42,7 +42,8 @@ def read_pairs(data: Any, columns: Columns, gold: bool = True) -> Pairs:
     if isinstance(data, Pairs):
         return data
     records = read_records(data, texts=[columns.text_a, columns.text_b],  # to predict: 2
-                           optional=[columns.score, columns.label] if gold else [], what="pairs")
+                           optional=[columns.score, columns.label] if gold else [], what="pairs",
+                           fields=["text_a", "text_b"])
     pairs = Pairs(records, records.column(columns.text_a), records.column(columns.text_b),
                   None, None)
     if not gold:

@@ -152,7 +152,7 @@ def read_pairs(data: Any, *, text_a_column: str = "text_a", text_b_column: str =
                score_column: str = "score", **_: Any) -> Pairs:
     """Pairs from a file, list of tuples/dicts or DataFrame; scores all present or all absent."""
     records = read_records(data, texts=[text_a_column, text_b_column], optional=[score_column],
-                           what="pairs")
+                           what="pairs", fields=["text_a", "text_b"])
     raw = records.column(score_column)
     scores: list[float] | None = None
     if any(v not in (None, "") for v in raw):

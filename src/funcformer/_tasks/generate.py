@@ -379,7 +379,8 @@ def read_pairs(data: Any, prompt_column: str = "prompt",
     'prompt' and 'completion'; a missing or empty side is a DataError naming line and field."""
     if isinstance(data, Records):
         return data
-    found = read_records(data, texts=[prompt_column, completion_column], what="pairs")
+    found = read_records(data, texts=[prompt_column, completion_column], what="pairs",
+                         fields=["prompt", "completion"])
     rows = [{"prompt": row[prompt_column], "completion": row[completion_column]}
             for row in found.rows]
     return Records(rows=rows, source=found.source, places=found.places)

@@ -391,7 +391,8 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
 def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text",
                  **_: Any) -> tuple[list[str], list[set[str]]]:
     """Queries and their gold document ids ('a|b' for several; empty: no answer exists)."""
-    records = read_records(data, texts=[query_column], optional=[id_column], what="queries")
+    records = read_records(data, texts=[query_column], optional=[id_column], what="queries",
+                           fields=["query"])
     gold = []
     for i, row in enumerate(records.rows):
         if id_column not in row:

@@ -50,7 +50,8 @@ def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str,
         return list(data)
     if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
         return read_texts(data).texts
-    records = read_records(data, texts=[label_column], optional=["description"], what="labels")
+    records = read_records(data, texts=[label_column], optional=["description"], what="labels",
+                           fields=["label"])
     described = {}
     for i, row in enumerate(records.rows):
         description = row.get("description")
