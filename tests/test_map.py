@@ -188,6 +188,11 @@ def test_missing_text_column_names_file_column_and_fix(tmp_path: Path, fn_dir: P
     ("in.jsonl", '{"text": "ok"}\n{"text": 5}\n', r"in\.jsonl, row 2, field 'text': expected a "
                                                   "string"),
     ("in.parquet", "not parquet", r"in\.parquet: not a readable Parquet file"),
+    # pyarrow's message named no line
+    ("in.csv", "text\ngood\nbad,extra\n", r"in\.csv, line 3: expected 1 comma-separated "
+                                           r"fields \(text\), found 2\. Fix: "),
+    ("in.tsv", "text\tid\ngood\t1\n\nbad\t2\t3\n", r"in\.tsv, line 4: expected 2 "
+                                                   r"tab-separated fields"),
     # pyarrow would read the rest of the file as that one text
     ("in.csv", 'text\ngood\n"never closed\nfine\nmore\n',
      r"in\.csv, line 3: a quoted field that starts in this row is never closed"),
@@ -200,6 +205,21 @@ def test_bad_input_is_a_data_error(tmp_path: Path, fn_dir: Path, name: str, cont
         fmap(fn_dir, path, tmp_path / "out.jsonl", batch_size=1, progress=False)
     assert not (tmp_path / "out.jsonl").exists()
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "parquet"])
+def test_a_column_named_twice_is_a_data_error(tmp_path: Path, fn_dir: Path, kind: str) -> None:
+    """It was 'internal error: KeyError: Field "text" exists 2 times in schema'."""
+    path = tmp_path / f"in.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]),
+                       path)
+    else:
+        path.write_text("text,text\nhello,world\n".replace(",", "," if kind == "csv" else "\t"))
+    where = ": the Parquet schema" if kind == "parquet" else ", line 1: the header"
+    with pytest.raises(DataError, match=rf"in\.{kind}{where} names the column 'text' 2 "
+                                        r"times \(columns: text, text\)\. Fix: "):
+        fmap(fn_dir, path, tmp_path / "out.csv", progress=False)
 
 
 def test_utf16_input_gets_a_clear_error(tmp_path: Path, fn_dir: Path) -> None:

@@ -38,15 +38,27 @@ def column_names(path: Path, fmt: str) -> list[str]:
     """The columns of a table file (the header, the first JSON object, the schema)."""
     _check_file(path)
     if fmt == "parquet":
-        return list(_parquet_file(path).schema_arrow.names)
+        names = list(_parquet_file(path).schema_arrow.names)
+        _check_unique(names, f"{path.name}: the Parquet schema")
+        return names
     with _open_text(path) as handle:
         if fmt == "jsonl":
             for number, line in enumerate(handle, start=1):
                 if line.strip():
                     return list(_json_object(line, path.name, number))
             return []
-        header = next(csv.reader(handle, **_csv_dialect(fmt)), [])
-        return [name.strip() for name in header]
+        header = [name.strip() for name in next(csv.reader(handle, **_csv_dialect(fmt)), [])]
+    _check_unique(header, f"{path.name}, line 1: the header")
+    return header
+
+
+def _check_unique(names: list[str], where: str) -> None:
+    """Two columns of one name: one would silently win over the other (pyarrow refuses to
+    select either)."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"{where} names the column '{twice[0]}' {names.count(twice[0])} times "
+                        f"(columns: {', '.join(names)}). Fix: give every column its own name.")
 
 
 def count_rows(path: Path, fmt: str) -> int:
@@ -118,9 +130,28 @@ def _csv_batches(path: Path, fmt: str, names: list[str]) -> Iterator[Any]:
                                 **options)
         yield from reader
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        if isinstance(err, pa.ArrowInvalid):
+            _check_field_counts(path, fmt)  # pyarrow names no line: find it, name it
         raise DataError(f"{path.name}: cannot parse the {fmt.upper()} ({str(err)[:300]}). "
                         "Fix: check quoting, the number of fields per row, and that the file "
                         "is UTF-8.") from None
+
+
+def _check_field_counts(path: Path, fmt: str) -> None:
+    """The DataError of `_data` (line, fields expected and found, fix) for the first row whose
+    number of fields differs from the header's, read again with Python's csv module."""
+    from ._data import MAX_TEXT_CHARS, _fields
+
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_TEXT_CHARS * 4))
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, **_csv_dialect(fmt))
+        header = [name.strip() for name in next(reader, [])]
+        start = reader.line_num + 1  # the line the next record starts on
+        with contextlib.suppress(csv.Error):  # a quoting error: the generic message says so
+            for fields in reader:
+                if fields:  # pyarrow skips empty lines too
+                    _fields(path.name, start, header, fields, fmt)
+                start = reader.line_num + 1
 
 
 def _rebatch(batches: Iterable[Any], rows: int) -> Iterator[Any]:
