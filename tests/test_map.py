@@ -222,6 +222,53 @@ def test_a_column_named_twice_is_a_data_error(tmp_path: Path, fn_dir: Path, kind
         fmap(fn_dir, path, tmp_path / "out.csv", progress=False)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 256])
+def test_jsonl_values_of_two_types_name_the_line_and_field(tmp_path: Path, fn_dir: Path,
+                                                           batch_size: int) -> None:
+    """In one chunk it said 'a field holds values of different types (Expected bytes, got a
+    'int' object)', naming neither; one line per chunk reached the text check instead."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "good"}\n\n{"text": 5}\n', "utf-8")
+    message = (r"in\.jsonl, row 2, field 'text': expected a string" if batch_size == 1 else
+               r"in\.jsonl, line 3, field 'text': a number, where the lines before hold a "
+               r"string\. Fix: ")
+    with pytest.raises(DataError, match=message):
+        fmap(fn_dir, path, tmp_path / "out.jsonl", batch_size=batch_size, progress=False)
+    path.write_text('{"text": "a", "n": [1]}\n{"text": "b", "n": ["x"]}\n', "utf-8")
+    with pytest.raises(DataError, match=r"in\.jsonl, line 2, field 'n': a value that does not "
+                                        r"fit one column \(Could not convert 'x'"):
+        fmap(fn_dir, path, tmp_path / "out.jsonl", batch_size=256, progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [1, 256])
+@pytest.mark.parametrize("target", ["jsonl", "csv", "parquet"])
+def test_a_jsonl_key_first_seen_late_is_kept(tmp_path: Path, fn_dir: Path, target: str,
+                                             batch_size: int) -> None:
+    """A key absent from the first chunk's lines was dropped from the output, silently.
+    JSONL keeps each line's own keys; CSV and Parquet get the column, empty where absent."""
+    path = tmp_path / "in.jsonl"
+    lines = [{"text": "the food was great"}] * 3 + [{"text": "x", "extra": "k"},
+                                                    {"text": "y", "extra": None}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), "utf-8")
+    fmap(fn_dir, path, tmp_path / f"out.{target}", batch_size=batch_size, progress=False)
+    if target == "jsonl":
+        out = read_table(tmp_path / "out.jsonl")
+        assert [[k for k in row if k in ("text", "extra")] for row in out] == \
+            [["text"]] * 3 + [["text", "extra"]] * 2
+        assert [row.get("extra", "absent") for row in out] == ["absent"] * 3 + ["k", None]
+    elif target == "csv":
+        with open(tmp_path / "out.csv", newline="", encoding="utf-8") as handle:
+            out = list(csv.DictReader(handle))
+        assert list(out[0])[:3] == ["text", "extra", "label"]
+        assert [row["extra"] for row in out] == ["", "", "", "k", ""]
+    else:
+        table = pq.read_table(tmp_path / "out.parquet")
+        assert table.column_names[:3] == ["text", "extra", "label"]
+        assert table.column("extra").to_pylist() == [None, None, None, "k", None]
+        assert table.schema.metadata is None or b"funcformer.absent" not in \
+            table.schema.metadata
+
+
 def test_utf16_input_gets_a_clear_error(tmp_path: Path, fn_dir: Path) -> None:
     # Excel's "Unicode Text": train/eval read it (docs/data.md), map's streaming readers do not
     path = tmp_path / "in.csv"

@@ -186,7 +186,7 @@ def run_local(plan: Plan, progress: bool = True) -> int:
     total = count_rows(path, plan.input_format)
     with TableWriter(target, plan.output_format) as writer, \
             Progress("map", total=total, enabled=progress) as bar:
-        for chunk in read_chunks(path, plan.input_format, plan.batch_size):
+        for chunk in read_chunks(path, plan.input_format, plan.batch_size, plan.names):
             writer.write(annotate(fn, engine, chunk, plan, offset=writer.rows))
             bar.advance(chunk.num_rows)
     return writer.rows

@@ -35,7 +35,8 @@ def file_format(path: str | os.PathLike[str], role: str = "input") -> str:
 
 
 def column_names(path: Path, fmt: str) -> list[str]:
-    """The columns of a table file (the header, the first JSON object, the schema)."""
+    """The columns of a table file (the header, the schema; for JSONL every key of every line,
+    in the order they first appear, so a key first seen late in the file is not dropped)."""
     _check_file(path)
     if fmt == "parquet":
         names = list(_parquet_file(path).schema_arrow.names)
@@ -43,10 +44,11 @@ def column_names(path: Path, fmt: str) -> list[str]:
         return names
     with _open_text(path) as handle:
         if fmt == "jsonl":
+            keys: dict[str, None] = {}
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    return list(_json_object(line, path.name, number))
-            return []
+                    keys.update(dict.fromkeys(_json_object(line, path.name, number)))
+            return list(keys)
         header = [name.strip() for name in next(csv.reader(handle, **_csv_dialect(fmt)), [])]
     _check_unique(header, f"{path.name}, line 1: the header")
     return header
@@ -98,17 +100,20 @@ def check_quotes(path: Path) -> None:
             raise csv_error(path.name, start, err) from None
 
 
-def read_chunks(path: Path, fmt: str, rows: int) -> Iterator[Any]:
-    """The file as pyarrow Tables of `rows` rows (the last may be shorter), in file order."""
+def read_chunks(path: Path, fmt: str, rows: int,
+                names: Iterable[str] | None = None) -> Iterator[Any]:
+    """The file as pyarrow Tables of `rows` rows (the last may be shorter), in file order.
+    `names` are its `column_names` when already known (JSONL: saves reading it twice)."""
     _check_file(path)
+    names = list(names) if names is not None else column_names(path, fmt)
     if fmt == "parquet":
         pa = require("pyarrow", "map")
         for batch in _parquet_file(path).iter_batches(batch_size=rows):
             yield pa.Table.from_batches([batch])
     elif fmt == "jsonl":
-        yield from _jsonl_chunks(path, rows)
+        yield from _jsonl_chunks(path, rows, names)
     else:
-        yield from _rebatch(_csv_batches(path, fmt, column_names(path, fmt)), rows)
+        yield from _rebatch(_csv_batches(path, fmt, names), rows)
 
 
 def csv_read_options(path: Path, fmt: str, names: list[str] | None) -> dict[str, Any]:
@@ -171,26 +176,67 @@ def _rebatch(batches: Iterable[Any], rows: int) -> Iterator[Any]:
         yield pa.Table.from_batches(pending)
 
 
-def _jsonl_chunks(path: Path, rows: int) -> Iterator[Any]:
+def _jsonl_chunks(path: Path, rows: int, names: list[str]) -> Iterator[Any]:
+    """Tables with a column for each of `names`: every key of the file, in every chunk."""
     pa = require("pyarrow", "map")
     records: list[dict[str, Any]] = []
+    numbers: list[int] = []
     with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 records.append(_json_object(line, path.name, number))
+                numbers.append(number)
             if len(records) == rows:
-                yield _from_records(pa, records, path)
-                records = []
+                yield _from_records(pa, records, numbers, names, path)
+                records, numbers = [], []
     if records:
-        yield _from_records(pa, records, path)
+        yield _from_records(pa, records, numbers, names, path)
 
 
-def _from_records(pa: Any, records: list[dict[str, Any]], path: Path) -> Any:
+ABSENT = b"funcformer.absent"
+"""Schema metadata of a JSONL chunk: {column: [rows whose line lacks that key]}, so a JSONL
+output writes each line's own keys, where CSV and Parquet leave the cell empty (null)."""
+
+
+def _from_records(pa: Any, records: list[dict[str, Any]], numbers: list[int],
+                  names: list[str], path: Path) -> Any:
+    columns = [_column(pa, [r.get(name) for r in records], name, numbers, path)
+               for name in names]
+    absent = {name: rows for name in names
+              if (rows := [i for i, record in enumerate(records) if name not in record])}
+    metadata = {ABSENT: json.dumps(absent).encode()} if absent else None
+    return pa.Table.from_arrays(columns, names=names, metadata=metadata)
+
+
+def _column(pa: Any, values: list[Any], name: str, numbers: list[int], path: Path) -> Any:
+    """One field's values as an array, or a DataError naming the first line that does not
+    fit the ones before it (pyarrow's own message names neither line nor field)."""
     try:
-        return pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise DataError(f"{path.name}: a field holds values of different types ({err}). Fix: "
-                        "give each field one type in every line (e.g. always a string).") from None
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        low, high = 0, len(values) - 1  # the first prefix that fails ends at `high`
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                pa.array(values[:middle + 1])
+                low = middle + 1
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                high = middle
+        earlier = next((v for v in values[:high] if v is not None), None)
+        what = (f"{_kind(values[high])}, where the lines before hold {_kind(earlier)}"
+                if earlier is not None and _kind(earlier) != _kind(values[high])
+                else f"a value that does not fit one column ({str(err)[:200]})")
+        raise DataError(f"{path.name}, line {numbers[high]}, field '{name}': {what}. Fix: give "
+                        "each field one type in every line (e.g. always a string).") from None
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type in words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
 
 
 def _json_object(line: str, name: str, number: int) -> dict[str, Any]:
@@ -294,9 +340,12 @@ class TableWriter:
                 self._csv = csv.writer(self._handle, **_csv_dialect(self.fmt), quotechar=None
                                        if self.fmt == "tsv" else '"')
                 self._csv.writerow(self._columns)
-        for row in table.to_pylist():
+        absent = _absent_keys(table) if self.fmt == "jsonl" else {}
+        for index, row in enumerate(table.to_pylist()):
             if self.fmt == "jsonl":
-                self._handle.write(json.dumps({k: _json_value(v) for k, v in row.items()},
+                skip = absent.get(index, ())
+                self._handle.write(json.dumps({k: _json_value(v) for k, v in row.items()
+                                               if k not in skip},
                                               ensure_ascii=False, default=str) + "\n")
             else:
                 self._csv.writerow([self._cell(k, v) for k, v in row.items()])
@@ -319,6 +368,10 @@ class TableWriter:
 
     def _write_parquet(self, table: Any) -> None:
         pq = require("pyarrow.parquet", "map")
+        metadata = table.schema.metadata or {}
+        if ABSENT in metadata:  # a note for JSONL outputs, not for the file's schema
+            table = table.replace_schema_metadata(
+                {k: v for k, v in metadata.items() if k != ABSENT} or None)
         if self._writer is not None and not table.schema.equals(self._writer.schema):
             self._writer.close()
             self._writer = None
@@ -377,6 +430,15 @@ class TableWriter:
                 self._writer.close()
         for temp in self._temps:
             temp.unlink(missing_ok=True)
+
+
+def _absent_keys(table: Any) -> dict[int, set[str]]:
+    """Row index -> the keys its JSONL line did not have (see ABSENT)."""
+    rows: dict[int, set[str]] = {}
+    for name, indices in json.loads((table.schema.metadata or {}).get(ABSENT, b"{}")).items():
+        for index in indices:
+            rows.setdefault(index, set()).add(name)
+    return rows
 
 
 def _json_value(value: Any) -> Any:
