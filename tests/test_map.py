@@ -269,6 +269,19 @@ def test_a_jsonl_key_first_seen_late_is_kept(tmp_path: Path, fn_dir: Path, targe
             table.schema.metadata
 
 
+@pytest.mark.parametrize("output", ["out/", "new/sub/out.csv", "kept/"])
+def test_a_failed_run_removes_the_directories_it_made(tmp_path: Path, fn_dir: Path,
+                                                      output: str) -> None:
+    """A bad row in the sixth chunk left the empty out/ that map had made."""
+    rows = [{"text": f"the food was great {i}"} for i in range(20)] + [{"text": " "}]
+    path = write_table(tmp_path / "in.csv", rows + rows[:5])
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError, match=r"in\.csv, row 21, field 'text': the text is empty"):
+        fmap(fn_dir, path, f"{tmp_path}/{output}", batch_size=4, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "kept"]
+    assert not any((tmp_path / "kept").iterdir())
+
+
 def test_utf16_input_gets_a_clear_error(tmp_path: Path, fn_dir: Path) -> None:
     # Excel's "Unicode Text": train/eval read it (docs/data.md), map's streaming readers do not
     path = tmp_path / "in.csv"

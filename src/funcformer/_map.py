@@ -8,11 +8,13 @@ column is written as `predicted_<field>`, so labelled data keeps its gold column
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,12 +186,30 @@ def run_local(plan: Plan, progress: bool = True) -> int:
     if plan.to_directory:
         target = target / f"part-00000.{_extension(plan.output_format)}"
     total = count_rows(path, plan.input_format)
-    with TableWriter(target, plan.output_format) as writer, \
+    with removed_on_failure(target.parent), TableWriter(target, plan.output_format) as writer, \
             Progress("map", total=total, enabled=progress) as bar:
         for chunk in read_chunks(path, plan.input_format, plan.batch_size, plan.names):
             writer.write(annotate(fn, engine, chunk, plan, offset=writer.rows))
             bar.advance(chunk.num_rows)
     return writer.rows
+
+
+@contextlib.contextmanager
+def removed_on_failure(directory: Path) -> Iterator[None]:
+    """If the block fails, remove `directory` and the parents made with it, when they did not
+    exist before and are empty (the writer has discarded its temporary files by then): a failed
+    run leaves no empty output directory behind, and never touches one that was there."""
+    made = []
+    while not directory.exists() and directory != directory.parent:
+        made.append(directory)  # deepest first
+        directory = directory.parent
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+                path.rmdir()
+        raise
 
 
 def annotate(fn: Any, engine: Any, table: Any, plan: Plan, offset: int | None = None) -> Any:
