@@ -116,6 +116,13 @@ def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TaskError, match="not both"):
         funcformer.tune("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
                         method="head", methods=["lora"], trials=1)
+    calls = []  # a bad fixed setting fails before any trial trains, not once per trial
+    monkeypatch.setattr("funcformer._function.train", lambda *a, **k: calls.append(1))
+    with pytest.raises(TaskError, match="epochs must be at least 1, got -1"):
+        funcformer.tune("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
+                        backbone=tiny_backbone, trials=3, epochs=-1, progress=False)
+    assert calls == []
+    monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[tune\]'"):
         _tune(tiny_backbone)

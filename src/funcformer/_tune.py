@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._config import TrainConfig
 from ._errors import FuncformerError, TaskError, require
 
 RANGES: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
@@ -128,6 +129,10 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
                                                    label_column, options.get("multi_label"))
     metric = metric or ("micro_f1" if multi_label else "accuracy")
     searched = _methods(methods, train_data, multi_label, options)  # takes a fixed method
+    # A bad fixed setting fails here, once, not as the failure of every trial.
+    fields = set(TrainConfig().to_dict()) - {"method"}
+    TrainConfig.from_dict({"method": searched[0],
+                           **{k: v for k, v in options.items() if k in fields}}).resolved()
     search = Search(methods=searched,
                     fixed={**options, "seed": options.get("seed", seed), "metric": metric,
                            "multi_label": multi_label},
@@ -142,8 +147,9 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
         study.optimize(search.objective, n_trials=trials, timeout=timeout,
                        catch=(FuncformerError,))
     if search.best is None:
-        raise TaskError("No trial finished" + (f": {search.failures[0]}" if search.failures
-                                                else " (all were pruned)") + ".")
+        raise TaskError("No trial finished" + (f": {search.failures[0].rstrip('.')}"
+                                                if search.failures else " (all were pruned)")
+                        + ".")
     rows = [search.row(t) for t in study.trials]
     seconds = round(time.perf_counter() - started, 2)
     best_fn, best = search.best
