@@ -156,6 +156,9 @@ def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
         funcformer.load(tmp_path)
     with pytest.raises(ArtifactError, match="no such directory"):
         funcformer.load(tmp_path / "missing")
+    with pytest.raises(ArtifactError, match=r"funcformer\.json is a file, not a function "
+                                           r"directory\. Fix: pass the directory"):
+        funcformer.load(out / "funcformer.json")  # was "no such directory"
 
 
 def test_backbone_digest_mismatch_is_caught(trained: dict, tmp_path: Path,

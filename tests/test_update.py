@@ -120,6 +120,9 @@ def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
                             backbone=tiny_backbone, method="head", epochs=1, progress=False)
     with pytest.raises(TaskError, match="update applies to classify"):
         pair.update([("a", "b")])
+    with pytest.raises(TaskError, match="memory must be a whole number of at least 1 "
+                                        "example per label, got 0"):  # 0 was taken as "not given"
+        base.update(rows(["food"], 5), memory=0, progress=False)
     with pytest.raises(funcformer.DataError, match="unknown label 'nope'"):
         base.update(rows(["food"], 5), eval_data=[("goal", "nope")], progress=False)
 

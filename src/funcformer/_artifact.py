@@ -103,8 +103,10 @@ def read_manifest(path: Path) -> Manifest:
     from ._version import __version__
 
     if not path.is_dir():
-        raise ArtifactError(f"{path}: no such directory. Fix: pass the directory that "
-                            "'funcformer train --out' or fn.save() wrote.")
+        what = "is a file, not a function directory" if path.is_file() else \
+            ": no such directory"
+        raise ArtifactError(f"{path}{' ' if path.is_file() else ''}{what}. Fix: pass the "
+                            "directory that 'funcformer train --out' or fn.save() wrote.")
     file = path / MANIFEST
     if not file.is_file():
         raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). An interrupted "

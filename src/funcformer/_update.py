@@ -35,7 +35,7 @@ import torch
 
 from ._artifact import Manifest
 from ._data import Examples, read_examples, split_labels
-from ._errors import ArtifactError, TaskError
+from ._errors import ArtifactError, TaskError, is_whole
 
 MEMORY_FILE = "memory.jsonl"
 LABEL_TEXT_OPTIONS = ("label_template", "label_names")
@@ -147,6 +147,9 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         task.thresholds = list(fn.task.thresholds) + [0.5] * len(added)
     if given_eval is not None:
         task.targets(given_eval)  # unknown labels fail here, naming the row
+    if memory is not None and (not is_whole(memory) or memory < 1):
+        raise TaskError(f"memory must be a whole number of at least 1 example per label, got "
+                        f"{memory!r}. Fix: leave it out to keep the function's own setting.")
     remembered = fn.memory
     per_label = memory or (fn.manifest.memory or {}).get("per_label")
     replay = _join(new, remembered) if remembered is not None else new
