@@ -304,6 +304,17 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
     assert snapshot(function_copy) == before
 
 
+def test_a_setting_given_as_flag_and_set_is_refused(capsys, tmp_path: Path,
+                                                    function_copy: Path) -> None:
+    data = write_reviews(tmp_path / "new.csv", make_reviews(6))
+    for command in (("update", function_copy, data), ("distill", function_copy)):
+        code, _, err = cli(capsys, *command, "--out", tmp_path / "o", "--epochs", "1", "--set",
+                           "epochs=2")  # the flag silently won
+        assert_clean_error(code, err)
+        assert "epochs is given twice: --epochs 1 and --set epochs=2. Fix: give it once." in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
                                               tiny_backbone: Path) -> None:
     docs = tmp_path / "docs.jsonl"

@@ -176,6 +176,18 @@ def _settings(items: list[str], own: dict[str, str] | None = None) -> dict[str, 
     return options
 
 
+def _with_flags(options: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """--set options plus the flags given (not None); one given both ways is refused, not
+    silently decided by the flag."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    both = sorted(set(given) & set(options))
+    if both:
+        flag = "--" + both[0].replace("_", "-")
+        raise DataError(f"{both[0]} is given twice: {flag} {given[both[0]]} and --set "
+                        f"{both[0]}={options[both[0]]}. Fix: give it once.")
+    return {**options, **given}
+
+
 def _new_function_dir(source: Path, out: Path, command: str) -> None:
     """`update` and `distill` write a new function and keep their source as it is: an --out
     that is the source would replace it (its weights lost, only its digest left in the
@@ -523,8 +535,7 @@ def update(
     _new_function_dir(function, out, "update")
     own = {"data": "its DATA argument", **_flags("memory", "text_column", "label_column"),
            "eval_data": "--eval"}
-    options = {**_settings(settings or [], own),
-               **({"epochs": epochs} if epochs is not None else {})}
+    options = _with_flags(_settings(settings or [], own), {"epochs": epochs})
     fn = load(function)
     updated = fn.update(data, eval_data=eval_data, memory=memory, text_column=text_column,
                         label_column=label_column, **options)
@@ -642,9 +653,8 @@ def distill(
     _new_function_dir(function, out, "distill")
     own = {**_flags("student_layers", "student", "data", "unlabeled", "temperature",
                     "label_weight", "text_column", "label_column"), "eval_data": "--eval"}
-    options = {**_settings(settings or [], own), **{k: v for k, v in {
-        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}.items()
-        if v is not None}}
+    options = _with_flags(_settings(settings or [], own), {
+        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size})
     fn = distill_function(function, student_layers=student_layers, student=student, data=data,
                           unlabeled=unlabeled, eval_data=eval_data, temperature=temperature,
                           label_weight=label_weight, text_column=text_column,
