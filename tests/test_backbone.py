@@ -41,6 +41,34 @@ def test_hub_name_offline_fails_fast_listing_what_was_tried(
     assert "HF_HUB_OFFLINE" in message and "Fix:" in message
 
 
+def test_loading_a_saved_function_never_downloads_its_backbone(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_backbone: Path) -> None:
+    import huggingface_hub
+
+    import funcformer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked: list[bool] = []
+
+    def snapshot_download(name: str, **options: object) -> str:
+        asked.append(bool(options.get("local_files_only")))
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    fn = funcformer.train("classify", [("good", "pos"), ("bad", "neg")] * 4,
+                          backbone=tiny_backbone, method="head", epochs=1, progress=False)
+    path = fn.save(tmp_path / "fn")
+    manifest = json.loads((path / "funcformer.json").read_text())
+    manifest["backbone"]["name"] = "some-org/some-bert"  # a hub backbone, not in the cache
+    (path / "funcformer.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackboneNotFound, match="loading a function makes no network calls"):
+        funcformer.load(path)
+    assert asked == [True]  # the cache only: no network call (training may download: below)
+    with pytest.raises(BackboneNotFound):
+        bb.load("some-org/some-bert")
+    assert asked == [True, False]
+
+
 def test_missing_directory_is_backbone_not_found() -> None:
     with pytest.raises(BackboneNotFound, match="does not exist"):
         bb.resolve("/nonexistent/model/dir")

@@ -91,8 +91,10 @@ class Resolved:
     path: Path
 
 
-def resolve(name_or_path: str | os.PathLike[str] | None = None) -> Resolved:
-    """Find a backbone directory from a local path, a packaged alias, or the hub cache.
+def resolve(name_or_path: str | os.PathLike[str] | None = None,
+            offline: bool = False) -> Resolved:
+    """Find a backbone directory from a local path, a packaged alias, or the hub cache
+    (`offline`: the cache only, never the network; so is HF_HUB_OFFLINE=1).
 
     >>> resolve("all-MiniLM-L6-v2").path.name
     'model'
@@ -100,7 +102,7 @@ def resolve(name_or_path: str | os.PathLike[str] | None = None) -> Resolved:
     name = str(name_or_path or DEFAULT_BACKBONE)
     tried: list[str] = []
     for finder in (_from_directory, _from_package, _from_hub):
-        path = finder(name, tried)
+        path = finder(name, tried, offline)
         if path is not None:
             return Resolved(name=name, path=path)
     raise BackboneNotFound(
@@ -112,7 +114,7 @@ def resolve(name_or_path: str | os.PathLike[str] | None = None) -> Resolved:
     )
 
 
-def _from_directory(name: str, tried: list[str]) -> Path | None:
+def _from_directory(name: str, tried: list[str], offline: bool = False) -> Path | None:
     path = Path(name).expanduser()
     if not path.exists():
         tried.append(f"local directory '{path}': does not exist")
@@ -123,7 +125,7 @@ def _from_directory(name: str, tried: list[str]) -> Path | None:
     return path.resolve()
 
 
-def _from_package(name: str, tried: list[str]) -> Path | None:
+def _from_package(name: str, tried: list[str], offline: bool = False) -> Path | None:
     package = _PACKAGED.get(name.lower())
     if package is None:
         return None
@@ -136,13 +138,14 @@ def _from_package(name: str, tried: list[str]) -> Path | None:
     return Path(module.get_model_path()).resolve()
 
 
-def _from_hub(name: str, tried: list[str]) -> Path | None:
+def _from_hub(name: str, tried: list[str], offline: bool = False) -> Path | None:
     if name.count("/") > 1 or name.startswith((".", "/", "~")):
         return None  # a path, not a repo id
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    from_env = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    offline = offline or from_env
     try:
         path = snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=offline,
                                  etag_timeout=10)
@@ -150,7 +153,8 @@ def _from_hub(name: str, tried: list[str]) -> Path | None:
         tried.append(f"Hugging Face hub: '{name}' is not a valid repository id")
         return None
     except Exception as err:  # network, auth, missing repo: all mean "not found here"
-        where = "the local cache (HF_HUB_OFFLINE is set)" if offline else "cache or network"
+        where = ("cache or network" if not offline else "the local cache (HF_HUB_OFFLINE is set)"
+                 if from_env else "the local cache (loading a function makes no network calls)")
         tried.append(f"Hugging Face hub '{name}' via {where}: {type(err).__name__}: "
                      f"{str(err).splitlines()[0][:200]}")
         return None
@@ -346,18 +350,19 @@ def token_batches(rows: Sequence[list[int]], budget: int,
 
 def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu",
          trust_remote_code: bool = False, dtype: str | None = None,
-         error: type[FuncformerError] = BackboneNotFound) -> Backbone:
+         error: type[FuncformerError] = BackboneNotFound, offline: bool = False) -> Backbone:
     """Load a backbone once per process (keyed by path, device and dtype) and share it.
 
     `device` is any torch device ("cpu", "cuda", "cuda:1"); `dtype` ("float16", "bfloat16")
     casts the weights for inference (features are returned as float32 all the same).
     Damaged files (weights, tokenizer) raise `error`: ArtifactError for a function's own
-    fine-tuned encoder.
+    fine-tuned encoder. `offline`: a hub name is looked up in the local cache only (loading a
+    saved function never downloads).
 
     >>> load("all-MiniLM-L6-v2") is load("all-MiniLM-L6-v2")
     True
     """
-    resolved = resolve(name_or_path)
+    resolved = resolve(name_or_path, offline)
     # The weights' size and mtime are in the key, so an artifact saved again in place (a new
     # encoder/ renamed over the old one) is loaded afresh rather than served stale.
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"

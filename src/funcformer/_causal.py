@@ -64,13 +64,14 @@ class CausalLM:
 
 
 def load(name_or_path: str | os.PathLike[str], device: str = "cpu", dtype: str | None = None,
-         trust_remote_code: bool = False) -> CausalLM:
-    """Load a causal LM once per process (keyed by path, device, dtype and weights) and share it.
+         trust_remote_code: bool = False, offline: bool = False) -> CausalLM:
+    """Load a causal LM once per process (keyed by path, device, dtype and weights) and share it
+    (`offline`: a hub name from the local cache only, as when a saved function loads).
 
     >>> load("models/my-gpt2") is load("models/my-gpt2")   # doctest: +SKIP
     True
     """
-    resolved = _backbone.resolve(name_or_path)
+    resolved = _backbone.resolve(name_or_path, offline)
     # Size and mtime of the weights are in the key, so an artifact saved again in place is
     # loaded afresh rather than served stale.
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"

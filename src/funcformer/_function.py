@@ -668,7 +668,7 @@ def load_backbone(directory: Path, manifest: Manifest, override: PathLike | None
                                 "missing. Save the function again.")
     else:
         where = override or ref.name
-    shared = _backbone.load(where, device=device, dtype=dtype,
+    shared = _backbone.load(where, device=device, dtype=dtype, offline=True,
                             error=ArtifactError if ref.included else BackboneNotFound)
     if shared.digest != ref.digest:
         what = "its fine-tuned encoder" if ref.included else f"backbone '{ref.name}'"

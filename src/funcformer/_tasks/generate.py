@@ -347,7 +347,8 @@ def load(directory: Path, manifest: Manifest, *, backbone: str | os.PathLike[str
                                 "Save the function again.")
     else:
         where = backbone or ref.name
-    lm = _causal.load(where, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    lm = _causal.load(where, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                      offline=True)
     if lm.digest != ref.digest:
         what = "its fine-tuned model" if ref.included else f"causal LM '{ref.name}'"
         raise ArtifactError(
