@@ -57,6 +57,12 @@ def test_feed_forward_and_explicit_targets(tiny_backbone: Path) -> None:
         _lora.target_modules(model, LoRA(targets=["nope"]))
     with pytest.raises(TaskError, match="r >= 1"):
         LoRA(r=0)
+    for settings, says in (({"r": "x"}, "r must be a whole number, got 'x'"),
+                           ({"r": 4.0}, "r must be a whole number, got 4.0"),
+                           ({"alpha": None}, "alpha must be a number, got None"),
+                           ({"feed_forward": "yes"}, "feed_forward must be true or false")):
+        with pytest.raises(TaskError, match=says):  # 'x' was an internal TypeError ('<')
+            LoRA(**settings)
 
 
 def test_lora_trains_saves_small_adapter_and_reloads(lora_fn: funcformer.Function,

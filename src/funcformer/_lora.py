@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ._config import Options
-from ._errors import ArtifactError, TaskError
+from ._errors import ArtifactError, TaskError, is_real, is_whole
 
 ADAPTER_DIR = "adapter"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -64,6 +64,16 @@ class LoRA(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name, whole in (("r", True), ("alpha", False), ("dropout", False)):
+            value = getattr(self, name)
+            if not (is_whole(value) if whole else is_real(value)):
+                kind = "a whole number" if whole else "a number"
+                raise TaskError(f"LoRA {name} must be {kind}, got {value!r}. Fix: e.g. "
+                                "LoRA(r=8, alpha=16, dropout=0.1) (CLI: --set "
+                                "lora='{\"r\": 8}').")
+        if not isinstance(self.feed_forward, bool):
+            raise TaskError(f"LoRA feed_forward must be true or false, got "
+                            f"{self.feed_forward!r}.")
         if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
             raise TaskError(f"LoRA needs r >= 1, alpha > 0 and 0 <= dropout < 1; got r={self.r}, "
                             f"alpha={self.alpha}, dropout={self.dropout}.")
