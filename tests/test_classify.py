@@ -34,6 +34,12 @@ def test_call_shapes(head_fn: funcformer.Function) -> None:
     assert set(one.scores) == {"negative", "positive"}
     assert abs(sum(one.scores.values()) - 1) < 1e-5
     assert one.score == max(one.scores.values()) == one.scores[one.label]
+    # a dict is one row (it used to be iterated: one prediction per key, of the key's name)
+    assert head_fn({"text": "the food was great", "label": "x"}) == one
+    for bad, says in ((None, "Got NoneType: call a function with one input or a list"),
+                      (5, "Got int"), (b"great", "Got bytes. Fix: decode them first")):
+        with pytest.raises(DataError, match=says):
+            head_fn(bad)
 
 
 def test_head_learns_separable_data(tiny_backbone: Path) -> None:

@@ -173,6 +173,7 @@ def test_call_shapes_and_order(fns: dict) -> None:
     singles = torch.tensor([fn(p).score for p in pairs])  # batches sorted by length: order kept
     torch.testing.assert_close(torch.tensor([s.score for s in many]), singles, rtol=0, atol=1e-5)
     assert fn.result_from_dict(one.to_dict()) == one
+    assert fn({"text_a": pairs[0][0], "text_b": pairs[0][1]}) == one  # a dict is one pair
 
 
 def test_rank_orders_by_score(fns: dict) -> None:

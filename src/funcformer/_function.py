@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from ._data import (
     read_examples,
     read_texts,
 )
-from ._errors import ArtifactError, BackboneNotFound, TaskError
+from ._errors import ArtifactError, BackboneNotFound, DataError, TaskError
 from ._model import HeadChoice
 from ._results import Prediction
 from ._tasks import task_class, task_module
@@ -105,6 +105,13 @@ class Function(abc.ABC):
     def __call__(self, inputs: Any, **options: Any) -> Any:
         if self.is_single(inputs):
             return self.predict([inputs], **options)[0]
+        if isinstance(inputs, Mapping):  # one row, e.g. {"text": ...}: not a list of its keys
+            return self.predict(self.read_inputs([inputs]), **options)[0]
+        if isinstance(inputs, (bytes, bytearray)):
+            raise DataError("Got bytes. Fix: decode them first, e.g. fn(data.decode('utf-8')).")
+        if not isinstance(inputs, Iterable):
+            raise DataError(f"Got {type(inputs).__name__}: call a function with one input or a "
+                            "list of them. Fix: e.g. fn('a text') or fn(['a text', 'another']).")
         return self.predict(list(inputs), **options)
 
     def is_single(self, inputs: Any) -> bool:
