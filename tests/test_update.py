@@ -115,6 +115,17 @@ def test_update_says_what_its_report_cannot_measure(tiny_backbone: Path, tmp_pat
     assert re.search(r"all, after  \d\.\d{4}  \(6 rows\)", shown), shown
 
 
+@pytest.mark.parametrize("options, says", [
+    ({"multi_label": "no"}, "multi_label must be true or false"),  # 'no' trained multi-label
+    ({"memory": "5"}, "memory must be a whole number of at least 1 example per label, got '5'"),
+    ({"memory": 0}, "got 0. Fix: e.g. memory=20"),
+])
+def test_train_checks_classify_options(tiny_backbone: Path, options: dict, says: str) -> None:
+    with pytest.raises(TaskError, match=says):
+        funcformer.train("classify", rows(["sports", "tech"], 3), backbone=tiny_backbone,
+                         method="head", progress=False, **options)
+
+
 def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
     pair = funcformer.train("pair", [("a b", "b c", 1.0), ("x", "y", 0.0)] * 6,
                             backbone=tiny_backbone, method="head", epochs=1, progress=False)

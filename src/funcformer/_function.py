@@ -377,6 +377,12 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             label_column=label_column, init=init, **options)
     multi_label = options.pop("multi_label", None)
     memory = options.pop("memory", None)
+    if multi_label is not None and not isinstance(multi_label, bool):  # 'no' is truthy
+        raise TaskError(f"multi_label must be true or false (or left out: decided from the "
+                        f"data), got {multi_label!r}.")
+    from ._update import check_memory
+
+    check_memory(memory, "e.g. memory=20, or leave it out for no memory")
     method, options = method_option(method, options)
     config = make_config(config, method or "auto", options, resolve=False)
     if init is not None and config.head != "linear":

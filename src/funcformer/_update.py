@@ -77,6 +77,14 @@ class _Features:
         return torch.stack([self.known[t] for t in texts])
 
 
+def check_memory(memory: Any, fix: str) -> None:
+    """`memory` (exemplars per label) is None or a whole number of at least 1, else a TaskError
+    ending with `fix`: 0 would be taken as "not given", '5' is no number."""
+    if memory is not None and (not is_whole(memory) or memory < 1):
+        raise TaskError(f"memory must be a whole number of at least 1 example per label, got "
+                        f"{memory!r}. Fix: {fix}.")
+
+
 def select_memory(fn: Any, examples: Examples, per_label: int,
                   features: Any = None) -> Examples:
     """`per_label` exemplars of each label, chosen by herding on the function's features."""
@@ -147,9 +155,7 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         task.thresholds = list(fn.task.thresholds) + [0.5] * len(added)
     if given_eval is not None:
         task.targets(given_eval)  # unknown labels fail here, naming the row
-    if memory is not None and (not is_whole(memory) or memory < 1):
-        raise TaskError(f"memory must be a whole number of at least 1 example per label, got "
-                        f"{memory!r}. Fix: leave it out to keep the function's own setting.")
+    check_memory(memory, "leave it out to keep the function's own setting")
     remembered = fn.memory
     per_label = memory or (fn.manifest.memory or {}).get("per_label")
     replay = _join(new, remembered) if remembered is not None else new
