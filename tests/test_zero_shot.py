@@ -48,6 +48,11 @@ def test_multi_label_scores_are_cosines(tiny_backbone: Path) -> None:
     assert fn("the food was great").labels == []
 
 
+def test_a_string_is_no_label_list(tiny_backbone: Path) -> None:
+    with pytest.raises(DataError, match="got the string 'abc'"):  # it gave labels a, b, c
+        ZeroShot("abc", backbone=tiny_backbone)
+
+
 @pytest.mark.parametrize("threshold", ["abc", None, 5, -1.5, float("nan")])
 def test_threshold_must_be_a_cosine(tiny_backbone: Path, threshold: object) -> None:
     # 'abc' was a ValueError from float(), 5 a function that never returns a label

@@ -97,6 +97,11 @@ class ZeroShot(Function):
                  backbone: str | os.PathLike[str] | _backbone.Backbone | None = None,
                  device: str = "cpu", multi_label: bool = False,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
+        if isinstance(labels, (str, bytes)):  # list('abc') would be the labels a, b, c
+            raise DataError(f"ZeroShot takes a list of label names or a dict of name -> "
+                            f"description, got the string {labels!r}. Fix: e.g. "
+                            f"ZeroShot([{labels!r}, 'other']), or funcformer.train('zero_shot', "
+                            "'labels.txt') for a file of labels.")
         self.template = _check_template(template)
         self.backbone = (backbone if isinstance(backbone, _backbone.Backbone)
                          else _backbone.load(backbone, device=device))
