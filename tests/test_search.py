@@ -84,6 +84,26 @@ def test_threshold_must_be_a_cosine(tiny_backbone: Path, threshold: object) -> N
         funcformer.train("search", FAQ, backbone=tiny_backbone, threshold=threshold)
 
 
+def test_a_named_id_column_must_be_there(tiny_backbone: Path) -> None:
+    docs = [{"id": "a", "text": "the food was great"}, {"id": "b", "text": "the room"}]
+    # it was ignored: ids became row numbers and the real ids metadata
+    with pytest.raises(DataError, match="<list>, index 0: no id in the field 'nope' "
+                                        r"\(id_column\)\. Fix: .* \(fields here: id, text\)"):
+        funcformer.train("search", docs, backbone=tiny_backbone, id_column="nope")
+    with pytest.raises(DataError, match="field 'id': an id is a text or a number, got \\[2\\]"):
+        funcformer.train("search", [{"id": [2], "text": "x"}], backbone=tiny_backbone)
+
+
+def test_gold_ids_must_be_documents(faq: Searcher) -> None:
+    # calibrating on an unknown id counted every answer wrong and turned answering off
+    queries = [{"text": "the food was great", "id": "food"}, {"text": "x", "id": "nope"}]
+    for call in (faq.calibrate, faq.evaluate):
+        with pytest.raises(DataError, match="<list>, index 1, field 'id': no document has the "
+                                            "id 'nope'"):
+            call(queries)
+    assert faq.threshold == 0.5
+
+
 def test_calibration_from_queries(tiny_backbone: Path) -> None:
     fn = funcformer.train("search", FAQ, backbone=tiny_backbone)
     queries = [{"text": d["text"], "id": d["id"]} for d in FAQ] + [
@@ -150,7 +170,7 @@ def test_training_from_query_pairs_improves_retrieval(tiny_backbone: Path) -> No
                              learning_rate=1e-3, batch_size=16)
     assert tuned.manifest.method == "full" and tuned.manifest.backbone.included
     assert tuned.evaluate(queries)["mrr_at_10"] > untrained.evaluate(queries)["mrr_at_10"]
-    with pytest.raises(DataError, match="names document id 'nope'"):
+    with pytest.raises(DataError, match="index 0, field 'id': no document has the id 'nope'"):
         funcformer.train("search", docs, pairs=[{"text": "q", "id": "nope"}],
                          backbone=tiny_backbone, progress=False)
     with pytest.raises(TaskError, match="only used when tuning the encoder"):

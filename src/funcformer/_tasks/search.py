@@ -296,10 +296,14 @@ class Searcher(Function):
         self.manifest.digest = index_digest(self.manifest.options["encoder_digest"], self.index,
                                             self.threshold)
 
+    def _ids(self) -> set[str]:
+        return {document.id for document in self.index.documents}
+
     def calibrate(self, queries: Any, **columns: Any) -> float:
         """Set the "no answer" threshold from queries with gold ids (an empty id: the query has
         no answer): the cosine that makes the most answer-or-abstain decisions right."""
-        texts, gold = read_queries(queries, **{**self._columns(), **columns})
+        texts, gold = read_queries(queries, **{**self._columns(), **columns},
+                                   known=self._ids())
         found = self.index.search(self.embedder.encode(texts).reshape(len(texts), -1), 1, None)
         top = [(row[0][1], self.index.documents[row[0][0]].id in ids) if row else (0.0, False)
                for row, ids in zip(found, gold, strict=True)]
@@ -315,7 +319,7 @@ class Searcher(Function):
     def evaluate(self, data: Any, **columns: Any) -> dict[str, Any]:
         """Queries with gold document ids: accuracy@1, MRR@10, and how often `answer()` is right
         (the right entry above the threshold, or no answer for a query without one)."""
-        texts, gold = read_queries(data, **{**self._columns(), **columns})
+        texts, gold = read_queries(data, **{**self._columns(), **columns}, known=self._ids())
         vectors = self.embedder.encode(texts).reshape(len(texts), -1)
         found = self.index.search(vectors, 10, None)
         ranks = [next((r for r, (i, _) in enumerate(row) if self.index.documents[i].id in ids),
@@ -358,8 +362,9 @@ def index_digest(encoder_digest: str, index: Index, threshold: float) -> str:
 
 def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text",
                    answer_column: str = "answer", **_: Any) -> list[Document]:
-    """Documents from a file, list or DataFrame: text, optional id (default: the row number),
-    optional answer; a JSONL `metadata` object, or else every other column, is metadata."""
+    """Documents from a file, list or DataFrame: text, optional id (default: the row number;
+    an `id_column` named other than "id" must be in every row), optional answer; a JSONL
+    `metadata` object, or else every other column, is metadata."""
     if isinstance(data, Sequence) and not isinstance(data, str) and all(
             isinstance(x, str) for x in data):
         data = [{text_column: x} for x in data]
@@ -367,6 +372,14 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
     docs, seen = [], {}
     for i, row in enumerate(records.rows):
         raw_id = row.get(id_column)
+        if raw_id in (None, "") and id_column != "id":  # asked for by name: never a row number
+            raise DataError(f"{records.where(i)}: no id in the field '{id_column}' "
+                            f"(id_column). Fix: fill it in, or name the id field with "
+                            f"--set id_column=... / id_column= (fields here: "
+                            f"{', '.join(row)}).")
+        if isinstance(raw_id, (list, dict, bool)):
+            raise DataError(f"{records.where(i)}, field '{id_column}': an id is a text or a "
+                            f"number, got {raw_id!r}. Fix: give every document a plain id.")
         doc_id = str(i) if raw_id in (None, "") else str(raw_id).strip()
         if doc_id in seen:
             raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}' "
@@ -389,8 +402,9 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
 
 
 def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text",
-                 **_: Any) -> tuple[list[str], list[set[str]]]:
-    """Queries and their gold document ids ('a|b' for several; empty: no answer exists)."""
+                 known: set[str] | None = None, **_: Any) -> tuple[list[str], list[set[str]]]:
+    """Queries and their gold document ids ('a|b' for several; empty: no answer exists);
+    with `known` (the documents' ids), an id not among them is a DataError naming the row."""
     records = read_records(data, texts=[query_column], optional=[id_column], what="queries",
                            fields=["query"])
     gold = []
@@ -399,8 +413,14 @@ def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text"
             raise DataError(f"{records.where(i)}: field '{id_column}' is missing. Fix: give "
                             "each query the id of the document that answers it (empty: none).")
         value = row[id_column]
-        gold.append({p.strip() for p in str(value if value is not None else "").split("|")
-                     if p.strip()})
+        ids = {p.strip() for p in str(value if value is not None else "").split("|")
+               if p.strip()}
+        unknown = sorted(ids - known) if known is not None else []
+        if unknown:  # calibrating on it would count every answer as wrong
+            raise DataError(f"{records.where(i)}, field '{id_column}': no document has the id "
+                            f"'{unknown[0]}'. Fix: use ids of the indexed documents (empty: the "
+                            "query has no answer).")
+        gold.append(ids)
     return records.column(query_column), gold
 
 
@@ -465,14 +485,11 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
 def _query_pairs(docs: list[Document], pairs: Any,
                  columns: dict[str, str]) -> tuple[list[str], list[str]]:
     """(query, document text) for each gold id of each query in `pairs`."""
-    texts, gold = read_queries(pairs, **columns)
     by_id = {d.id: d.text for d in docs}
+    texts, gold = read_queries(pairs, **columns, known=set(by_id))
     a, b = [], []
     for query, ids in zip(texts, gold, strict=True):
         for doc_id in sorted(ids):
-            if doc_id not in by_id:
-                raise DataError(f"pairs: query {query!r} names document id '{doc_id}', which "
-                                "is not among the documents. Fix: use ids from the documents.")
             a.append(query)
             b.append(by_id[doc_id])
     if not a:
@@ -486,7 +503,7 @@ def _tune(embedder: Embedder, docs: list[Document], a: list[str], b: list[str], 
     shared = embedder.backbone
     evaluate = None
     if eval_data is not None:
-        eval_texts, eval_gold = read_queries(eval_data, **columns)
+        eval_texts, eval_gold = read_queries(eval_data, **columns, known={d.id for d in docs})
         doc_texts = [d.text for d in docs]
         rows = {d.id: i for i, d in enumerate(docs)}
         keep = [q for q, ids in enumerate(eval_gold) if ids & set(rows)]
