@@ -100,6 +100,12 @@ def test_update_says_what_its_report_cannot_measure(tiny_backbone: Path, tmp_pat
     assert "new_labels_accuracy_after" in only_new.manifest.training["update"]["report"]
     assert "the eval rows hold no old label, so forgetting is not measured" in \
         capsys.readouterr().err
+    small = funcformer.train("classify", rows(["sports", "tech"], 20), backbone=tiny_backbone,
+                             method="head", epochs=2, progress=False, memory=2)
+    capsys.readouterr()
+    small.update(rows(["food", "travel"], 100), epochs=2)  # 2 per label: none of them held out
+    assert "forgetting is not measured; pass eval_data= (CLI: --eval) with rows of the old " \
+        "and the new labels, or a memory of 5 or more per label" in capsys.readouterr().err
     base = plain.update(rows(["food"], 10), eval_data=rows(["sports", "food"], 3), epochs=2)
     assert "update:" not in capsys.readouterr().err.replace("update: label texts off", "")
     data = tmp_path / "new.csv"

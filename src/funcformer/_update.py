@@ -219,7 +219,7 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
     report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels,
                      featurize)
-    gap = _report_gap(report, multi, len(replay))
+    gap = _report_gap(report, multi, len(replay), remembered is not None)
     if gap:
         say(f"update: {gap}", progress)
     if seen is not None:
@@ -348,7 +348,8 @@ def _prior_weights(targets: torch.Tensor, labels: list[str],
     return weights * (present > 0).sum() / weights.sum().clamp(min=1e-12)
 
 
-def _report_gap(report: dict[str, Any], multi: bool, rows: int) -> str | None:
+def _report_gap(report: dict[str, Any], multi: bool, rows: int,
+                remembers: bool = False) -> str | None:
     """What the before/after report cannot say, and how to make it say it: nothing at all when
     no eval rows were given or could be held out; no forgetting figure when the eval rows hold
     no old label (a held-out tenth of new data without an exemplar memory)."""
@@ -360,8 +361,11 @@ def _report_gap(report: dict[str, Any], multi: bool, rows: int) -> str | None:
                 f"(new data and memory) is under the {MIN_HELD_OUT} rows worth holding out; "
                 f"{fix}.")
     if not multi and "old_labels_accuracy_before" not in report:
+        # a tenth is held out of labels with 5 rows or more: a smaller memory gives none
+        keep = ("a memory of 5 or more per label" if remembers
+                else "keep an exemplar memory")
         return ("the eval rows hold no old label, so forgetting is not measured; "
-                f"{fix}, or keep an exemplar memory (memory=, CLI: --memory).")
+                f"{fix}, or {keep} (memory=, CLI: --memory).")
     return None
 
 
