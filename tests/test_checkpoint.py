@@ -113,6 +113,15 @@ def test_resume_without_a_checkpoint_starts_fresh(tiny_backbone: Path, tmp_path:
     assert fresh.digest == plain.digest
 
 
+def test_head_says_it_writes_no_checkpoints(tiny_backbone: Path, tmp_path: Path,
+                                            capsys) -> None:
+    funcformer.train("classify", _rows(), backbone=tiny_backbone, **{**LOUD, "method": "head"},
+                     checkpoint_dir=str(tmp_path / "ck"), resume=True)
+    assert "head: a head on frozen features trains in seconds, so it writes no checkpoints" in \
+        capsys.readouterr().err  # it said nothing, and --resume silently did nothing
+    assert not (tmp_path / "ck").exists()
+
+
 def test_a_finished_run_resumes_to_its_end(tiny_backbone: Path, tmp_path: Path,
                                            capsys) -> None:
     first = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,

@@ -20,6 +20,11 @@ from . import Trained
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,
         config: TrainConfig, progress: bool, source: str, cache: Cache | None) -> Trained:
     refit = source.startswith("held out")
+    if config.checkpoint_dir:
+        from .._function import say
+
+        say("head: a head on frozen features trains in seconds, so it writes no checkpoints "
+            "(--checkpoint-dir and --resume do nothing here).", progress)
     head, history, truncated = probe(task, backbone, train, eval_data, config, progress, refit,
                                      cache)
     return Trained(None, head, history, truncated, source)
