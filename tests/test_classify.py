@@ -343,3 +343,23 @@ def test_classification_metrics_match_scikit_learn() -> None:
             assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
                 (precision[k], recall[k], f1[k]), abs=1e-12)
             assert row["support"] == support[k]
+
+
+@pytest.mark.parametrize("options, error, says", [
+    ({"device": "tpu"}, TaskError, "device 'tpu' is not a torch device"),
+    ({"cache": 5}, TaskError, "cache must be 'memory', a file path or a cache object, got 5"),
+    ({"config": 5}, TaskError, "config must be a TrainConfig or a dict of its fields, got int"),
+])
+def test_bad_train_arguments_are_funcformer_errors(tiny_backbone: Path, options: dict,
+                                                   error: type, says: str) -> None:
+    # were torch's RuntimeError, pathlib's TypeError and an AttributeError
+    with pytest.raises(error, match=says):
+        funcformer.train("classify", [("good", "pos"), ("bad", "neg")] * 4,
+                         backbone=tiny_backbone, method="head", progress=False, **options)
+
+
+def test_config_may_be_a_dict_of_fields(tiny_backbone: Path) -> None:
+    fn = funcformer.train("classify", [("good", "pos"), ("bad", "neg")] * 4,
+                          backbone=tiny_backbone, method="head", progress=False,
+                          config={"epochs": 2, "seed": 7})
+    assert (fn.manifest.config["epochs"], fn.manifest.config["seed"]) == (2, 7)

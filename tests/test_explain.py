@@ -374,3 +374,10 @@ def test_minilm_sentiment_words_carry_the_largest_attribution(method: str) -> No
             e = fn.explain(text, method=how)
             assert e.target == ("negative" if word in ("terrible", "filthy") else "positive")
             assert e.top(1)[0].word == word, (method, how, e.to_dict())
+
+
+def test_explain_takes_a_function_directory(head_fn: funcformer.Function,
+                                            tmp_path: Path) -> None:
+    path = head_fn.save(tmp_path / "fn")  # a path was an AttributeError ('str' ... 'manifest')
+    by_path = explain(str(path), "the food was great", method="occlusion")
+    assert by_path.top(1) == explain(head_fn, "the food was great", method="occlusion").top(1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._artifact import DAMAGED_FIX, check_weights
-from ._errors import ArtifactError, BackboneNotFound, FuncformerError
+from ._errors import ArtifactError, BackboneNotFound, FuncformerError, TaskError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -362,6 +362,7 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
     >>> load("all-MiniLM-L6-v2") is load("all-MiniLM-L6-v2")
     True
     """
+    check_device(device)
     resolved = resolve(name_or_path, offline)
     # The weights' size and mtime are in the key, so an artifact saved again in place (a new
     # encoder/ renamed over the old one) is loaded afresh rather than served stale.
@@ -408,6 +409,24 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                     pooling=Pooling.read(path),
                     max_length=_max_length(path, tokenizer, model.config),
                     digest=weights_digest(path), device=device)
+
+
+def check_device(device: Any) -> None:
+    """A TaskError for a device torch does not know or this machine does not have (torch's
+    own errors: "Expected one of cpu, cuda, ... device type", "Torch not compiled with CUDA")."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise TaskError(f"device {device!r} is not a torch device ({str(err)[:120]}). Fix: "
+                        "'cpu', 'cuda' or 'cuda:1'.") from None
+    available = {"cuda": torch.cuda.is_available,
+                 "mps": lambda: torch.backends.mps.is_available()}.get(kind)
+    if available is not None and not available():
+        raise TaskError(f"device {device!r}: this machine (or this torch build, "
+                        f"{torch.__version__}) has no {kind.upper()} device. Fix: "
+                        "device='cpu'.")
 
 
 def load_tokenizer(path: Path) -> Backbone:

@@ -8,6 +8,7 @@ its pooling and token limit. Values are bytes; callers encode and decode them.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import FuncformerError
+from ._errors import FuncformerError, TaskError
 
 
 class Cache(ABC):
@@ -175,6 +176,9 @@ def open_cache(spec: Cache | str | Path | None) -> Cache | None:
     """None -> no cache; "memory" -> a MemoryCache; a path -> an SQLiteCache; a Cache as is."""
     if spec is None or isinstance(spec, Cache):
         return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TaskError(f"cache must be 'memory', a file path or a cache object, got "
+                        f"{spec!r}. Fix: e.g. cache='memory' or cache='features.sqlite'.")
     if str(spec) == "memory":
         return MemoryCache()
     return SQLiteCache(spec)

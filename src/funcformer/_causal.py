@@ -71,6 +71,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu", dtype: str |
     >>> load("models/my-gpt2") is load("models/my-gpt2")   # doctest: +SKIP
     True
     """
+    _backbone.check_device(device)
     resolved = _backbone.resolve(name_or_path, offline)
     # Size and mtime of the weights are in the key, so an artifact saved again in place is
     # loaded afresh rather than served stale.

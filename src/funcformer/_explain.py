@@ -16,6 +16,7 @@ word ids and character offsets, so every word carries its place in the original 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -127,9 +128,15 @@ def explain(fn: Any, text: Any, *, target: str | None = None, method: str = "aut
     that type). `method`: "ig" (Integrated Gradients, needs captum), "occlusion", or "auto"
     (ig when captum is installed). `steps`: Integrated Gradients' interpolation steps.
 
+    `fn`: a function, or the directory of a saved one.
+
     >>> explain(fn, "The staff were wonderful").top(1)[0].word     # doctest: +SKIP
     'wonderful'
     """
+    if isinstance(fn, (str, os.PathLike)):  # a function's directory, as the CLI takes it
+        from ._function import load
+
+        fn = load(fn)
     if method not in METHODS:
         raise TaskError(f"Unknown explanation method '{method}'. Choose {', '.join(METHODS)}.")
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:

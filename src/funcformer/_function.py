@@ -366,6 +366,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     """
     from ._methods import choose, fit
 
+    config = as_config(config)
     if task != "classify":
         if unlabeled is not None or self_training is not None:
             raise TaskError(f"Self-training (unlabeled=) applies to classify functions; this "
@@ -499,10 +500,21 @@ def _check_classify_only(task: str, config: TrainConfig | None,
                             f"{task} has its own. Fix: drop {name}.")
 
 
-def make_config(config: TrainConfig | None, method: str | None,
+def as_config(config: Any) -> TrainConfig | None:
+    """`config=` as given to train: a TrainConfig, a dict of its fields, or None."""
+    if isinstance(config, dict):  # the fields as a dict, as TrainConfig.from_dict takes them
+        return TrainConfig.from_dict(config)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TaskError(f"config must be a TrainConfig or a dict of its fields, got "
+                        f"{type(config).__name__}. Fix: e.g. config=TrainConfig(epochs=3).")
+    return config
+
+
+def make_config(config: TrainConfig | dict[str, Any] | None, method: str | None,
                 options: dict[str, Any], resolve: bool = True) -> TrainConfig:
     """The TrainConfig for `config` + `method` + keyword options; `resolve` fills the
     method's defaults (not possible yet for `auto`)."""
+    config = as_config(config)
     values = config.to_dict() if config is not None else {}
     if values.get("method") is None:
         values["method"] = method or "head"
