@@ -755,3 +755,10 @@ def test_number_field_names_the_value_given(value: object) -> None:
     assert str(info.value) == (f"p.jsonl, line 1, field 'score': expected a number, got "
                                f"{value!r}. Fix: give a numeric score.")
     assert number_field("0.5", "x", "score", "") == 0.5
+
+
+@pytest.mark.parametrize("text", ["\x00", "\u200f", "\ufeff ", "\u200b\t"])
+def test_invisible_only_text_is_empty(text: str) -> None:
+    # NUL, marks and zero-width spaces passed the check and were predicted as an empty input
+    assert "the text is empty or only whitespace" in error_of([text], reader=read_texts)
+    assert read_texts(["ok" + text]).texts == ["ok" + text]

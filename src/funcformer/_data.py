@@ -15,6 +15,7 @@ import math
 import numbers
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,18 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 """Half of a UTF-16 surrogate pair on its own (JSON "\\ud800"): not valid Unicode text."""
 
 
+def _blank(value: str) -> bool:
+    """No visible character: whitespace, control characters (NUL) and invisible format
+    characters (a byte-order mark, a right-to-left mark, a zero-width space) only, which the
+    tokenizer drops, leaving an empty input.
+
+    >>> _blank(" \\u200f\\x00\\ufeff"), _blank("\\u200fok")
+    (True, False)
+    """
+    return not any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf")
+                   for ch in value)
+
+
 def _text(fields: Mapping[str, Any], column: str, where: str,
           option: str = "--text-column / text_column=") -> str:
     if column not in fields:
@@ -198,7 +211,7 @@ def _text(fields: Mapping[str, Any], column: str, where: str,
     if not isinstance(value, str):
         raise DataError(f"{where}, field '{column}': expected a string, got "
                         f"{_json_type(value)}. Fix: put the text in quotes.")
-    if not value.strip():
+    if _blank(value):
         raise DataError(f"{where}, field '{column}': the text is empty or only whitespace. "
                         "Fix: remove the row or fill in the text.")
     bad = LONE_SURROGATE.search(value)
