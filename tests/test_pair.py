@@ -189,6 +189,11 @@ def test_rank_orders_by_score(fns: dict) -> None:
         assert r.score == pytest.approx(fn(("the food was excellent", r.item)).score, abs=1e-5)
     assert fn.rank("the food was excellent", items, top_k=2) == ranked[:2]
     assert fn.rank("q", []) == []
+    for top_k in (-1, 0, "1"):  # -1 silently dropped the last item, '1' was a TypeError
+        with pytest.raises(TaskError, match="top_k must be a whole number of at least 1"):
+            fn.rank("q", items, top_k=top_k)
+    with pytest.raises(TaskError, match="rescale takes a score"):
+        fn.rescale("x")
 
 
 def test_full_learns_graded_pairs(fns: dict, tiny_backbone: Path) -> None:

@@ -27,7 +27,7 @@ from .._artifact import (
 )
 from .._backbone import Backbone, Pooling, pool, token_batches
 from .._config import TrainConfig
-from .._errors import ArtifactError, TaskError
+from .._errors import ArtifactError, TaskError, is_real, is_whole
 from .._function import (
     Function,
     PathLike,
@@ -177,6 +177,9 @@ class PairFunction(Function):
     def rank(self, query: str, items: Sequence[str], top_k: int | None = None) -> list[Ranked]:
         """`items` by score for `query`, best first (ties keep input order); `top_k` keeps
         that many."""
+        if top_k is not None and (not is_whole(top_k) or top_k < 1):  # -1 dropped the last
+            raise TaskError(f"top_k must be a whole number of at least 1 (or None: all), got "
+                            f"{top_k!r}.")
         items = [items] if isinstance(items, str) else list(items)
         if not items:
             return []
@@ -192,6 +195,8 @@ class PairFunction(Function):
 
     def rescale(self, score: float) -> float:
         """A [0, 1] score on the training data's scale (e.g. 0-5 for STS-B)."""
+        if not is_real(score):
+            raise TaskError(f"rescale takes a score (a number from 0 to 1), got {score!r}.")
         return self.scale.low + score * (self.scale.high - self.scale.low)
 
     def result_from_dict(self, data: dict[str, Any]) -> PairScore:
