@@ -116,6 +116,11 @@ def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TaskError, match="not both"):
         funcformer.tune("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
                         method="head", methods=["lora"], trials=1)
+    for arguments, says in (({"trials": "2"}, "trials must be a whole number"),
+                            ({"timeout": -1}, "timeout must be a positive number"),
+                            ({"sampler": "tpe"}, "sampler must be an optuna BaseSampler")):
+        with pytest.raises(TaskError, match=says):  # TypeError, AttributeError, "pruned"
+            funcformer.tune("classify", make_reviews(30), **{"trials": 1, **arguments})
     calls = []  # a bad fixed setting fails before any trial trains, not once per trial
     monkeypatch.setattr("funcformer._function.train", lambda *a, **k: calls.append(1))
     with pytest.raises(TaskError, match="epochs must be at least 1, got -1"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import TrainConfig
-from ._errors import FuncformerError, TaskError, require
+from ._errors import FuncformerError, TaskError, is_real, is_whole, require
 
 RANGES: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
     "head": ((1e-3, 1e-1), (10, 60)),
@@ -121,8 +121,17 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
     if task != "classify":
         raise TaskError(f"tune searches the settings of classify functions; {task} is not "
                         "supported yet. Fix: train it with funcformer.train and your settings.")
-    if trials < 1:
-        raise TaskError(f"trials must be at least 1, got {trials}.")
+    if not is_whole(trials) or trials < 1:
+        raise TaskError(f"trials must be a whole number of at least 1, got {trials!r}.")
+    if timeout is not None and (not is_real(timeout) or not timeout > 0):
+        raise TaskError(f"timeout must be a positive number of seconds (or None), got "
+                        f"{timeout!r}.")
+    for name, value, kind, example in (
+            ("sampler", sampler, optuna.samplers.BaseSampler, "samplers.TPESampler"),
+            ("pruner", pruner, optuna.pruners.BasePruner, "pruners.MedianPruner")):
+        if value is not None and not isinstance(value, kind):
+            raise TaskError(f"{name} must be an optuna {kind.__name__} (e.g. optuna."
+                            f"{example}()), got {value!r}.")
     started = time.perf_counter()
     options = {k: v for k, v in options.items() if v is not None}
     train_data, eval_examples, multi_label = _data(data, eval_data, seed, text_column,
