@@ -315,6 +315,11 @@ def test_a_setting_given_as_flag_and_set_is_refused(capsys, tmp_path: Path,
     assert not (tmp_path / "o").exists()
 
 
+def test_serve_port_out_of_range_is_a_usage_error(capsys, tmp_path: Path) -> None:
+    code, _, err = cli(capsys, "serve", tmp_path, "--port", "70000")  # it bound 70000 % 65536
+    assert code == 2 and "Invalid value for '--port'" in err and "65535" in err
+
+
 def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
                                               tiny_backbone: Path) -> None:
     docs = tmp_path / "docs.jsonl"

@@ -796,7 +796,7 @@ def serve(
                                               "from train --out); changes are reloaded.")],
     host: Annotated[str, typer.Option(help="Address to listen on; beyond this machine only "
                                       "with an API key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", help="Require this key ('Authorization: Bearer KEY'); default: the "
         "FUNCFORMER_API_KEY environment variable.")] = None,
