@@ -488,6 +488,29 @@ def test_a_damaged_weight_file_under_an_unchanged_manifest_is_reported(
     assert entry["error"] is None
 
 
+def test_a_deleted_weight_file_under_an_unchanged_manifest_is_reported(
+        functions: Path, tmp_path: Path) -> None:
+    """As above for a file that is gone: it was 'ready', no error, until a restart failed."""
+    head = functions / "sentiment" / "head.safetensors"
+
+    async def scenario() -> list[Any]:
+        async with serving(functions) as (client, server):
+            moved = head.rename(tmp_path / "head.safetensors")
+            await server.registry.scan()
+            out = [await client.get("/v1/functions"),
+                   await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})]
+            moved.rename(head)
+            await server.registry.scan()
+            return [*out, await client.get("/v1/functions")]
+
+    gone, served, back = run(scenario)
+    entry = next(f for f in gone.json()["functions"] if f["name"] == "sentiment")
+    assert entry["status"] == "ready" and "head.safetensors: gone" in entry["error"]
+    assert served.status_code == 200
+    entry = next(f for f in back.json()["functions"] if f["name"] == "sentiment")
+    assert entry["error"] is None
+
+
 def test_the_poller_picks_up_new_and_removed_functions(functions: Path) -> None:
     async def until(check: Any) -> None:
         for _ in range(100):

@@ -108,6 +108,8 @@ class Version:
     """Requests admitted on this version and not yet answered."""
     retired: bool = False
     """Replaced or removed: dropped from the Engine once `users` reaches 0."""
+    files: frozenset[str] = frozenset()
+    """The artifact's files when it was loaded (relative paths)."""
 
 
 @dataclass
@@ -178,8 +180,9 @@ class Registry:
         try:
             manifest = await asyncio.to_thread(read_manifest, path)
             if slot.current is not None and slot.current.function.digest == manifest.digest:
-                # saved again unchanged: keep the loaded copy, once its weight files are seen
-                # to be whole (a damaged file under the same manifest would fail a restart)
+                # saved again unchanged: keep the loaded copy, once its files are seen to be
+                # all there and its weights whole (either would fail a restart)
+                _check_files(path, slot.current.files, _files(slot.stamp))
                 await asyncio.to_thread(_check_weights, path)
                 slot.error = None
                 return
@@ -192,7 +195,8 @@ class Registry:
             return
         self._loads += 1
         version = Version(name=name, key=f"{name}#{self._loads}", function=function,
-                          loaded_at=asyncio.get_running_loop().time())
+                          loaded_at=asyncio.get_running_loop().time(),
+                          files=_files(slot.stamp))
         self.engine.add(version.key, function)
         old, slot.current, slot.error = slot.current, version, None
         if old is not None:
@@ -583,6 +587,19 @@ class Batcher:
         if not queue:
             del self._pending[group]
         return jobs
+
+
+def _files(stamp: Stamp | None) -> frozenset[str]:
+    return frozenset(entry[0] for entry in stamp or ())
+
+
+def _check_files(path: Path, loaded: frozenset[str], now: frozenset[str]) -> None:
+    """An ArtifactError naming a file the loaded version had and the directory has lost."""
+    gone = sorted(loaded - now)
+    if gone:
+        raise ArtifactError(f"{path / gone[0]}: gone, though the manifest is unchanged"
+                            + (f" ({len(gone) - 1} more files too)" if len(gone) > 1 else "")
+                            + ". Fix: save the function again.")
 
 
 def _check_weights(path: Path) -> None:
