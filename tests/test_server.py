@@ -218,9 +218,11 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
                 {"model": "sentiment", "input": TEXTS},
                 {"model": "vectors", "input": TEXTS, "dimensions": 3},
                 {"model": "vectors", "input": [[1, 2, 3]]},
-                {"model": "vectors", "input": ["ok", " "]})]
+                {"model": "vectors", "input": ["ok", " "]},
+                {"model": "vectors", "input": []})]
 
-    floats, encoded, backbone, unknown, not_embed, dimensions, tokens, blank = run(scenario)
+    floats, encoded, backbone, unknown, not_embed, dimensions, tokens, blank, empty = \
+        run(scenario)
     body = floats.json()
     assert body["object"] == "list" and body["model"] == "vectors"
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
@@ -239,13 +241,15 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
     assert error_of(dimensions, 422)["field"] == "dimensions"
     assert error_of(tokens, 422)["field"].startswith("input")
     assert error_of(blank, 422)["field"] == "input.1"  # OpenAI's name for the texts
+    assert error_of(empty, 422)["field"].startswith("input")  # was 200 with no data
 
 
 def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:
     cases = [(b'{"inputs": ["ok",', "body"), (b'{"options": {}}', "inputs"),
              (b'{"inputs": "one text"}', "inputs"), (b'{"inputs": []}', "inputs"),
              (b'{"inputs": ["ok"], "extra": 1}', "extra"),
-             (b'{"inputs": ["ok", " "]}', "inputs.1"), (b'{"inputs": [5]}', "inputs.0")]
+             (b'{"inputs": ["ok", " "]}', "inputs.1"), (b'{"inputs": [5]}', "inputs.0"),
+             (b'{"inputs": ["ok"], "' + b"k" * 20_000 + b'": 1}', "k" * 80 + "...")]
 
     async def scenario() -> list[httpx.Response]:
         async with serving(functions) as (client, _):

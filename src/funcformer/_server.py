@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,7 +76,8 @@ class EmbeddingRequest(BaseModel):
     """POST /v1/embeddings, as OpenAI's embeddings API takes it (unknown fields ignored)."""
 
     model_config = ConfigDict(extra="ignore")
-    input: str | list[str] = Field(description="A text or a list of texts.")
+    input: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="A text or a (non-empty) list of texts.")
     model: str = Field(description="An embed function's name, or a backbone that the served "
                        "functions use (embeddings without training).")
     encoding_format: Literal["float", "base64"] = "float"
@@ -478,6 +479,8 @@ def validation_error(errors: Any) -> HTTPError:
         reason = (first.get("ctx") or {}).get("error", first.get("msg"))
         return HTTPError(422, "invalid_json", f"body: not valid JSON: {reason} (at character "
                          f"{'.'.join(location) or 0}).", field="body")
+    # a client's key can be any length: the message quotes at most 80 characters of each part
+    location = [part if len(part) <= 80 else part[:80] + "..." for part in location]
     field = ".".join(location) or "body"
     return HTTPError(422, "invalid_request", f"{field}: {first.get('msg')}.", field=field)
 
