@@ -372,6 +372,24 @@ def test_predict_empty_stdin(capsys, monkeypatch: pytest.MonkeyPatch, trained_di
                           "Fix: pipe one text per line") and out == ""
 
 
+def test_predict_stdin_bytes(capsys, monkeypatch: pytest.MonkeyPatch, trained_dir: Path) -> None:
+    import io
+
+    class Stdin(io.StringIO):  # a text stream with the bytes underneath, as sys.stdin is
+        def __init__(self, raw: bytes) -> None:
+            super().__init__()
+            self.buffer = io.BytesIO(raw)
+
+    monkeypatch.setattr(sys, "stdin", Stdin("good\nbad\n".encode("utf-16")))
+    code, out, err = cli(capsys, "predict", trained_dir, "--input", "-")
+    assert code == 0, err
+    assert [json.loads(line)["text"] for line in out.splitlines()] == ["good", "bad"]
+    monkeypatch.setattr(sys, "stdin", Stdin(b"caf\xe9\n"))  # Latin-1
+    code, out, err = cli(capsys, "predict", trained_dir, "--input", "-")
+    assert_clean_error(code, err)  # it was "a lone surrogate (U+DCE9)" in '<list>, index 0'
+    assert "stdin: not valid UTF-8 (byte 0xe9 at offset 3). Fix: convert it" in err
+
+
 def test_predict_bad_input_file(capsys, tmp_path: Path, trained_dir: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "ok"}\n{"text": 5}\n', "utf-8")

@@ -188,6 +188,8 @@ def test_missing_text_column_names_file_column_and_fix(tmp_path: Path, fn_dir: P
     ("in.jsonl", '{"text": "ok"}\n{"text": 5}\n', r"in\.jsonl, row 2, field 'text': expected a "
                                                   "string"),
     ("in.parquet", "not parquet", r"in\.parquet: not a readable Parquet file"),
+    # it wrote a 0-byte CSV, without even a header
+    ("in.csv", "text\n", r"in\.csv: no rows to run over \(only a header, or nothing\)"),
     # pyarrow's message named no line
     ("in.csv", "text\ngood\nbad,extra\n", r"in\.csv, line 3: expected 1 comma-separated "
                                            r"fields \(text\), found 2\. Fix: "),

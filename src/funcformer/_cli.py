@@ -327,12 +327,32 @@ def predict(
             handle.write(line + "\n")
 
 
+def _stdin_text() -> str:
+    """Standard input decoded as UTF-8 (or UTF-16/32 after a byte-order mark), or a DataError
+    naming stdin and the conversion (Python's default would turn a stray byte into a lone
+    surrogate, reported as if it were in the text)."""
+    from ._data import wide_encoding
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes (a notebook, a test's StringIO)
+        return sys.stdin.read()
+    raw = buffer.read()
+    encoding = wide_encoding(raw) or "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"stdin: not valid {encoding.removesuffix('-sig').upper()} (byte "
+                        f"0x{raw[err.start]:02x} at offset {err.start}). Fix: convert it, e.g. "
+                        "iconv -f <its encoding> -t UTF-8 FILE | funcformer predict DIR "
+                        "--input -") from None
+
+
 def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_column: str,
                        read_inputs: Any) -> list[Any]:
     if texts and input_file:
         raise DataError("Give texts on the command line or --input, not both.")
     if input_file == "-":
-        lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        lines = [line.rstrip("\r\n") for line in _stdin_text().splitlines() if line.strip()]
         if not lines:
             raise DataError("stdin: no texts (the input was empty or only blank lines). Fix: "
                             "pipe one text per line, e.g. printf 'one\\ntwo\\n' | "

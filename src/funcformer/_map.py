@@ -186,6 +186,9 @@ def run_local(plan: Plan, progress: bool = True) -> int:
     if plan.to_directory:
         target = target / f"part-00000.{_extension(plan.output_format)}"
     total = count_rows(path, plan.input_format)
+    if total == 0:  # the output would be an empty file, without even a header
+        raise DataError(f"{path.name}: no rows to run over (only a header, or nothing). Fix: "
+                        "add rows.")
     with removed_on_failure(target.parent), TableWriter(target, plan.output_format) as writer, \
             Progress("map", total=total, enabled=progress) as bar:
         for chunk in read_chunks(path, plan.input_format, plan.batch_size, plan.names):
