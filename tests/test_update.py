@@ -140,6 +140,10 @@ def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match="memory must be a whole number of at least 1 "
                                         "example per label, got 0"):  # 0 was taken as "not given"
         base.update(rows(["food"], 5), memory=0, progress=False)
+    with pytest.raises(funcformer.DataError, match=r"<list>, index 0, field 'label': several "
+                                                   r"labels \('food\|travel'\) for a "
+                                                   "single-label function"):  # made 'food|travel'
+        base.update([{"text": "pizza trip", "label": ["food", "travel"]}], progress=False)
     with pytest.raises(funcformer.DataError, match="unknown label 'nope'"):
         base.update(rows(["food"], 5), eval_data=[("goal", "nope")], progress=False)
 

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from ._artifact import Manifest
-from ._data import Examples, read_examples, split_labels
-from ._errors import ArtifactError, TaskError, is_whole
+from ._data import MULTI_SEPARATOR, Examples, read_examples, split_labels
+from ._errors import ArtifactError, DataError, TaskError, is_whole
 
 MEMORY_FILE = "memory.jsonl"
 LABEL_TEXT_OPTIONS = ("label_template", "label_names")
@@ -147,6 +147,14 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
     new = read_examples(data, **columns)
     given_eval = read_examples(eval_data, **columns) if eval_data is not None else None
     assert new.labels is not None
+    if not multi:  # training would have taken such data as multi-label; this function is not
+        several = next((i for i, y in enumerate(new.labels)
+                        if MULTI_SEPARATOR in y and y not in fn.labels), None)
+        if several is not None:
+            raise DataError(f"{new.where(several)}, field '{label_column}': several labels "
+                            f"({new.labels[several]!r}) for a single-label function. Fix: one "
+                            "label per row, or train a multi-label function "
+                            "(multi_label=True).")
     old_labels = fn.labels
     taught = sorted(set().union(*_label_sets(fn.task, new)))
     added = sorted(set(taught) - set(old_labels))
