@@ -762,3 +762,8 @@ def test_invisible_only_text_is_empty(text: str) -> None:
     # NUL, marks and zero-width spaces passed the check and were predicted as an empty input
     assert "the text is empty or only whitespace" in error_of([text], reader=read_texts)
     assert read_texts(["ok" + text]).texts == ["ok" + text]
+
+
+def test_bytes_are_no_data() -> None:
+    # a bytes object is a sequence of ints: it said "expected a string, got int"
+    assert error_of(b"text,label\na,x\n").startswith("Cannot read examples from bytes. Fix: ")

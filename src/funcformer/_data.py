@@ -310,6 +310,9 @@ def _json_type(value: Any) -> str:
 def _rows(data: Any, text_column: str, label_column: str | None,
           text_flag: str = "--text-column") -> tuple[str, Iterable[_Row]]:
     """`text_flag`: how to name the text column, for the error when a file lacks it."""
+    if isinstance(data, (bytes, bytearray)):  # a Sequence of ints, else: "got int" per byte
+        raise DataError("Cannot read examples from bytes. Fix: save them to a file and pass its "
+                        "path, or decode them and pass a list of texts or (text, label) pairs.")
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         return path.name, _file_rows(path, text_column, label_column, text_flag)
