@@ -26,9 +26,9 @@ import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._cache import Cache, MemoryCache
 from ._errors import DataError, FuncformerError, require
@@ -76,13 +76,21 @@ class EmbeddingRequest(BaseModel):
     """POST /v1/embeddings, as OpenAI's embeddings API takes it (unknown fields ignored)."""
 
     model_config = ConfigDict(extra="ignore")
-    input: str | Annotated[list[str], Field(min_length=1)] = Field(
-        description="A text or a (non-empty) list of texts.")
+    input: str | list[str] = Field(description="A text or a (non-empty) list of texts.")
     model: str = Field(description="An embed function's name, or a backbone that the served "
                        "functions use (embeddings without training).")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="Must equal the model's size if given.")
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        # one message for the field, not pydantic's per union branch ('input.str')
+        if isinstance(value, str) or (isinstance(value, list) and value
+                                      and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValueError("expected a text or a non-empty list of texts")
 
 
 class EmbeddingItem(BaseModel):
@@ -482,7 +490,8 @@ def validation_error(errors: Any) -> HTTPError:
     # a client's key can be any length: the message quotes at most 80 characters of each part
     location = [part if len(part) <= 80 else part[:80] + "..." for part in location]
     field = ".".join(location) or "body"
-    return HTTPError(422, "invalid_request", f"{field}: {first.get('msg')}.", field=field)
+    message = str(first.get("msg")).removeprefix("Value error, ")  # our validators' own words
+    return HTTPError(422, "invalid_request", f"{field}: {message}.", field=field)
 
 
 class Guard:
