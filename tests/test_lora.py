@@ -123,8 +123,15 @@ def test_contrastive_with_lora_saves_only_an_adapter(tiny_backbone: Path, tmp_pa
 def test_damaged_adapter_is_a_clear_error(lora_fn: funcformer.Function, tiny_backbone: Path,
                                           tmp_path: Path) -> None:
     path = lora_fn.save(tmp_path / "fn")
+    config = (path / "adapter" / "adapter_config.json").read_bytes()
+    (path / "adapter" / "adapter_config.json").write_text("{", "utf-8")
+    with pytest.raises(funcformer.ArtifactError, match=r"adapter_config\.json: cannot read the "
+                                                       "adapter"):  # the file, not the folder
+        funcformer.load(path, backbone=tiny_backbone)
+    (path / "adapter" / "adapter_config.json").write_bytes(config)
     (path / "adapter" / "adapter_model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(funcformer.ArtifactError, match="adapter"):
+    with pytest.raises(funcformer.ArtifactError, match=r"adapter_model\.safetensors: cannot "
+                                                       r"read .* Fix: copy the function again"):
         funcformer.load(path, backbone=tiny_backbone)
     (path / "adapter" / "adapter_model.safetensors").unlink()
     with pytest.raises(funcformer.ArtifactError, match="missing"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ._artifact import DAMAGED_FIX
 from ._config import Options
 from ._errors import ArtifactError, TaskError, is_real, is_whole
 
@@ -202,13 +203,15 @@ def read_adapter(directory: Path) -> tuple[str, Any, dict[str, torch.Tensor]]:
     if not config_file.is_file() or not weights_file.is_file():
         raise ArtifactError(f"{directory}: the adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and "
                             f"{ADAPTER_WEIGHTS}) is missing. Save the function again.")
+    file = config_file
     try:
         kind = str(json.loads(config_file.read_text("utf-8")).get("peft_type"))
         config = PeftConfig.from_pretrained(str(source))
+        file = weights_file
         state = load_file(str(weights_file))
-    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as err:
-        raise ArtifactError(f"{source}: cannot read the adapter ({str(err)[:200]}). The "
-                            "artifact is damaged; save it again.") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as err:
+        raise ArtifactError(f"{file}: cannot read the adapter ({str(err)[:200]}); the file is "
+                            f"damaged. {DAMAGED_FIX}") from None
     return kind, config, state
 
 
