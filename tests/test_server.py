@@ -258,8 +258,12 @@ def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:
             return [await client.post("/v1/functions/sentiment", content=body)
                     for body, _ in cases]
 
-    for (body, field), response in zip(cases, run(scenario), strict=True):
+    responses = run(scenario)
+    for (body, field), response in zip(cases, responses, strict=True):
         assert error_of(response, 422)["field"] == field, body
+    # the message speaks of the request's inputs, not of a Python list
+    assert error_of(responses[5], 422)["message"].startswith("inputs.1, field 'text': the text "
+                                                            "is empty")
 
 
 def test_hostile_inputs_get_4xx_never_500(functions: Path) -> None:

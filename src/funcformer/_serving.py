@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -362,8 +363,20 @@ def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> 
     try:
         return fn.read_inputs(inputs)
     except (FuncformerError, ValueError, TypeError) as err:
-        raise HTTPError(422, "invalid_input", str(err),
+        raise HTTPError(422, "invalid_input", for_http(str(err), field),
                         field=_culprit(fn, inputs, field)) from None
+
+
+def for_http(message: str, field: str) -> str:
+    """A reader's message in the request's terms: '<list>, index 1' is `field`.1, and a fix
+    names the JSON key, not the CLI flag that would set it.
+
+    >>> for_http("<list>, index 1: field 'text_b' is missing. Fix: name the field with "
+    ...          "--set text_b_column=... / text_b_column= (fields here: a).", "inputs")
+    "inputs.1: field 'text_b' is missing. Fix: name the field with text_b_column= (fields here: a)."
+    """
+    message = re.sub(r"^<list>, index (\d+)", lambda m: f"{field}.{m.group(1)}", message)
+    return re.sub(r"--set \w+=\.\.\. / |--[a-z][\w-]* / ", "", message)
 
 
 def _culprit(fn: Any, inputs: list[Any], field: str) -> str:
