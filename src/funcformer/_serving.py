@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._artifact import MANIFEST, read_manifest
+from ._artifact import MANIFEST, check_weights, read_manifest
 from ._errors import ArtifactError, DataError, FuncformerError, is_whole
 
 log = logging.getLogger("funcformer.server")
@@ -184,7 +184,7 @@ class Registry:
                 # saved again unchanged: keep the loaded copy, once its files are seen to be
                 # all there and its weights whole (either would fail a restart)
                 _check_files(path, slot.current.files, _files(slot.stamp))
-                await asyncio.to_thread(_check_weights, path)
+                await asyncio.to_thread(check_weights, path, ArtifactError, SAVE_AGAIN)
                 slot.error = None
                 return
             function = await asyncio.to_thread(self._read, path, manifest.task)
@@ -602,6 +602,10 @@ class Batcher:
         return jobs
 
 
+SAVE_AGAIN = ("Fix: save the function again (its manifest is unchanged, so the copy loaded "
+              "before keeps serving until then).")
+
+
 def _files(stamp: Stamp | None) -> frozenset[str]:
     return frozenset(entry[0] for entry in stamp or ())
 
@@ -612,21 +616,7 @@ def _check_files(path: Path, loaded: frozenset[str], now: frozenset[str]) -> Non
     if gone:
         raise ArtifactError(f"{path / gone[0]}: gone, though the manifest is unchanged"
                             + (f" ({len(gone) - 1} more files too)" if len(gone) > 1 else "")
-                            + ". Fix: save the function again.")
-
-
-def _check_weights(path: Path) -> None:
-    """Read the header of every safetensors file of an artifact (not the tensors): an
-    ArtifactError naming the file when one is damaged."""
-    from safetensors import safe_open
-
-    for file in sorted(path.rglob("*.safetensors")):
-        try:
-            with safe_open(str(file), "pt") as handle:
-                handle.keys()
-        except Exception as err:  # safetensors raises its own error types
-            raise ArtifactError(f"{file}: damaged ({err}), though the manifest is unchanged. "
-                                "Fix: save the function again.") from None
+                            + f". {SAVE_AGAIN}")
 
 
 def _quoted(name: str, most: int = 80) -> str:
