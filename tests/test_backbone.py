@@ -222,6 +222,22 @@ def test_half_precision_path_runs_on_cpu(tiny_backbone: Path, tmp_path: Path) ->
         bb.load(tiny_backbone, dtype="int4")
 
 
+def test_a_half_precision_checkpoint_loads_as_float32(tiny_backbone: Path,
+                                                     tmp_path: Path) -> None:
+    """transformers 5 keeps a checkpoint's own dtype unless told: a backbone saved in float16
+    trained and embedded in float16 on a CPU. Without `dtype` it is float32, as documented."""
+    from transformers import AutoModel
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_backbone, half)
+    AutoModel.from_pretrained(tiny_backbone).half().save_pretrained(half)
+    assert next(bb.load(half).model.parameters()).dtype == torch.float32
+    assert next(bb.load(half, dtype="bfloat16").model.parameters()).dtype == torch.bfloat16
+    features, _ = bb.load(half).embed(["the food was great"])
+    reference, _ = bb.load(tiny_backbone).embed(["the food was great"])
+    np.testing.assert_allclose(features, reference, atol=1e-2)
+
+
 class _Model:
     """A stand-in for a loaded model (weak-referenceable, unlike a tuple)."""
 

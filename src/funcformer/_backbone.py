@@ -374,6 +374,7 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
 
 def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str | None,
           error: type[FuncformerError] = BackboneNotFound) -> Backbone:
+    import torch
     from safetensors import SafetensorError
     from transformers import AutoModel
 
@@ -386,25 +387,23 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                 if pickled else "")
         raise BackboneNotFound(f"Backbone '{resolved.name}' at {path} has no *.safetensors "
                                f"weights.{hint}")
+    if dtype not in (None, "float32", "float16", "bfloat16"):
+        raise BackboneNotFound(f"Unsupported dtype '{dtype}': use float32, float16 or bfloat16.")
     fix = _fix(error)
     check_weights(path, error, fix)
     tokenizer = _tokenizer(path, error, trust_remote_code)
     try:
         with quiet_transformers():
+            # An explicit dtype: transformers 5 keeps the checkpoint's own (a backbone saved
+            # in float16 would train and embed in float16 on a CPU).
             model = AutoModel.from_pretrained(path, use_safetensors=True,
-                                              trust_remote_code=trust_remote_code)
+                                              trust_remote_code=trust_remote_code,
+                                              dtype=getattr(torch, dtype or "float32"))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
         raise error(f"{path}: the model cannot be loaded ({type(err).__name__}: "
                     f"{str(err)[:200]}); its config.json or weights are damaged. {fix}") from None
     _check_vocabulary(path, tokenizer, model.config, error)
     model.eval().to(device)
-    if dtype is not None:
-        import torch
-
-        if dtype not in ("float16", "bfloat16", "float32"):
-            raise BackboneNotFound(f"Unsupported dtype '{dtype}': use float32, float16 or "
-                                   "bfloat16.")
-        model.to(getattr(torch, dtype))
     return Backbone(name=resolved.name, path=path, model=model, tokenizer=tokenizer,
                     pooling=Pooling.read(path),
                     max_length=_max_length(path, tokenizer, model.config),
