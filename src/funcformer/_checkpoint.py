@@ -4,7 +4,8 @@ A checkpoint is a directory written atomically (temporary sibling, then rename):
 
     model.safetensors      the model's weights now
     best.safetensors       the best epoch's weights so far (when there is one)
-    optimizer.safetensors  the optimizer's tensors (moments, step counts) and the torch RNG state
+    optimizer.safetensors  the optimizer's tensors (moments, step counts) and the torch RNG
+                           states (the CPU's, and the GPU's for a run on one)
     state.json             epoch, step, loss so far, early-stopping state, history, the
                            optimizer's and schedule's other fields
 
@@ -44,6 +45,9 @@ def save(directory: str | os.PathLike[str], *, model: torch.nn.Module,
             save_file(_plain(best), str(temp / "best.safetensors"))
         tensors, optimizer_rest = _split_optimizer(optimizer.state_dict())
         tensors["rng"] = torch.get_rng_state()
+        gpu = _cuda_device(model)
+        if gpu is not None:  # dropout on a GPU draws from its own generator
+            tensors["rng_cuda"] = torch.cuda.get_rng_state(gpu)
         save_file(tensors, str(temp / "optimizer.safetensors"))
         record = {**state, "optimizer": optimizer_rest, "schedule": schedule.state_dict()}
         (temp / "state.json").write_text(json.dumps(record), "utf-8")
@@ -87,11 +91,20 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
                         "Fix: resume with the same options, or use a new checkpoint directory.")
     tensors = load_file(str(source / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng"))
+    cuda_rng, gpu = tensors.pop("rng_cuda", None), _cuda_device(model)
+    if cuda_rng is not None and gpu is not None:  # (a GPU run resumed on a CPU has no use
+        torch.cuda.set_rng_state(cuda_rng, gpu)   # for it: its dropout draws on the CPU)
     optimizer.load_state_dict(_join_optimizer(tensors, state.pop("optimizer")))
     schedule.load_state_dict(state.pop("schedule"))
     best_file = source / "best.safetensors"
     best = load_file(str(best_file)) if best_file.is_file() else None
     return state, best
+
+
+def _cuda_device(model: torch.nn.Module) -> torch.device | None:
+    """The GPU `model` trains on, if any."""
+    device = next((p.device for p in model.parameters()), None)
+    return device if device is not None and device.type == "cuda" else None
 
 
 def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
