@@ -9,7 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("FUNCFORMER_BENCH_DATA")
+            or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def read_tsv(path: Path) -> list[tuple[str, str]]:

@@ -1,17 +1,27 @@
-"""Device check for a GPU machine (not run in CI; this machine has no GPU).
+"""GPU check and benchmark (not run in CI; needs a CUDA machine).
 
-    python bench/gpu_check.py            # about a minute on one GPU
+    python bench/gpu_check.py [--backbone DIR] [--texts 8192]
 
-Checks, on all-MiniLM-L6-v2: features on cuda in float32 / float16 / bfloat16 agree with the
-CPU's (max abs difference printed), and a `full` fine-tune of one epoch runs on cuda. Prints
-texts/s for each dtype on SST-2 dev.
+On all-MiniLM-L6-v2 (or `--backbone`), in one run:
+
+1. features on cuda in float32 / float16 / bfloat16 against the CPU's float32 (max |diff|);
+2. embedding throughput on the GPU, funcformer (`Backbone.embed`) against sentence-transformers
+   (`SentenceTransformer.encode`, the anchor) on the same SST-2 train texts, for each dtype,
+   at each library's default batch and at a large one;
+3. fine-tuning on cuda: `full` (float32 and bf16 autocast) and `lora`, 2,000 SST-2 examples,
+   one epoch: wall time and SST-2 dev accuracy.
+
+`FUNCFORMER_BENCH_DATA` points at the shared data directory where it is not beside the repo;
+`--device cpu --texts 64` runs the script's code paths on a machine without a GPU (slowly).
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,31 +31,86 @@ import funcformer
 from funcformer import _backbone
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(call: Any, repeats: int = 3) -> float:
+    """Best wall time of `repeats` calls (after one warm-up), GPU work included."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize()
+        started = time.perf_counter()
+        call()
+        synchronize()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def rate(embed: Any, texts: list[str], **options: Any) -> float:
+    """Texts a second through `embed(texts, **options)`."""
+    return len(texts) / timed(lambda: embed(texts, **options))
+
+
+def sentence_transformer(path: str, dtype: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    # float32 weights whatever the checkpoint holds, then cast: as funcformer does.
+    model = SentenceTransformer(path, device=device, model_kwargs={"dtype": torch.float32})
+    return model.to(getattr(torch, dtype))
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="all-MiniLM-L6-v2")
+    parser.add_argument("--texts", type=int, default=8192)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
     print_header()
-    if not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 0
-    print(f"device: {torch.cuda.get_device_name(0)}")
-    texts = [t for t, _ in read_tsv(DATA / "sst2/dev.tsv")]
-    reference, _ = _backbone.load().embed(texts[:64])
+    name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device
+    print(f"device: {name}, backbone: {args.backbone}\n")
+    dev = read_tsv(DATA / "sst2/dev.tsv")
+    train = read_tsv(DATA / "sst2/train.tsv")
+    texts = list(dict.fromkeys(t for t, _ in train))[:args.texts]
+    where = str(_backbone.load(args.backbone).path)
+    reference, _ = _backbone.load(args.backbone).embed(texts[:256])
+
+    print("| dtype | max abs diff vs CPU fp32 | funcformer texts/s (1024 / 16384 tokens a batch) "
+          "| sentence-transformers texts/s (batch 32 / 256) | ratio (defaults / large) |")
+    print("| --- | --- | --- | --- | --- |")
     for dtype in ("float32", "float16", "bfloat16"):
-        backbone = _backbone.load(device="cuda", dtype=dtype)
-        features, _ = backbone.embed(texts[:64])
+        backbone = _backbone.load(args.backbone, device=args.device, dtype=dtype)
+        features, _ = backbone.embed(texts[:256])
         error = float(np.abs(features - reference).max())
-        backbone.embed(texts)  # warm-up
-        torch.cuda.synchronize()
+        ours = [rate(backbone.embed, texts, batch_tokens=budget) for budget in (1024, 16384)]
+        anchor = sentence_transformer(where, dtype, args.device).encode
+        theirs = [rate(anchor, texts, batch_size=batch, convert_to_numpy=True)
+                  for batch in (32, 256)]
+        print(f"| {dtype} | {error:.4f} | {ours[0]:.0f} / {ours[1]:.0f} | {theirs[0]:.0f} / "
+              f"{theirs[1]:.0f} | {ours[0] / theirs[0]:.2f} / {ours[1] / theirs[1]:.2f} |")
+
+    sample = random.Random(0).sample(train, min(2000, args.texts))
+    gold = [label for _, label in dev]
+    print(f"\n| training on {args.device} ({len(sample):,} SST-2 rows, 1 epoch) | seconds | "
+          "SST-2 dev accuracy |")
+    print("| --- | --- | --- |")
+    for name, options in (("full, fp32", {"method": "full"}),
+                          ("full, bf16 autocast", {"method": "full", "precision": "bf16"}),
+                          ("lora", {"method": "lora"})):
+        synchronize()
         started = time.perf_counter()
-        backbone.embed(texts, batch_tokens=16384)
-        torch.cuda.synchronize()
-        rate = len(texts) / (time.perf_counter() - started)
-        print(f"cuda {dtype}: max |feature - cpu fp32| = {error:.4f}, {rate:.0f} texts/s")
-    sample = random.Random(0).sample(read_tsv(DATA / "sst2/train.tsv"), 256)
-    started = time.perf_counter()
-    fn = funcformer.train("classify", sample, method="full", epochs=1, device="cuda",
-                          progress=False)
-    print(f"full fine-tune on cuda, 256 examples, 1 epoch: {time.perf_counter() - started:.1f}s,"
-          f" held-out metrics {fn.metrics}")
+        fn = funcformer.train("classify", sample, backbone=args.backbone, epochs=1,
+                              device=args.device, progress=False, **options)
+        synchronize()
+        seconds = time.perf_counter() - started
+        accuracy = np.mean([p.label == g for p, g in zip(fn([t for t, _ in dev]), gold,
+                                                         strict=True)])
+        print(f"| {name} | {seconds:.1f} | {accuracy:.4f} |")
     return 0
 
 
