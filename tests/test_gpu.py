@@ -69,7 +69,9 @@ def on_device(fn: Any) -> bool:
     fn = getattr(fn, "embedder", fn)  # a Searcher answers through its Embedder
     module = (getattr(fn, "encoder", None) or getattr(fn, "model", None)
               or getattr(getattr(fn, "lm", None), "model", None) or fn.backbone.model)
-    return next(module.parameters()).device == torch.device(DEVICE)
+    where, wanted = next(module.parameters()).device, torch.device(DEVICE)
+    # "cuda" places tensors on cuda:0: a device without an index matches any index
+    return where.type == wanted.type and wanted.index in (None, where.index)
 
 
 @pytest.mark.parametrize("method", ["head", "full", "lora", "contrastive"])
