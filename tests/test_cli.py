@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_reviews
 
 import funcformer
@@ -113,9 +114,10 @@ def test_help(capsys) -> None:
 
 @pytest.mark.parametrize(("command", "options"), [
     ("train", ["--out", "--method", "--eval", "--backbone", "--text-column", "--label-column",
-               "--epochs", "--learning-rate", "--batch-size", "--max-length", "--seed"]),
-    ("predict", ["--input", "--output", "--text-column"]),
-    ("eval", ["--report", "--text-column", "--label-column"]),
+               "--epochs", "--learning-rate", "--batch-size", "--max-length", "--seed",
+               "--device"]),
+    ("predict", ["--input", "--output", "--text-column", "--device"]),
+    ("eval", ["--report", "--text-column", "--label-column", "--device"]),
     ("info", ["--json"]),
     ("quickstart", ["--out", "--method"]),
 ])
@@ -814,6 +816,9 @@ def test_damaged_head_weights(capsys, function_copy: Path) -> None:
     ("distill", "data=x.csv", "--data"),
     ("tune", "seed=1", "--seed"),
     ("tune", "trials=3", "--trials"),
+    ("update", "device=cuda", "--device"),
+    ("distill", "device=cuda", "--device"),
+    ("tune", "device=cuda", "--device"),
 ])
 def test_set_refuses_what_the_command_takes_itself(capsys, tmp_path: Path, trained_dir: Path,
                                                    module_data: Path, command: str,
@@ -853,6 +858,101 @@ def test_unwritable_output_paths_fail_before_training(capsys, tmp_path: Path, mo
     assert_clean_error(code, err)
     assert f"{blocker} is a file, so no directory can be made there" in err
     assert not (tmp_path / "fn").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# --device: passed on to the library, checked before any work
+# --------------------------------------------------------------------------------------------
+
+def _device_command(command: str, function: Path, data: Path, out: Path) -> list[object]:
+    """A command line of each command that takes --device (short of --device itself)."""
+    return {"train": ["train", "classify", data, "--out", out],
+            "predict": ["predict", function, "great"],
+            "eval": ["eval", function, data],
+            "explain": ["explain", function, "great"],
+            "update": ["update", function, data, "--out", out],
+            "suggest": ["suggest", function, data],
+            "distill": ["distill", function, "--out", out],
+            "tune": ["tune", "classify", data, "--out", out],
+            "map": ["map", function, data, out.with_suffix(".csv")]}[command]
+
+
+DEVICE_COMMANDS = ["train", "predict", "eval", "explain", "update", "suggest", "distill",
+                   "tune", "map"]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+
+
+def test_train_and_predict_on_device_cpu(capsys, tmp_path: Path, tiny_backbone: Path,
+                                         module_data: Path) -> None:
+    out_dir = _train(tiny_backbone, module_data, tmp_path / "fn", "--device", "cpu")
+    code, out, err = cli(capsys, "predict", out_dir, "great", "--device", "cpu")
+    assert code == 0, err
+    check_prediction(parse_lines(out)[0], "great")
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+@pytest.mark.parametrize(("device", "says"), [
+    ("tpu", "device 'tpu' is not a torch device"),
+    pytest.param("cuda", "device 'cuda': this machine (or this torch build", marks=NO_CUDA)])
+def test_an_unusable_device_is_refused_before_any_work(
+        capsys, tmp_path: Path, trained_dir: Path, module_data: Path, command: str,
+        device: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a function was loaded or trained")
+
+    for name in ("load", "train"):
+        monkeypatch.setattr(f"funcformer._function.{name}", reached)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, *_device_command(command, trained_dir, module_data, out),
+                       "--device", device)
+    assert_clean_error(code, err)
+    assert says in err and "Fix: " in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+def test_the_device_is_passed_on_as_given(capsys, tmp_path: Path, trained_dir: Path,
+                                          module_data: Path, command: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """'cuda:1' reaches train, load, distill or tune (the check that this machine has no such
+    device is stubbed; the stub of the library call ends the command)."""
+    seen: dict[str, object] = {}
+
+    def record(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise TaskError("stopped after the call")
+
+    monkeypatch.setattr("funcformer._backbone.check_device", lambda device: None)
+    target = {"train": "funcformer._function.train", "distill": "funcformer._distill.distill",
+              "tune": "funcformer._tune.tune"}.get(command, "funcformer._function.load")
+    monkeypatch.setattr(target, record)
+    code, _, err = cli(capsys, *_device_command(command, trained_dir, module_data,
+                                                tmp_path / "out"), "--device", "cuda:1")
+    assert_clean_error(code, err)
+    assert "stopped after the call" in err
+    assert seen["device"] == "cuda:1"
+
+
+def test_set_device_contradicting_the_flag_is_refused(capsys, tmp_path: Path,
+                                                      module_data: Path) -> None:
+    code, _, err = cli(capsys, "train", "classify", module_data, "--out", tmp_path / "out",
+                       "--device", "cpu", "--set", "device=cuda")
+    assert_clean_error(code, err)
+    assert "--set device: this command takes it as --device. Fix: give it there" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_runtimes_refuse_a_device_other_than_cpu(capsys, trained_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime runs here on the CPU: a GPU device was silently ignored."""
+    says = "runtime 'onnx' runs the ONNX export on the CPU; device 'cuda' applies to the torch"
+    with pytest.raises(TaskError, match=re.escape(says)):
+        funcformer.load(trained_dir, runtime="onnx", device="cuda")
+    monkeypatch.setattr("funcformer._backbone.check_device", lambda device: None)
+    code, _, err = cli(capsys, "predict", trained_dir, "great", "--runtime", "onnx",
+                       "--device", "cuda")
+    assert_clean_error(code, err)
+    assert says in err and "Fix: device='cpu'" in err
 
 
 # --------------------------------------------------------------------------------------------

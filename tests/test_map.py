@@ -317,6 +317,33 @@ def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
         fmap(fn_dir, path, tmp_path / "out.csv", options={"k": 3}, progress=False)
     with pytest.raises(funcformer.ArtifactError):
         fmap(tmp_path, path, tmp_path / "out.csv", progress=False)
+    with pytest.raises(TaskError, match="device 'tpu' is not a torch device"):
+        fmap(fn_dir, path, tmp_path / "out.csv", device="tpu", progress=False)
+    with pytest.raises(TaskError, match=r"device 'cuda': the Ray engine's actors run on CPUs\. "
+                                        r"Fix: engine='local'"):  # said before Ray is needed
+        fmap(fn_dir, path, tmp_path / "out.csv", engine="ray", device="cuda", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "in.csv"]
+
+
+def test_the_local_engine_loads_the_function_on_the_device(
+        tmp_path: Path, fn_dir: Path, fn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'cuda:1' reaches `load` (recorded, then loaded on the CPU: this machine has no GPU)."""
+    import funcformer._function
+
+    devices = []
+    real_load = funcformer._function.load
+
+    def load(path: Path, *, device: str = "cpu", **kwargs: object) -> funcformer.Function:
+        devices.append(device)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr("funcformer._backbone.check_device", lambda device: None)
+    monkeypatch.setattr(funcformer._function, "load", load)
+    given = rows_of(5)
+    path = write_table(tmp_path / "in.csv", given)
+    fmap(fn_dir, path, tmp_path / "out.jsonl", device="cuda:1", progress=False)
+    assert devices == ["cuda:1"]
+    assert_matches(read_table(tmp_path / "out.jsonl"), given, fn)
 
 
 def test_ray_engine_without_ray_names_the_extra(tmp_path: Path, fn_dir: Path,
@@ -345,12 +372,14 @@ def test_cli_map_help_and_errors(capsys, tmp_path: Path, fn_dir: Path) -> None:
     assert run_cli("map", "--help") == 0
     out = capsys.readouterr().out
     for option in ("--engine", "--address", "--text-column", "--batch-size", "--num-actors",
-                   "--set", "--cache"):
+                   "--set", "--cache", "--device"):
         assert option in out
     path = write_table(tmp_path / "in.csv", rows_of(3))
     for args, message in ([("--text-column", "body"), "no column 'body'"],
                           [("--set", "k=3"), "'k' is not a call option"],
-                          [("--engine", "spark"), "Unknown engine"]):
+                          [("--engine", "spark"), "Unknown engine"],
+                          [("--device", "tpu"), "device 'tpu' is not a torch device"],
+                          [("--engine", "ray", "--device", "cuda:0"), "actors run on CPUs"]):
         assert run_cli("map", fn_dir, path, tmp_path / "out.csv", *args) == 1
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err

@@ -28,7 +28,7 @@ import torch
 from conftest import NEGATIVE, NOUNS, POSITIVE, make_reviews, run_cli
 
 import funcformer
-from funcformer import DataError, MissingExtra
+from funcformer import DataError, MissingExtra, TaskError
 from funcformer._server import check_binding, create_app
 from funcformer._serving import Limits
 
@@ -142,6 +142,32 @@ def test_bfloat16_serves_the_functions_in_bfloat16(functions: Path) -> None:
         assert [g["label"] for g in got] == [w["label"] for w in want]
 
     run(scenario)
+
+
+def test_the_device_reaches_every_load(functions: Path, tiny_backbone: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Functions and the untrained embedder of a backbone all load on the server's device
+    ('cuda:1' recorded, then loaded on the CPU: this machine has no GPU)."""
+    from funcformer import _backbone
+
+    devices = []
+    real_load = _backbone.load
+
+    def load(*args: Any, device: str = "cpu", **kwargs: Any) -> Any:
+        devices.append(device)
+        return real_load(*args, device="cpu", **kwargs)
+
+    monkeypatch.setattr(_backbone, "check_device", lambda device: None)
+    monkeypatch.setattr(_backbone, "load", load)
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, device="cuda:1") as (client, _):
+            return [await client.post("/v1/functions/sentiment", json={"inputs": TEXTS}),
+                    await client.post("/v1/embeddings", json={"model": str(tiny_backbone),
+                                                              "input": TEXTS})]
+
+    assert [r.status_code for r in run(scenario)] == [200, 200]
+    assert len(devices) == 5 and set(devices) == {"cuda:1"}  # 4 functions and the backbone
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: Path) -> None:
@@ -573,6 +599,11 @@ def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:
         create_app(functions, dtype="int4")
     with pytest.raises(DataError, match="applies to the torch runtime"):
         create_app(functions, runtime="onnx", dtype="bfloat16")
+    with pytest.raises(DataError, match="device 'cuda' applies to the torch runtime; runtime "
+                                        "'onnx' runs the ONNX export on the CPU"):
+        create_app(functions, runtime="onnx", device="cuda")
+    with pytest.raises(TaskError, match="device 'tpu' is not a torch device"):
+        create_app(functions, device="tpu")
     check_binding("127.0.0.1", None)
     check_binding("::1", None)
     check_binding("0.0.0.0", "key")
@@ -600,6 +631,24 @@ def test_serve_refuses_a_public_address_without_a_key(
         assert "API key is empty or starts or ends with whitespace" in capsys.readouterr().err
     assert run_cli("serve", "--help") == 0
     assert "--max-batch-tokens" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("device", "says"), [
+    ("tpu", "device 'tpu' is not a torch device"),
+    pytest.param("cuda", "device 'cuda': this machine", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU"))])
+def test_serve_refuses_an_unusable_device_before_binding(
+        functions: Path, device: str, says: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    def bound(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "Server", bound)
+    assert run_cli("serve", functions, "--device", device) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and "Fix: " in err, err
 
 
 def _free_port() -> int:

@@ -30,6 +30,8 @@ Runtime = Annotated[str, typer.Option("--runtime", help="torch, onnx or onnx-int
 CacheFile = Annotated[str | None, typer.Option("--cache", help="SQLite file caching features "
                                                "and results across runs.")]
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
+Device = Annotated[str, typer.Option("--device", help="Torch device to run on: cpu, cuda, "
+                                     "cuda:1 ...")]
 
 
 def _console(stderr: bool = False) -> Any:
@@ -110,16 +112,18 @@ def train(
         "for self-training: confident predictions become pseudo-labels for more rounds of "
         "training; set rounds and threshold with --set self_training='{\"rounds\": 3, "
         "\"threshold\": 0.9}' (default threshold: 0.9 for two labels, lower for more).")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Train a function on data and save it (zero_shot: DATA lists the labels)."""
     from ._artifact import check_target, check_writable
     from ._config import read_config_file
     from ._function import train as train_function
 
+    _check_device(device)
     check_target(out)  # refuse a bad --out before minutes of training, not after
     options = _settings(settings or [], {"task": "its TASK argument",
                                           "data": "its DATA argument",
-                                          "config": "--config FILE"})
+                                          "config": "--config FILE", "device": "--device"})
     options.update({k: v for k, v in {
         "checkpoint_dir": checkpoint_dir, "checkpoint_steps": checkpoint_steps,
         "resume": resume or None, "multi_label": multi_label, "log_dir": log_dir or None,
@@ -144,7 +148,7 @@ def train(
     if flags.get("resume") and not flags.get("checkpoint_dir"):
         raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
                         "wrote its checkpoints to.")
-    fn = train_function(task, data, **flags)
+    fn = train_function(task, data, device=device, **flags)
     fn.save(out)
     _print_training(fn, out)
 
@@ -240,6 +244,14 @@ def _flags(*names: str) -> dict[str, str]:
     return {name: "--" + name.replace("_", "-") for name in names}
 
 
+def _check_device(device: str) -> None:
+    """A device torch does not know, or this machine lacks, is refused at the command's start:
+    before a file is read, a model loaded or a minute trained."""
+    from ._backbone import check_device
+
+    check_device(device)
+
+
 def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
     """The input under "text" (or "input" when it is not a text or the result has a "text"
     field, as a Generation does), then the result's fields."""
@@ -301,14 +313,16 @@ def predict(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A call option as KEY=VALUE, e.g. --set k=3 (search), --set answer=true "
         "(FAQ answers), --set max_new_tokens=50 (generate); repeatable.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Run a function; prints one JSON line per input, in input order."""
     from ._engine import Engine
     from ._function import load
 
+    _check_device(device)
     if output is not None:
         _check_output_file(output, "--output", keep=(input_file, function))
-    fn = load(function, runtime=runtime)
+    fn = load(function, runtime=runtime, device=device)
     inputs = _prediction_inputs(texts, input_file, text_column, fn.read_inputs)
     options = _settings(settings or [])
     _check_call_options(fn, options)
@@ -388,13 +402,14 @@ def map_command(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A call option as KEY=VALUE, e.g. --set k=3 (search); repeatable.")
     ] = None,
+    device: Device = "cpu",
 ) -> None:
     """Run a function over every row of a file, here or on a Ray cluster."""
     from ._map import map as run_map
 
     stats = run_map(function, input_file, output, engine=engine, address=address,
                     text_column=text_column, batch_size=batch_size, num_actors=num_actors,
-                    options=_settings(settings or []), cache=cache)
+                    options=_settings(settings or []), cache=cache, device=device)
     rows = "?" if stats["rows"] is None else f"{stats['rows']:,}"
     rate = "" if stats["rows_per_second"] is None else f", {stats['rows_per_second']:,} rows/s"
     _console().print(f"Wrote {rows} rows to {output} in {stats['seconds']:.1f}s "
@@ -412,10 +427,12 @@ def evaluate(
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
     runtime: Runtime = "torch",
+    device: Device = "cpu",
 ) -> None:
     """Evaluate a function on labelled data: accuracy, macro-F1, per-class scores."""
     from ._function import load
 
+    _check_device(device)
     if report is not None:
         from ._artifact import check_writable
 
@@ -423,7 +440,7 @@ def evaluate(
             raise DataError(f"--report {report} is a file; the report is a directory of files. "
                             "Fix: give a directory path (new or existing).")
         check_writable(report, f"--report {report}", DataError)
-    fn = load(function, runtime=runtime)
+    fn = load(function, runtime=runtime, device=device)
     if report is None:
         metrics = fn.evaluate(data, text_column=text_column, label_column=label_column)
     else:
@@ -464,6 +481,7 @@ def explain_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of "
                                           "coloured text.")] = False,
     runtime: Runtime = "torch",
+    device: Device = "cpu",
 ) -> None:
     """Show which words drove a prediction: green words raise the target's score, red ones
     lower it (classify, pair and tag functions)."""
@@ -473,7 +491,8 @@ def explain_command(
     from ._function import load
     from ._render import html_page
 
-    fn = load(function, runtime=runtime)
+    _check_device(device)
+    fn = load(function, runtime=runtime, device=device)
     result = explain(fn, _explain_input(fn, text), target=target, method=method, steps=steps)
     explanations = result if isinstance(result, list) else [result]
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -548,15 +567,17 @@ def update(
         "--set", help="A training option as KEY=VALUE (funcformer.TrainConfig's fields), e.g. "
         "--set 'label_names={\"7\": \"refund\"}' (words for a new coded label); "
         "repeatable.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Add examples and new labels to a classify function without retraining from scratch."""
     from ._function import load
 
+    _check_device(device)
     _new_function_dir(function, out, "update")
-    own = {"data": "its DATA argument", **_flags("memory", "text_column", "label_column"),
-           "eval_data": "--eval"}
+    own = {"data": "its DATA argument", "eval_data": "--eval",
+           **_flags("memory", "text_column", "label_column", "device")}
     options = _with_flags(_settings(settings or [], own), {"epochs": epochs})
-    fn = load(function)
+    fn = load(function, device=device)
     updated = fn.update(data, eval_data=eval_data, memory=memory, text_column=text_column,
                         label_column=label_column, **options)
     updated.save(out)
@@ -605,6 +626,7 @@ def suggest(
         "per label, none from 128 on (none without --labelled).")] = "auto",
     text_column: TextColumn = "text",
     cache: CacheFile = None,
+    device: Device = "cpu",
 ) -> None:
     """Suggest which texts to label next for a classify function: the ones it is least sure
     about, diversified so the picks are not near-duplicates."""
@@ -612,9 +634,10 @@ def suggest(
     from ._unlabeled import suggest as suggest_texts
     from ._unlabeled import write_suggestions
 
+    _check_device(device)
     if out is not None:
         _check_output_file(out, "--out", keep=(unlabeled, labelled, function))
-    fn = load(function)
+    fn = load(function, device=device)
     picks = suggest_texts(fn, unlabeled, n, measure=measure, candidates=candidates,
                           labelled=labelled, explore=_share_or_auto(explore),
                           text_column=text_column, cache=cache)
@@ -666,19 +689,22 @@ def distill(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A training option as KEY=VALUE (funcformer.TrainConfig's fields); "
         "repeatable.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Train a smaller student of a classify function on its soft labels."""
     from ._distill import distill as distill_function
 
+    _check_device(device)
     _new_function_dir(function, out, "distill")
     own = {**_flags("student_layers", "student", "data", "unlabeled", "temperature",
-                    "label_weight", "text_column", "label_column"), "eval_data": "--eval"}
+                    "label_weight", "text_column", "label_column", "device"),
+           "eval_data": "--eval"}
     options = _with_flags(_settings(settings or [], own), {
         "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size})
     fn = distill_function(function, student_layers=student_layers, student=student, data=data,
                           unlabeled=unlabeled, eval_data=eval_data, temperature=temperature,
                           label_weight=label_weight, text_column=text_column,
-                          label_column=label_column, **options)
+                          label_column=label_column, device=device, **options)
     fn.save(out)
     info = fn.manifest.training["distill"]
     _console().print(f"Distilled {function} -> {out}: kept layers "
@@ -714,19 +740,21 @@ def tune(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A training option fixed for every trial as KEY=VALUE (then not "
         "searched), e.g. --set head=mlp or --set max_length=64; repeatable.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Search training settings with Optuna (pip install 'funcformer[tune]'); save the best
     function and a table of the trials."""
     from ._artifact import check_target
     from ._tune import tune as tune_function
 
+    _check_device(device)
     check_target(out)
     own = {"task": "its TASK argument", "data": "its DATA argument", "eval_data": "--eval",
            **_flags("trials", "timeout", "methods", "backbone", "seed", "text_column",
-                    "label_column", "cache")}
+                    "label_column", "cache", "device")}
     searched = [m.strip() for m in methods.split(",")] if methods else None
     result = tune_function(task, data, eval_data=eval_data, trials=trials, timeout=timeout,
-                           methods=searched, backbone=backbone,
+                           methods=searched, backbone=backbone, device=device,
                            seed=seed, text_column=text_column, label_column=label_column,
                            cache=cache or "memory", **_settings(settings or [], own))
     result.save(out)
@@ -842,6 +870,7 @@ def serve(
     reload_interval: Annotated[float, typer.Option(
         "--reload-interval", min=0, help="Seconds between checks of DIR for changed "
         "functions (0: only on SIGHUP).")] = 1.0,
+    device: Device = "cpu",
 ) -> None:
     """Serve every function under DIR over HTTP (pip install 'funcformer[server]')."""
     from ._server import Limits, serve_command
@@ -850,7 +879,8 @@ def serve(
                     max_queue=max_queue)
     serve_command(directory, host=host, port=port, api_key=api_key,
                   max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, cache=cache,
-                  limits=limits, runtime=runtime, reload_interval=reload_interval, dtype=dtype)
+                  limits=limits, runtime=runtime, reload_interval=reload_interval, dtype=dtype,
+                  device=device)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -601,7 +601,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
     neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
-    `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU.
+    `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
+    runtime: the ONNX runtimes run on the CPU).
     `trust_remote_code` lets a `generate` function's model run its own code (never read from
     the artifact: the caller decides).
     A `lora` function attaches its adapter to the shared backbone (one backbone in memory for
@@ -615,6 +616,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if runtime in ("onnx", "onnx-int8") and str(device).partition(":")[0] != "cpu":
+        raise TaskError(f"runtime '{runtime}' runs the ONNX export on the CPU; device "
+                        f"'{device}' applies to the torch runtime. Fix: device='cpu' (the "
+                        f"default), or runtime='torch' to run on '{device}'.")
     directory = Path(path)
     manifest = read_manifest(directory)
     if manifest.task == "generate":  # transformers would fail on a damaged file, naming none

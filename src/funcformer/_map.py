@@ -47,6 +47,8 @@ class Plan:
     cache: str | None = None
     names: tuple[str, ...] | None = None
     """The input's columns when known (local files): CSV and TSV read them all as text."""
+    device: str = "cpu"
+    """The torch device the local engine loads the function on (Ray actors use CPUs)."""
 
     @property
     def source(self) -> str:
@@ -61,7 +63,8 @@ class Plan:
 def map(function_dir: PathLike, input: PathLike, output: PathLike, *, engine: str = "local",
         address: str | None = None, text_column: str = "text", batch_size: int = 256,
         num_actors: int | None = None, options: dict[str, Any] | None = None,
-        cache: str | None = None, progress: bool = True) -> dict[str, Any]:
+        cache: str | None = None, progress: bool = True,
+        device: str = "cpu") -> dict[str, Any]:
     """Run the function saved in `function_dir` over every row of `input`; write `output`.
 
     Input and output are .csv, .tsv, .jsonl or .parquet files (the output's extension picks
@@ -71,15 +74,18 @@ def map(function_dir: PathLike, input: PathLike, output: PathLike, *, engine: st
     per CPU), each loading the function once. `address` is a Ray cluster ("auto",
     "ray://head:10001"); None starts a local Ray (or uses the one already started).
     `options` are call options (search: `{"k": 3}`); `cache` an SQLite file (per node) or
-    "memory". Returns {"rows", "seconds", "rows_per_second", "engine", "output"}.
+    "memory". `device` ("cuda", "cuda:1") runs the local engine's function there; Ray's actors
+    each take a CPU, so `engine="ray"` runs on CPUs only. Returns {"rows", "seconds",
+    "rows_per_second", "engine", "output"}.
 
     >>> stats = funcformer.map("fns/sentiment", "reviews.csv", "out.parquet")  # doctest: +SKIP
     >>> stats["rows"], stats["rows_per_second"]                          # doctest: +SKIP
     """
     if engine not in ENGINES:
         raise TaskError(f"Unknown engine '{engine}'. Choose local or ray.")
+    check_device(device, engine)
     plan = make_plan(function_dir, input, output, text_column=text_column,
-                     batch_size=batch_size, options=options or {}, cache=cache)
+                     batch_size=batch_size, options=options or {}, cache=cache, device=device)
     if num_actors is not None and num_actors < 1:
         raise TaskError(f"num_actors must be at least 1, got {num_actors}.")
     started = time.perf_counter()
@@ -99,7 +105,8 @@ def map(function_dir: PathLike, input: PathLike, output: PathLike, *, engine: st
 
 
 def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text_column: str,
-              batch_size: int, options: dict[str, Any], cache: str | None) -> Plan:
+              batch_size: int, options: dict[str, Any], cache: str | None,
+              device: str) -> Plan:
     """Check the artifact, the input's format and columns, and the output before any work."""
     from ._artifact import read_manifest
 
@@ -124,7 +131,19 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
                 input_format=input_format, output_format=output_format,
                 to_directory=to_directory, columns=columns, text_column=text_column,
                 batch_size=batch_size, options=dict(options),
-                cache=None if cache is None else str(cache), names=names)
+                cache=None if cache is None else str(cache), names=names, device=device)
+
+
+def check_device(device: str, engine: str) -> None:
+    """Before any row is read: a device torch does not know or this machine lacks, and a GPU
+    for Ray's actors, which each ask Ray for a CPU and no GPU (Ray hides the GPUs from them)."""
+    from ._backbone import check_device as check_torch_device
+
+    if engine == "ray" and str(device).partition(":")[0] != "cpu":
+        raise TaskError(f"device '{device}': the Ray engine's actors run on CPUs. Fix: "
+                        f"engine='local' (--engine local) to run on '{device}', or leave the "
+                        "device out.")
+    check_torch_device(device)
 
 
 def input_columns(manifest: Any, text_column: str) -> tuple[str, ...]:
@@ -179,7 +198,7 @@ def run_local(plan: Plan, progress: bool = True) -> int:
     if is_remote(plan.input) or is_remote(plan.output):
         raise DataError("The local engine reads and writes local files. Fix: use "
                         "engine='ray' (--engine ray) for remote storage.")
-    fn = load(plan.function)
+    fn = load(plan.function, device=plan.device)
     engine = Engine({"fn": fn}, cache=plan.cache)
     path = Path(plan.input)
     target = Path(plan.output)

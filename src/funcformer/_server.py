@@ -123,7 +123,8 @@ class Server:
 
     def __init__(self, directory: Path, *, batching: Batching, limits: Limits,
                  cache: Cache | str | os.PathLike[str] | None, runtime: str,
-                 reload_interval: float, reload_signal: bool, dtype: str | None = None) -> None:
+                 reload_interval: float, reload_signal: bool, dtype: str | None = None,
+                 device: str = "cpu") -> None:
         from ._engine import Engine
 
         self.limits = limits
@@ -133,6 +134,7 @@ class Server:
                              else cache)
         self.metrics = Metrics(self)
         self.registry = Registry(directory, self.engine, runtime=runtime, dtype=dtype,
+                                 device=device,
                                  on_load=lambda r: self.metrics.loads.labels(r).inc())
         self.batcher = Batcher(self.engine, batching, limits.max_queue,
                                observe=self.metrics.observe_batch)
@@ -277,13 +279,14 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                cache: Cache | str | os.PathLike[str] | None = "memory",
                limits: Limits | None = None, runtime: str = "torch",
                reload_interval: float = 1.0, reload_signal: bool = False,
-               dtype: str | None = None) -> Any:
+               dtype: str | None = None, device: str = "cpu") -> Any:
     """A FastAPI app serving every function artifact under `directory` (one per folder).
 
     `cache`: "memory" (an LRU of 20,000 entries), an SQLite path, a Cache, or None.
     `runtime`: "onnx" / "onnx-int8" run classify functions on their ONNX export.
     `dtype`: "bfloat16" runs the torch runtime's encoders in bfloat16 (about 2x the texts/s of
     float32 on CPUs with AMX or AVX512-BF16, at a small numerical cost); None is float32.
+    `device`: the torch runtime's device ("cuda", "cuda:1"; checked here, before any load).
     `reload_interval`: seconds between scans of `directory` (0: only on `reload_signal`,
     which reloads on SIGHUP when the app runs in the main thread). Functions load in the
     background once the app starts; GET /readyz answers 200 when they have.
@@ -296,18 +299,11 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     if not root.is_dir():
         raise DataError(f"{root}: no such directory. Fix: pass the directory holding your "
                         "function folders (each written by 'funcformer train --out').")
-    if runtime not in RUNTIMES:
-        raise DataError(f"Unknown runtime '{runtime}'. Choose {', '.join(RUNTIMES)}.")
-    if dtype not in DTYPES:
-        raise DataError(f"Unknown dtype '{dtype}'. Choose {', '.join(map(str, DTYPES[1:]))}.")
-    if dtype is not None and runtime != "torch":
-        raise DataError(f"dtype '{dtype}' applies to the torch runtime; runtime '{runtime}' "
-                        "runs the ONNX export as exported. Fix: drop --dtype, or use "
-                        "--runtime torch.")
+    _check_runtime(runtime, dtype, device)
     limits = limits or Limits()
     server = Server(root, batching=Batching(max_tokens=max_batch_tokens,
                                             max_wait_ms=max_wait_ms),
-                    limits=limits, cache=cache, runtime=runtime, dtype=dtype,
+                    limits=limits, cache=cache, runtime=runtime, dtype=dtype, device=device,
                     reload_interval=reload_interval, reload_signal=reload_signal)
 
     @asynccontextmanager
@@ -613,6 +609,26 @@ async def _send_error(send: Any, err: HTTPError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _check_runtime(runtime: str, dtype: str | None, device: str) -> None:
+    """Settings no function could load with are refused when the app is made, not as a
+    failed load per function."""
+    if runtime not in RUNTIMES:
+        raise DataError(f"Unknown runtime '{runtime}'. Choose {', '.join(RUNTIMES)}.")
+    if dtype not in DTYPES:
+        raise DataError(f"Unknown dtype '{dtype}'. Choose {', '.join(map(str, DTYPES[1:]))}.")
+    if dtype is not None and runtime != "torch":
+        raise DataError(f"dtype '{dtype}' applies to the torch runtime; runtime '{runtime}' "
+                        "runs the ONNX export as exported. Fix: drop --dtype, or use "
+                        "--runtime torch.")
+    if str(device).partition(":")[0] != "cpu" and runtime != "torch":
+        raise DataError(f"device '{device}' applies to the torch runtime; runtime '{runtime}' "
+                        "runs the ONNX export on the CPU. Fix: drop --device, or use "
+                        "--runtime torch.")
+    from ._backbone import check_device
+
+    check_device(device)  # 'tpu', or 'cuda' on a machine without one
+
+
 def check_binding(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key; refuse a key that is empty
     or has spaces around it (headers arrive stripped, so it could never match)."""
@@ -638,7 +654,8 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
                   max_wait_ms: float = Batching.max_wait_ms,
                   cache: str | os.PathLike[str] | None = None, limits: Limits | None = None,
                   runtime: str = "torch", reload_interval: float = 1.0,
-                  log_level: str = "info", dtype: str | None = None) -> None:
+                  log_level: str = "info", dtype: str | None = None,
+                  device: str = "cpu") -> None:
     """Serve `directory` over HTTP until SIGTERM or Ctrl+C (`funcformer serve`).
 
     `api_key` defaults to the FUNCFORMER_API_KEY environment variable; without one, only a
@@ -658,7 +675,7 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
     app = create_app(directory, api_key=api_key, max_batch_tokens=max_batch_tokens,
                      max_wait_ms=max_wait_ms, cache=cache or "memory", limits=limits,
                      runtime=runtime, reload_interval=reload_interval, reload_signal=True,
-                     dtype=dtype)
+                     dtype=dtype, device=device)
     logging.getLogger("funcformer.server").setLevel(logging.INFO)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=30)

@@ -134,13 +134,15 @@ class Registry:
     """
 
     def __init__(self, directory: Path, engine: Any, *, runtime: str = "torch",
-                 dtype: str | None = None,
+                 dtype: str | None = None, device: str = "cpu",
                  on_load: Callable[[str], None] | None = None) -> None:
         self.directory = directory
         self.engine = engine
         self.runtime = runtime
         self.dtype = dtype
         """The torch runtime's weights: None (float32) or "bfloat16"/"float16"."""
+        self.device = device
+        """The torch runtime's device ("cpu", "cuda", "cuda:1")."""
         self.on_load = on_load or (lambda result: None)
         """Called with "loaded" or "failed" after each load attempt (metrics)."""
         self.slots: dict[str, Slot] = {}
@@ -210,7 +212,9 @@ class Registry:
         from ._function import load
 
         runtime = self.runtime if task == "classify" else "torch"
-        return load(path, runtime=runtime, dtype=self.dtype if runtime == "torch" else None)
+        if runtime != "torch":
+            return load(path, runtime=runtime)
+        return load(path, runtime=runtime, dtype=self.dtype, device=self.device)
 
     def acquire(self, name: str) -> Version:
         """The version serving `name`, held until `release`; an HTTPError if there is none."""
@@ -262,7 +266,8 @@ class Registry:
                 raise HTTPError(404, "not_found", f"model: no embed function or backbone "
                                 f"named {_quoted(model)}. Models here: {_some(models)}.",
                                 field="model")
-            function = await asyncio.to_thread(_untrained_embedder, model, self.dtype)
+            function = await asyncio.to_thread(_untrained_embedder, model, self.dtype,
+                                               self.device)
             if model not in self.backbones:  # a concurrent first request may have made one
                 self.backbones[model] = Version(name=model, key=f"backbone:{model}",
                                                 function=function, loaded_at=0.0)
@@ -284,11 +289,11 @@ class Registry:
         return out
 
 
-def _untrained_embedder(backbone: str, dtype: str | None = None) -> Any:
+def _untrained_embedder(backbone: str, dtype: str | None = None, device: str = "cpu") -> Any:
     from . import _backbone
     from ._tasks.embed import from_backbone
 
-    return from_backbone(_backbone.load(backbone, dtype=dtype))
+    return from_backbone(_backbone.load(backbone, dtype=dtype, device=device))
 
 
 def describe_function(fn: Any) -> dict[str, Any]:
