@@ -269,3 +269,20 @@ def test_weights_saved_again_retire_the_older_entry() -> None:
     loaded.get(new, lambda: _loader(calls, new))
     gc.collect()
     assert len(loaded) == 1  # room for 4, but the old weights of the same path went at once
+
+
+def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cuda:5` on a one-GPU machine passed the check and failed inside torch at the first
+    tensor moved there."""
+    from funcformer import TaskError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    bb.check_device("cuda")
+    bb.check_device("cuda:0")
+    with pytest.raises(TaskError, match=r"device 'cuda:5': this machine has 1 CUDA device "
+                                        r"\(cuda:0 to cuda:0\)\. Fix: device='cuda:0'\.$"):
+        bb.check_device("cuda:5")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(TaskError, match=r"has 2 CUDA devices .* Fix: device='cuda:0' to 'cuda:1'"):
+        bb.check_device("cuda:2")

@@ -171,12 +171,15 @@ def test_update_and_distill_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None
     assert set(updated.labels) == {"positive", "negative", "late"}
     loaded = funcformer.load(updated.save(tmp_path / "up"))
     assert_same_answers(loaded(TEXTS), updated(TEXTS), atol=1e-4)
-    student = funcformer.distill(fn, student_layers=1, data=make_reviews(16), epochs=2,
-                                 progress=False, device=DEVICE)
-    assert on_device(student)
-    assert len(student.encoder.encoder.layer) == 1
-    loaded = funcformer.load(student.save(tmp_path / "student"))
-    assert_same_answers(loaded(TEXTS), student(TEXTS), atol=1e-4)
+    # The teacher as a function on the device, as a directory, and loaded on the CPU: the
+    # student trains on DEVICE each time.
+    for teacher in (fn, fn.save(tmp_path / "teacher"), funcformer.load(tmp_path / "teacher")):
+        student = funcformer.distill(teacher, student_layers=1, data=make_reviews(16),
+                                     epochs=2, progress=False, device=DEVICE)
+        assert on_device(student)
+        assert len(student.encoder.encoder.layer) == 1
+        loaded = funcformer.load(student.save(tmp_path / "student"))
+        assert_same_answers(loaded(TEXTS), student(TEXTS), atol=1e-4)
 
 
 def test_killed_cuda_run_resumes_to_the_same_weights(tiny_backbone: Path,

@@ -410,13 +410,26 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                     digest=weights_digest(path), device=device)
 
 
+def same_device(a: str, b: str) -> bool:
+    """Whether two torch device names place tensors alike ("cuda" is "cuda:0").
+
+    >>> same_device("cuda", "cuda:0"), same_device("cuda:1", "cuda"), same_device("cpu", "cuda")
+    (True, False, False)
+    """
+    import torch
+
+    first, second = torch.device(a), torch.device(b)
+    return first.type == second.type and (first.index or 0) == (second.index or 0)
+
+
 def check_device(device: Any) -> None:
     """A TaskError for a device torch does not know or this machine does not have (torch's
     own errors: "Expected one of cpu, cuda, ... device type", "Torch not compiled with CUDA")."""
     import torch
 
     try:
-        kind = torch.device(device).type
+        where = torch.device(device)
+        kind = where.type
     except (RuntimeError, TypeError) as err:
         raise TaskError(f"device {device!r} is not a torch device ({str(err)[:120]}). Fix: "
                         "'cpu', 'cuda' or 'cuda:1'.") from None
@@ -426,6 +439,11 @@ def check_device(device: Any) -> None:
         raise TaskError(f"device {device!r}: this machine (or this torch build, "
                         f"{torch.__version__}) has no {kind.upper()} device. Fix: "
                         "device='cpu'.")
+    if kind == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()  # torch would fail at the first tensor moved there
+        raise TaskError(f"device {device!r}: this machine has {count} CUDA device"
+                        f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1}). Fix: "
+                        f"device='cuda:0'" + (f" to 'cuda:{count - 1}'." if count > 1 else "."))
 
 
 def load_tokenizer(path: Path) -> Backbone:

@@ -75,7 +75,7 @@ def distill(teacher: Any, *, student_layers: int | None = None, student: str | N
     from ._methods import Trained
 
     started = time.perf_counter()
-    teacher, where = _teacher(teacher)
+    teacher, where = _teacher(teacher, device)
     _check_settings(temperature, label_weight, options)
     config = _student_config(teacher, config, options, make_config)
     shared, encoder, kept, total = student_encoder(teacher, student, student_layers, device)
@@ -111,14 +111,15 @@ def distill(teacher: Any, *, student_layers: int | None = None, student: str | N
     return fn
 
 
-def _teacher(teacher: Any) -> tuple[Any, str | None]:
-    """The teacher function (loaded when given as a directory) and its directory, if any."""
+def _teacher(teacher: Any, device: str) -> tuple[Any, str | None]:
+    """The teacher function (loaded on `device` when given as a directory) and its directory,
+    if any."""
     from ._function import Function, load
 
     where = None
     if isinstance(teacher, (str, os.PathLike)):
         where = str(Path(teacher).resolve())
-        teacher = load(teacher)
+        teacher = load(teacher, device=device)
     if not isinstance(teacher, Function):
         raise TaskError(f"distill needs a function or its directory, got "
                         f"{type(teacher).__name__}.")
@@ -166,10 +167,12 @@ def student_encoder(teacher: Any, student: str | None, layers: int | None,
         shared = teacher.backbone
         source = teacher.encoder if teacher.encoder is not None else shared.model
         layers = DEFAULT_LAYERS if layers is None else layers
+        if not _backbone.same_device(shared.device, device):  # a teacher loaded elsewhere:
+            shared = _backbone.load(shared.path, device=device)  # its tokenizer on `device`
     else:
         shared = _backbone.load(student, device=device)
         source = shared.model
-    encoder = plain_copy(source)
+    encoder = plain_copy(source).to(shared.device)
     total = len(layer_list(encoder)[0])
     if layers is None or (student is not None and layers == total):
         return shared, encoder, list(range(total)), total
