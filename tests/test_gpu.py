@@ -221,3 +221,22 @@ def test_killed_cuda_run_resumes_to_the_same_weights(tiny_backbone: Path,
                               **{**train, "device": "cpu"}, checkpoint_dir=str(checkpoints),
                               checkpoint_steps=1, resume=True)
     assert_same_answers(on_cpu(TEXTS), plain(TEXTS), atol=1e-3)
+
+
+def test_export_onnx_of_a_cuda_function_runs_on_a_cpu_copy(tiny_backbone: Path,
+                                                            tmp_path: Path) -> None:
+    """The encoder is on the GPU, the head on the CPU: the export traces a float32 CPU copy
+    of both (tracing the function as it is mixed the devices) and leaves the function be."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    fn = funcformer.train("classify", make_reviews(16), backbone=tiny_backbone, method="full",
+                          epochs=2, progress=False, device=DEVICE)
+    path = fn.save(tmp_path / "fn")
+    fn.export_onnx(path)
+    assert on_device(fn)
+    exported = funcformer.load(path, runtime="onnx")
+    assert_same_answers(exported.logits(TEXTS).tolist(), fn.logits(TEXTS).tolist(), atol=1e-4)
+    half = funcformer.load(path, device=DEVICE, dtype="float16")  # and one loaded in half
+    half.export_onnx(path)
+    assert_same_answers(funcformer.load(path, runtime="onnx").logits(TEXTS).tolist(),
+                        half.logits(TEXTS).tolist(), atol=0.05)

@@ -183,3 +183,23 @@ def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
     (out / "onnx/export.json").write_text(json.dumps(record))
     with pytest.raises(funcformer.ArtifactError, match="exported from another version"):
         funcformer.load(out, runtime="onnx")
+
+
+def test_a_function_loaded_in_bfloat16_exports_a_float32_graph(tiny_backbone: Path,
+                                                               tmp_path: Path) -> None:
+    """The export runs on a float32 CPU copy: a bfloat16 encoder fed the float32 head bfloat16
+    features (a dtype error), as an encoder on a GPU fed the head on the CPU (test_gpu)."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                          progress=False, method="head")
+    out = fn.save(tmp_path / "fn")
+    half = funcformer.load(out, dtype="bfloat16")
+    half.export_onnx(out)
+    assert next(half.backbone.model.parameters()).dtype == torch.bfloat16  # left as it was
+    texts = ["the food was great", "the staff were rude"]
+    # float32 arithmetic on the bfloat16-rounded weights: near the bfloat16 function's logits
+    torch.testing.assert_close(funcformer.load(out, runtime="onnx").logits(texts),
+                               half.logits(texts), rtol=0, atol=0.02)

@@ -83,12 +83,11 @@ def _torch_export(model: torch.nn.Module, out: Path) -> Path:
     its symbolic shape inference fails and no attention/SkipLayerNorm fusion happens).
     """
     wrapped = _Keywords(_for_export(model)).eval()
-    device = next(model.parameters()).device
     vocab = int(getattr(_encoder_config(model), "vocab_size", 2) or 2)
-    ids = (torch.arange(16, device=device) % vocab).reshape(2, 8)  # (2, 8)
+    ids = (torch.arange(16) % vocab).reshape(2, 8)  # (2, 8)
     # Row 2 is padded so tracing takes the masked path: a guard against shortcuts that skip an
     # all-ones mask (BERT on transformers 5.24 traces correctly either way, checked).
-    mask = torch.ones((2, 8), dtype=torch.long, device=device)
+    mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
     dynamic = {"input_ids": {0: "batch", 1: "sequence"},
                "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
@@ -100,12 +99,16 @@ def _torch_export(model: torch.nn.Module, out: Path) -> Path:
 
 
 def _for_export(model: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy whose encoder uses eager attention (the shared model is not touched).
+    """An eval-mode float32 copy on the CPU whose encoder uses eager attention (the shared
+    model is not touched).
 
-    SDPA attention traces into a graph ONNX Runtime cannot fuse; eager attention fuses into
-    its Attention op. Same numbers either way; models that cannot switch keep their own.
+    The CPU and float32: the graph runs on ONNX Runtime's CPU provider, and a function loaded
+    on a GPU keeps its head on the CPU (an encoder loaded in float16 or bfloat16 would feed
+    its head, which stays float32, the wrong dtype). SDPA attention traces into a graph ONNX
+    Runtime cannot fuse; eager attention fuses into its Attention op. Same numbers either way;
+    models that cannot switch keep their own.
     """
-    clone = copy.deepcopy(model).eval()
+    clone = copy.deepcopy(model).to("cpu", torch.float32).eval()
     encoder = getattr(clone, "encoder", None)
     with contextlib.suppress(Exception):
         encoder.set_attn_implementation("eager")  # type: ignore[union-attr]
