@@ -240,3 +240,19 @@ def test_export_onnx_of_a_cuda_function_runs_on_a_cpu_copy(tiny_backbone: Path,
     half.export_onnx(path)
     assert_same_answers(funcformer.load(path, runtime="onnx").logits(TEXTS).tolist(),
                         half.logits(TEXTS).tolist(), atol=0.05)
+
+
+def test_zero_shot_answers_on_cuda_and_fits_there(tiny_backbone: Path, tmp_path: Path) -> None:
+    topic = funcformer.ZeroShot(["positive", "negative"], backbone=tiny_backbone,
+                                device=DEVICE)
+    assert on_device(topic)
+    on_cpu = funcformer.ZeroShot(["positive", "negative"], backbone=tiny_backbone)
+    assert_same_answers(topic(TEXTS), on_cpu(TEXTS), atol=1e-4)
+    assert_same_answers(funcformer.load(topic.save(tmp_path / "zs"), device=DEVICE)(TEXTS),
+                        on_cpu(TEXTS), atol=1e-4)
+    # fit trains on the zero-shot function's device (it trained on the CPU whatever the
+    # function's device was)
+    fn = topic.fit(make_reviews(8), method="full", epochs=2, progress=False)
+    assert on_device(fn)
+    assert_same_answers(funcformer.load(fn.save(tmp_path / "fit"))(TEXTS), fn(TEXTS),
+                        atol=1e-4)

@@ -125,7 +125,8 @@ class ZeroShot(Function):
             library_version=__version__, created_at=now())
 
     def fit(self, data: Any, **options: Any) -> Function:
-        """A trainable `classify` Function whose head starts from these label embeddings.
+        """A trainable `classify` Function whose head starts from these label embeddings,
+        trained on this function's device unless `device=` says otherwise.
 
         >>> topic = ZeroShot({"billing": "invoices and charges", ...})  # doctest: +SKIP
         >>> fn = topic.fit("tickets.csv", epochs=20)                        # doctest: +SKIP
@@ -133,6 +134,7 @@ class ZeroShot(Function):
         from ._function import train
 
         options.setdefault("multi_label", self.multi_label or None)
+        options.setdefault("device", self.backbone.device)
         return train("classify", data, init=self, backbone=self.backbone.path, **options)
 
     def prompts(self, labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
