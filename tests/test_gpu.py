@@ -5,7 +5,9 @@ Every trainable task and method trains on `device="cuda"`, its function answers 
 and the saved artifact answers the same on a CPU (float32 both sides: the differences are
 rounding, far below any label flip on these separable toy sets). Half-precision inference,
 bfloat16 autocast training, seeded reproducibility and kill-and-resume are checked on the GPU
-as the CPU tests check them on the CPU.
+as the CPU tests check them on the CPU. So is everything else that runs a function on the GPU:
+ONNX export, explain, the server, search, zero-shot, suggest and self-training, tune, PEFT
+adapters (attached and merged there), sampling and streaming, and map.
 
 `FUNCFORMER_TEST_DEVICE` names another device to run them on (`cpu` checks the tests
 themselves on a machine without a GPU; `cuda:1` a second GPU).
@@ -256,3 +258,189 @@ def test_zero_shot_answers_on_cuda_and_fits_there(tiny_backbone: Path, tmp_path:
     assert on_device(fn)
     assert_same_answers(funcformer.load(fn.save(tmp_path / "fit"))(TEXTS), fn(TEXTS),
                         atol=1e-4)
+
+
+def test_explain_classify_pair_tag_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None:
+    """Integrated Gradients (captum's hooks on the GPU's embedding layer, the classify head's
+    gradient coming back from the CPU) and occlusion give the CPU's attributions."""
+    pytest.importorskip("captum")
+    from test_pair import make_pairs
+    from test_tag import toy_rows
+
+    cases = {
+        "classify": (make_reviews(12), {"method": "full"}, "the food was great"),
+        "pair": (make_pairs(24), {}, ("the food was great", "the room was lovely")),
+        "tag": (toy_rows(40), {"method": "head", "epochs": 10, "learning_rate": 0.05,
+                               "batch_size": 8}, "the phone was very awful"),
+    }
+    for task, (rows, options, text) in cases.items():
+        options = {"epochs": 2, **options}
+        fn = funcformer.train(task, rows, backbone=tiny_backbone, progress=False, device=DEVICE,
+                              **options)
+        loaded = funcformer.load(fn.save(tmp_path / task))
+        for method in ("ig", "occlusion"):
+            on_gpu = fn.explain(text, method=method)
+            assert on_gpu, task  # tag: at least one entity found and explained
+            assert_same_answers(loaded.explain(text, method=method), on_gpu, atol=1e-3)
+
+
+def test_server_answers_with_functions_loaded_on_cuda(tiny_backbone: Path,
+                                                      tmp_path: Path) -> None:
+    """create_app(device=): the registry loads every function on the GPU, the engine batches a
+    classify function's features there, a tagger runs there, and the answers are the CPU's."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    import asyncio
+
+    from test_tag import toy_rows
+
+    from funcformer._server import create_app
+
+    root = tmp_path / "functions"
+    common = {"backbone": tiny_backbone, "epochs": 2, "progress": False}
+    funcformer.train("classify", make_reviews(12), method="head", **common).save(root / "sentiment")
+    funcformer.train("tag", toy_rows(16), **common).save(root / "items")
+    requests = {"/v1/functions/sentiment": {"inputs": TEXTS},
+                "/v1/functions/items": {"inputs": TEXTS},
+                "/v1/embeddings": {"model": str(tiny_backbone), "input": TEXTS}}
+
+    async def scenario() -> tuple[list[Any], list[bool]]:
+        app = create_app(root, device=DEVICE, reload_interval=0)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                registry = app.state.server.registry
+                await registry.scanned.wait()
+                answers = [await client.post(path, json=body) for path, body in requests.items()]
+                placed = []
+                for name in ("sentiment", "items"):
+                    version = registry.acquire(name)
+                    placed.append(on_device(version.function))
+                    registry.release(version)
+        return answers, placed
+
+    answers, placed = asyncio.run(scenario())
+    assert all(placed)
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    for name, response in zip(("sentiment", "items"), answers, strict=False):
+        want = [r.to_dict() for r in funcformer.load(root / name)(TEXTS)]
+        assert_same_answers(response.json()["outputs"], want, atol=1e-4)
+    vectors = funcformer.embed(TEXTS, backbone=tiny_backbone)
+    assert_same_answers([d["embedding"] for d in answers[2].json()["data"]], vectors.tolist(),
+                        atol=1e-4)
+
+
+def test_search_calibrates_loads_and_grows_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None:
+    from test_search import FAQ
+
+    queries = [{"text": "the food was great", "id": "food"},
+               {"text": "the staff was rude", "id": "staff"},
+               {"text": "my phone is broken", "id": ""}]
+    fn = funcformer.train("search", FAQ, backbone=tiny_backbone, eval_data=queries,
+                          progress=False, device=DEVICE)
+    assert on_device(fn)
+    path = fn.save(tmp_path / "faq")
+    here, there = funcformer.load(path, device=DEVICE), funcformer.load(path)
+    assert on_device(here)
+    for searcher in (here, there):
+        searcher.add([{"id": "late", "text": "the delivery was slow"}])
+    ask = ["the delivery was very slow", "the room was lovely"]
+    assert_same_answers(here(ask, k=3), there(ask, k=3), atol=1e-4)
+    assert_same_answers(here.answer(ask), there.answer(ask), atol=1e-4)
+
+
+def test_suggest_and_self_training_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None:
+    from funcformer._unlabeled import uncertainty
+
+    labelled = make_reviews(8)
+    known = {text for text, _ in labelled}
+    pool = list(dict.fromkeys(t for t, _ in make_reviews(20, seed=5) if t not in known))
+    fn = funcformer.train("classify", labelled, backbone=tiny_backbone, method="full",
+                          epochs=2, progress=False, device=DEVICE)
+    on_cpu = funcformer.load(fn.save(tmp_path / "fn"))
+    for options in ({}, {"labelled": [t for t, _ in labelled]}, {"measure": "badge"}):
+        picks = funcformer.suggest(fn, pool, n=4, **options)
+        texts = [p.text for p in picks]
+        assert len(set(texts)) == 4 and set(texts) <= set(pool), options
+        # Which texts win may hinge on rounding; each pick's score must be the CPU's.
+        want = uncertainty(on_cpu.task, on_cpu.logits(texts), options.get("measure", "margin")
+                           .replace("badge", "margin"))
+        assert_same_answers([p.score for p in picks], want.tolist(), atol=1e-4)
+    trained = funcformer.train("classify", labelled, backbone=tiny_backbone, method="full",
+                               epochs=2, progress=False, device=DEVICE, unlabeled=pool,
+                               self_training={"rounds": 1, "threshold": 0.55})
+    assert on_device(trained)
+    assert trained.manifest.training["self_training"]["rounds"]
+    assert_same_answers(funcformer.load(trained.save(tmp_path / "st"))(TEXTS), trained(TEXTS),
+                        atol=1e-4)
+
+
+def test_tune_trains_its_trials_on_cuda(tiny_backbone: Path) -> None:
+    pytest.importorskip("optuna")
+    result = funcformer.tune("classify", make_reviews(12), eval_data=make_reviews(6, seed=3),
+                             backbone=tiny_backbone, trials=2, methods=["full"], epochs=2,
+                             progress=False, device=DEVICE)
+    assert [row["state"] for row in result.trials] == ["COMPLETE", "COMPLETE"]
+    assert result.best.encoder is not None and on_device(result.best)
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora", "ia3", "prompt", "prefix"])
+def test_adapters_train_on_cuda_and_merge_there(tiny_backbone: Path, tmp_path: Path,
+                                                method: str) -> None:
+    """PEFT adapters made on the GPU's backbone, saved from there, attached there again
+    (loaded on the CPU too) and, where they have weights, merged there."""
+    fn = funcformer.train("classify", make_reviews(12), backbone=tiny_backbone, method=method,
+                          epochs=2, progress=False, device=DEVICE)
+    assert on_device(fn)
+    path = fn.save(tmp_path / method)
+    assert_same_answers(funcformer.load(path)(TEXTS), fn(TEXTS), atol=1e-4)
+    assert_same_answers(funcformer.load(path, device=DEVICE)(TEXTS), fn(TEXTS), atol=1e-5)
+    if method not in ("prompt", "prefix"):
+        merged = funcformer.load(path, device=DEVICE, merge_adapter=True)
+        assert on_device(merged)
+        assert_same_answers(merged(TEXTS), fn(TEXTS), atol=1e-4)
+
+
+def test_generate_samples_streams_and_merges_on_cuda(tmp_path: Path) -> None:
+    """Sampling draws from a generator on the GPU (seeded: the same text twice); a stream
+    joins to the call's text; a LoRA generator trained there merges there."""
+    from test_generate import PAIRS, write_tiny_lm
+
+    lm = write_tiny_lm(tmp_path / "lm")
+    fn = funcformer.generator(lm, device=DEVICE)
+    assert on_device(fn)
+    options = {"max_new_tokens": 8, "temperature": 0.9, "top_p": 0.9, "seed": 3}
+    first = fn(["say A:", "say B:"], **options)
+    assert [g.text for g in fn(["say A:", "say B:"], **options)] == [g.text for g in first]
+    assert "".join(fn.stream("say A:", **options)) == fn("say A:", **options).text
+    tuned = funcformer.train("generate", PAIRS * 4, backbone=lm, method="lora", epochs=2,
+                             learning_rate=1e-2, batch_size=8, progress=False, device=DEVICE)
+    assert on_device(tuned)
+    path = tuned.save(tmp_path / "gen")
+    merged = funcformer.load(path, device=DEVICE, merge_adapter=True)
+    assert on_device(merged)
+    greedy = {"max_new_tokens": 8}
+    assert merged("say A:", **greedy).text == tuned("say A:", **greedy).text
+    assert funcformer.load(path)("say A:", **greedy).text == tuned("say A:", **greedy).text
+
+
+def test_map_runs_a_function_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import csv
+
+    path = funcformer.train("classify", make_reviews(12), backbone=tiny_backbone,
+                           method="full", epochs=2, progress=False).save(tmp_path / "fn")
+    source = tmp_path / "in.csv"
+    with open(source, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text"], *([t] for t in TEXTS)])
+    outputs = []
+    for device in (DEVICE, "cpu"):
+        target = tmp_path / f"out-{device.replace(':', '-')}.csv"
+        stats = funcformer.map(path, source, target, progress=False, device=device)
+        assert stats["rows"] == len(TEXTS)
+        with open(target, newline="", encoding="utf-8") as handle:
+            outputs.append(list(csv.DictReader(handle)))
+    labels = [[row["label"] for row in rows] for rows in outputs]
+    assert labels[0] == labels[1]
+    scores = [[float(row["score"]) for row in rows] for rows in outputs]
+    assert_same_answers(scores[0], scores[1], atol=1e-4)
