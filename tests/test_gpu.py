@@ -97,6 +97,14 @@ def test_multi_label_trains_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None
     assert_same_answers(funcformer.load(fn.save(tmp_path / "ml"))(TEXTS), fn(TEXTS), atol=1e-4)
 
 
+def test_one_backbone_per_gpu_whatever_its_spelling(tiny_backbone: Path) -> None:
+    from funcformer import _backbone
+
+    index = torch.device(DEVICE).index or 0
+    spellings = [DEVICE, torch.device(DEVICE)] + ([f"cuda:{index}"] if "cuda" in DEVICE else [])
+    assert len({id(_backbone.load(tiny_backbone, device=d)) for d in spellings}) == 1
+
+
 def test_seeded_cuda_training_is_reproducible(tiny_backbone: Path) -> None:
     runs = [funcformer.train("classify", make_reviews(16), backbone=tiny_backbone,
                              method="full", epochs=2, progress=False, device=DEVICE, seed=seed)

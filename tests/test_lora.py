@@ -161,6 +161,9 @@ def test_auto_chooses_from_the_data() -> None:
     assert choose(["a"] * 500 + ["b"] * 500)[0] == "lora"
     assert choose(["a"] * 15_000 + ["b"] * 15_000)[0] == "head"
     assert choose(["a"] * 15_000 + ["b"] * 15_000, device="cuda")[0] == "full"
+    import torch  # a torch.device where a name is expected (it raised AttributeError)
+
+    assert choose(["a"] * 15_000 + ["b"] * 15_000, device=torch.device("cuda"))[0] == "full"
     assert choose([["a"], ["b"]] * 4, multi_label=True)[0] == "lora"  # no contrastive there
 
 

@@ -368,7 +368,7 @@ def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu"
     # encoder/ renamed over the old one) is loaded afresh rather than served stale.
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
-    key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
+    key = (str(resolved.path), f"{device_key(device)}:{dtype or 'float32'}", stamp)
     return _loaded.get(key, lambda: _load(resolved, device, trust_remote_code, dtype, error))
 
 
@@ -408,6 +408,21 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                     pooling=Pooling.read(path),
                     max_length=_max_length(path, tokenizer, model.config),
                     digest=weights_digest(path), device=device)
+
+
+def device_key(device: Any) -> str:
+    """One name per device, for caches: "cuda" is the current GPU's "cuda:0" (two spellings
+    would load a backbone twice on one GPU).
+
+    >>> device_key("cpu"), device_key("cuda:1")
+    ('cpu', 'cuda:1')
+    """
+    import torch
+
+    where = torch.device(device)
+    if where.type == "cuda" and where.index is None:
+        where = torch.device("cuda", torch.cuda.current_device())
+    return str(where)
 
 
 def same_device(a: str, b: str) -> bool:

@@ -77,7 +77,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu", dtype: str |
     # loaded afresh rather than served stale.
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(resolved.path.glob("*.safetensors")))
-    key = (str(resolved.path), f"{device}:{dtype or 'float32'}", stamp)
+    key = (str(resolved.path), f"{_backbone.device_key(device)}:{dtype or 'float32'}", stamp)
     return _loaded.get(key, lambda: _load(resolved, device, dtype, trust_remote_code))
 
 

@@ -133,7 +133,7 @@ def choose(labels: list[Any], device: str = "cpu", multi_label: bool = False,
                                " few-shot contrastive tuning")
     if n <= MEDIUM_EXAMPLES:
         return "lora", f"{n} examples: a LoRA adapter (small artifact, shared backbone)"
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):  # (a torch.device too)
         return "full", f"{n} examples on {device}: full fine-tuning"
     return "head", (f"{n} examples on CPU: a head on the frozen backbone (fine-tuning would take "
                     "hours here; pass method='lora' or 'full' to do it anyway)")
@@ -174,7 +174,7 @@ def choose_tuning(asked: str | None, default: str, examples: int,
         return default, f"{examples} examples (< {FEW_EXAMPLES}): '{default}', the task's default"
     if examples <= MEDIUM_EXAMPLES:
         return "lora", f"{examples} examples: a LoRA adapter (small artifact, shared backbone)"
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):  # (a torch.device too)
         return "full", f"{examples} examples on {device}: full fine-tuning"
     return "lora", (f"{examples} examples on CPU: a LoRA adapter (no gradients or optimizer "
                     "state for the base weights; pass method='full' to tune them all anyway)")
