@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every GPU check in one command, for a session lent a GPU machine (CI never has one).
+#
+# Prepare here, once (both folders are git-ignored; together about 50 MB):
+#   .whl/        wheels the GPU machine's Python 3.12 lacks: pydantic, pydantic-core,
+#                annotated-types, typing-inspection (pip download --no-deps --only-binary=:all:
+#                --python-version 3.12 --platform manylinux2014_x86_64 -d .whl NAME==VERSION)
+#   .gpu/minilm  all-MiniLM-L6-v2 with its weights saved in float16 (the 90 MB float32 file is
+#                over the transfer limit; funcformer loads it as float32)
+#   .gpu/data    sst2/train.tsv and sst2/dev.tsv from ../shared/data
+# Then run, with carry [".gpu", ".whl"]:   bash scripts/gpu_session.sh
+# Output lands in $OUT (test_gpu.log, gpu_check.log, gpu_profile.log); about 5 minutes.
+set -u -o pipefail
+root=$(pwd)
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$root/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export FUNCFORMER_BENCH_DATA="$root/.gpu/data"
+backbone="$root/.gpu/minilm"
+nvidia-smi -L
+python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers',
+transformers.__version__, 'peft', peft.__version__)"
+timeout 300 python3 -m pytest -q -p no:cacheprovider -o addopts=-ra tests/test_gpu.py 2>&1 \
+    | tee "$out/test_gpu.log" | tail -40
+cd bench || exit 1
+timeout 240 python3 gpu_check.py --backbone "$backbone" 2>&1 | grep -v "Loading weights" \
+    | tee "$out/gpu_check.log"
+timeout 240 python3 gpu_profile.py --backbone "$backbone" 2>&1 | grep -v "Loading weights" \
+    | tee "$out/gpu_profile.log" | grep -E "^(first|warm) "
