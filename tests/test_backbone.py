@@ -281,7 +281,8 @@ def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatc
     bb.check_device("cuda")
     bb.check_device("cuda:0")
     with pytest.raises(TaskError, match=r"device 'cuda:5': this machine has 1 CUDA device "
-                                        r"\(cuda:0 to cuda:0\)\. Fix: device='cuda:0'\.$"):
+                                        r"\(cuda:0 to cuda:0\)\. Fix: device='cuda:0' "
+                                        r"\(CLI: --device cuda:0\)\.$"):
         bb.check_device("cuda:5")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(TaskError, match=r"has 2 CUDA devices .* Fix: device='cuda:0' to 'cuda:1'"):

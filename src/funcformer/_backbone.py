@@ -447,18 +447,19 @@ def check_device(device: Any) -> None:
         kind = where.type
     except (RuntimeError, TypeError) as err:
         raise TaskError(f"device {device!r} is not a torch device ({str(err)[:120]}). Fix: "
-                        "'cpu', 'cuda' or 'cuda:1'.") from None
+                        "device='cpu', 'cuda' or 'cuda:1' (CLI: --device cpu).") from None
     available = {"cuda": torch.cuda.is_available,
                  "mps": lambda: torch.backends.mps.is_available()}.get(kind)
     if available is not None and not available():
         raise TaskError(f"device {device!r}: this machine (or this torch build, "
                         f"{torch.__version__}) has no {kind.upper()} device. Fix: "
-                        "device='cpu'.")
+                        "device='cpu' (CLI: --device cpu).")
     if kind == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()  # torch would fail at the first tensor moved there
         raise TaskError(f"device {device!r}: this machine has {count} CUDA device"
                         f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1}). Fix: "
-                        f"device='cuda:0'" + (f" to 'cuda:{count - 1}'." if count > 1 else "."))
+                        "device='cuda:0'" + (f" to 'cuda:{count - 1}'" if count > 1 else "")
+                        + " (CLI: --device cuda:0).")
 
 
 def load_tokenizer(path: Path) -> Backbone:
