@@ -143,7 +143,8 @@ def test_multi_label_report(tiny_backbone: Path, tmp_path: Path) -> None:
         assert sum(map(sum, cells)) == 30
         assert cells[1][1] + cells[1][0] == metrics["per_class"][label]["support"]
     assert sum(b["count"] for b in metrics["reliability"]) == 30 * len(fn.labels)
-    mistakes = [json.loads(x) for x in (tmp_path / "r" / "misclassified.jsonl").open()]
+    mistakes = [json.loads(x) for x in
+                (tmp_path / "r" / "misclassified.jsonl").read_text("utf-8").splitlines()]
     assert len(mistakes) == round(30 * (1 - metrics["accuracy"]))
     assert "one 2x2 table per label" in (tmp_path / "r" / "report.html").read_text("utf-8")
 
