@@ -2,9 +2,12 @@
 # Every GPU check in one command, for a session lent a GPU machine (CI never has one).
 #
 # Prepare here, once (both folders are git-ignored; together about 50 MB):
-#   .whl/        wheels the GPU machine's Python 3.12 lacks: pydantic, pydantic-core,
-#                annotated-types, typing-inspection (pip download --no-deps --only-binary=:all:
-#                --python-version 3.12 --platform manylinux2014_x86_64 -d .whl NAME==VERSION)
+#   .whl/        wheels the GPU machine's Python 3.12 lacks (about 9 MB): pydantic,
+#                pydantic-core, annotated-types, typing-inspection; for the server, explain and
+#                tune tests fastapi, starlette, opentelemetry-api, captum, optuna, alembic,
+#                sqlalchemy, colorlog, mako (pip download --no-deps --only-binary=:all:
+#                --python-version 3.12 --platform manylinux2014_x86_64 -d .whl NAME==VERSION,
+#                the versions `pip show` gives here)
 #   .gpu/minilm  all-MiniLM-L6-v2 with its weights saved in float16 (the 90 MB float32 file is
 #                over the transfer limit; funcformer loads it as float32)
 #   .gpu/data    sst2/train.tsv and sst2/dev.tsv from ../shared/data
