@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -287,3 +288,19 @@ def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(TaskError, match=r"has 2 CUDA devices .* Fix: device='cuda:0' to 'cuda:1'"):
         bb.check_device("cuda:2")
+
+
+@pytest.mark.parametrize(("device", "says"), [
+    ("meta", "holds tensor shapes without their data"),
+    ("xpu", "this machine (or this torch build, "),
+])
+def test_devices_no_model_can_run_on_are_refused(device: str, says: str) -> None:
+    """'meta' and device types this torch build lacks passed the check and failed later as
+    internal errors (Tensor.item() on meta tensors, "Torch not compiled with XPU")."""
+    from funcformer import TaskError
+
+    if device == "xpu" and getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+        pytest.skip("this machine has an XPU")
+    with pytest.raises(TaskError, match=re.escape(says)):
+        bb.check_device(device)
+    bb.check_device("cpu:0")  # one CPU, whatever its index

@@ -952,7 +952,8 @@ def test_onnx_runtimes_refuse_a_device_other_than_cpu(capsys, trained_dir: Path,
     code, _, err = cli(capsys, "predict", trained_dir, "great", "--runtime", "onnx",
                        "--device", "cuda")
     assert_clean_error(code, err)
-    assert says in err and "Fix: device='cpu'" in err
+    assert says in err and "Fix: device='cpu'" in err and "(CLI: --device cpu, or --runtime " \
+        "torch)" in err
 
 
 # --------------------------------------------------------------------------------------------

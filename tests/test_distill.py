@@ -182,3 +182,15 @@ def test_cli_distill(teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert run_cli("distill", teacher_dir) == 2  # --out is required
     assert run_cli("distill", "--help") == 0
     assert "--student-layers" in capsys.readouterr().out
+
+
+def test_a_teacher_loaded_in_bfloat16_distils_a_float32_student(teacher_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """The student's encoder was a bfloat16 copy fed to its float32 head: a raw dtype error."""
+    teacher = funcformer.load(teacher_dir, dtype="bfloat16")
+    student = funcformer.distill(teacher, student_layers=1, data=make_reviews(8), epochs=1,
+                                 progress=False)
+    assert next(student.encoder.parameters()).dtype == torch.float32
+    assert student.backbone.device == "cpu"  # the teacher's device, the default
+    loaded = funcformer.load(student.save(tmp_path / "student"))
+    assert loaded(["the food was great"]) == student(["the food was great"])

@@ -81,7 +81,7 @@ def test_classify_trains_on_cuda_and_its_artifact_answers_the_same_on_a_cpu(
         tiny_backbone: Path, tmp_path: Path, method: str) -> None:
     fn = funcformer.train("classify", make_reviews(24), backbone=tiny_backbone, method=method,
                           epochs=3, batch_size=8, progress=False, device=DEVICE)
-    assert fn.backbone.device == DEVICE
+    assert on_device(fn)
     assert np.isfinite(fn.manifest.training["history"]["epochs"][-1].get("loss", 0.0))
     on_gpu = fn(TEXTS)
     path = fn.save(tmp_path / method)
@@ -190,6 +190,9 @@ def test_update_and_distill_on_cuda(tiny_backbone: Path, tmp_path: Path) -> None
         assert len(student.encoder.encoder.layer) == 1
         loaded = funcformer.load(student.save(tmp_path / "student"))
         assert_same_answers(loaded(TEXTS), student(TEXTS), atol=1e-4)
+    # Without device=, the student trains where the teacher is (this one: on DEVICE).
+    assert on_device(funcformer.distill(fn, student_layers=1, data=make_reviews(16), epochs=1,
+                                        progress=False))
 
 
 def test_killed_cuda_run_resumes_to_the_same_weights(tiny_backbone: Path,

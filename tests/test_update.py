@@ -256,3 +256,13 @@ def test_cli_update_of_a_multi_label_function(tiny_backbone: Path, tmp_path: Pat
                    str(tmp_path / "v2"), "--epochs", "3") == 0
     shown = capsys.readouterr().out
     assert "food" in shown and "micro-F1 after" in shown
+
+
+def test_a_lora_function_loaded_in_bfloat16_updates(tiny_backbone: Path, tmp_path: Path) -> None:
+    """The digest hashed tensors through numpy, which has no bfloat16 (a TypeError)."""
+    path = funcformer.train("classify", rows(["sports", "tech"], 10), backbone=tiny_backbone,
+                            method="lora", epochs=1, progress=False).save(tmp_path / "lora")
+    updated = funcformer.load(path, dtype="bfloat16").update(rows(["food"], 8), epochs=1,
+                                                             progress=False)
+    assert updated.labels == ["sports", "tech", "food"]
+    assert updated.digest.startswith("sha256:")

@@ -150,3 +150,17 @@ def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Pa
                           (["food", "\ud800"], "lone surrogate")):
         with pytest.raises(DataError, match=words):
             zero.predict(["the food was great"], labels=labels)
+
+
+def test_fit_trains_on_the_zero_shot_functions_device(tiny_backbone: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit called train without device=: a ZeroShot on a GPU fit its classifier on the CPU."""
+    import dataclasses
+
+    topic = ZeroShot(["positive", "negative"], backbone=tiny_backbone)
+    topic.backbone = dataclasses.replace(topic.backbone, device="cuda:3")  # as if on a GPU
+    calls: list[dict] = []
+    monkeypatch.setattr("funcformer._function.train", lambda *a, **k: calls.append(k))
+    topic.fit([("great", "positive")])
+    topic.fit([("great", "positive")], device="cpu")  # an explicit device still wins
+    assert [call["device"] for call in calls] == ["cuda:3", "cpu"]

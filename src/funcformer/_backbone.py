@@ -414,27 +414,27 @@ def device_key(device: Any) -> str:
     """One name per device, for caches: "cuda" is the current GPU's "cuda:0" (two spellings
     would load a backbone twice on one GPU).
 
-    >>> device_key("cpu"), device_key("cuda:1")
-    ('cpu', 'cuda:1')
+    >>> device_key("cpu"), device_key("cpu:0"), device_key("cuda:1")
+    ('cpu', 'cpu', 'cuda:1')
     """
     import torch
 
     where = torch.device(device)
+    if where.type == "cpu":  # one CPU device, whatever the index
+        return "cpu"
     if where.type == "cuda" and where.index is None:
         where = torch.device("cuda", torch.cuda.current_device())
     return str(where)
 
 
-def same_device(a: str, b: str) -> bool:
-    """Whether two torch device names place tensors alike ("cuda" is "cuda:0").
+def same_device(a: Any, b: Any) -> bool:
+    """Whether two torch devices (names or objects) place tensors alike ("cuda" is the current
+    GPU, "cuda:0" unless set otherwise).
 
-    >>> same_device("cuda", "cuda:0"), same_device("cuda:1", "cuda"), same_device("cpu", "cuda")
-    (True, False, False)
+    >>> same_device("cpu", "cpu:0"), same_device("cuda:1", "cuda:2")
+    (True, False)
     """
-    import torch
-
-    first, second = torch.device(a), torch.device(b)
-    return first.type == second.type and (first.index or 0) == (second.index or 0)
+    return device_key(a) == device_key(b)
 
 
 def check_device(device: Any) -> None:
@@ -460,6 +460,16 @@ def check_device(device: Any) -> None:
                         f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1}). Fix: "
                         "device='cuda:0'" + (f" to 'cuda:{count - 1}'" if count > 1 else "")
                         + " (CLI: --device cuda:0).")
+    if kind == "meta":
+        raise TaskError(f"device {device!r} holds tensor shapes without their data; a model "
+                        "cannot run there. Fix: device='cpu' or 'cuda' (CLI: --device cpu).")
+    if kind not in ("cpu", "cuda", "mps"):  # xpu, hip, ...: a tensor there is the only test
+        try:
+            torch.empty(0, device=where)
+        except (RuntimeError, AssertionError) as err:
+            raise TaskError(f"device {device!r}: this machine (or this torch build, "
+                            f"{torch.__version__}) cannot use it ({str(err)[:120]}). Fix: "
+                            "device='cpu' (CLI: --device cpu).") from None
 
 
 def load_tokenizer(path: Path) -> Backbone:

@@ -52,8 +52,9 @@ class Transfer:
 def distill(teacher: Any, *, student_layers: int | None = None, student: str | None = None,
             data: Any = None, unlabeled: Any = None, eval_data: Any = None,
             temperature: float = 2.0, label_weight: float = 0.5,
-            config: TrainConfig | None = None, progress: bool = True, device: str = "cpu",
-            text_column: str = "text", label_column: str = "label", **options: Any) -> Any:
+            config: TrainConfig | None = None, progress: bool = True,
+            device: str | None = None, text_column: str = "text", label_column: str = "label",
+            **options: Any) -> Any:
     """A smaller `classify` function trained on the teacher's soft labels.
 
     `teacher`: a classify function or its directory. `student_layers`: layers to keep of the
@@ -65,17 +66,22 @@ def distill(teacher: Any, *, student_layers: int | None = None, student: str | N
     comes from the gold labels where a row has one (0: soft labels only). Without `eval_data`,
     a tenth of the texts is held out and the student stops early on its agreement with the
     teacher there. `options` are TrainConfig fields (epochs, learning_rate, ...; default: those
-    of `full`). The manifest records the teacher's digest and these settings under
-    `training["distill"]`.
+    of `full`). `device`: where the student trains; default: the teacher's device (a teacher
+    given as a directory is loaded on the CPU). The manifest records the teacher's digest and
+    these settings under `training["distill"]`.
 
     >>> small = funcformer.distill("functions/sentiment", student_layers=3,
     ...                            unlabeled="more_reviews.txt")          # doctest: +SKIP
     """
+    from ._backbone import check_device
     from ._function import Classifier, _manifest, make_config
     from ._methods import Trained
 
     started = time.perf_counter()
-    teacher, where = _teacher(teacher, device)
+    if device is not None:
+        check_device(device)
+    teacher, where = _teacher(teacher, device or "cpu")
+    device = device or teacher.backbone.device
     _check_settings(temperature, label_weight, options)
     config = _student_config(teacher, config, options, make_config)
     shared, encoder, kept, total = student_encoder(teacher, student, student_layers, device)
@@ -172,7 +178,8 @@ def student_encoder(teacher: Any, student: str | None, layers: int | None,
     else:
         shared = _backbone.load(student, device=device)
         source = shared.model
-    encoder = plain_copy(source).to(shared.device)
+    # float32 whatever the teacher was loaded in: the student trains (and its head is float32)
+    encoder = plain_copy(source).to(shared.device, torch.float32)
     total = len(layer_list(encoder)[0])
     if layers is None or (student is not None and layers == total):
         return shared, encoder, list(range(total)), total

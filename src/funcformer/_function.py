@@ -586,7 +586,9 @@ def state_digest(settings: Any, backbone_digest: str, *states: dict[str, Any]) -
     for state in states:
         for name in sorted(state):
             digest.update(name.encode())
-            digest.update(state[name].detach().contiguous().cpu().numpy().tobytes())
+            # as raw bytes: numpy has no bfloat16 (a function loaded in it could not update)
+            raw = state[name].detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+            digest.update(raw.numpy().tobytes())
     return "sha256:" + digest.hexdigest()
 
 
@@ -619,7 +621,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     if runtime in ("onnx", "onnx-int8") and str(device).partition(":")[0] != "cpu":
         raise TaskError(f"runtime '{runtime}' runs the ONNX export on the CPU; device "
                         f"'{device}' applies to the torch runtime. Fix: device='cpu' (the "
-                        f"default), or runtime='torch' to run on '{device}'.")
+                        f"default), or runtime='torch' to run on '{device}' (CLI: --device "
+                        "cpu, or --runtime torch).")
     directory = Path(path)
     manifest = read_manifest(directory)
     if manifest.task == "generate":  # transformers would fail on a damaged file, naming none
