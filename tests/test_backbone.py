@@ -304,3 +304,18 @@ def test_devices_no_model_can_run_on_are_refused(device: str, says: str) -> None
     with pytest.raises(TaskError, match=re.escape(says)):
         bb.check_device(device)
     bb.check_device("cpu:0")  # one CPU, whatever its index
+
+
+def test_a_gpu_backbone_embeds_in_larger_batches(tiny_backbone: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,024 tokens a batch suits a CPU's cache; on an H200 16,384 gave 8-58% more texts/s."""
+    import dataclasses
+
+    budgets: list[int] = []
+    monkeypatch.setattr(bb.Backbone, "_embed", lambda self, texts, encoder, length, budget: (
+        budgets.append(budget) or (np.zeros((len(texts), self.hidden_size), np.float32), 0)))
+    cpu = bb.load(tiny_backbone)
+    for backbone, text in ((cpu, "a"), (dataclasses.replace(cpu, device="cuda:0"), "b")):
+        backbone.embed([text])
+    cpu.embed(["c"], batch_tokens=77)
+    assert budgets == [bb.CPU_BATCH_TOKENS, bb.GPU_BATCH_TOKENS, 77] == [1024, 16384, 77]
