@@ -49,6 +49,42 @@ def test_full_artifact_file_set_and_round_trip(trained: dict, tmp_path: Path) ->
     assert [p.label for p in loaded(TEXTS)] == [p.label for p in fn(TEXTS)]
 
 
+def _stored_dtypes(directory: Path) -> set[str]:
+    from safetensors import safe_open
+
+    found: set[str] = set()
+    for file in directory.rglob("*.safetensors"):
+        with safe_open(str(file), "pt") as handle:
+            names = handle.keys()
+            found |= {str(handle.get_slice(name).get_dtype()) for name in names}
+    return found
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_function_loaded_in_half_precision_saves_float32_weights(
+        trained: dict, tiny_backbone: Path, tmp_path: Path, dtype: str) -> None:
+    """A full encoder, a LoRA adapter and a pair head (cast to the encoder's dtype on load)
+    were written as loaded: bfloat16/float16 files in an artifact that is float32 otherwise."""
+    from conftest import make_reviews
+    from test_pair import make_pairs
+
+    functions = {
+        "full": trained["full"],
+        "lora": funcformer.train("classify", make_reviews(6), backbone=tiny_backbone,
+                                 method="lora", epochs=1, progress=False),
+        "pair": funcformer.train("pair", make_pairs(12), backbone=tiny_backbone, method="head",
+                                 epochs=1, progress=False)}
+    for name, fn in functions.items():
+        half = funcformer.load(fn.save(tmp_path / name), dtype=dtype)
+        out = half.save(tmp_path / f"{name}-again")
+        assert _stored_dtypes(out) == {"F32"}, name
+        assert next(half.backbone.model.parameters()).dtype == getattr(torch, dtype)  # as loaded
+        again = funcformer.load(out)
+        assert next(again.backbone.model.parameters()).dtype == torch.float32
+    config = json.loads((tmp_path / "full-again" / "encoder" / "config.json").read_text())
+    assert config["dtype"] == "float32"
+
+
 def test_manifest_records_what_was_built(trained: dict, tmp_path: Path,
                                          tiny_backbone: Path) -> None:
     out = trained["head"].save(tmp_path / "fn")

@@ -257,6 +257,26 @@ def test_fine_tuned_round_trip(tuned: generate.TextGenerator, tmp_path: Path) ->
         assert loaded(PROMPTS, **options) == tuned(PROMPTS, **options)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_generator_loaded_in_half_precision_saves_float32_weights(
+        tuned: generate.TextGenerator, tiny_lm: Path, tmp_path: Path, dtype: str) -> None:
+    """The fine-tuned LM (save_pretrained) and a LoRA adapter were written in the dtype they
+    were loaded in, and the LM's config said so."""
+    from safetensors.torch import load_file
+
+    adapted = funcformer.train("generate", PAIRS, backbone=tiny_lm, method="lora", epochs=1,
+                               progress=False)
+    for name, fn in (("full", tuned), ("lora", adapted)):
+        half = funcformer.load(fn.save(tmp_path / name), dtype=dtype)
+        out = half.save(tmp_path / f"{name}-again")
+        weights = [load_file(str(f)) for f in out.rglob("*.safetensors")]
+        assert weights and {t.dtype for w in weights for t in w.values()} == {torch.float32}
+        assert next(half.lm.model.parameters()).dtype == getattr(torch, dtype)  # as loaded
+        assert isinstance(funcformer.load(out)(PROMPTS[0], max_new_tokens=4), Generation)
+    config = json.loads((tmp_path / "full-again" / "model" / "config.json").read_text())
+    assert config["dtype"] == "float32"
+
+
 def test_lora_adapter_on_the_shared_lm(tiny_lm: Path, fn: generate.TextGenerator,
                                        tmp_path: Path) -> None:
     from funcformer import _lora

@@ -229,12 +229,36 @@ def _fsync_tree(root: Path) -> None:
 
 def save_encoder(encoder: Any, tokenizer: Any, source: Path, directory: Path) -> None:
     """Write a fine-tuned encoder, its tokenizer and the pooling files of `source` (safetensors)."""
-    from ._backbone import quiet_transformers
-
-    with quiet_transformers():
-        encoder.save_pretrained(directory)  # safetensors: the only format in 5.x
+    save_model(encoder, directory)
     tokenizer.save_pretrained(directory)
     copy_pooling_files(source, directory)
+
+
+def save_model(model: Any, directory: Path) -> None:
+    """`model.save_pretrained` in float32, as every artifact holds its weights: a function
+    loaded with dtype="bfloat16" or "float16" saves a float32 copy (of the rounded weights)."""
+    import copy
+
+    from ._backbone import quiet_transformers
+
+    if any(p.dtype in _half_dtypes() for p in model.parameters()):
+        model = copy.deepcopy(model).float()  # a copy: the loaded model may be serving calls
+    with quiet_transformers():
+        model.save_pretrained(directory)  # safetensors: the only format in 5.x
+
+
+def float32_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict ready for safetensors' save_file: detached, on the CPU, contiguous, and
+    float32 where a half-precision load (dtype="bfloat16"/"float16") holds it in half."""
+    half = _half_dtypes()
+    return {k: (v.float() if v.dtype in half else v).detach().cpu().contiguous()
+            for k, v in state.items()}
+
+
+def _half_dtypes() -> tuple[Any, ...]:
+    import torch
+
+    return (torch.bfloat16, torch.float16)
 
 
 def copy_pooling_files(source: Path, destination: Path) -> None:

@@ -31,6 +31,7 @@ from ._artifact import (
     atomic_directory,
     check_weights,
     copy_pooling_files,
+    float32_tensors,
     read_manifest,
     save_encoder,
     write_manifest,
@@ -294,8 +295,7 @@ def save_with_head(path: PathLike, head: torch.nn.Module, manifest: Manifest,
 
     target = Path(path)
     with atomic_directory(target) as temp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(temp / HEAD_FILE))
+        save_file(float32_tensors(head.state_dict()), str(temp / HEAD_FILE))
         if manifest.backbone.included:
             manifest = write_encoder(temp, encoder, backbone, manifest)
         write_adapter(temp, encoder, manifest)
@@ -604,7 +604,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
     neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
-    runtime: the ONNX runtimes run on the CPU).
+    runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
+    rounded weights; load it in float32 to copy the exact ones.
     `trust_remote_code` lets a `generate` function's model run its own code (never read from
     the artifact: the caller decides).
     A `lora` function attaches its adapter to the shared backbone (one backbone in memory for

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ._artifact import DAMAGED_FIX
+from ._artifact import DAMAGED_FIX, float32_tensors
 from ._config import Options
 from ._errors import ArtifactError, TaskError, is_real, is_whole
 
@@ -188,8 +188,7 @@ def save(model: torch.nn.Module, directory: Path) -> None:
     # The state first: for AdaLoRA, PEFT settles the rank pattern's names while collecting it.
     state = adapter_state(model)
     _peft_model(model).peft_config["default"].save_pretrained(str(target))
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-              str(target / ADAPTER_WEIGHTS))
+    save_file(float32_tensors(state), str(target / ADAPTER_WEIGHTS))
 
 
 def read_adapter(directory: Path) -> tuple[str, Any, dict[str, torch.Tensor]]:

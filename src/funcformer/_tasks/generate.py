@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import _backbone, _causal, _lora
-from .._artifact import BackboneRef, Manifest, atomic_directory, write_manifest
+from .._artifact import BackboneRef, Manifest, atomic_directory, save_model, write_manifest
 from .._causal import CausalLM, Tracker
 from .._config import TrainConfig
 from .._data import Records, read_records, read_texts
@@ -240,8 +240,7 @@ class TextGenerator(Function):
         with atomic_directory(target) as temp:
             manifest = self.manifest
             if manifest.backbone.included:
-                with _backbone.quiet_transformers():
-                    self.lm.model.save_pretrained(temp / MODEL_DIR)  # safetensors only in 5.x
+                save_model(self.lm.model, temp / MODEL_DIR)  # float32, as loaded or not
                 self.lm.tokenizer.save_pretrained(temp / MODEL_DIR)
                 ref = manifest.backbone.model_copy(
                     update={"digest": _backbone.weights_digest(temp / MODEL_DIR)})
