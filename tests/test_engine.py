@@ -215,6 +215,23 @@ def test_feature_cache_keeps_dtypes_apart(tiny_backbone: Path) -> None:
     assert fp32.feature_namespace() != bf16.feature_namespace()
 
 
+def test_result_cache_keeps_dtypes_apart(functions: dict, tmp_path: Path) -> None:
+    """One artifact loaded in float32 and in float16 has one digest: the result cache was keyed
+    by it alone, so whichever ran first answered for both (features were kept apart)."""
+    path = functions["head0"].save(tmp_path / "fn")
+    search = funcformer.train("search", TEXTS[:3], backbone=functions["head0"].backbone.path)
+    faq = search.save(tmp_path / "faq")
+    engine = Engine({"fp32": funcformer.load(path), "faq": funcformer.load(faq)},
+                    cache=MemoryCache())
+    float32 = {name: engine(name, TEXTS) for name in ["fp32", "faq"]}  # cached first
+    for dtype in ("float16", "bfloat16"):
+        engine.add("half", funcformer.load(path, dtype=dtype))
+        engine.add("faq-half", funcformer.load(faq, dtype=dtype))
+        for name, was in (("half", "fp32"), ("faq-half", "faq")):
+            got = [r.to_dict() for r in engine(name, TEXTS)]
+            assert got != [r.to_dict() for r in float32[was]], (dtype, name)  # its own
+
+
 def test_other_tasks_run_beside_classifiers_and_are_cached(functions: dict, tiny_backbone: Path,
                                                           passes: list[int]) -> None:
     from funcformer._tasks.embed import from_backbone

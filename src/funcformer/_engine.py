@@ -2,7 +2,8 @@
 
 Functions whose encoder state is identical (every `head` function on one backbone) share one
 backbone pass per batch; each then applies only its head. Results are cached by (function
-digest, text), features by (backbone digest, pooling, token limit, text), in memory or SQLite.
+digest and, when loaded in half precision, its dtype; text), features by (backbone digest,
+dtype, pooling, token limit, text), in memory or SQLite.
 """
 
 from __future__ import annotations
@@ -138,4 +139,17 @@ class Engine:
 
 
 def _namespace(fn: Any) -> str:
-    return f"results:{fn.digest}"
+    """Results of one function as it runs: loaded in bfloat16 or float16, it computes other
+    numbers than in float32, so the two never share results (as their features never do)."""
+    return f"results:{fn.digest}{_half_precision(fn)}"
+
+
+def _half_precision(fn: Any) -> str:
+    """':bfloat16' or ':float16' for a function whose weights were loaded so, else ''."""
+    holder = getattr(fn, "embedder", fn)  # a search function runs its embedder's backbone
+    model = getattr(getattr(holder, "lm", None) or getattr(holder, "backbone", None), "model",
+                    None)
+    if model is None:  # an ONNX runtime: no torch weights
+        return ""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return "" if dtype == "float32" else f":{dtype}"
