@@ -232,6 +232,25 @@ def test_result_cache_keeps_dtypes_apart(functions: dict, tmp_path: Path) -> Non
             assert got != [r.to_dict() for r in float32[was]], (dtype, name)  # its own
 
 
+def test_result_cache_keeps_onnx_graphs_apart(functions: dict, tmp_path: Path) -> None:
+    """A function run on torch, on its ONNX export and on its int8 export shares one digest:
+    a shared result cache answered each from whichever ran first."""
+    pytest.importorskip("onnxruntime")
+    from funcformer._engine import _namespace
+
+    fn = functions["head0"]
+    path = fn.save(tmp_path / "fn")
+    fn.export_onnx(path)
+    fn.export_onnx(path, int8=True)
+    loads = [funcformer.load(path, runtime=r) for r in ("torch", "onnx", "onnx-int8")]
+    assert len({_namespace(f) for f in loads}) == 3
+    assert _namespace(loads[0]) == f"results:{fn.digest}"  # float32 torch keys as before
+    engine = Engine({"torch": loads[0]}, cache=MemoryCache())
+    first = [r.to_dict() for r in engine("torch", TEXTS)]
+    engine.add("int8", loads[2])
+    assert [r.to_dict() for r in engine("int8", TEXTS)] != first  # its own, not the cached
+
+
 def test_other_tasks_run_beside_classifiers_and_are_cached(functions: dict, tiny_backbone: Path,
                                                           passes: list[int]) -> None:
     from funcformer._tasks.embed import from_backbone

@@ -857,8 +857,8 @@ def serve(
     cache: CacheFile = None,
     runtime: Runtime = "torch",
     dtype: Annotated[str | None, typer.Option(
-        "--dtype", help="Weights of the torch runtime: float32 (default) or bfloat16 (about "
-        "2x faster on CPUs with AMX/AVX512-BF16).")] = None,
+        "--dtype", help="Weights of the torch runtime: float32 (default), bfloat16 (about "
+        "2x faster on CPUs with AMX/AVX512-BF16) or float16 (GPUs).")] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1,
                                                 help="Largest request body.")] = 1_000_000,
     max_inputs: Annotated[int, typer.Option("--max-inputs", min=1,

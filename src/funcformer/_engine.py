@@ -2,8 +2,8 @@
 
 Functions whose encoder state is identical (every `head` function on one backbone) share one
 backbone pass per batch; each then applies only its head. Results are cached by (function
-digest and, when loaded in half precision, its dtype; text), features by (backbone digest,
-dtype, pooling, token limit, text), in memory or SQLite.
+digest and, when loaded in half precision or run on its ONNX export, its dtype or graph;
+text), features by (backbone digest, dtype, pooling, token limit, text), in memory or SQLite.
 """
 
 from __future__ import annotations
@@ -139,8 +139,12 @@ class Engine:
 
 
 def _namespace(fn: Any) -> str:
-    """Results of one function as it runs: loaded in bfloat16 or float16, it computes other
-    numbers than in float32, so the two never share results (as their features never do)."""
+    """Results of one function as it runs: loaded in bfloat16 or float16, or run on its ONNX
+    export (float32 or int8), it computes other numbers than in float32 torch, so they never
+    share results (as their features never do)."""
+    runner = getattr(fn, "runner", None)
+    if runner is not None:  # the graph's file tells float32 from int8
+        return f"results:{fn.digest}:onnx:{Path(runner.path).name}"
     return f"results:{fn.digest}{_half_precision(fn)}"
 
 
