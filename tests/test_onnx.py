@@ -57,6 +57,25 @@ def test_fp32_matches_torch_on_padded_batch(backbone, model, exported) -> None:
     assert (logits - _torch(model, batch)).abs().max().item() < 1e-4
 
 
+def test_the_runner_uses_the_cpu_provider_only(exported, monkeypatch) -> None:
+    """With onnxruntime-gpu installed, the CUDA provider was put first: a function loaded with
+    device="cpu" (the ONNX runtimes' documented place) ran on the GPU."""
+    import onnxruntime
+
+    asked: list[list[str]] = []
+    session = onnxruntime.InferenceSession
+
+    def recording(path, options=None, providers=None, **kwargs):
+        asked.append(list(providers or []))
+        return session(path, options, providers=["CPUExecutionProvider"], **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    _onnx.OnnxRunner(exported["fp32"])
+    assert asked == [["CPUExecutionProvider"]]
+
+
 def test_int8_close_to_torch(backbone, model, exported) -> None:
     # QInt8 weights and run-time quantized activations: with these logits (|x| up to ~1.2)
     # the error measured 0.005-0.01 over 5 head seeds, so 0.1 leaves 10x headroom yet still

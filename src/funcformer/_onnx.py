@@ -202,11 +202,12 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
-        providers = ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        # The CPU only, as documented (the ONNX runtimes are the CPU path; `device` applies to
+        # the torch runtime): with onnxruntime-gpu installed, a CUDA provider taken first ran
+        # a function loaded with device="cpu" on the GPU.
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.path), options,
+                                            providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
