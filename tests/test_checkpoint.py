@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,13 +36,13 @@ def test_checkpointing_does_not_change_the_result(tiny_backbone: Path, tmp_path:
     assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "contrastive"])
-def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                method: str) -> None:
+def train_until_killed(backbone: Path, checkpoints: Path, train: dict[str, Any]) -> None:
+    """Train on `_rows()` with `train` in a subprocess that checkpoints every step and kills
+    itself (SIGKILL) right after its 7th checkpoint: 32 rows + 4 label texts in batches of 8
+    make 5 steps an epoch (contrastive: 18 same-label pairs, 4 a batch), so epoch 1 saves 5
+    step checkpoints and 1 at its end, and the kill comes at epoch 2, step 1."""
     import torch
 
-    checkpoints = tmp_path / "ck"
     # Same thread count as this process: a different one rounds sums differently.
     script = textwrap.dedent(f"""
         import os, signal, sys
@@ -50,7 +51,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: P
         torch.set_num_threads({torch.get_num_threads()})
         import funcformer
         from funcformer import _checkpoint
-        from test_checkpoint import TRAIN, _rows
+        from test_checkpoint import _rows
 
         saves = 0
         original = _checkpoint.save
@@ -59,21 +60,26 @@ def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: P
             global saves
             original(*args, **kwargs)
             saves += 1
-            # 32 rows + 4 label texts in batches of 8: 5 steps an epoch (contrastive: 18
-            # same-label pairs, 4 a batch). Epoch 1: 5 step saves + 1 at its end; then epoch
-            # 2, step 1.
             if saves == 7:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         _checkpoint.save = save_then_die
-        funcformer.train("classify", _rows(), backbone={str(tiny_backbone)!r},
-                         **{{**TRAIN, "method": {method!r}}},
+        funcformer.train("classify", _rows(), backbone={str(backbone)!r}, **{train!r},
                          checkpoint_dir={str(checkpoints)!r}, checkpoint_steps=1)
         print("not killed")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "contrastive"])
+def test_killed_run_resumes_to_the_same_weights(tiny_backbone: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                method: str) -> None:
+
+    checkpoints = tmp_path / "ck"
+    train_until_killed(tiny_backbone, checkpoints, {**TRAIN, "method": method})
     assert (checkpoints / "checkpoint" / "state.json").is_file()
     from funcformer import _checkpoint
 

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_reviews
+from test_checkpoint import train_until_killed
 
 import funcformer
 
@@ -199,32 +196,7 @@ def test_killed_cuda_run_resumes_to_the_same_weights(tiny_backbone: Path,
                                                      tmp_path: Path) -> None:
     checkpoints = tmp_path / "ck"
     train = dict(method="full", epochs=2, batch_size=8, progress=False, seed=3, device=DEVICE)
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        import funcformer
-        from funcformer import _checkpoint
-        from conftest import make_reviews
-
-        saves = 0
-        original = _checkpoint.save
-
-        def save_then_die(*args, **kwargs):
-            global saves
-            original(*args, **kwargs)
-            saves += 1
-            if saves == 7:  # epoch 1: 5 step saves and its end; then epoch 2, step 1
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        _checkpoint.save = save_then_die
-        funcformer.train("classify", make_reviews(16), backbone={str(tiny_backbone)!r},
-                         **{train!r}, checkpoint_dir={str(checkpoints)!r},
-                         checkpoint_steps=1)
-        print("not killed")
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    train_until_killed(tiny_backbone, checkpoints, train)  # at epoch 2, step 1
     resumed = funcformer.train("classify", make_reviews(16), backbone=tiny_backbone, **train,
                                checkpoint_dir=str(checkpoints), checkpoint_steps=1, resume=True)
     plain = funcformer.train("classify", make_reviews(16), backbone=tiny_backbone, **train)
