@@ -32,7 +32,6 @@ DEVICE = os.environ.get("FUNCFORMER_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (or FUNCFORMER_TEST_DEVICE=cpu)")
 
-ROOT = Path(__file__).parent
 TEXTS = ["the food was great", "the staff was rude", "the room was very lovely",
          "the battery was broken and the app was slow"]
 
