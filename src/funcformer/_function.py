@@ -237,6 +237,7 @@ class Classifier(Function):
 
         Writes `onnx/model.onnx` (or `onnx/model-int8.onnx`, dynamically quantized), the
         tokenizer, and `onnx/export.json` recording the function digest it was made from.
+        A function loaded in half precision (`dtype=`) is refused: load it in float32.
         """
         from . import _onnx
         from ._model import FunctionModel
@@ -244,9 +245,17 @@ class Classifier(Function):
         if self.runner is not None or self.head is None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
+        encoder = self.encoder if self.encoder is not None else self.backbone.model
+        dtype = next(encoder.parameters()).dtype
+        if dtype != torch.float32:
+            # the graph would hold the rounded weights under the float32 function's digest,
+            # which load(runtime="onnx") takes as proof the two answer alike
+            raise TaskError(f"This function was loaded in {str(dtype).removeprefix('torch.')}; "
+                            "an ONNX export made from its rounded weights would not match the "
+                            "artifact it is stamped with. Fix: load it without dtype= (float32) "
+                            "to export it; the export runs on the CPU whatever the device.")
         directory = Path(path) / ONNX_DIR
         directory.mkdir(parents=True, exist_ok=True)
-        encoder = self.encoder if self.encoder is not None else self.backbone.model
         model = FunctionModel(encoder, self.head, self.backbone.pooling).eval()
         # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
         # Attention op stays fp32); int8 graphs are therefore left unfused.

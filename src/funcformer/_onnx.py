@@ -103,10 +103,9 @@ def _for_export(model: torch.nn.Module) -> torch.nn.Module:
     model is not touched).
 
     The CPU and float32: the graph runs on ONNX Runtime's CPU provider, and a function loaded
-    on a GPU keeps its head on the CPU (an encoder loaded in float16 or bfloat16 would feed
-    its head, which stays float32, the wrong dtype). SDPA attention traces into a graph ONNX
-    Runtime cannot fuse; eager attention fuses into its Attention op. Same numbers either way;
-    models that cannot switch keep their own.
+    on a GPU keeps its head on the CPU (`export_onnx` refuses half-precision loads). SDPA
+    attention traces into a graph ONNX Runtime cannot fuse; eager attention fuses into its
+    Attention op. Same numbers either way; models that cannot switch keep their own.
     """
     clone = copy.deepcopy(model).to("cpu", torch.float32).eval()
     encoder = getattr(clone, "encoder", None)
