@@ -218,6 +218,13 @@ def test_head_learns_and_evaluates(head_fn: Tagger) -> None:
     assert head_fn.manifest.training["eval_source"] == "given"
 
 
+def test_evaluate_rejects_an_entity_type_the_function_lacks(head_fn: Tagger) -> None:
+    # it was scored as a type the model never predicts: recall 0, no error
+    with pytest.raises(DataError, match=r"<list>, index 1: entity type 'PLACE' is not in the "
+                                        r"training data \(BAD, GOOD, ITEM\)\. Fix:"):
+        head_fn.evaluate([*toy_rows(1), {"text": "in rome", "spans": [[3, 7, "PLACE"]]}])
+
+
 def test_head_artifact_references_the_backbone(head_fn: Tagger, tmp_path: Path) -> None:
     path = head_fn.save(tmp_path / "tagger")
     assert sorted(p.name for p in path.iterdir()) == ["funcformer.json", "head.safetensors"]

@@ -205,7 +205,8 @@ class Tagger(Function):
     def evaluate(self, data: Any, *, text_column: str = "text",
                  label_column: str = "label") -> dict[str, Any]:
         """Entity-level precision, recall, F1 (micro) and per type."""
-        gold = read_tagged(data, text_column=text_column, label_column=label_column)
+        gold = check_types(read_tagged(data, text_column=text_column,
+                                       label_column=label_column), self.manifest.labels)
         assert gold.spans is not None
         return entity_metrics(gold.spans, [[f[:3] for f in row]
                                            for row in self.found(gold.texts)])
@@ -288,14 +289,7 @@ def _split(train_set: Tagged, eval_data: Any, columns: dict[str, str], types: li
     from .._methods import MIN_HELD_OUT
 
     if eval_data is not None:
-        eval_set = read_tagged(eval_data, **columns)
-        for i, row in enumerate(eval_set.spans or []):
-            for _, _, label in row:
-                if label not in types:
-                    raise DataError(f"{eval_set.where(i)}: entity type '{label}' is not in the "
-                                    f"training data ({', '.join(types)}). Fix: add examples of "
-                                    "it to the training data, or drop it here.")
-        return train_set, eval_set, "given"
+        return train_set, check_types(read_tagged(eval_data, **columns), types), "given"
     held = round(len(train_set) * config.eval_share)
     if held < MIN_HELD_OUT:
         return train_set, None, "none"
@@ -303,6 +297,17 @@ def _split(train_set: Tagged, eval_data: Any, columns: dict[str, str], types: li
     random.Random(config.seed).shuffle(order)
     return (train_set.subset(sorted(order[held:])), train_set.subset(sorted(order[:held])),
             f"held out {held}")
+
+
+def check_types(eval_set: Tagged, types: Sequence[str]) -> Tagged:
+    """`eval_set`, once every entity type in it is one of `types` (the training data's)."""
+    for i, row in enumerate(eval_set.spans or []):
+        for _, _, label in row:
+            if label not in types:
+                raise DataError(f"{eval_set.where(i)}: entity type '{label}' is not in the "
+                                f"training data ({', '.join(types)}). Fix: add examples of "
+                                "it to the training data, or drop it here.")
+    return eval_set
 
 
 def _fit(coder: Coder, shared: _backbone.Backbone, train_set: Tagged, eval_set: Tagged | None,
