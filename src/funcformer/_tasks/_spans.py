@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._data import Located, _json_type, _rows, _text
+from .._data import Located, _blank, _json_type, _rows, _text
 from .._errors import DataError, TaskError, is_whole
 
 IGNORE = -100
@@ -117,9 +117,10 @@ def _joined(tokens: Any, where: str) -> tuple[str, list[tuple[int, int]]]:
                         "give its tokens.")
     offsets, position = [], 0
     for n, token in enumerate(tokens, start=1):
-        if not isinstance(token, str) or not token.strip():
+        if not isinstance(token, str) or _blank(token):
             raise DataError(f"{where}, field 'tokens': token {n} is {token!r}, not a word. Fix: "
-                            "every token must be a non-empty string.")
+                            "every token must be a string with a visible character (drop "
+                            "empty or invisible tokens with their tags).")
         offsets.append((position, position + len(token)))
         position += len(token) + 1
     text = " ".join(tokens)
@@ -174,6 +175,15 @@ def _span(item: Any, n: int, text: str, where: str) -> Gold:
         raise DataError(f"{where}: span {n} [{start}, {end}) is outside the text (length "
                         f"{len(text)}) or empty. Fix: offsets count characters from 0, with "
                         "start < end <= len(text).")
+    if _blank(text[start:end]):  # the tokenizer drops it: no word carries the entity
+        raise DataError(f"{where}: span {n} [{start}, {end}) holds only whitespace or "
+                        f"invisible characters ({text[start:end]!r}). Fix: point it at the "
+                        "entity's characters, or drop it.")
+    # spaces at the edges (as annotation tools leave them) are no word: a prediction ends at
+    # the word, so an untrimmed gold span could never match it
+    trimmed = text[start:end]
+    start += len(trimmed) - len(trimmed.lstrip())
+    end -= len(trimmed) - len(trimmed.rstrip())
     return int(start), int(end), label
 
 
