@@ -126,6 +126,10 @@ def test_bad_methods_and_options(tiny_backbone: Path) -> None:
         funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, init="zero_shot")
     with pytest.raises(TaskError, match="Unknown training option"):
         funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, text_c_column="x")
+    # it trained on pairs of each text_b with itself
+    with pytest.raises(DataError, match=r"The fields 'text_a' and 'text_b' are read from the "
+                                        r"same column 'text_b'\. Fix: name a column for each"):
+        funcformer.train("pair", make_pairs(10), backbone=tiny_backbone, text_a_column="text_b")
 
 
 def test_full_is_the_default_with_its_own_learning_rate(fns: dict, tiny_backbone: Path) -> None:
@@ -192,8 +196,11 @@ def test_rank_orders_by_score(fns: dict) -> None:
     for top_k in (-1, 0, "1"):  # -1 silently dropped the last item, '1' was a TypeError
         with pytest.raises(TaskError, match="top_k must be a whole number of at least 1"):
             fn.rank("q", items, top_k=top_k)
-    with pytest.raises(TaskError, match="rescale takes a score"):
-        fn.rescale("x")
+    for score in ("x", float("nan"), 1.5):  # NaN and 1.5 were mapped off the scale
+        with pytest.raises(TaskError, match="rescale takes a score"):
+            fn.rescale(score)
+    with pytest.raises(TaskError, match="rank takes items to score"):  # was a TypeError
+        fn.rank("q", None)
 
 
 def test_full_learns_graded_pairs(fns: dict, tiny_backbone: Path) -> None:

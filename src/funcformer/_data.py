@@ -129,6 +129,13 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
     """
     if isinstance(data, Records):
         return data
+    options = [_column_option(field) for field in (fields or texts)]
+    twice = [(option, name) for option, name in zip(options, texts, strict=True)
+             if list(texts).count(name) > 1]
+    if twice:  # text_a_column=text_b: every pair a text with itself
+        raise DataError(f"The fields {' and '.join(repr(n) for n in (fields or texts))} are "
+                        f"read from the same column '{twice[0][1]}'. Fix: name a column for "
+                        f"each ({', '.join(option for option, _ in twice)}).")
     names = list(texts) + list(optional)
     items = data
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
@@ -139,7 +146,6 @@ def read_records(data: Any, *, texts: Sequence[str], optional: Sequence[str] = (
                                 "item, e.g. (text_a, text_b) for a pair.")
         items = [dict(zip(names, item, strict=False)) if isinstance(item, (tuple, list))
                  else item for item in data]
-    options = [_column_option(field) for field in (fields or texts)]
     source, found = _rows(items, texts[0], None, options[0])
     rows: list[dict[str, Any]] = []
     places: list[str] = []

@@ -11,7 +11,7 @@ artifact holds adapter/ and the head), `head` only the linear layer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,9 @@ class PairFunction(Function):
         if top_k is not None and (not is_whole(top_k) or top_k < 1):  # -1 dropped the last
             raise TaskError(f"top_k must be a whole number of at least 1 (or None: all), got "
                             f"{top_k!r}.")
+        if not isinstance(items, (str, Iterable)):  # None was a TypeError
+            raise TaskError(f"rank takes items to score for the query (a list of texts), got "
+                            f"{type(items).__name__}.")
         items = [items] if isinstance(items, str) else list(items)
         if not items:
             return []
@@ -195,7 +198,7 @@ class PairFunction(Function):
 
     def rescale(self, score: float) -> float:
         """A [0, 1] score on the training data's scale (e.g. 0-5 for STS-B)."""
-        if not is_real(score):
+        if not is_real(score) or not 0 <= score <= 1:  # NaN or 7 mapped to nonsense
             raise TaskError(f"rescale takes a score (a number from 0 to 1), got {score!r}.")
         return self.scale.low + score * (self.scale.high - self.scale.low)
 
