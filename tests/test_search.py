@@ -156,6 +156,18 @@ def test_documents_from_csv_with_metadata_columns(tmp_path: Path) -> None:
     assert [d.id for d in read_documents(["a", "b"])] == ["0", "1"]
 
 
+def test_blank_ids_and_answers_are_missing() -> None:
+    # a blank id was the id '' (no query can name it), a blank answer was answered as '  '
+    docs = read_documents([{"id": " ", "text": "a", "answer": "  "}, {"text": "b"}])
+    assert [(d.id, d.answer) for d in docs] == [("0", None), ("1", None)]
+    with pytest.raises(DataError, match=r"<list>, index 1, field 'id': duplicate id '1' \(its "
+                                        r"row number: this document has no id\) \(first at "
+                                        r"index 0\)"):
+        read_documents([{"id": "1", "text": "a"}, {"text": "b"}])
+    with pytest.raises(DataError, match=r"index 0: no id in the field 'faq_id'"):
+        read_documents([{"faq_id": " ", "text": "a"}], id_column="faq_id")
+
+
 def test_training_from_query_pairs_improves_retrieval(tiny_backbone: Path) -> None:
     from conftest import NEGATIVE, NOUNS, POSITIVE
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -372,21 +373,23 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
     docs, seen = [], {}
     for i, row in enumerate(records.rows):
         raw_id = row.get(id_column)
-        if raw_id in (None, "") and id_column != "id":  # asked for by name: never a row number
+        if isinstance(raw_id, (list, dict, bool)):
+            raise DataError(f"{records.where(i)}, field '{id_column}': an id is a text or a "
+                            f"number, got {raw_id!r}. Fix: give every document a plain id.")
+        given = "" if _missing(raw_id) else str(raw_id).strip()  # " " was the id ""
+        if not given and id_column != "id":  # asked for by name: never a row number
             raise DataError(f"{records.where(i)}: no id in the field '{id_column}' "
                             f"(id_column). Fix: fill it in, or name the id field with "
                             f"--set id_column=... / id_column= (fields here: "
                             f"{', '.join(row)}).")
-        if isinstance(raw_id, (list, dict, bool)):
-            raise DataError(f"{records.where(i)}, field '{id_column}': an id is a text or a "
-                            f"number, got {raw_id!r}. Fix: give every document a plain id.")
-        doc_id = str(i) if raw_id in (None, "") else str(raw_id).strip()
+        doc_id = given or str(i)
         if doc_id in seen:
-            raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}' "
-                            f"(first at {records.places[seen[doc_id]]}). Fix: give every "
+            how = "" if given else " (its row number: this document has no id)"
+            raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}'"
+                            f"{how} (first at {records.places[seen[doc_id]]}). Fix: give every "
                             "document its own id.")
         seen[doc_id] = i
-        answer = row.get(answer_column)
+        answer = None if _missing(row.get(answer_column)) else row[answer_column]
         if answer is not None and not isinstance(answer, str):
             raise DataError(f"{records.where(i)}, field '{answer_column}': expected a text, "
                             f"got {type(answer).__name__}. Fix: write the answer as text.")
@@ -397,8 +400,15 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
         if metadata is None:
             metadata = {k: v for k, v in row.items()
                         if k not in (id_column, text_column, answer_column)}
-        docs.append(Document(doc_id, row[text_column], answer or None, dict(metadata)))
+        docs.append(Document(doc_id, row[text_column], answer if answer and answer.strip()
+                             else None, dict(metadata)))
     return docs
+
+
+def _missing(value: Any) -> bool:
+    """No value: absent, null, empty or blank, or a DataFrame's NaN."""
+    return (value is None or (isinstance(value, float) and math.isnan(value))
+            or (isinstance(value, str) and not value.strip()))
 
 
 def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text",
