@@ -130,6 +130,19 @@ def test_add_remove_change_results_and_digest(tiny_backbone: Path, tmp_path: Pat
     assert loaded.digest == fn.digest
 
 
+def test_documents_without_ids_add_after_the_index(tiny_backbone: Path) -> None:
+    # they were numbered from 0 again: "id '0' is already in the index" for any id-less index
+    fn = funcformer.train("search", ["the food was great", "the room was dirty"],
+                          backbone=tiny_backbone)
+    fn.remove("0")
+    assert fn.add(["the staff was rude", "the app was slow"]) == 2
+    assert [d.id for d in fn.index.documents] == ["1", "2", "3"]
+    with pytest.raises(TaskError, match="remove takes an id or a list of ids, got NoneType"):
+        fn.remove(None)
+    with pytest.raises(DataError, match="Got NoneType: answer takes a query or a list"):
+        fn.answer(None)
+
+
 def test_artifact_round_trip(faq: Searcher, tmp_path: Path) -> None:
     out = faq.save(tmp_path / "faq")
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [

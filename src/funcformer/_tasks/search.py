@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,9 @@ class Searcher(Function):
         """The best entry's answer for one query (an Answer), or a list for a list."""
         if isinstance(query, str):
             return self.answers([query])[0]
+        if not isinstance(query, Iterable):  # None was a TypeError
+            raise DataError(f"Got {type(query).__name__}: answer takes a query or a list of "
+                            "them. Fix: e.g. fn.answer('how do I pay?').")
         return self.answers(list(query))
 
     def answers(self, queries: Sequence[str]) -> list[Answer]:
@@ -278,13 +281,18 @@ class Searcher(Function):
 
     def add(self, documents: Any, **columns: Any) -> int:
         """Embed and add documents (same formats as training); returns how many."""
-        docs = read_documents(documents, **{**self._columns(), **columns})
+        numbered = [int(d.id) for d in self.index.documents if d.id.isascii() and d.id.isdigit()]
+        # documents without an id are numbered after the index's: row numbers clashed with it
+        docs = read_documents(documents, first_id=max(numbered, default=-1) + 1,
+                              **{**self._columns(), **columns})
         self.index.add(docs, self.embedder.encode([d.text for d in docs]).reshape(len(docs), -1))
         self._refresh()
         return len(docs)
 
     def remove(self, ids: Sequence[str] | str) -> int:
         """Remove documents by id; returns how many were found and removed."""
+        if not isinstance(ids, (str, Iterable)):  # None was a TypeError
+            raise TaskError(f"remove takes an id or a list of ids, got {type(ids).__name__}.")
         removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
         self._refresh()
         return removed
@@ -362,10 +370,11 @@ def index_digest(encoder_digest: str, index: Index, threshold: float) -> str:
 
 
 def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text",
-                   answer_column: str = "answer", **_: Any) -> list[Document]:
-    """Documents from a file, list or DataFrame: text, optional id (default: the row number;
-    an `id_column` named other than "id" must be in every row), optional answer; a JSONL
-    `metadata` object, or else every other column, is metadata."""
+                   answer_column: str = "answer", first_id: int = 0,
+                   **_: Any) -> list[Document]:
+    """Documents from a file, list or DataFrame: text, optional id (default: the row number
+    counted from `first_id`; an `id_column` named other than "id" must be in every row),
+    optional answer; a JSONL `metadata` object, or else every other column, is metadata."""
     if isinstance(data, Sequence) and not isinstance(data, str) and all(
             isinstance(x, str) for x in data):
         data = [{text_column: x} for x in data]
@@ -382,7 +391,7 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
                             f"(id_column). Fix: fill it in, or name the id field with "
                             f"--set id_column=... / id_column= (fields here: "
                             f"{', '.join(row)}).")
-        doc_id = given or str(i)
+        doc_id = given or str(first_id + i)
         if doc_id in seen:
             how = "" if given else " (its row number: this document has no id)"
             raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}'"
