@@ -111,6 +111,15 @@ def test_method_and_tiny_data_errors(tiny_backbone: Path) -> None:
                          config=funcformer.TrainConfig(method="head"))
     with pytest.raises(DataError, match="at least two pairs per batch"):
         funcformer.train("embed", [("a b", "b a")], backbone=tiny_backbone, progress=False)
+    # the fix said "give more pairs" to someone with 24 pairs and batch_size 1
+    with pytest.raises(DataError, match=r"there are 24 pair\(s\) in batches of 1\. Fix: give "
+                                        r"more pairs, or a batch_size of 2 or more"):
+        funcformer.train("embed", paraphrases(), backbone=tiny_backbone, batch_size=1,
+                         progress=False)
+    with pytest.raises(TaskError, match="normalize must be true or false, got 'maybe'"):
+        funcformer.train("embed", paraphrases(), backbone=tiny_backbone, normalize="maybe")
+    with pytest.raises(DataError, match="Got NoneType: encode takes a text or a list"):
+        from_backbone(tiny_backbone).encode(None)  # was a TypeError
 
 
 def test_tune_encoder_leaves_the_shared_backbone_alone(tiny_backbone: Path) -> None:

@@ -14,7 +14,7 @@ encoder; `lora` an adapter on the shared backbone (the artifact holds only adapt
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,9 @@ class Embedder(Function):
     def encode(self, texts: str | Sequence[str], *, cache: Any = None) -> np.ndarray:
         """One text -> (H,), a list -> (N, H), float32, in input order."""
         single = isinstance(texts, str)
+        if not single and not isinstance(texts, Iterable):  # None was a TypeError
+            raise DataError(f"Got {type(texts).__name__}: encode takes a text or a list of "
+                            "them. Fix: e.g. fn.encode('a text') or fn.encode(['a', 'b']).")
         checked = self.read_inputs([texts] if single else list(texts))
         max_length = self.manifest.config.get("max_length")
         vectors, _ = self.backbone.embed(checked, encoder=self.encoder, max_length=max_length,
@@ -251,8 +254,10 @@ def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str
                 evaluate=(lambda m: evaluate(m.encoder)) if evaluate else None, baseline=True,
                 metric_name=metric_name)
     if not plan.batches(0):
-        raise DataError("In-batch negatives need at least two pairs per batch. Fix: give more "
-                        "pairs, or scores for cosine regression.")
+        raise DataError(f"In-batch negatives need at least two pairs per batch; there are "
+                        f"{len(a)} pair(s) in batches of {batch_size}. Fix: give more pairs, or "
+                        "a batch_size of 2 or more (embed: or score every pair, for cosine "
+                        "regression).")
     history = run(plan, config, progress=progress, description="tune encoder")
     encoder.eval()
     return encoder, history, encoded.truncated
@@ -278,7 +283,9 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
         raise TaskError("embed has no informed start (init=); train it from pairs.")
     columns = {k: options.pop(k) for k in ("text_a_column", "text_b_column", "score_column")
                if k in options}
-    normalize = bool(options.pop("normalize", True))
+    normalize = options.pop("normalize", True)
+    if not isinstance(normalize, bool):  # "maybe" was truthy: normalised without a word
+        raise TaskError(f"normalize must be true or false, got {normalize!r:.60}.")
     pairs = read_pairs(data, **columns)
     held = read_pairs(eval_data, **columns) if eval_data is not None else None
     chosen, reason = choose_tuning(asked, "full", len(pairs), device)
