@@ -93,11 +93,21 @@ def test_labels_from_files_and_errors(tmp_path: Path) -> None:
     bad.write_text('{"label": "a", "description": 3}\n', "utf-8")
     with pytest.raises(DataError, match="line 1, field 'description'"):
         read_labels(str(bad))
+    # a dict kept the last 'billing' and dropped the first without a word
+    csv.write_text("label,description\nbilling,money\nlogin,passwords\nbilling,cash\n", "utf-8")
+    with pytest.raises(DataError, match=r"labels\.csv, line 4, field 'label': the label "
+                                        r"'billing' is given twice \(first at line 2\)"):
+        read_labels(str(csv))
+    # 'billing ' matched no eval label 'billing' (those are stripped)
+    txt.write_text("billing \n login\n", "utf-8")
+    assert read_labels(str(txt)) == ["billing", "login"]
 
 
 def test_training_options_are_refused(tiny_backbone: Path) -> None:
     with pytest.raises(TaskError, match="zero_shot trains nothing, so epochs"):
         funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, epochs=3)
+    with pytest.raises(TaskError, match="multi_label must be true or false, got 'false'"):
+        funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, multi_label="false")
 
 
 def test_eval_data_records_metrics_and_calibrates(tiny_backbone: Path) -> None:

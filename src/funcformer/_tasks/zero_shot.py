@@ -29,6 +29,8 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         raise TaskError(f"zero_shot trains nothing, so {', '.join(sorted(ignored)) or 'init'} "
                         "does not apply. Fix: drop it, or train a classify function with "
                         "init='zero_shot' (ZeroShot.fit) to learn from examples.")
+    if multi_label is not None and not isinstance(multi_label, bool):  # "false" was true
+        raise TaskError(f"multi_label must be true or false, got {multi_label!r:.60}.")
     fn = ZeroShot(read_labels(data, label_column), template=template, backbone=backbone,
                   device=device, multi_label=bool(multi_label), threshold=threshold)
     if eval_data is not None:
@@ -43,23 +45,31 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
 
 
 def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str, str]:
-    """Label names, or {name: description} when descriptions are given."""
+    """Label names, or {name: description} when descriptions are given. Names are stripped,
+    as the labels of eval data are: 'billing ' from a file matched no 'billing'."""
     if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-        return dict(data)
+        return {k.strip() if isinstance(k, str) else k: v for k, v in data.items()}
     if isinstance(data, (list, tuple)) and all(isinstance(x, str) for x in data):
-        return list(data)
+        return [x.strip() for x in data]
     if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
-        return read_texts(data).texts
+        return [x.strip() for x in read_texts(data).texts]
     records = read_records(data, texts=[label_column], optional=["description"], what="labels",
                            fields=["label"])
-    described = {}
+    described: dict[str, Any] = {}
+    first: dict[str, int] = {}
     for i, row in enumerate(records.rows):
+        name = row[label_column].strip()
+        if name in first:  # a dict kept the last one: a label silently dropped
+            raise DataError(f"{records.where(i)}, field '{label_column}': the label '{name}' "
+                            f"is given twice (first at {records.places[first[name]]}). Fix: give "
+                            "each label once.")
+        first[name] = i
         description = row.get("description")
         if description is not None and (not isinstance(description, str)
                                         or not description.strip()):
             raise DataError(f"{records.where(i)}, field 'description': expected a non-empty "
                             "text. Fix: describe the label, or drop the description column.")
-        described[row[label_column]] = description
+        described[name] = description
     if all(d is None for d in described.values()):
         return list(described)
     missing = [k for k, d in described.items() if d is None]
