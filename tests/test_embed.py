@@ -44,6 +44,9 @@ def test_similarity_shapes(tiny_backbone: Path) -> None:
 def test_bad_texts_are_data_errors(tiny_backbone: Path) -> None:
     with pytest.raises(DataError, match="index 1"):
         funcformer.embed(["fine", " "], backbone=tiny_backbone)
+    for bad in (None, 5, b"bytes"):  # None and 5 were TypeErrors; bytes were split into ints
+        with pytest.raises(DataError, match="embed takes a text or a list"):
+            funcformer.embed(bad, backbone=tiny_backbone)
 
 
 def test_zero_shot_results_and_per_call_labels(tiny_backbone: Path) -> None:

@@ -57,6 +57,10 @@ def embed(texts: Texts, *, backbone: str | os.PathLike[str] | None = None,
     (2, 384)
     """
     single = isinstance(texts, str)
+    if not single and (not isinstance(texts, Iterable) or isinstance(texts, (bytes, bytearray))):
+        raise DataError(f"Got {type(texts).__name__}: embed takes a text or a list of texts. "
+                        "Fix: e.g. funcformer.embed('a text') or funcformer.embed(['a', 'b']) "
+                        "(decode bytes first).")
     checked = read_texts([texts] if single else list(texts)).texts
     vectors, _ = _backbone.load(backbone, device=device).embed(checked, cache=cache)
     if normalize:
