@@ -124,6 +124,12 @@ def test_truncation_is_reported_once(tiny_backbone: Path,
     assert fn.manifest.training["truncated"] == 2
     notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(notes) == 1 and notes[0].startswith("2 of 22")
+    caplog.clear()
+    long = "great " * 200  # a repeated text is embedded once but counted each time
+    with caplog.at_level(logging.WARNING, logger="funcformer"):
+        fn([long, long, long, "short"])
+    notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("3 of 4"), notes
 
 
 def test_eval_labels_must_be_known(tiny_backbone: Path) -> None:

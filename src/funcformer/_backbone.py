@@ -222,10 +222,11 @@ def weights_digest(path: Path) -> str:
 
 @dataclass
 class Encoded:
-    """Tokenized texts (unpadded id lists) and how many of them were truncated."""
+    """Tokenized texts (unpadded id lists), how many of them were truncated, and which."""
 
     input_ids: list[list[int]]
     truncated: int
+    cut: list[bool] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -250,9 +251,9 @@ class Backbone:
         """Tokenize without padding; texts past `max_length` tokens are cut and counted."""
         limit = min(max_length or self.max_length, self.max_length)
         batch = self.tokenizer(list(texts), truncation=True, max_length=limit)
-        truncated = sum(1 for enc in batch.encodings if enc.overflowing) if batch.encodings \
-            else sum(1 for ids in batch["input_ids"] if len(ids) >= limit)
-        return Encoded(input_ids=batch["input_ids"], truncated=truncated)
+        cut = [bool(enc.overflowing) for enc in batch.encodings] if batch.encodings \
+            else [len(ids) >= limit for ids in batch["input_ids"]]
+        return Encoded(input_ids=batch["input_ids"], truncated=sum(cut), cut=cut)
 
     def pad(self, rows: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         """Right-pad id lists into `input_ids` and `attention_mask` tensors (B, T)."""
@@ -284,9 +285,10 @@ class Backbone:
         in cache) and 16,384 elsewhere (on an H200, 8-58% more texts/s than 1,024 depending
         on the dtype; bench/gpu_check.py).
 
-        Each distinct text is computed once. With a `cache` (only for this backbone's own
-        model, not a fine-tuned `encoder`), features found there are not recomputed, and the
-        truncation count covers only the texts computed now.
+        Each distinct text is computed once; the truncation count counts a repeated one each
+        time. With a `cache` (only for this backbone's own model, not a fine-tuned `encoder`),
+        features found there are not recomputed, and the truncation count covers only the
+        texts computed now.
         """
         import numpy as np
 
@@ -303,8 +305,10 @@ class Backbone:
         if missing:
             budget = batch_tokens or (CPU_BATCH_TOKENS if device_key(self.device) == "cpu"
                                       else GPU_BATCH_TOKENS)
-            computed, truncated = self._embed(missing, encoder, max_length, budget)
+            computed, cut = self._embed(missing, encoder, max_length, budget)
             known.update(zip(missing, computed, strict=True))
+            long = {text for text, was_cut in zip(missing, cut, strict=True) if was_cut}
+            truncated = sum(1 for text in texts if text in long)  # [L, L]: 2 of 2, not 1
             if use_cache:
                 cache.put_many(namespace, [(t, row.tobytes()) for t, row in
                                            zip(missing, computed, strict=True)])
@@ -313,30 +317,31 @@ class Backbone:
         return out, truncated
 
     def _embed(self, texts: Sequence[str], encoder: Any, max_length: int | None,
-               batch_tokens: int) -> tuple[np.ndarray, int]:
-        """Texts are sorted by token length and packed by a token budget, so padding is
-        minimal; small budgets (about 1k tokens) keep activations in cache and measured
-        fastest on CPU."""
+               batch_tokens: int) -> tuple[np.ndarray, list[bool]]:
+        """Pooled features and which texts were truncated. Texts are sorted by token length
+        and packed by a token budget, so padding is minimal; small budgets (about 1k tokens)
+        keep activations in cache and measured fastest on CPU."""
         import numpy as np
         import torch
 
         encoder = self.model if encoder is None else encoder
-        truncated, batches = self.batches(texts, max_length, batch_tokens)
+        encoded, batches = self.batches(texts, max_length, batch_tokens)
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for index, batch in batches:
                 states = encoder(**batch).last_hidden_state  # (B, T, H)
                 pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
                 out[index] = pooled.float().cpu().numpy()
-        return out, truncated
+        return out, encoded.cut
 
     def batches(self, texts: Sequence[str], max_length: int | None = None,
-                batch_tokens: int = 1024) -> tuple[int, Iterator[tuple[list[int], dict]]]:
-        """Tokenize once; return the truncation count and (row indices, padded batch) pairs
-        in length order, packed by a token budget. Callers write results back by index."""
+                batch_tokens: int = 1024) -> tuple[Encoded, Iterator[tuple[list[int], dict]]]:
+        """Tokenize once; return the tokenized texts (with their truncation) and (row
+        indices, padded batch) pairs in length order, packed by a token budget. Callers write
+        results back by index."""
         encoded = self.tokenize(texts, max_length)
         rows = encoded.input_ids
-        return encoded.truncated, ((index, self.pad([rows[i] for i in index]))
+        return encoded, ((index, self.pad([rows[i] for i in index]))
                                    for index in token_batches(rows, batch_tokens))
 
 

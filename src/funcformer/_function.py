@@ -190,8 +190,8 @@ class Classifier(Function):
 
     def _runner_logits(self, texts: Sequence[str]) -> torch.Tensor:
         """Logits from the ONNX graph: length-sorted token-budget batches, input order kept."""
-        truncated, batches = self.backbone.batches(texts, self.manifest.config.get("max_length"))
-        _note_truncation(truncated, len(texts))
+        encoded, batches = self.backbone.batches(texts, self.manifest.config.get("max_length"))
+        _note_truncation(encoded.truncated, len(texts))
         out = torch.zeros((len(texts), len(self.labels)))
         for index, batch in batches:
             out[index] = self.runner(batch["input_ids"], batch["attention_mask"])
