@@ -313,7 +313,8 @@ def test_a_gpu_backbone_embeds_in_larger_batches(tiny_backbone: Path,
 
     budgets: list[int] = []
     monkeypatch.setattr(bb.Backbone, "_embed", lambda self, texts, encoder, length, budget: (
-        budgets.append(budget) or (np.zeros((len(texts), self.hidden_size), np.float32), 0)))
+        budgets.append(budget) or (np.zeros((len(texts), self.hidden_size), np.float32),
+                                  [False] * len(texts))))
     cpu = bb.load(tiny_backbone)
     for backbone, text in ((cpu, "a"), (dataclasses.replace(cpu, device="cuda:0"), "b")):
         backbone.embed([text])
