@@ -94,6 +94,16 @@ def test_a_named_id_column_must_be_there(tiny_backbone: Path) -> None:
         funcformer.train("search", [{"id": [2], "text": "x"}], backbone=tiny_backbone)
 
 
+def test_a_missing_text_column_names_the_text_column_option(tiny_backbone: Path) -> None:
+    docs = [{"faq_id": "a", "question": "the food was great"}, {"faq_id": "b", "question": "x"}]
+    faq = funcformer.train("search", docs, backbone=tiny_backbone, text_column="question",
+                           id_column="faq_id")
+    # the fix named 'question_column=', which no function takes
+    with pytest.raises(DataError, match=r"'question' is missing.*text_column=") as error:
+        faq.add([{"faq_id": "c", "text": "the room"}])
+    assert "question_column" not in str(error.value)
+
+
 def test_gold_ids_must_be_documents(faq: Searcher) -> None:
     # calibrating on an unknown id counted every answer wrong and turned answering off
     queries = [{"text": "the food was great", "id": "food"}, {"text": "x", "id": "nope"}]

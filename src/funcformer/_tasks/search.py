@@ -378,7 +378,7 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
     if isinstance(data, Sequence) and not isinstance(data, str) and all(
             isinstance(x, str) for x in data):
         data = [{text_column: x} for x in data]
-    records = read_records(data, texts=[text_column], what="documents")
+    records = read_records(data, texts=[text_column], what="documents", fields=["text"])
     docs, seen = [], {}
     for i, row in enumerate(records.rows):
         raw_id = row.get(id_column)
