@@ -291,6 +291,11 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
         ("predict", function_copy, "x", "--output", tmp_path / "afile" / "o.jsonl"):
             "afile is a file, so no directory can be made there",
         ("suggest", function_copy, texts, "--out", texts): "is the input file",
+        # under the input file: it said 'inside the function .../texts.csv'
+        ("predict", function_copy, "--input", texts, "--output", texts / "o.jsonl"):
+            "texts.csv is a file, so no directory can be made there",
+        ("suggest", function_copy, texts, "--out", texts / "o.csv"):
+            "texts.csv is a file, so no directory can be made there",
         ("eval", function_copy, texts, "--report", tmp_path / "afile"): "is a file; the report "
                                                                           "is a directory",
         ("update", function_copy, texts, "--out", function_copy): "is the function update "

@@ -224,7 +224,8 @@ def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None
         if kept is None or str(kept) == "-":
             continue
         kept = Path(kept).resolve()
-        if resolved == kept or kept in resolved.parents:
+        # under the input file: no directory can be made there (check_writable says so)
+        if resolved == kept or (kept.is_dir() and kept in resolved.parents):
             what = "the input file" if resolved == kept else f"inside the function {kept}"
             raise DataError(f"{flag} {output} is {what}, which writing would destroy. Fix: "
                             "give another file path.")
