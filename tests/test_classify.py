@@ -140,6 +140,23 @@ def test_eval_labels_must_be_known(tiny_backbone: Path) -> None:
                          eval_data=[("ok", "positive"), ("fine", "neutral")], method="head")
 
 
+def test_an_unknown_call_option_is_a_task_error(head_fn: funcformer.Function,
+                                                tiny_backbone: Path) -> None:
+    # it was a TypeError from predict; the CLI and the server already named the option
+    with pytest.raises(TaskError, match=r"'kk' is not a call option of classify functions\. "
+                                        r"Options: none"):
+        head_fn("the food was great", kk=1)
+    search = funcformer.train("search", ["the food was great", "the room"],
+                              backbone=tiny_backbone)
+    with pytest.raises(TaskError, match=r"'kk' is not a call option of search .*Options: k, "):
+        search("food", kk=1)
+    assert search("food", k=1)  # the real ones still pass
+    zero_shot = funcformer.ZeroShot(["positive", "negative"], backbone=tiny_backbone)
+    with pytest.raises(TaskError, match="'kk' is not a call option of zero_shot"):
+        zero_shot("fine", kk=1)
+    assert zero_shot("fine", labels=["a", "b"]).label in ("a", "b")
+
+
 def test_bad_options_are_task_errors(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 

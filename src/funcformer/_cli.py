@@ -261,9 +261,9 @@ def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
-    from ._map import accepted_options
+    from ._function import call_options
 
-    accepted = accepted_options(fn.predict)
+    accepted = call_options(fn.predict)
     if accepted is None:
         return
     unknown = sorted(set(options) - set(accepted))

@@ -188,10 +188,10 @@ class ZeroShot(Function):
         return vectors @ self.label_vectors(self.spec if labels is None else labels).T
 
     def __call__(self, texts: Texts,  # type: ignore[override]
-                 labels: Sequence[str] | Mapping[str, str] | None = None) -> Any:
+                 labels: Sequence[str] | Mapping[str, str] | None = None, **options: Any) -> Any:
         """One text -> one result; a list -> a list. `labels` replaces the label set for
         this call (names, or {name: description})."""
-        return super().__call__(texts, labels=labels)
+        return super().__call__(texts, labels=labels, **options)  # others: a TaskError
 
     def predict(self, texts: Sequence[str],  # type: ignore[override]
                 labels: Sequence[str] | Mapping[str, str] | None = None) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -104,6 +105,11 @@ class Function(abc.ABC):
                 f"backbone={self.manifest.backbone.name!r})")
 
     def __call__(self, inputs: Any, **options: Any) -> Any:
+        accepted = call_options(self.predict)
+        unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
+        if unknown:  # a TypeError from predict before
+            raise TaskError(f"'{unknown[0]}' is not a call option of {self.manifest.task} "
+                            f"functions. Options: {', '.join(accepted or []) or 'none'}.")
         if self.is_single(inputs):
             return self.predict([inputs], **options)[0]
         if isinstance(inputs, Mapping):  # one row, e.g. {"text": ...}: not a list of its keys
@@ -338,6 +344,17 @@ def write_encoder(directory: Path, encoder: torch.nn.Module | None,
                  backbone.path, target)
     ref = manifest.backbone.model_copy(update={"digest": _backbone.weights_digest(target)})
     return manifest.model_copy(update={"backbone": ref})
+
+
+def call_options(predict: Any) -> list[str] | None:
+    """The call options a `predict` (bound or not) takes; None when it takes `**options` and
+    checks them itself (generate: its Decoding fields)."""
+    parameters = inspect.signature(predict).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return [name for name, p in parameters.items()
+            if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
+                                            and p.default is not p.empty)]
 
 
 def _note_truncation(truncated: int, total: int) -> None:

@@ -9,7 +9,6 @@ column is written as `predicted_<field>`, so labelled data keeps its gold column
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -269,24 +268,15 @@ def check_options(task: str, options: dict[str, Any]) -> None:
     """Refuse call options the task's `predict` does not take (before anything is loaded)."""
     if not options:
         return
-    accepted = accepted_options(function_class(task).predict)
+    from ._function import call_options
+
+    accepted = call_options(function_class(task).predict)
     if accepted is None:
         return
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TaskError(f"'{unknown[0]}' is not a call option of {task} functions. "
                         f"Options: {', '.join(accepted) or 'none'}.")
-
-
-def accepted_options(predict: Any) -> list[str] | None:
-    """The call options a `predict` takes; None when it takes `**options` and checks them
-    itself (generate: its Decoding fields)."""
-    parameters = inspect.signature(predict).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return [name for name, p in parameters.items()
-            if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
-                                            and p.default is not p.empty)]
 
 
 def function_class(task: str) -> type:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -335,10 +334,9 @@ def _stamp(path: Path) -> Stamp | None:
 
 def call_options(fn: Any) -> list[str] | None:
     """Option names `fn.predict` accepts; None when it takes **options and checks them."""
-    parameters = list(inspect.signature(fn.predict).parameters.values())[1:]
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    return [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    from ._function import call_options as options_of
+
+    return options_of(fn.predict)
 
 
 def check_options(fn: Any, options: dict[str, Any]) -> None:
