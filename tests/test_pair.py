@@ -359,3 +359,13 @@ def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> 
     assert cli("eval", out, data) == 0
     assert "spearman" in capsys.readouterr().out
     assert cli("predict", out, "no tab here") == 1
+    lines = tmp_path / "pairs.txt"  # lines of a .txt file split at the tab, as stdin's are
+    lines.write_text("the food was great\tthe food was cold\nthe room\tthe hall\n", "utf-8")
+    capsys.readouterr()
+    assert cli("predict", out, "--input", lines) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["input"] for r in rows] == [["the food was great", "the food was cold"],
+                                          ["the room", "the hall"]]
+    lines.write_text("the room\tthe hall\nno tab here\n", "utf-8")
+    assert cli("predict", out, "--input", lines) == 1  # it said field 'text_b' was missing
+    assert "pairs.txt, line 2: expected two texts separated by a tab" in capsys.readouterr().err

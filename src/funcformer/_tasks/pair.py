@@ -10,6 +10,7 @@ artifact holds adapter/ and the head), `head` only the linear layer.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +28,8 @@ from .._artifact import (
 )
 from .._backbone import Backbone, Pooling, pool, token_batches
 from .._config import TrainConfig
-from .._errors import ArtifactError, TaskError, is_real, is_whole
+from .._data import read_texts
+from .._errors import ArtifactError, DataError, TaskError, is_real, is_whole
 from .._function import (
     Function,
     PathLike,
@@ -157,7 +159,16 @@ class PairFunction(Function):
 
     def read_inputs(self, data: Any, *, text_column: str = "text") -> list[tuple[str, str]]:
         """Pairs from a file with text_a/text_b columns, a list of tuples or dicts, or strings
-        holding the two texts separated by a tab (command-line arguments, lines on stdin)."""
+        holding the two texts separated by a tab (command-line arguments, lines on stdin and
+        of a .txt file)."""
+        if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
+            lines = read_texts(data)  # a file of lines, as for the other tasks
+            for i, text in enumerate(lines.texts):
+                if "\t" not in text:  # it said field 'text_b' is missing
+                    raise DataError(f"{lines.where(i)}: expected two texts separated by a "
+                                    "tab. Fix: put a tab between the pair's texts, or use a "
+                                    ".csv/.tsv/.jsonl file with text_a and text_b columns.")
+            data = list(lines.texts)
         if isinstance(data, list):
             data = [tuple(x.split("\t", 1)) if isinstance(x, str) and "\t" in x else x
                     for x in data]
