@@ -540,6 +540,11 @@ def test_config_files_yaml_and_json(tmp_path: Path) -> None:
     ("bad.json", '{"epochs": 3,}', r"bad.json, line 1: not valid JSON"),
     ("bad.yaml", "epochs: [3\n", r"bad.yaml, line \d+: not valid YAML"),
     ("bad.toml", "epochs = 3\n", "must be .yaml, .yml or .json"),
+    # text where a switch or a path is due: 'no' turned Nesterov on; 5 was a TypeError
+    ("bad.yaml", "optimizer: sgd\nnesterov: 'no'\n", "nesterov must be true or false, got 'no'"),
+    ("bad.yaml", "resume: 'no'\n", "resume must be true or false"),
+    ("bad.yaml", "checkpoint_dir: 5\n", "bad.yaml: checkpoint_dir must be a directory path"),
+    ("bad.json", '{"log_dir": ["runs"]}', "bad.json: log_dir must be a directory path"),
 ])
 def test_bad_config_files_are_data_errors_naming_file_and_key(tmp_path: Path, name: str,
                                                               text: str, message: str) -> None:

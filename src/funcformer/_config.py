@@ -236,6 +236,7 @@ class TrainConfig:
                 raise TaskError(f"Unknown {name} '{getattr(self, name)}'. Choose one of: "
                                 f"{', '.join(choices)}.")
         self._check_numbers()
+        self._check_flags_and_paths()
         self._check_head()
         self._check_label_words()
         self.class_weight = _class_weight(self.class_weight)
@@ -267,6 +268,18 @@ class TrainConfig:
                 raise TaskError(f"{name} must be at least 0, got {value}.")
         if self.nesterov and self.momentum == 0:
             raise TaskError("nesterov needs momentum > 0.")
+
+    def _check_flags_and_paths(self) -> None:
+        """A setting given as text where a switch or a path is due: "no" would have turned
+        Nesterov momentum or resuming on, and a number or list for a directory was a TypeError
+        deep in training."""
+        for name in ("nesterov", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise TaskError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        for name in ("checkpoint_dir", "log_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TaskError(f"{name} must be a directory path, got {value!r}.")
 
     @property
     def eval_share(self) -> float:
