@@ -553,6 +553,14 @@ def test_bad_config_files_are_data_errors_naming_file_and_key(tmp_path: Path, na
         read_config_file(tmp_path / name)
 
 
+def test_a_config_file_not_in_utf8_is_a_data_error_naming_its_line(tmp_path: Path) -> None:
+    (tmp_path / "latin.yaml").write_bytes(b"epochs: 3\nhead: caf\xe9\n")  # was an internal error
+    with pytest.raises(DataError, match=r"latin.yaml, line 2: not valid UTF-8 \(byte 0xe9"):
+        read_config_file(tmp_path / "latin.yaml")
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"epochs": 3}')  # as Notepad saves it
+    assert read_config_file(tmp_path / "bom.json") == {"epochs": 3}
+
+
 def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:

@@ -414,7 +414,13 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _parse(file: Path, suffix: str) -> Any:
     import json
 
-    text = file.read_text("utf-8")
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # Notepad's byte-order mark is no setting
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{file}, line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at "
+                        f"byte offset {err.start}). Fix: save the file as UTF-8.") from None
     if suffix == ".json":
         try:
             return json.loads(text)
