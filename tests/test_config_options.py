@@ -553,6 +553,20 @@ def test_bad_config_files_are_data_errors_naming_file_and_key(tmp_path: Path, na
         read_config_file(tmp_path / name)
 
 
+def test_yaml_reads_exponents_as_numbers_and_builds_no_python_objects(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("learning_rate: 5e-5\nhead_learning_rate: 1E-3\n"
+                                         "label_template: '{} 1e3'\n", "utf-8")
+    config = TrainConfig.from_file(tmp_path / "train.yaml")  # was "must be a number, got '5e-5'"
+    assert (config.learning_rate, config.head_learning_rate) == (5e-5, 1e-3)
+    assert config.label_template == "{} 1e3"  # quoted: still text
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.yaml").write_text(
+        f"epochs: !!python/object/apply:os.system ['touch {marker}']\n", "utf-8")
+    with pytest.raises(DataError, match=r"evil.yaml, line 1: not valid YAML"):
+        read_config_file(tmp_path / "evil.yaml")
+    assert not marker.exists()
+
+
 def test_a_config_file_not_in_utf8_is_a_data_error_naming_its_line(tmp_path: Path) -> None:
     (tmp_path / "latin.yaml").write_bytes(b"epochs: 3\nhead: caf\xe9\n")  # was an internal error
     with pytest.raises(DataError, match=r"latin.yaml, line 2: not valid UTF-8 \(byte 0xe9"):

@@ -430,12 +430,25 @@ def _parse(file: Path, suffix: str) -> Any:
 
     yaml = require("yaml", "yaml")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader(yaml))  # a SafeLoader: no Python objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         raise DataError(f"{file}{where}: not valid YAML "
                         f"({getattr(err, 'problem', None) or err}).") from None
+
+
+def _yaml_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader, reading `5e-5` as the number YAML 1.2 makes it: YAML 1.1 wants
+    `5.0e-5`, so a learning rate written the usual way was the text '5e-5' (and refused)."""
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return Loader
 
 
 def _class_weight(value: Any) -> str | dict[str, float] | None:
