@@ -102,6 +102,13 @@ def test_bad_training_data_names_file_line_and_field(tmp_path: Path, text: str,
         Scale.fit(read_pairs(path, COLUMNS))
 
 
+def test_a_null_score_is_no_value() -> None:
+    # it said the field 'score' was not present, though it was (null)
+    with pytest.raises(DataError, match=r"<list>, index 0: neither field 'score' nor 'label' "
+                                        r"has a value \(absent or null\)"):
+        read_pairs([{"text_a": "a", "text_b": "b", "score": None}], COLUMNS)
+
+
 def test_bad_python_data(tiny_backbone: Path) -> None:
     with pytest.raises(DataError, match=r"<list>, index 1, field 'text_a'.*empty"):
         read_pairs([("a", "b", 1.0), ("  ", "b", 2.0)], COLUMNS)

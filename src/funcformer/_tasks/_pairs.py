@@ -57,9 +57,9 @@ def read_pairs(data: Any, columns: Columns, gold: bool = True) -> Pairs:
                         for i, r in enumerate(records.rows)]
     else:
         raise DataError(f"{records.where(0)}: neither field '{columns.score}' nor "
-                        f"'{columns.label}' is present. Fix: add a numeric score (graded) or a "
-                        "label (binary) to every pair, or name the field with score_column= / "
-                        "label_column=.")
+                        f"'{columns.label}' has a value (absent or null). Fix: add a numeric "
+                        "score (graded) or a label (binary) to every pair, or name the field "
+                        "with score_column= / label_column=.")
     return pairs
 
 
