@@ -335,6 +335,18 @@ def test_cli_explain_errors(head_fn: funcformer.Function, tmp_path: Path, capsys
         assert run_cli("explain", directory, *args) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
+    # --html is checked before the work: it wrote over the function's own manifest, and a
+    # directory failed after the explanation was printed ("Is a directory (.fn.tmp-...)")
+    manifest = (directory / "funcformer.json").read_bytes()
+    for page, message in ((directory / "funcformer.json", "inside the function"),
+                          (directory / "why.html", "inside the function"),
+                          (tmp_path, "is a directory")):
+        capsys.readouterr()
+        assert run_cli("explain", directory, "the food", "--html", page) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith("error: --html ") and message in err and not out
+    assert (directory / "funcformer.json").read_bytes() == manifest
+    assert not (directory / "why.html").exists()
     assert run_cli("explain", "--help") == 0
     out = capsys.readouterr().out
     assert all(option in out for option in ("--target", "--method", "--html", "--json"))

@@ -493,6 +493,8 @@ def explain_command(
     from ._render import html_page
 
     _check_device(device)
+    if html_file is not None:  # before the work, and never over the function's own files
+        _check_output_file(html_file, "--html", keep=(function,))
     fn = load(function, runtime=runtime, device=device)
     result = explain(fn, _explain_input(fn, text), target=target, method=method, steps=steps)
     explanations = result if isinstance(result, list) else [result]
