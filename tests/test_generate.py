@@ -399,6 +399,7 @@ def test_option_errors(fn: generate.TextGenerator, tiny_lm: Path) -> None:
     ({"stop": 5}, "stop must be a string or a list of strings"),
     ({"stop": {"a": 1}}, "stop must be a string or a list of strings"),  # was stop=["a"]
     ({"stop": [""]}, "stop must be non-empty strings"),
+    ({"stop": ["\n", "\ud800"]}, "stop '\\ud800' is not valid Unicode"),  # it never matched
     ({"beams": 2}, "Unknown generation option"),
 ])
 def test_decoding_options_are_checked_and_name_the_option(fn: generate.TextGenerator,

@@ -24,7 +24,7 @@ from .. import _backbone, _causal, _lora
 from .._artifact import BackboneRef, Manifest, atomic_directory, save_model, write_manifest
 from .._causal import CausalLM, Tracker
 from .._config import TrainConfig
-from .._data import Records, read_records, read_texts
+from .._data import LONE_SURROGATE, Records, read_records, read_texts
 from .._errors import ArtifactError, DataError, TaskError, for_option, is_real, is_whole
 from .._function import (
     Function,
@@ -109,6 +109,10 @@ class Decoding:
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise for_option("stop", TaskError(f"stop must be non-empty strings, got "
                                                f"{list(self.stop)!r:.60}."))
+        halved = next((s for s in self.stop if LONE_SURROGATE.search(s)), None)
+        if halved is not None:  # JSON "\ud800": no generated text holds it, so it never stops
+            raise for_option("stop", TaskError(f"stop {halved!r:.60} is not valid Unicode (a "
+                                               "lone surrogate). Fix: send it as UTF-8."))
 
     def updated(self, options: dict[str, Any]) -> Decoding:
         """A copy with `options` applied; a single stop string is taken as a list of one.
