@@ -235,6 +235,16 @@ def test_evaluate_rejects_an_entity_type_the_function_lacks(head_fn: Tagger) -> 
         head_fn.evaluate([*toy_rows(1), {"text": "in rome", "spans": [[3, 7, "PLACE"]]}])
 
 
+def test_a_gold_span_over_part_of_a_word_counts_as_the_word(head_fn: Tagger) -> None:
+    # training tags the whole word; as eval gold the part never matched a prediction (F1 0)
+    rows = toy_rows(12, seed=5)
+    whole = [{"text": " ".join(r["tokens"]),
+              "spans": [[4, 4 + len(r["tokens"][1]), "ITEM"]]} for r in rows]
+    part = [{**w, "spans": [[4, 6, "ITEM"]]} for w in whole]  # "fo" of "food"
+    scores = head_fn.evaluate(whole)
+    assert scores["f1"] > 0 and head_fn.evaluate(part) == scores
+
+
 def test_head_artifact_references_the_backbone(head_fn: Tagger, tmp_path: Path) -> None:
     path = head_fn.save(tmp_path / "tagger")
     assert sorted(p.name for p in path.iterdir()) == ["funcformer.json", "head.safetensors"]

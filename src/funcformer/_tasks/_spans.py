@@ -356,6 +356,21 @@ def word_tags(ranges: dict[int, tuple[int, int]], spans: Sequence[Gold]) -> dict
     return tags
 
 
+def word_spans(ranges: dict[int, tuple[int, int]], spans: Sequence[Gold]) -> list[Gold]:
+    """Gold spans widened to the words they overlap, as training reads them (`word_tags`) and
+    predictions report them: a span over part of a word ("foo" of "food") never matched.
+
+    >>> word_spans({0: (0, 3), 1: (4, 8)}, [(4, 7, "X"), (0, 3, "Y")])
+    [(4, 8, 'X'), (0, 3, 'Y')]
+    """
+    out = []
+    for start, end, label in spans:
+        inside = [r for r in ranges.values() if r[0] < end and start < r[1]]
+        out.append((min([start, *(r[0] for r in inside)]) if inside else start,
+                    max([end, *(r[1] for r in inside)]) if inside else end, label))
+    return out
+
+
 def tag_list(types: Sequence[str]) -> list[str]:
     """['O', 'B-LOC', 'I-LOC', ...]: the model's outputs for these entity types."""
     return ["O"] + [f"{kind}-{label}" for label in types for kind in "BI"]

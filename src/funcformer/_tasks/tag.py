@@ -62,6 +62,7 @@ from ._spans import (
     entity_metrics,
     read_tagged,
     tag_list,
+    word_spans,
 )
 
 METHODS = ("full", "lora", "head")
@@ -204,12 +205,14 @@ class Tagger(Function):
 
     def evaluate(self, data: Any, *, text_column: str = "text",
                  label_column: str = "label") -> dict[str, Any]:
-        """Entity-level precision, recall, F1 (micro) and per type."""
+        """Entity-level precision, recall, F1 (micro) and per type; a gold span over part of
+        a word counts as the whole word, as training reads it."""
         gold = check_types(read_tagged(data, text_column=text_column,
                                        label_column=label_column), self.manifest.labels)
-        assert gold.spans is not None
-        return entity_metrics(gold.spans, [[f[:3] for f in row]
-                                           for row in self.found(gold.texts)])
+        encoded = self.coder.encode(gold.texts)
+        found = self.coder.decode(encoded, probabilities(self.model, self.backbone,
+                                                         encoded.windows))
+        return entity_metrics(gold_words(encoded, gold), [[f[:3] for f in row] for row in found])
 
     def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
@@ -375,15 +378,22 @@ def _evaluator(coder: Coder, shared: _backbone.Backbone, eval_set: Tagged | None
     if eval_set is None:
         return None, []
     encoded, scores = coder.encode(eval_set.texts), []
+    gold = gold_words(encoded, eval_set)
     model = TokenModel(encoder if encoder is not None else shared.model, head)
 
     def evaluate(_: torch.nn.Module) -> float:
         found = coder.decode(encoded, probabilities(model, shared, encoded.windows))
-        assert eval_set.spans is not None
-        scores.append(entity_metrics(eval_set.spans, [[f[:3] for f in row] for row in found]))
+        scores.append(entity_metrics(gold, [[f[:3] for f in row] for row in found]))
         return float(scores[-1]["f1"])
 
     return evaluate, scores
+
+
+def gold_words(encoded: Encoded, tagged: Tagged) -> list[list[tuple[int, int, str]]]:
+    """`tagged`'s gold spans widened to whole words (`word_spans`) of its encoded texts."""
+    assert tagged.spans is not None
+    return [word_spans(ranges, row) for ranges, row in zip(encoded.ranges, tagged.spans,
+                                                            strict=True)]
 
 
 def _manifest(coder: Coder, shared: _backbone.Backbone, fitted: _Fitted, config: TrainConfig,
