@@ -504,6 +504,8 @@ def test_head_and_loss_settings_are_refused_by_other_tasks(tiny_backbone: Path) 
     with pytest.raises(TaskError, match="class_weight applies to classify"):
         funcformer.train("tag", [], backbone=tiny_backbone,
                          config=TrainConfig(class_weight="balanced"))
+    with pytest.raises(TaskError, match="metric applies to classify"):  # was ignored
+        funcformer.train("pair", [("a", "b", 1.0)], backbone=tiny_backbone, metric="macro_f1")
 
 
 SETTINGS = {"method": "head", "optimizer": "sgd", "momentum": 0.8, "schedule": "cosine",

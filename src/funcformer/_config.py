@@ -56,8 +56,9 @@ LABEL_TEMPLATE = "This sentence is {}."
 CLASSIFY_ONLY = {"loss": "cross_entropy", "label_smoothing": 0.0, "focal_gamma": 2.0,
                  "class_weight": None, "head": "linear", "head_hidden": 256,
                  "head_options": None, "label_texts": True, "label_template": LABEL_TEMPLATE,
-                 "label_names": None, "contrastive_loss": "auto"}
-"""Settings of a classifier's head and loss, with their defaults; other tasks have their own."""
+                 "label_names": None, "contrastive_loss": "auto", "metric": "accuracy"}
+"""Settings of a classifier's head, loss and eval metric, with their defaults; other tasks have
+their own (a pair function's --config with metric: macro_f1 trained on Spearman, silently)."""
 _FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 """Early-stopping metrics a user can choose for `classify`; other tasks use their own
 (Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
