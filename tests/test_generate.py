@@ -98,6 +98,9 @@ def test_sampling_with_a_seed_is_reproducible(fn: generate.TextGenerator) -> Non
     assert other.text != a.text and greedy.text != a.text
     # top_p this small keeps only the likeliest token: sampling becomes greedy
     assert fn("hello", seed=5, top_p=1e-6, **options) == greedy
+    # extreme values were a RuntimeError (inf/nan probabilities; a 500 from the server)
+    assert fn("hello", seed=5, max_new_tokens=16, temperature=1e-300) == greedy
+    assert fn("hello", seed=5, top_p=1e-300, **options) == greedy
 
 
 def test_stop_string_is_cut_and_ends_generation(fn: generate.TextGenerator) -> None:

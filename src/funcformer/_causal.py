@@ -180,12 +180,19 @@ def sampler(temperature: float, top_p: float, seed: int | None, rows: int,
             generator.manual_seed(seed)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(logits / temperature, dim=-1)  # (B, V)
+        # float64 and the row's best logit at 0: a temperature of 1e-300 (0 in float32) made
+        # every probability inf/nan; now it is greedy in effect
+        shifted = logits.double() - logits.max(dim=-1, keepdim=True).values.double()
+        probs = torch.softmax(shifted / temperature, dim=-1)  # (B, V)
         if top_p < 1:
             ranked, order = probs.sort(dim=-1, descending=True)
-            # Drop tokens once the mass before them reaches top_p (the first always stays).
-            ranked[(ranked.cumsum(dim=-1) - ranked) >= top_p] = 0
+            # Drop tokens once the mass before them reaches top_p; the first always stays
+            # (a top_p of 1e-300 dropped it too, leaving nothing to draw).
+            drop = (ranked.cumsum(dim=-1) - ranked) >= top_p
+            drop[:, 0] = False
+            ranked[drop] = 0
             probs = torch.zeros_like(probs).scatter_(-1, order, ranked)
+        probs = probs.float()
         return torch.cat([torch.multinomial(row, 1, generator=g)
                           for row, g in zip(probs, generators, strict=True)])
 
