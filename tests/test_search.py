@@ -54,6 +54,20 @@ def test_metadata_filters(faq: Searcher) -> None:
     assert {h.id for h in faq.search("x", filter=lambda m: m["topic"] != "staff")} == {
         "food", "room"}
     assert len(faq.search("x", filter={"lang": "fr"})) == 0
+    # answers obey the filter too: answer=True ignored it (and k) and answered 'food'
+    for answered in (faq("the food was great", answer=True, filter={"lang": "de"}),
+                     faq.answer("the food was great", filter={"lang": "de"})):
+        assert answered.id in (None, "staff")
+    assert faq.answer("x", filter={"lang": "fr"}).answered is False
+    with pytest.raises(TaskError, match="k must be a whole number"):
+        faq("x", answer=True, k=0)
+    # a field no document has matched nothing, silently
+    for call in (lambda: faq.search("x", filter={"langue": "en"}),
+                 lambda: faq.answer("x", filter={"langue": "en"})):
+        with pytest.raises(TaskError, match=r"filter field 'langue' is in no document's "
+                                            r"metadata \(fields: lang, topic\)") as caught:
+            call()
+        assert caught.value.option == "filter"
 
 
 @pytest.mark.parametrize(("options", "option"), [

@@ -226,19 +226,18 @@ class Searcher(Function):
 
     def predict(self, queries: Sequence[str], k: int = 10, filter: Filter = None,
                 answer: bool = False) -> list[Any]:
-        """Top-k Hits per query (or an Answer per query with `answer=True`)."""
+        """Top-k Hits per query (or, with `answer=True`, an Answer per query: the best entry
+        passing `filter`, whatever `k`)."""
         if not isinstance(answer, bool):
             raise for_option("answer", TaskError(f"answer must be true or false, got "
                                                  f"{answer!r:.60}."))
-        if answer:
-            return self.answers(queries)
         if not is_whole(k) or k < 1:
             raise for_option("k", TaskError(f"k must be a whole number of at least 1, got "
                                             f"{k!r:.60}."))
+        self._check_filter(filter)
+        if answer:  # the filter applies here too: it was ignored
+            return self.answers(queries, filter)
         k = int(k)
-        if filter is not None and not callable(filter) and not isinstance(filter, dict):
-            raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
-                                                 f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
         found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
                                   k, filter)
         docs = self.index.documents
@@ -248,18 +247,33 @@ class Searcher(Function):
     def search(self, query: str, k: int = 10, filter: Filter = None) -> Hits:
         return self.predict([query], k=k, filter=filter)[0]
 
-    def answer(self, query: str | Sequence[str]) -> Any:
-        """The best entry's answer for one query (an Answer), or a list for a list."""
+    def answer(self, query: str | Sequence[str], filter: Filter = None) -> Any:
+        """The best entry's answer for one query (an Answer), or a list for a list; `filter`
+        as for `search`."""
+        self._check_filter(filter)
         if isinstance(query, str):
-            return self.answers([query])[0]
+            return self.answers([query], filter)[0]
         if not isinstance(query, Iterable):  # None was a TypeError
             raise DataError(f"Got {type(query).__name__}: answer takes a query or a list of "
                             "them. Fix: e.g. fn.answer('how do I pay?').")
-        return self.answers(list(query))
+        return self.answers(list(query), filter)
 
-    def answers(self, queries: Sequence[str]) -> list[Answer]:
+    def _check_filter(self, filter: Filter) -> None:
+        if filter is None or callable(filter):
+            return
+        if not isinstance(filter, dict):
+            raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
+                                                 f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
+        fields = set().union(*(doc.metadata for doc in self.index.documents))
+        unknown = [name for name in filter if name not in fields]
+        if unknown and self.index.documents:  # a typo matched nothing, silently
+            raise for_option("filter", TaskError(
+                f"filter field {unknown[0]!r:.60} is in no document's metadata (fields: "
+                f"{', '.join(sorted(map(str, fields))) or 'none'}). Fix: filter on one of them."))
+
+    def answers(self, queries: Sequence[str], filter: Filter = None) -> list[Answer]:
         found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
-                                  1, None)
+                                  1, filter)
         out = []
         for row in found:
             if not row:
