@@ -138,6 +138,15 @@ def test_damaged_adapter_is_a_clear_error(lora_fn: funcformer.Function, tiny_bac
         funcformer.load(path, backbone=tiny_backbone)
 
 
+def test_lora_settings_with_a_method_that_ignores_them_are_refused(tiny_backbone: Path) -> None:
+    # method='head' trained on frozen features and dropped lora= without a word
+    for method in ("head", "full"):
+        with pytest.raises(funcformer.TaskError, match=f"'{method}' does not use them. Fix: "
+                                                       "drop lora= or use method='lora'"):
+            funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method=method,
+                             lora={"r": 2}, progress=False)
+
+
 def test_merge_adapter_on_a_head_function_is_an_error(tiny_backbone: Path, tmp_path: Path) -> None:
     fn = funcformer.train("classify", make_reviews(5), backbone=tiny_backbone, method="head",
                           epochs=1, progress=False)

@@ -220,6 +220,10 @@ class TrainConfig:
             from ._lora import LoRA
 
             self.lora = LoRA.from_value(self.lora).to_dict()
+            if self.method not in (None, "auto", "lora", "contrastive"):  # head ignored them
+                raise TaskError(f"LoRA settings (lora=...) apply to method 'lora' (or "
+                                f"'contrastive' tuning through an adapter); '{self.method}' does "
+                                "not use them. Fix: drop lora= or use method='lora'.")
         if self.peft is not None and self.method not in (None, "auto"):  # else: once chosen
             from ._peft import settings
 

@@ -188,10 +188,6 @@ def trainable_encoder(model: torch.nn.Module, config: TrainConfig,
     `contrastive`)."""
     from .._peft import PEFT_METHODS
 
-    if config.lora is not None and config.method not in ("lora", "contrastive"):
-        raise TaskError(f"LoRA settings (lora=...) apply to method 'lora' (or 'contrastive' "
-                        f"tuning through an adapter); '{config.method}' does not use them. Fix: "
-                        "drop lora= or use method='lora'.")
     if config.method in PEFT_METHODS:
         from .. import _peft
 
