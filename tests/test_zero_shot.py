@@ -155,8 +155,18 @@ def test_cli_train_and_predict(tiny_backbone: Path, tmp_path: Path, capsys) -> N
 def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Path) -> None:
     zero = ZeroShot(np.array(["food", "service"]), backbone=tiny_backbone)
     assert zero.labels == ["food", "service"]  # e.g. df["label"].unique()
+    # stripped, as eval labels and label files are, whichever way they come
+    assert set(zero.predict(["x"], labels=[" a", "b "])[0].scores) == {"a", "b"}
+    assert ZeroShot([" food", "service "], backbone=tiny_backbone).labels == ["food", "service"]
+    with pytest.raises(DataError, match="'food' is given twice"):  # the dict kept the last
+        funcformer.train("zero_shot", {"food": "meals", "food ": "dishes", "room": "beds"},
+                         backbone=tiny_backbone)
+    with pytest.raises(TaskError, match="multi_label must be true or false"):
+        ZeroShot(["food", "room"], backbone=tiny_backbone, multi_label="false")
     for labels, words in (("food", "must be a list of names"), (["food", 3], "must be strings"),
                           (["food", "food"], "'food' is given twice"),
+                          (["food", "food "], "'food' is given twice"),  # were two labels
+                          ({"food": "meals", " food": "dishes"}, "'food' is given twice"),
                           (["food", "\ud800"], "lone surrogate")):
         with pytest.raises(DataError, match=words):
             zero.predict(["the food was great"], labels=labels)

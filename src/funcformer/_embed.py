@@ -109,8 +109,11 @@ class ZeroShot(Function):
         self.template = _check_template(template)
         self.backbone = (backbone if isinstance(backbone, _backbone.Backbone)
                          else _backbone.load(backbone, device=device))
-        self.spec = dict(labels) if isinstance(labels, Mapping) else list(labels)
-        self.prompts(self.spec)  # fail now on a bad label set, not at the first call
+        if not isinstance(multi_label, bool):  # "false" was truthy
+            raise TaskError(f"multi_label must be true or false, got {multi_label!r:.60}.")
+        # checked now, not at the first call; names stripped as prompts() strips per-call ones
+        prompts = self.prompts(labels)
+        self.spec = prompts if isinstance(labels, Mapping) else list(prompts)
         self.multi_label = multi_label
         self.threshold = cosine_threshold(threshold, "zero_shot")
         super().__init__(manifest=self._manifest())
@@ -147,7 +150,12 @@ class ZeroShot(Function):
             if any(not isinstance(t, str) for kv in labels.items() for t in kv):
                 raise DataError("zero_shot labels and descriptions must be strings. Fix: pass "
                                 "e.g. {'billing': 'invoices and charges', 'sports': 'games'}.")
-            prompts = dict(labels)
+            prompts = {}
+            for k, v in labels.items():
+                if k.strip() in prompts:  # "a" and "a " were two labels scoring alike
+                    raise DataError(f"zero_shot label {k.strip()!r:.60} is given twice. Fix: "
+                                    "give each label once.")
+                prompts[k.strip()] = v
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
@@ -157,6 +165,7 @@ class ZeroShot(Function):
             if any(not isinstance(k, str) for k in labels):
                 raise DataError("zero_shot labels must be strings. Fix: pass e.g. "
                                 "['business', 'sports'].")
+            labels = [k.strip() for k in labels]  # as eval labels and label files are
             seen: set[str] = set()
             for k in labels:
                 if k in seen:

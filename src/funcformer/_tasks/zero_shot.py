@@ -48,7 +48,7 @@ def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str,
     """Label names, or {name: description} when descriptions are given. Names are stripped,
     as the labels of eval data are: 'billing ' from a file matched no 'billing'."""
     if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-        return {k.strip() if isinstance(k, str) else k: v for k, v in data.items()}
+        return dict(data)  # ZeroShot strips the names and refuses two that strip alike
     if isinstance(data, (list, tuple)) and all(isinstance(x, str) for x in data):
         return [x.strip() for x in data]
     if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
