@@ -245,6 +245,16 @@ def test_a_gold_span_over_part_of_a_word_counts_as_the_word(head_fn: Tagger) -> 
     assert scores["f1"] > 0 and head_fn.evaluate(part) == scores
 
 
+def test_eval_gold_is_what_training_reads() -> None:
+    from funcformer._tasks._spans import word_spans
+
+    ranges = {0: (0, 7), 1: (8, 12)}  # "NewYork city"
+    # two spans in one word: training tags the word with the first; widening each kept both
+    assert word_spans(ranges, [(0, 3, "A"), (3, 7, "B")]) == [(0, 7, "A")]
+    # a span ending inside a word and the next starting there: one entity per word run
+    assert word_spans(ranges, [(0, 2, "X"), (2, 12, "X")]) == [(0, 7, "X"), (8, 12, "X")]
+
+
 def test_head_artifact_references_the_backbone(head_fn: Tagger, tmp_path: Path) -> None:
     path = head_fn.save(tmp_path / "tagger")
     assert sorted(p.name for p in path.iterdir()) == ["funcformer.json", "head.safetensors"]

@@ -357,18 +357,17 @@ def word_tags(ranges: dict[int, tuple[int, int]], spans: Sequence[Gold]) -> dict
 
 
 def word_spans(ranges: dict[int, tuple[int, int]], spans: Sequence[Gold]) -> list[Gold]:
-    """Gold spans widened to the words they overlap, as training reads them (`word_tags`) and
-    predictions report them: a span over part of a word ("foo" of "food") never matched.
+    """Gold spans as training reads them (`word_tags`) and predictions report them: runs of
+    tagged words, each from its first word's start to its last word's end. A span over part
+    of a word ("foo" of "food") never matched a prediction.
 
-    >>> word_spans({0: (0, 3), 1: (4, 8)}, [(4, 7, "X"), (0, 3, "Y")])
-    [(4, 8, 'X'), (0, 3, 'Y')]
+    >>> word_spans({0: (0, 3), 1: (4, 8)}, [(0, 3, "Y"), (4, 7, "X")])
+    [(0, 3, 'Y'), (4, 8, 'X')]
     """
-    out = []
-    for start, end, label in spans:
-        inside = [r for r in ranges.values() if r[0] < end and start < r[1]]
-        out.append((min([start, *(r[0] for r in inside)]) if inside else start,
-                    max([end, *(r[1] for r in inside)]) if inside else end, label))
-    return out
+    words = sorted(ranges)
+    tags = word_tags(ranges, spans)
+    return [(ranges[words[first]][0], ranges[words[last - 1]][1], label)
+            for first, last, label in chunks([tags[w] for w in words])]
 
 
 def tag_list(types: Sequence[str]) -> list[str]:

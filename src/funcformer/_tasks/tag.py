@@ -187,7 +187,9 @@ class Tagger(Function):
 
     def found(self, texts: Sequence[str]) -> list[list[Found]]:
         """(start, end, type, score) of each text's entities."""
-        encoded = self.coder.encode(texts)
+        return self._decoded(self.coder.encode(texts))
+
+    def _decoded(self, encoded: Encoded) -> list[list[Found]]:
         return self.coder.decode(encoded, probabilities(self.model, self.backbone,
                                                         encoded.windows))
 
@@ -205,14 +207,13 @@ class Tagger(Function):
 
     def evaluate(self, data: Any, *, text_column: str = "text",
                  label_column: str = "label") -> dict[str, Any]:
-        """Entity-level precision, recall, F1 (micro) and per type; a gold span over part of
-        a word counts as the whole word, as training reads it."""
+        """Entity-level precision, recall, F1 (micro) and per type, with the gold spans read
+        as training reads them: whole words (`word_spans`)."""
         gold = check_types(read_tagged(data, text_column=text_column,
                                        label_column=label_column), self.manifest.labels)
         encoded = self.coder.encode(gold.texts)
-        found = self.coder.decode(encoded, probabilities(self.model, self.backbone,
-                                                         encoded.windows))
-        return entity_metrics(gold_words(encoded, gold), [[f[:3] for f in row] for row in found])
+        return entity_metrics(gold_words(encoded, gold), [[f[:3] for f in row]
+                                                          for row in self._decoded(encoded)])
 
     def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
