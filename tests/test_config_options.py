@@ -544,6 +544,7 @@ def test_config_files_yaml_and_json(tmp_path: Path) -> None:
     ("bad.toml", "epochs = 3\n", "must be .yaml, .yml or .json"),
     # text where a switch or a path is due: 'no' turned Nesterov on; 5 was a TypeError
     ("bad.yaml", "optimizer: sgd\nnesterov: 'no'\n", "nesterov must be true or false, got 'no'"),
+    ("bad.yaml", "optimizer: sgd\nmomentum: 0\nnesterov: 'no'\n", "nesterov must be true or false"),
     ("bad.yaml", "resume: 'no'\n", "resume must be true or false"),
     ("bad.yaml", "checkpoint_dir: 5\n", "bad.yaml: checkpoint_dir must be a directory path"),
     ("bad.json", '{"log_dir": ["runs"]}', "bad.json: log_dir must be a directory path"),
@@ -553,6 +554,14 @@ def test_bad_config_files_are_data_errors_naming_file_and_key(tmp_path: Path, na
     (tmp_path / name).write_text(text, "utf-8")
     with pytest.raises(DataError, match=message):
         read_config_file(tmp_path / name)
+
+
+def test_a_blank_switch_is_off(tmp_path: Path) -> None:
+    # YAML's `resume:` with nothing after it is null: off, as before the switches were checked
+    (tmp_path / "train.yaml").write_text("resume:\nnesterov: null\n", "utf-8")
+    config = TrainConfig.from_file(tmp_path / "train.yaml")
+    assert (config.resume, config.nesterov) == (False, False)
+    assert TrainConfig(resume=None).resume is False
 
 
 def test_yaml_reads_exponents_as_numbers_and_builds_no_python_objects(tmp_path: Path) -> None:

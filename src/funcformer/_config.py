@@ -240,8 +240,8 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise TaskError(f"Unknown {name} '{getattr(self, name)}'. Choose one of: "
                                 f"{', '.join(choices)}.")
+        self._check_flags_and_paths()  # first: nesterov 'no' is not "nesterov needs momentum"
         self._check_numbers()
-        self._check_flags_and_paths()
         self._check_head()
         self._check_label_words()
         self.class_weight = _class_weight(self.class_weight)
@@ -279,7 +279,9 @@ class TrainConfig:
         Nesterov momentum or resuming on, and a number or list for a directory was a TypeError
         deep in training."""
         for name in ("nesterov", "resume"):
-            if not isinstance(getattr(self, name), bool):
+            if getattr(self, name) is None:  # a YAML `resume:` left blank: off, as before
+                setattr(self, name, False)
+            elif not isinstance(getattr(self, name), bool):
                 raise TaskError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         for name in ("checkpoint_dir", "log_dir"):
             value = getattr(self, name)
