@@ -376,3 +376,6 @@ def test_cli_train_predict_eval(tiny_backbone: Path, tmp_path: Path, capsys) -> 
     lines.write_text("the room\tthe hall\nno tab here\n", "utf-8")
     assert cli("predict", out, "--input", lines) == 1  # it said field 'text_b' was missing
     assert "pairs.txt, line 2: expected two texts separated by a tab" in capsys.readouterr().err
+    lines.write_text("the room\tthe hall\nthe food\t \n", "utf-8")  # named '<list>, index 1'
+    assert cli("predict", out, "--input", lines) == 1
+    assert "pairs.txt, line 2, field 'text_b': the text is empty" in capsys.readouterr().err

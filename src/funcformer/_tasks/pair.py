@@ -28,7 +28,7 @@ from .._artifact import (
 )
 from .._backbone import Backbone, Pooling, pool, token_batches
 from .._config import TrainConfig
-from .._data import read_texts
+from .._data import _text, read_texts
 from .._errors import ArtifactError, DataError, TaskError, is_real, is_whole
 from .._function import (
     Function,
@@ -168,6 +168,8 @@ class PairFunction(Function):
                     raise DataError(f"{lines.where(i)}: expected two texts separated by a "
                                     "tab. Fix: put a tab between the pair's texts, or use a "
                                     ".csv/.tsv/.jsonl file with text_a and text_b columns.")
+                for field, half in zip(("text_a", "text_b"), text.split("\t", 1), strict=True):
+                    _text({field: half}, field, lines.where(i))  # named by line, not index
             data = list(lines.texts)
         if isinstance(data, list):
             data = [tuple(x.split("\t", 1)) if isinstance(x, str) and "\t" in x else x
