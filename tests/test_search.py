@@ -193,6 +193,15 @@ def test_documents_from_csv_with_metadata_columns(tmp_path: Path) -> None:
     assert [d.id for d in read_documents(["a", "b"])] == ["0", "1"]
 
 
+def test_whole_float_ids_are_integers() -> None:
+    # pandas makes an id column with a gap float: 7 -> 7.0, whose id '7.0' no query named
+    docs = read_documents([{"id": 7.0, "text": "a"}, {"id": 8, "text": "b"}])
+    assert [d.id for d in docs] == ["7", "8"]
+    _, gold = read_queries([{"text": "q", "id": 7.0}, {"text": "r", "id": float("nan")}],
+                           known={"7", "8"})
+    assert gold == [{"7"}, set()]  # NaN was the id 'nan': "no document has the id 'nan'"
+
+
 def test_blank_ids_and_answers_are_missing() -> None:
     # a blank id was the id '' (no query can name it), a blank answer was answered as '  '
     docs = read_documents([{"id": " ", "text": "a", "answer": "  "}, {"text": "b"}])

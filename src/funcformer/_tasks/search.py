@@ -399,7 +399,7 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
         if isinstance(raw_id, (list, dict, bool)):
             raise DataError(f"{records.where(i)}, field '{id_column}': an id is a text or a "
                             f"number, got {raw_id!r}. Fix: give every document a plain id.")
-        given = "" if _missing(raw_id) else str(raw_id).strip()  # " " was the id ""
+        given = id_text(raw_id)  # " " was the id "", a DataFrame's 1.0 the id '1.0'
         if not given and id_column != "id":  # asked for by name: never a row number
             raise DataError(f"{records.where(i)}: no id in the field '{id_column}' "
                             f"(id_column). Fix: fill it in, or name the id field with "
@@ -423,9 +423,22 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
         if metadata is None:
             metadata = {k: v for k, v in row.items()
                         if k not in (id_column, text_column, answer_column)}
-        docs.append(Document(doc_id, row[text_column], answer if answer and answer.strip()
-                             else None, dict(metadata)))
+        docs.append(Document(doc_id, row[text_column], answer, dict(metadata)))
     return docs
+
+
+def id_text(value: Any) -> str:
+    """An id as text: '' for none (absent, blank, a DataFrame's NaN), and a whole float as
+    the integer it is (pandas turns an id column with a gap into floats: 1 -> 1.0).
+
+    >>> id_text(1.0), id_text(float("nan")), id_text(" a7 "), id_text(2.5)
+    ('1', '', 'a7', '2.5')
+    """
+    if _missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _missing(value: Any) -> bool:
@@ -445,9 +458,7 @@ def read_queries(data: Any, *, id_column: str = "id", query_column: str = "text"
         if id_column not in row:
             raise DataError(f"{records.where(i)}: field '{id_column}' is missing. Fix: give "
                             "each query the id of the document that answers it (empty: none).")
-        value = row[id_column]
-        ids = {p.strip() for p in str(value if value is not None else "").split("|")
-               if p.strip()}
+        ids = {p.strip() for p in id_text(row[id_column]).split("|") if p.strip()}
         unknown = sorted(ids - known) if known is not None else []
         if unknown:  # calibrating on it would count every answer as wrong
             raise DataError(f"{records.where(i)}, field '{id_column}': no document has the id "
