@@ -47,6 +47,8 @@ def test_bad_texts_are_data_errors(tiny_backbone: Path) -> None:
     for bad in (None, 5, b"bytes"):  # None and 5 were TypeErrors; bytes were split into ints
         with pytest.raises(DataError, match="embed takes a text or a list"):
             funcformer.embed(bad, backbone=tiny_backbone)
+    with pytest.raises(funcformer.TaskError, match="normalize must be true or false"):
+        funcformer.embed("fine", backbone=tiny_backbone, normalize="maybe")  # was truthy
 
 
 def test_zero_shot_results_and_per_call_labels(tiny_backbone: Path) -> None:

@@ -120,6 +120,8 @@ def test_method_and_tiny_data_errors(tiny_backbone: Path) -> None:
         funcformer.train("embed", paraphrases(), backbone=tiny_backbone, normalize="maybe")
     with pytest.raises(DataError, match="Got NoneType: encode takes a text or a list"):
         from_backbone(tiny_backbone).encode(None)  # was a TypeError
+    with pytest.raises(DataError, match="Got bytes: encode takes a text or a list"):
+        from_backbone(tiny_backbone).encode(b"ab")  # was split into integers
 
 
 def test_tune_encoder_leaves_the_shared_backbone_alone(tiny_backbone: Path) -> None:

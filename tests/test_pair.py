@@ -206,7 +206,7 @@ def test_rank_orders_by_score(fns: dict) -> None:
     for score in ("x", float("nan"), 1.5):  # NaN and 1.5 were mapped off the scale
         with pytest.raises(TaskError, match="rescale takes a score"):
             fn.rescale(score)
-    with pytest.raises(TaskError, match="rank takes items to score"):  # was a TypeError
+    with pytest.raises(DataError, match="rank takes items to score"):  # was a TypeError
         fn.rank("q", None)
 
 

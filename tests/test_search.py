@@ -161,7 +161,7 @@ def test_documents_without_ids_add_after_the_index(tiny_backbone: Path) -> None:
     fn.remove("0")
     assert fn.add(["the staff was rude", "the app was slow"]) == 2
     assert [d.id for d in fn.index.documents] == ["1", "2", "3"]
-    with pytest.raises(TaskError, match="remove takes an id or a list of ids, got NoneType"):
+    with pytest.raises(DataError, match="remove takes an id or a list of ids, got NoneType"):
         fn.remove(None)
     with pytest.raises(DataError, match="Got NoneType: answer takes a query or a list"):
         fn.answer(None)
@@ -206,8 +206,9 @@ def test_blank_ids_and_answers_are_missing() -> None:
     # a blank id was the id '' (no query can name it), a blank answer was answered as '  '
     docs = read_documents([{"id": " ", "text": "a", "answer": "  "}, {"text": "b"}])
     assert [(d.id, d.answer) for d in docs] == [("0", None), ("1", None)]
-    with pytest.raises(DataError, match=r"<list>, index 1, field 'id': duplicate id '1' \(its "
-                                        r"row number: this document has no id\) \(first at "
+    with pytest.raises(DataError, match=r"<list>, index 1, field 'id': duplicate id '1' \(the "
+                                        r"number given to this document, which has no id\) "
+                                        r"\(first at "
                                         r"index 0\)"):
         read_documents([{"id": "1", "text": "a"}, {"text": "b"}])
     with pytest.raises(DataError, match=r"index 0: no id in the field 'faq_id'"):

@@ -56,6 +56,8 @@ def embed(texts: Texts, *, backbone: str | os.PathLike[str] | None = None,
     >>> funcformer.embed(["A cat sat.", "A dog ran."]).shape     # doctest: +SKIP
     (2, 384)
     """
+    if not isinstance(normalize, bool):  # "maybe" was truthy
+        raise TaskError(f"normalize must be true or false, got {normalize!r:.60}.")
     single = isinstance(texts, str)
     if not single and (not isinstance(texts, Iterable) or isinstance(texts, (bytes, bytearray))):
         raise DataError(f"Got {type(texts).__name__}: embed takes a text or a list of texts. "

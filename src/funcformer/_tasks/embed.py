@@ -88,9 +88,11 @@ class Embedder(Function):
     def encode(self, texts: str | Sequence[str], *, cache: Any = None) -> np.ndarray:
         """One text -> (H,), a list -> (N, H), float32, in input order."""
         single = isinstance(texts, str)
-        if not single and not isinstance(texts, Iterable):  # None was a TypeError
+        if not single and (not isinstance(texts, Iterable)  # None was a TypeError
+                           or isinstance(texts, (bytes, bytearray))):  # bytes: split into ints
             raise DataError(f"Got {type(texts).__name__}: encode takes a text or a list of "
-                            "them. Fix: e.g. fn.encode('a text') or fn.encode(['a', 'b']).")
+                            "them. Fix: e.g. fn.encode('a text') or fn.encode(['a', 'b']) "
+                            "(decode bytes first).")
         checked = self.read_inputs([texts] if single else list(texts))
         max_length = self.manifest.config.get("max_length")
         vectors, _ = self.backbone.embed(checked, encoder=self.encoder, max_length=max_length,

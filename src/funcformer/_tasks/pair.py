@@ -194,7 +194,7 @@ class PairFunction(Function):
             raise TaskError(f"top_k must be a whole number of at least 1 (or None: all), got "
                             f"{top_k!r}.")
         if not isinstance(items, (str, Iterable)):  # None was a TypeError
-            raise TaskError(f"rank takes items to score for the query (a list of texts), got "
+            raise DataError(f"rank takes items to score for the query (a list of texts), got "
                             f"{type(items).__name__}.")
         items = [items] if isinstance(items, str) else list(items)
         if not items:

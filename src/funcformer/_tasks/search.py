@@ -306,7 +306,7 @@ class Searcher(Function):
     def remove(self, ids: Sequence[str] | str) -> int:
         """Remove documents by id; returns how many were found and removed."""
         if not isinstance(ids, (str, Iterable)):  # None was a TypeError
-            raise TaskError(f"remove takes an id or a list of ids, got {type(ids).__name__}.")
+            raise DataError(f"remove takes an id or a list of ids, got {type(ids).__name__}.")
         removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
         self._refresh()
         return removed
@@ -407,7 +407,7 @@ def read_documents(data: Any, *, id_column: str = "id", text_column: str = "text
                             f"{', '.join(row)}).")
         doc_id = given or str(first_id + i)
         if doc_id in seen:
-            how = "" if given else " (its row number: this document has no id)"
+            how = "" if given else " (the number given to this document, which has no id)"
             raise DataError(f"{records.where(i)}, field '{id_column}': duplicate id '{doc_id}'"
                             f"{how} (first at {records.places[seen[doc_id]]}). Fix: give every "
                             "document its own id.")
