@@ -261,15 +261,12 @@ def _output_line(given: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
-    from ._function import call_options
+    from ._function import options_text, unknown_option
 
-    accepted = call_options(fn.predict)
-    if accepted is None:
-        return
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise DataError(f"--set {unknown[0]}: not an option of {fn.manifest.task} functions. "
-                        f"Options: {', '.join(accepted) or 'none'}.")
+    unknown = unknown_option(fn.predict, options)
+    if unknown is not None:
+        raise DataError(f"--set {unknown}: not an option of {fn.manifest.task} functions. "
+                        f"Options: {options_text(fn.predict)}.")
 
 
 def _print_training(fn: Any, out: Path) -> None:

@@ -105,11 +105,10 @@ class Function(abc.ABC):
                 f"backbone={self.manifest.backbone.name!r})")
 
     def __call__(self, inputs: Any, **options: Any) -> Any:
-        accepted = call_options(self.predict)
-        unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
-        if unknown:  # a TypeError from predict before
-            raise TaskError(f"'{unknown[0]}' is not a call option of {self.manifest.task} "
-                            f"functions. Options: {', '.join(accepted or []) or 'none'}.")
+        unknown = unknown_option(self.predict, options)
+        if unknown is not None:  # a TypeError from predict before
+            raise TaskError(f"'{unknown}' is not a call option of {self.manifest.task} "
+                            f"functions. Options: {options_text(self.predict)}.")
         if self.is_single(inputs):
             return self.predict([inputs], **options)[0]
         if isinstance(inputs, Mapping):  # one row, e.g. {"text": ...}: not a list of its keys
@@ -355,6 +354,19 @@ def call_options(predict: Any) -> list[str] | None:
     return [name for name, p in parameters.items()
             if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
                                             and p.default is not p.empty)]
+
+
+def unknown_option(predict: Any, options: Mapping[str, Any]) -> str | None:
+    """The first (by name) of `options` that `predict` does not take, or None; the CLI, the
+    server, `map` and `fn(...)` each word the error their way."""
+    accepted = call_options(predict)
+    unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
+    return unknown[0] if unknown else None
+
+
+def options_text(predict: Any) -> str:
+    """`predict`'s call options for an error message: 'k, filter, answer' or 'none'."""
+    return ", ".join(call_options(predict) or []) or "none"
 
 
 def _note_truncation(truncated: int, total: int) -> None:

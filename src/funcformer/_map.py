@@ -268,15 +268,13 @@ def check_options(task: str, options: dict[str, Any]) -> None:
     """Refuse call options the task's `predict` does not take (before anything is loaded)."""
     if not options:
         return
-    from ._function import call_options
+    from ._function import options_text, unknown_option
 
-    accepted = call_options(function_class(task).predict)
-    if accepted is None:
-        return
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TaskError(f"'{unknown[0]}' is not a call option of {task} functions. "
-                        f"Options: {', '.join(accepted) or 'none'}.")
+    predict = function_class(task).predict
+    unknown = unknown_option(predict, options)
+    if unknown is not None:  # worded as fn(...) words it
+        raise TaskError(f"'{unknown}' is not a call option of {task} functions. "
+                        f"Options: {options_text(predict)}.")
 
 
 def function_class(task: str) -> type:

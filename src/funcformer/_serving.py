@@ -296,11 +296,13 @@ def _untrained_embedder(backbone: str, dtype: str | None = None, device: str = "
 
 
 def describe_function(fn: Any) -> dict[str, Any]:
+    from ._function import call_options
+
     manifest = fn.manifest
     return {"task": manifest.task, "method": manifest.method, "labels": list(manifest.labels),
             "backbone": manifest.backbone.name, "digest": fn.digest,
             "version": short_digest(fn.digest), "metrics": manifest.metrics,
-            "options": call_options(fn), "runtime": fn.runtime,
+            "options": call_options(fn.predict), "runtime": fn.runtime,
             "created_at": manifest.created_at}
 
 
@@ -332,22 +334,14 @@ def _stamp(path: Path) -> Stamp | None:
                         for f, s in files))
 
 
-def call_options(fn: Any) -> list[str] | None:
-    """Option names `fn.predict` accepts; None when it takes **options and checks them."""
-    from ._function import call_options as options_of
-
-    return options_of(fn.predict)
-
-
 def check_options(fn: Any, options: dict[str, Any]) -> None:
-    accepted = call_options(fn)
-    if accepted is None:
-        return
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise HTTPError(422, "invalid_request", f"options.{unknown[0]}: not an option of "
-                        f"{fn.manifest.task} functions (options: "
-                        f"{', '.join(accepted) or 'none'}).", field=f"options.{unknown[0]}")
+    from ._function import options_text, unknown_option
+
+    unknown = unknown_option(fn.predict, options)
+    if unknown is not None:
+        raise HTTPError(422, "invalid_request", f"options.{unknown}: not an option of "
+                        f"{fn.manifest.task} functions (options: {options_text(fn.predict)}).",
+                        field=f"options.{unknown}")
 
 
 def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> list[Any]:
