@@ -548,6 +548,11 @@ def test_config_files_yaml_and_json(tmp_path: Path) -> None:
     ("bad.yaml", "resume: 'no'\n", "resume must be true or false"),
     ("bad.yaml", "checkpoint_dir: 5\n", "bad.yaml: checkpoint_dir must be a directory path"),
     ("bad.json", '{"log_dir": ["runs"]}', "bad.json: log_dir must be a directory path"),
+    # a key given twice kept the last value, silently
+    ("bad.yaml", "epochs: 1\nseed: 3\nepochs: 2\n",
+     r"bad.yaml, line 3: not valid YAML \(the key 'epochs' is given twice \(first on line 1\)"),
+    ("bad.yaml", "lora: {r: 4, r: 8}\n", "the key 'r' is given twice"),
+    ("bad.json", '{"epochs": 1, "epochs": 2}', "bad.json: the key 'epochs' is given twice"),
 ])
 def test_bad_config_files_are_data_errors_naming_file_and_key(tmp_path: Path, name: str,
                                                               text: str, message: str) -> None:
@@ -570,6 +575,8 @@ def test_yaml_reads_exponents_as_numbers_and_builds_no_python_objects(tmp_path: 
     config = TrainConfig.from_file(tmp_path / "train.yaml")  # was "must be a number, got '5e-5'"
     assert (config.learning_rate, config.head_learning_rate) == (5e-5, 1e-3)
     assert config.label_template == "{} 1e3"  # quoted: still text
+    (tmp_path / "merge.yaml").write_text("lora:\n  <<: {r: 4, alpha: 8}\n  r: 2\n", "utf-8")
+    assert read_config_file(tmp_path / "merge.yaml")["lora"] == {"r": 2, "alpha": 8}  # no twice
     marker = tmp_path / "ran"
     (tmp_path / "evil.yaml").write_text(
         f"epochs: !!python/object/apply:os.system ['touch {marker}']\n", "utf-8")

@@ -429,8 +429,15 @@ def _parse(file: Path, suffix: str) -> Any:
         raise DataError(f"{file}, line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at "
                         f"byte offset {err.start}). Fix: save the file as UTF-8.") from None
     if suffix == ".json":
+        def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            keys = [key for key, _ in pairs]
+            twice = next((key for key in keys if keys.count(key) > 1), None)
+            if twice is not None:  # json kept the last one, silently
+                raise DataError(f"{file}: the key {twice!r} is given twice. Fix: give it once.")
+            return dict(pairs)
+
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=once)
         except json.JSONDecodeError as err:
             raise DataError(f"{file}, line {err.lineno}: not valid JSON ({err.msg}).") from None
     from ._errors import require
@@ -447,10 +454,22 @@ def _parse(file: Path, suffix: str) -> Any:
 
 def _yaml_loader(yaml: Any) -> Any:
     """PyYAML's safe loader, reading `5e-5` as the number YAML 1.2 makes it: YAML 1.1 wants
-    `5.0e-5`, so a learning rate written the usual way was the text '5e-5' (and refused)."""
+    `5.0e-5`, so a learning rate written the usual way was the text '5e-5' (and refused); and
+    refusing a key given twice in one mapping (PyYAML kept the last one, silently)."""
 
     class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
-        pass
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat keys
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice (first on line "
+                        f"{lines[key] + 1}); give it once", key_node.start_mark)
+                lines.setdefault(key, key_node.start_mark.line)
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
