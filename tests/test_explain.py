@@ -210,7 +210,8 @@ def test_pair_attributions_cover_both_texts(tiny_backbone: Path) -> None:
         fn.explain("just one text")
 
 
-def test_tag_explains_each_entity(tiny_backbone: Path) -> None:
+def test_tag_explains_each_entity(tiny_backbone: Path,
+                                  caplog: pytest.LogCaptureFixture) -> None:
     from test_tag import toy_rows
 
     fn = funcformer.train("tag", toy_rows(40), backbone=tiny_backbone, method="head", epochs=10,
@@ -228,6 +229,11 @@ def test_tag_explains_each_entity(tiny_backbone: Path) -> None:
     assert {e.target for e in only} == {spans[0].label}
     with pytest.raises(DataError, match="knows"):
         fn.explain(text, target="NOPE")
+    long = " ".join([text] * 40)  # entities past the 64-token limit: one line, not one each
+    with caplog.at_level(logging.WARNING, logger="funcformer"):
+        fn.explain(long, method="occlusion")
+    notes = [r.getMessage() for r in caplog.records if "past the token limit" in r.getMessage()]
+    assert len(notes) == 1 and "entities lie past the token limit and are not" in notes[0]
 
 
 def test_unsupported_tasks_and_options_are_task_errors(head_fn: funcformer.Function,

@@ -287,17 +287,19 @@ def _tag(fn: Any, text: Any, target: str | None) -> list[Probe]:
     with torch.inference_mode():
         batch = _batch([tokens.ids], None, fn.backbone)
         best = model(**batch)[0].argmax(dim=-1).tolist()  # (T,) tag index per token
-    probes = []
+    probes, past = [], 0
     for start, end, label, _ in fn.found([text])[0]:
         if target is not None and label != target:
             continue
         cells = [(p, best[p]) for p, (s, e) in firsts if start <= s and e <= end]
         if not cells:
-            log.warning("The entity at %d-%d lies past the token limit; it is not explained.",
-                        start, end)
+            past += 1
             continue
         probes.append(Probe(tokens, _tag_score(model, cells), model.encoder, fn.backbone,
                             label, (start, end)))
+    if past:  # once, not a line per entity (hundreds for a long text)
+        log.warning("%d %s past the token limit and %s not explained.", past,
+                    "entity lies" if past == 1 else "entities lie", "is" if past == 1 else "are")
     return probes
 
 
