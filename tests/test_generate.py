@@ -446,3 +446,25 @@ def test_cli_train_predict_eval(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     assert "Unknown generation option(s): beams" in capsys.readouterr().err
     assert cli("eval", out, data) == 0
     assert "perplexity" in capsys.readouterr().out
+
+
+def test_a_served_lora_generator_lends_no_embedding_model(tiny_lm: Path, tmp_path: Path) -> None:
+    """/v1/embeddings took the causal LM a LoRA generate function references as a sentence
+    encoder: it is none, so it is not among the models, and the function itself serves."""
+    import asyncio
+
+    from test_server import serving
+
+    funcformer.train("generate", PAIRS, backbone=tiny_lm, method="lora", epochs=1,
+                     progress=False).save(tmp_path / "functions" / "gen")
+
+    async def scenario() -> None:
+        async with serving(tmp_path / "functions") as (client, _):
+            reply = await client.post("/v1/embeddings", json={"model": str(tiny_lm),
+                                                              "input": "hello"})
+            assert reply.status_code == 404 and "Models here: none" in reply.text, reply.text
+            reply = await client.post("/v1/functions/gen", json={
+                "inputs": [PROMPTS[0]], "options": {"max_new_tokens": 2}})
+            assert reply.status_code == 200, reply.text
+
+    asyncio.run(scenario())

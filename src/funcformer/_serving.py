@@ -242,10 +242,12 @@ class Registry:
             self.engine.remove(version.key)
 
     def backbone_names(self) -> list[str]:
-        """Backbones referenced (not included) by the functions now served."""
+        """Encoder backbones referenced (not included) by the functions now served; a
+        generate function's causal LM is no sentence encoder, so it is not one."""
         return sorted({s.current.function.manifest.backbone.name for s in self.slots.values()
                        if s.current is not None
-                       and not s.current.function.manifest.backbone.included})
+                       and not s.current.function.manifest.backbone.included
+                       and s.current.function.manifest.task != "generate"})
 
     async def acquire_embedder(self, model: str) -> Version:
         """An `embed` function by name, or an untrained one on a served backbone by name."""
