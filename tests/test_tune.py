@@ -121,6 +121,10 @@ def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                             ({"sampler": "tpe"}, "sampler must be an optuna BaseSampler")):
         with pytest.raises(TaskError, match=says):  # TypeError, AttributeError, "pruned"
             funcformer.tune("classify", make_reviews(30), **{"trials": 1, **arguments})
+    for metric, says in (("micro_f1", "single-label"), ("bogus", "Choose one of")):
+        with pytest.raises(TaskError, match=says):  # was a KeyError after trial 0 trained
+            funcformer.tune("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
+                            backbone=tiny_backbone, trials=1, metric=metric, progress=False)
     calls = []  # a bad fixed setting fails before any trial trains, not once per trial
     monkeypatch.setattr("funcformer._function.train", lambda *a, **k: calls.append(1))
     with pytest.raises(TaskError, match="epochs must be at least 1, got -1"):
