@@ -146,6 +146,15 @@ def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
         base.update([{"text": "pizza trip", "label": ["food", "travel"]}], progress=False)
     with pytest.raises(funcformer.DataError, match="unknown label 'nope'"):
         base.update(rows(["food"], 5), eval_data=[("goal", "nope")], progress=False)
+    with pytest.raises(funcformer.DataError, match=r"<list>, index 1, field 'label': label "
+                                                   r"'Sports' differs from the function's "
+                                                   r"label 'sports' only in case"):  # was added
+        base.update([("pizza", "food"), ("goal", "Sports")], progress=False)
+    for option, says in (({"method": "lora"}, "method 'lora' cannot apply"),
+                         ({"head": "mlp"}, "head: update keeps"),
+                         ({"max_length": 8}, "max_length: update keeps")):  # were ignored
+        with pytest.raises(TaskError, match=says):
+            base.update(rows(["food"], 5), progress=False, **option)
 
 
 def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:

@@ -39,6 +39,8 @@ from ._errors import ArtifactError, DataError, TaskError, is_whole
 
 MEMORY_FILE = "memory.jsonl"
 LABEL_TEXT_OPTIONS = ("label_template", "label_names")
+KEPT_OPTIONS = ("head", "head_hidden", "head_options", "max_length")
+"""Training options that shape the encoder or head, which an update keeps as they are."""
 
 
 def herding(features: torch.Tensor, k: int) -> list[int]:
@@ -155,9 +157,11 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
                             f"({new.labels[several]!r}) for a single-label function. Fix: one "
                             "label per row, or train a multi-label function "
                             "(multi_label=True).")
+    _check_kept(options)
     old_labels = fn.labels
     taught = sorted(set().union(*_label_sets(fn.task, new)))
     added = sorted(set(taught) - set(old_labels))
+    _check_lookalikes(fn.task, new, added, old_labels, label_column)
     task = task_class("classify", multi)(old_labels + added)
     if multi:  # old labels keep their tuned thresholds; new ones start at 0.5
         task.thresholds = list(fn.task.thresholds) + [0.5] * len(added)
@@ -243,6 +247,36 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         "parent": fn.manifest.digest, "examples": len(new), "new_labels": added,
         "labels": len(task.labels), "metrics": manifest.metrics, "created_at": manifest.created_at}]
     return updated
+
+
+def _check_kept(options: dict[str, Any]) -> None:
+    """An update trains the new head rows on the function's own features: a method or a
+    head or token limit of its own would be ignored, so it is refused."""
+    if options.get("method") not in (None, "head"):
+        raise TaskError(f"update trains the head on the function's features, keeping its "
+                        f"encoder (method {options['method']!r} cannot apply). Fix: drop "
+                        "method, or train a new function with it on all the data.")
+    given = next((name for name in KEPT_OPTIONS if options.get(name) is not None), None)
+    if given is not None:
+        raise TaskError(f"{given}: update keeps the function's encoder and head as they are. "
+                        "Fix: drop it, or train a new function with it on all the data.")
+
+
+def _check_lookalikes(task: Any, new: Examples, added: list[str], known: list[str],
+                      column: str) -> None:
+    """A new label that differs from a known one only in case or spacing ('Positive' beside
+    'positive') would become a label of its own, splitting that label's examples in two."""
+    def key(label: str) -> str:
+        return " ".join(label.split()).casefold()
+
+    keys = {key(label): label for label in known}
+    for label in added:
+        if key(label) in keys:
+            row = next(i for i, labels in enumerate(_label_sets(task, new)) if label in labels)
+            raise DataError(f"{new.where(row)}, field '{column}': label {label!r} differs from "
+                            f"the function's label {keys[key(label)]!r} only in case or "
+                            f"spacing, and would become a new label. Fix: write it as "
+                            f"{keys[key(label)]!r}.")
 
 
 def _versions(manifest: Manifest) -> list[dict[str, Any]]:
