@@ -313,6 +313,11 @@ def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
         fmap(fn_dir, path, tmp_path / "out.csv", engine="spark", progress=False)
     with pytest.raises(TaskError, match="address applies to engine='ray'"):
         fmap(fn_dir, path, tmp_path / "out.csv", address="auto", progress=False)
+    with pytest.raises(TaskError, match="num_actors applies to engine='ray'"):  # was ignored
+        fmap(fn_dir, path, tmp_path / "out.csv", num_actors=2, progress=False)
+    for inside in (fn_dir / "scored.csv", f"{fn_dir}/parts/"):  # were written into the artifact
+        with pytest.raises(DataError, match="the output is inside the function"):
+            fmap(fn_dir, path, inside, progress=False)
     with pytest.raises(TaskError, match="'k' is not a call option of classify functions"):
         fmap(fn_dir, path, tmp_path / "out.csv", options={"k": 3}, progress=False)
     with pytest.raises(funcformer.ArtifactError):

@@ -93,9 +93,10 @@ def map(function_dir: PathLike, input: PathLike, output: PathLike, *, engine: st
 
         rows = run(plan, address=address, num_actors=num_actors, progress=progress)
     else:
-        if address is not None:
-            raise TaskError("address applies to engine='ray'. Fix: add engine='ray' "
-                            "(--engine ray), or leave the address out.")
+        for name, value in (("address", address), ("num_actors", num_actors)):
+            if value is not None:
+                raise TaskError(f"{name} applies to engine='ray'. Fix: add engine='ray' "
+                                "(--engine ray), or leave it out.")
         rows = run_local(plan, progress=progress)
     seconds = time.perf_counter() - started
     return {"rows": rows, "seconds": round(seconds, 3),
@@ -126,6 +127,9 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
             raise DataError(f"{Path(input).name}: no column '{missing[0]}' (columns: "
                             f"{', '.join(names) or 'none'}). Fix: {fix}.")
     target, output_format, to_directory = output_target(output, input_format, input)
+    if not is_remote(target) and Path(function_dir).resolve() in Path(target).parents:
+        raise DataError(f"{output}: the output is inside the function {function_dir}, whose "
+                        "artifact it would change. Fix: write it outside that directory.")
     return Plan(function=_absolute(function_dir), input=_absolute(input), output=target,
                 input_format=input_format, output_format=output_format,
                 to_directory=to_directory, columns=columns, text_column=text_column,
