@@ -302,6 +302,11 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
                                                                   "starts from",
         ("distill", function_copy, "--out", f"{function_copy}/"): "is the function distill "
                                                                  "starts from",
+        # these three wrote into the artifact's directory
+        ("eval", function_copy, texts, "--report", function_copy): "is inside the function",
+        ("update", function_copy, texts, "--out", function_copy / "v2"): "is inside the "
+                                                                         "function",
+        ("distill", function_copy, "--out", function_copy / "small"): "is inside the function",
     }
     for args, says in refused.items():
         code, _, err = cli(capsys, *args)

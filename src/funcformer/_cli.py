@@ -202,6 +202,9 @@ def _new_function_dir(source: Path, out: Path, command: str) -> None:
         raise DataError(f"--out {out} is the function {command} starts from, which would be "
                         f"replaced. Fix: give a new directory (the original stays as it is, "
                         f"so you can compare the two or go back).")
+    if Path(source).resolve() in Path(out).resolve().parents:
+        raise DataError(f"--out {out} is inside the function {source}, whose artifact it would "
+                        "change. Fix: give a directory outside it.")
     check_target(out)
 
 
@@ -437,6 +440,11 @@ def evaluate(
         if report.exists() and not report.is_dir():
             raise DataError(f"--report {report} is a file; the report is a directory of files. "
                             "Fix: give a directory path (new or existing).")
+        inside = Path(function).resolve()
+        if inside == report.resolve() or inside in report.resolve().parents:
+            raise DataError(f"--report {report} is inside the function {function}, whose "
+                            "artifact the report's files would change. Fix: give a directory "
+                            "outside it.")
         check_writable(report, f"--report {report}", DataError)
     fn = load(function, runtime=runtime, device=device)
     if report is None:
