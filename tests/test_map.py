@@ -128,6 +128,19 @@ def test_text_column_and_values_kept_verbatim(tmp_path: Path, fn_dir: Path, fn) 
     assert out[0]["label"] == fn("the food was great, really").label
 
 
+def test_header_names_are_stripped_as_the_columns_check_strips_them(tmp_path: Path,
+                                                                    fn_dir: Path, fn) -> None:
+    # ' review ' passed the column check (stripped) but pyarrow kept it: internal KeyError
+    for name, text in (("in.csv", " n , review \n1,the food was great\n"),
+                       ("in.tsv", " n \t review \n1\tthe food was great\n")):
+        (tmp_path / name).write_text(text, "utf-8")
+        out = tmp_path / f"{name}.jsonl"
+        fmap(fn_dir, tmp_path / name, out, text_column="review", progress=False)
+        rows = read_table(out)
+        assert [(r["n"], r["review"]) for r in rows] == [("1", "the food was great")]
+        assert rows[0]["label"] == fn("the food was great").label
+
+
 def test_output_directory_gets_a_part_file(tmp_path: Path, fn_dir: Path, fn) -> None:
     given = rows_of(12)
     path = write_table(tmp_path / "in.parquet", given)

@@ -117,22 +117,25 @@ def read_chunks(path: Path, fmt: str, rows: int,
 
 
 def csv_read_options(path: Path, fmt: str, names: list[str] | None) -> dict[str, Any]:
-    """pyarrow.csv options (Ray's read_csv takes them too): `names` read as text."""
+    """pyarrow.csv options (Ray's read_csv takes them too): `names` read as text, and the
+    header's names stripped as `column_names` strips them (pyarrow kept ' text ', so the
+    column 'text' a run had checked was not there: an internal KeyError)."""
     pa, pacsv = require("pyarrow", "map"), require("pyarrow.csv", "map")
     parse = (pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv"
              else pacsv.ParseOptions(newlines_in_values=True))
     types = {name: pa.string() for name in names or []}
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
                                    quoted_strings_can_be_null=False)
-    return {"parse_options": parse, "convert_options": convert}
+    read = pacsv.ReadOptions(block_size=1 << 20, column_names=column_names(path, fmt),
+                             skip_rows=1)  # the header, named above
+    return {"read_options": read, "parse_options": parse, "convert_options": convert}
 
 
 def _csv_batches(path: Path, fmt: str, names: list[str]) -> Iterator[Any]:
     pa, pacsv = require("pyarrow", "map"), require("pyarrow.csv", "map")
     options = csv_read_options(path, fmt, names)
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                                **options)
+        reader = pacsv.open_csv(path, **options)
         yield from reader
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         if isinstance(err, pa.ArrowInvalid):
