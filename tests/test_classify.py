@@ -157,6 +157,17 @@ def test_an_unknown_call_option_is_a_task_error(head_fn: funcformer.Function,
     assert zero_shot("fine", labels=["a", "b"]).label in ("a", "b")
 
 
+def test_micro_f1_is_refused_for_single_label_data(tiny_backbone: Path) -> None:
+    from conftest import make_reviews
+
+    # it trained an epoch, then stopped with KeyError: 'micro_f1'
+    with pytest.raises(TaskError, match=r"metric 'micro_f1' does not score single-label "
+                                        r"classify functions\. Choose one of: accuracy, "
+                                        r"macro_f1"):
+        funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="head",
+                         metric="micro_f1", progress=False)
+
+
 def test_bad_options_are_task_errors(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 

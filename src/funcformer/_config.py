@@ -418,6 +418,17 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
+def check_metric(metric: str, multi_label: bool) -> None:
+    """Refuse a metric a classify function of this kind is not scored with: micro-F1 of a
+    single-label one (it equals accuracy there) ended training, or a tuning run after its first
+    trial, in a KeyError."""
+    known = METRICS if multi_label else tuple(m for m in METRICS if m != "micro_f1")
+    if metric not in known:
+        kind = "multi-label" if multi_label else "single-label"
+        raise TaskError(f"metric {metric!r} does not score {kind} classify functions. Choose "
+                        f"one of: {', '.join(known)}.")
+
+
 def _parse(file: Path, suffix: str) -> Any:
     import json
 

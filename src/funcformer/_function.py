@@ -38,7 +38,7 @@ from ._artifact import (
     write_manifest,
 )
 from ._cache import Cache, open_cache
-from ._config import HEADS, TrainConfig
+from ._config import HEADS, TrainConfig, check_metric
 from ._data import (
     Examples,
     file_record,
@@ -438,6 +438,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     if multi_label and unlabeled_examples is not None:
         raise TaskError("Self-training (unlabeled=) pseudo-labels single-label data; this is "
                         "multi-label. Fix: drop unlabeled=, or label more rows.")
+    check_metric(config.metric, multi_label)
     labels = label_set(train_examples, task, multi_label)
     reason = None
     if config.method == "auto":

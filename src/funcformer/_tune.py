@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._config import TrainConfig
+from ._config import TrainConfig, check_metric
 from ._errors import FuncformerError, TaskError, is_real, is_whole, require
 
 RANGES: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
@@ -137,7 +137,7 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
     train_data, eval_examples, multi_label = _data(data, eval_data, seed, text_column,
                                                    label_column, options.get("multi_label"))
     metric = metric or ("micro_f1" if multi_label else "accuracy")
-    _check_metric(metric, multi_label)
+    check_metric(metric, multi_label)  # before any trial: it failed each, or after trial 0
     searched = _methods(methods, train_data, multi_label, options)  # takes a fixed method
     # A bad fixed setting fails here, once, not as the failure of every trial.
     fields = set(TrainConfig().to_dict()) - {"method"}
@@ -188,18 +188,6 @@ def _data(data: Any, eval_data: Any, seed: int, text_column: str, label_column: 
         raise TaskError(f"tune scores each trial on eval data; {len(train)} examples are too "
                         "few to hold a fifth out. Fix: pass eval_data= (--eval).")
     return kept, held, multi_label
-
-
-def _check_metric(metric: str, multi_label: bool) -> None:
-    """Before any trial: a metric the trials' functions are not scored with would fail each
-    trial (or, micro-F1 of a single-label function, stop the search with a KeyError)."""
-    from ._config import METRICS
-
-    known = METRICS if multi_label else tuple(m for m in METRICS if m != "micro_f1")
-    if metric not in known:
-        kind = "multi-label" if multi_label else "single-label"
-        raise TaskError(f"metric {metric!r} does not score {kind} classify functions. Choose "
-                        f"one of: {', '.join(known)}.")
 
 
 def _methods(asked: Sequence[str] | None, train: Any, multi_label: bool,
