@@ -131,6 +131,11 @@ def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         funcformer.tune("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
                         backbone=tiny_backbone, trials=3, epochs=-1, progress=False)
     assert calls == []
+    for fixed in ({"checkpoint_dir": "ckpt"}, {"resume": True}):  # shared by every trial
+        with pytest.raises(TaskError, match=f"{next(iter(fixed))} applies to one training run"):
+            funcformer.tune("classify", make_reviews(30), backbone=tiny_backbone, trials=2,
+                            progress=False, **fixed)
+    assert calls == []
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(MissingExtra, match=r"pip install 'funcformer\[tune\]'"):

@@ -134,6 +134,10 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
                             f"{example}()), got {value!r}.")
     started = time.perf_counter()
     options = {k: v for k, v in options.items() if v is not None}
+    shared = [k for k in ("checkpoint_dir", "resume") if options.get(k)]
+    if shared:  # every trial wrote one folder, and resume would start trial 2 from trial 1
+        raise TaskError(f"{shared[0]} applies to one training run; tune runs many (one per "
+                        "trial). Fix: drop it; the trials are short, and the best one is kept.")
     train_data, eval_examples, multi_label = _data(data, eval_data, seed, text_column,
                                                    label_column, options.get("multi_label"))
     metric = metric or ("micro_f1" if multi_label else "accuracy")
