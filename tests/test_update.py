@@ -152,7 +152,11 @@ def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
         base.update([("pizza", "food"), ("goal", "Sports")], progress=False)
     for option, says in (({"method": "lora"}, "method 'lora' cannot apply"),
                          ({"head": "mlp"}, "head: update keeps"),
-                         ({"max_length": 8}, "max_length: update keeps")):  # were ignored
+                         ({"max_length": 8}, "max_length: update keeps"),
+                         ({"loss": "focal"}, "loss: update trains the grown head with "
+                                             "cross-entropy"),
+                         ({"class_weight": "balanced"}, "class_weight: update trains")):
+        # were ignored
         with pytest.raises(TaskError, match=says):
             base.update(rows(["food"], 5), progress=False, **option)
 
