@@ -111,6 +111,8 @@ def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         funcformer.tune("embed", [], trials=1)
     with pytest.raises(TaskError, match="Unknown method"):
         _tune(tiny_backbone, methods=["magic"])
+    with pytest.raises(TaskError, match=r"to search: ''\. Choose"):  # "head," said 'none given'
+        _tune(tiny_backbone, methods=["head", ""])
     with pytest.raises(TaskError, match="too few"):
         funcformer.tune("classify", make_reviews(5), backbone=tiny_backbone, trials=1)
     with pytest.raises(TaskError, match="not both"):

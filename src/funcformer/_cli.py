@@ -760,7 +760,7 @@ def tune(
     own = {"task": "its TASK argument", "data": "its DATA argument", "eval_data": "--eval",
            **_flags("trials", "timeout", "methods", "backbone", "seed", "text_column",
                     "label_column", "cache", "device")}
-    searched = [m.strip() for m in methods.split(",")] if methods else None
+    searched = [m.strip() for m in methods.split(",")] if methods is not None else None
     result = tune_function(task, data, eval_data=eval_data, trials=trials, timeout=timeout,
                            methods=searched, backbone=backbone, device=device,
                            seed=seed, text_column=text_column, label_column=label_column,

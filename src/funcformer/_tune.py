@@ -206,7 +206,7 @@ def _methods(asked: Sequence[str] | None, train: Any, multi_label: bool,
     if asked is None:
         few = not multi_label and min(Counter(train.labels).values()) <= FEW_PER_CLASS
         return ["head", "contrastive", "full"] if few else ["head", "lora", "full"]
-    unknown = [m for m in asked if m not in RANGES]
+    unknown = [repr(m) for m in asked if m not in RANGES]  # '' (from "head,") shows as ''
     if unknown or not asked:
         raise TaskError(f"Unknown method(s) to search: {', '.join(unknown) or 'none given'}. "
                         f"Choose from: {', '.join(RANGES)}.")
