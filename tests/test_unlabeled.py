@@ -411,6 +411,16 @@ def test_cli_suggest_errors_exit_1(saved: Path, pool_file: Path, tmp_path: Path,
     assert err.startswith("error:") and words in err
 
 
+def test_cli_suggest_checks_the_out_file_type_first(saved: Path, pool_file: Path,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[int] = []  # the picks were computed, then the .txt refused
+    monkeypatch.setattr("funcformer._unlabeled.suggest", lambda *a, **k: calls.append(1))
+    assert run_cli("suggest", saved, pool_file, "--out", tmp_path / "picks.txt") == 1
+    assert "unknown output file type '.txt'" in capsys.readouterr().err and calls == []
+
+
 def test_cli_suggest_on_empty_file_and_other_task(saved: Path, tmp_path: Path,
                                                   tiny_backbone: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

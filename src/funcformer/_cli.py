@@ -640,11 +640,12 @@ def suggest(
     about, diversified so the picks are not near-duplicates."""
     from ._function import load
     from ._unlabeled import suggest as suggest_texts
-    from ._unlabeled import write_suggestions
+    from ._unlabeled import suggestion_format, write_suggestions
 
     _check_device(device)
     if out is not None:
         _check_output_file(out, "--out", keep=(unlabeled, labelled, function))
+        suggestion_format(out)  # a .txt was refused after all the work
     fn = load(function, device=device)
     picks = suggest_texts(fn, unlabeled, n, measure=measure, candidates=candidates,
                           labelled=labelled, explore=_share_or_auto(explore),

@@ -646,6 +646,19 @@ SUGGESTION_COLUMNS = ("text", "label", "predicted", "score", "place")
 """What `write_suggestions` writes: `label` is left empty for a person to fill in."""
 
 
+def suggestion_format(target: Any) -> str:
+    """'csv', 'tsv' or 'jsonl' from a suggestions file's name, else a DataError (the CLI asks
+    before any work, not after it)."""
+    from pathlib import Path
+
+    suffix = Path(target).suffix
+    kind = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}.get(suffix.lower())
+    if kind is None:
+        raise DataError(f"{target}: unknown output file type '{suffix or '(none)'}'. "
+                        "Fix: use .csv, .tsv or .jsonl.")
+    return kind
+
+
 def write_suggestions(path: Any, suggestions: list[Suggestion]) -> None:
     """Write suggestions to a .csv, .tsv or .jsonl file (atomically), ready to label: fill
     in the empty `label` column, then pass the file to `update` or `train`."""
@@ -656,10 +669,7 @@ def write_suggestions(path: Any, suggestions: list[Suggestion]) -> None:
     from ._artifact import atomic_file
 
     target = Path(path)
-    kind = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}.get(target.suffix.lower())
-    if kind is None:
-        raise DataError(f"{target}: unknown output file type '{target.suffix or '(none)'}'. "
-                        "Fix: use .csv, .tsv or .jsonl.")
+    kind = suggestion_format(target)
     rows = [{"text": s.text, "label": "", "predicted": s.predicted, "score": s.score,
              "place": s.place} for s in suggestions]
     if kind == "tsv" and any("\t" in s.text or "\n" in s.text for s in suggestions):
