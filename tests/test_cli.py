@@ -282,8 +282,15 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
     texts = tmp_path / "texts.csv"
     texts.write_text("text\ngood\nbad\n", "utf-8")
     (tmp_path / "afile").write_text("x", "utf-8")
+    other = tmp_path / "other-function"  # any function's folder, not only the one called
+    other.mkdir()
+    (other / "funcformer.json").write_text("{}", "utf-8")
     before = snapshot(function_copy)
     refused = {
+        ("predict", function_copy, "x", "--output", other / "preds.jsonl"):
+            "is inside the function",
+        ("explain", function_copy, "good", "--html", other / "sub" / "why.html"):
+            "is inside the function",
         ("predict", function_copy, "--input", texts, "--output", texts): "is the input file",
         ("predict", function_copy, "x", "--output", function_copy / "funcformer.json"):
             "is inside the function",
@@ -314,6 +321,7 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
         assert says in err and "Fix: " in err, err
     assert texts.read_text("utf-8") == "text\ngood\nbad\n"
     assert snapshot(function_copy) == before
+    assert sorted(p.name for p in other.iterdir()) == ["funcformer.json"]
 
 
 def test_a_setting_given_as_flag_and_set_is_refused(capsys, tmp_path: Path,

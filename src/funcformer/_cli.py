@@ -211,9 +211,9 @@ def _new_function_dir(source: Path, out: Path, command: str) -> None:
 def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None, ...] = ()
                        ) -> None:
     """Refuse, before any work, an output file that cannot be written or would destroy data:
-    an empty path, a directory, a path under a file, the input itself, or a file of the
-    function directory (`keep`: the input file and the function directory)."""
-    from ._artifact import check_writable
+    an empty path, a directory, a path under a file, the input itself, or a file inside the
+    function directory or any other (`keep`: the input file and the function directory)."""
+    from ._artifact import MANIFEST, check_writable
 
     text = str(output)
     if not text.strip():
@@ -232,6 +232,10 @@ def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None
             what = "the input file" if resolved == kept else f"inside the function {kept}"
             raise DataError(f"{flag} {output} is {what}, which writing would destroy. Fix: "
                             "give another file path.")
+    home = next((d for d in resolved.parents if (d / MANIFEST).is_file()), None)
+    if home is not None:  # another function's folder: a server watching it would take the file
+        raise DataError(f"{flag} {output} is inside the function {home}, which writing would "
+                        "change. Fix: give a path outside function directories.")
     check_writable(path.parent, f"{flag} {output}", DataError)
 
 
