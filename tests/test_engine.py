@@ -194,6 +194,45 @@ def test_a_file_that_is_no_cache_is_refused_clearly(tmp_path: Path) -> None:
     assert path.read_text().startswith("not a database")  # left as it was
 
 
+@pytest.mark.parametrize("schema", ["CREATE TABLE cache (k TEXT, v TEXT)",
+                                    "CREATE TABLE users (name TEXT)"])
+def test_an_sqlite_file_of_another_schema_is_refused_untouched(tmp_path: Path,
+                                                               schema: str) -> None:
+    # it failed at the first call ("no such column: key"), or added a table to the database
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute(schema)
+    with pytest.raises(FuncformerError, match=r"cannot use .*app\.db as a cache: .*Fix: give"):
+        SQLiteCache(path)
+    with sqlite3.connect(path) as db:
+        assert len(db.execute("SELECT * FROM sqlite_master").fetchall()) == 1
+
+
+def test_a_directory_is_refused_as_a_cache(tmp_path: Path) -> None:
+    with pytest.raises(FuncformerError, match=r"is a directory\. Fix: .*cache\.sqlite"):
+        SQLiteCache(tmp_path)
+
+
+def test_a_cache_that_fails_later_is_computed_around(functions: dict, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # damaged after it was opened (or read-only, or a full disk): every call raised
+    # sqlite3.DatabaseError, an internal error in the CLI and a 500 from the server
+    path = tmp_path / "cache.db"
+    cache = SQLiteCache(path)
+    cache.put_many("ns", [(f"text {i}", bytes(300)) for i in range(2000)])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as handle:  # every page but the first (the schema)
+        handle.seek(4096)
+        handle.write(b"\xff" * (path.stat().st_size - 4096))
+    engine = Engine({"f": functions["head0"]}, cache=cache)
+    with caplog.at_level("WARNING", logger="funcformer"):
+        got = engine.run("f", TEXTS)["f"]
+    assert got == Engine({"f": functions["head0"]}, cache=None).run("f", TEXTS)["f"]
+    assert "cannot read the cache" in caplog.text and "cache.db" in caplog.text
+    assert cache.get_many("ns", ["text 1"]) == [None]
+
+
 def test_sqlite_cache_persists_features(functions: dict, tmp_path: Path,
                                         passes: list[int]) -> None:
     path = tmp_path / "cache.db"

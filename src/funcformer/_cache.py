@@ -8,6 +8,7 @@ its pooling and token limit. Values are bytes; callers encode and decode them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import FuncformerError, TaskError
+
+log = logging.getLogger("funcformer")
 
 
 class Cache(ABC):
@@ -104,20 +107,24 @@ class SQLiteCache(Cache):
     def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         self._local = threading.local()
+        self._warned: set[str] = set()
+        if self.path.is_dir():
+            raise FuncformerError(f"cannot use {self.path} as a cache: it is a directory. Fix: "
+                                  f"give a file's path, e.g. {self.path / 'cache.sqlite'}.")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
+                _check_tables(db)
                 db.execute("CREATE TABLE IF NOT EXISTS cache (namespace TEXT NOT NULL, "
                            "key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (namespace, "
                            "key)) WITHOUT ROWID")
-        except sqlite3.Error as error:
-            fix = (f"another process has held it for over {timeout:g} s: let it finish, or give "
-                   "each process its own cache file" if "locked" in str(error) else
-                   "give the path of a new file or of a cache funcformer wrote before")
-            raise FuncformerError(f"cannot use {self.path} as a cache: {error}. Fix: "
-                                  f"{fix}.") from error
+                _check_columns(db)
+        except (sqlite3.Error, OSError) as error:
+            reason = str(error) if isinstance(error, sqlite3.Error) else error.strerror or error
+            raise FuncformerError(f"cannot use {self.path} as a cache: {reason}. Fix: "
+                                  f"{_fix(str(reason), timeout)}.") from error
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -151,21 +158,65 @@ class SQLiteCache(Cache):
     def _get(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         hashed = [_hash(k) for k in keys]
         found: dict[bytes, bytes] = {}
-        db = self._connect()
-        for start in range(0, len(hashed), 500):  # SQLite caps bound parameters per query
-            chunk = hashed[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT key, value FROM cache WHERE namespace = ? AND key IN "
-                              f"({marks})", [namespace, *chunk])
-            found.update(rows.fetchall())
+        try:
+            db = self._connect()
+            for start in range(0, len(hashed), 500):  # SQLite caps bound parameters per query
+                chunk = hashed[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key, value FROM cache WHERE namespace = ? AND key "
+                                  f"IN ({marks})", [namespace, *chunk])
+                found.update(rows.fetchall())
+        except sqlite3.Error as error:  # a damaged file: computing again is still right
+            self._warn("read", error)
+            return [None] * len(keys)
         return [found.get(h) for h in hashed]
 
     def _put(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> None:
-        db = self._connect()
-        with db:  # one transaction
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)",
-                           [(namespace, _hash(k), v) for k, v in items])
+        try:
+            db = self._connect()
+            with db:  # one transaction
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)",
+                               [(namespace, _hash(k), v) for k, v in items])
+        except sqlite3.Error as error:  # read-only, disk full, damaged: the results stand
+            self._warn("write", error)
+
+    def _warn(self, action: str, error: sqlite3.Error) -> None:
+        """Say once per action that the cache failed; calls go on without it (a cache only
+        saves time), where raising would fail every call, or every request of a server."""
+        if action not in self._warned:
+            self._warned.add(action)
+            log.warning("cannot %s the cache %s (%s); computing without it. Fix: %s.", action,
+                        self.path, error, _fix(str(error), self._timeout))
+
+
+def _check_tables(db: sqlite3.Connection) -> None:
+    """Refuse an SQLite file that holds anything but a cache (another program's database)."""
+    found = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') "
+                       "AND name NOT LIKE 'sqlite_%'").fetchall()
+    if found not in ([], [("table", "cache")]):
+        names = ", ".join(name for _, name in found)
+        raise sqlite3.DatabaseError(f"an SQLite database of something else (tables: {names})")
+
+
+def _check_columns(db: sqlite3.Connection) -> None:
+    columns = [row[1] for row in db.execute("PRAGMA table_info(cache)")]
+    if columns != ["namespace", "key", "value"]:
+        raise sqlite3.DatabaseError(f"its table 'cache' has columns {', '.join(columns)}, not "
+                                    "namespace, key, value")
+
+
+def _fix(reason: str, timeout: float) -> str:
+    """What to do about an SQLite error (or OSError) with this message."""
+    reason = reason.lower()
+    if "locked" in reason:
+        return (f"another process has held it for over {timeout:g} s: let it finish, or give "
+                "each process its own cache file")
+    if "readonly" in reason or "unable to open" in reason or "permission" in reason:
+        return "make the file and its directory writable, or give another path"
+    damaged = " (a damaged cache may be deleted: it holds only what is computed again)"
+    return ("give the path of a new file or of a cache funcformer wrote before"
+            + (damaged if "malformed" in reason else ""))
 
 
 def _hash(text: str) -> bytes:
