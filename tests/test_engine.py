@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,19 @@ def test_training_reuses_the_feature_cache(tiny_backbone: Path, passes: list[int
     funcformer.train("classify", rows, backbone=tiny_backbone, epochs=1, seed=5, cache=cache,
                      method="head", progress=False)
     assert computed > 0 and sum(passes) == 0
+
+
+def test_a_function_removed_during_a_call_finishes_that_call(functions: dict) -> None:
+    # another thread's remove() between the name check and the head: KeyError
+    class Removing(MemoryCache):
+        def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+            engine.remove("f")
+            return super().get_many(namespace, keys)
+
+    engine = Engine({"f": functions["head0"]}, cache=Removing())
+    expected = Engine({"f": functions["head0"]}, cache=None).run("f", TEXTS)["f"]
+    assert engine.run("f", TEXTS)["f"] == expected
+    assert engine.names == []
 
 
 def test_memory_cache_evicts_least_recently_used() -> None:

@@ -67,25 +67,26 @@ class Engine:
     def run(self, names: Iterable[str] | str, texts: Sequence[str]) -> dict[str, list[Any]]:
         """Each named function's results for `texts`, in input order."""
         names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
-        unknown = [n for n in names if n not in self.functions]
+        # looked up once: another thread may add or remove functions while this call runs
+        functions = {n: self.functions.get(n) for n in names}
+        unknown = [n for n, fn in functions.items() if fn is None]
         if unknown:
             raise TaskError(f"Unknown function(s): {', '.join(unknown)}. This engine has: "
                             f"{', '.join(self.names) or 'none'}.")
         texts = list(texts)
-        if any(self.functions[n].shares_features for n in names):
+        if any(fn.shares_features for fn in functions.values()):
             texts = read_texts(texts).texts
         results: dict[str, list[Any]] = {}
         groups: dict[Any, list[str]] = {}
-        for name in names:
-            fn = self.functions[name]
+        for name, fn in functions.items():
             if not fn.shares_features:  # its own model: one predict call, cached by input
                 results[name] = self._own(fn, fn.read_inputs(texts))
                 continue
-            results[name] = self._cached(name, texts)
+            results[name] = self._cached(fn, texts)
             if any(r is None for r in results[name]):
                 groups.setdefault(fn.encoder_key, []).append(name)
         for members in groups.values():
-            self._compute(members, texts, results)
+            self._compute({n: functions[n] for n in members}, texts, results)
         return results
 
     def _own(self, fn: Any, inputs: list[Any]) -> list[Any]:
@@ -103,14 +104,13 @@ class Engine:
             found.update(computed)
         return [found[k] for k in keys]
 
-    def _cached(self, name: str, texts: Sequence[str]) -> list[Any]:
+    def _cached(self, fn: Any, texts: Sequence[str]) -> list[Any]:
         if self.cache is None:
             return [None] * len(texts)
-        fn = self.functions[name]
         values = self.cache.get_many(_namespace(fn), texts)
         return [None if v is None else fn.result_from_dict(json.loads(v)) for v in values]
 
-    def _compute(self, members: list[str], texts: Sequence[str],
+    def _compute(self, members: dict[str, Any], texts: Sequence[str],
                  results: dict[str, list[Any]]) -> None:
         """One encoder pass for the distinct texts any member lacks; then each member's head.
 
@@ -119,10 +119,9 @@ class Engine:
         """
         missing = list(dict.fromkeys(texts[i] for n in members
                                      for i, r in enumerate(results[n]) if r is None))
-        first = self.functions[members[0]]
+        first = next(iter(members.values()))
         features = first.features(missing, cache=self.cache)  # (M, H)
-        for name in members:
-            fn = self.functions[name]
+        for name, fn in members.items():
             logits = fn.apply_head(features)
             computed = dict(zip(missing, fn.task.decode(logits), strict=True))
             lacking = {texts[i] for i, r in enumerate(results[name]) if r is None}
