@@ -498,6 +498,33 @@ def test_a_broken_update_is_reported_and_the_old_version_keeps_serving(
     assert entry["error"] is None and entry["labels"] == ["bad", "good"]
 
 
+def test_a_function_saved_over_while_it_loads_is_loaded_again(functions: Path,
+                                                              artifacts: Path) -> None:
+    # the load could read one save's manifest and the next one's weights: that mix served
+    # (and filled the result cache under the wrong digest) until the next scan
+    async def scenario() -> list[list[str]]:
+        async with serving(functions) as (client, server):
+            registry, read = server.registry, server.registry._read
+
+            def saved_over_meanwhile(path: Path, task: str) -> Any:
+                loaded = read(path, task)
+                registry._read = read
+                shutil.rmtree(path)
+                shutil.copytree(artifacts / "sentiment", path)
+                return loaded
+
+            registry._read = saved_over_meanwhile
+            funcformer.load(functions / "polarity").save(functions / "sentiment")
+            labels = []
+            for _ in range(2):
+                await registry.scan()
+                response = await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
+                labels.append(sorted(response.json()["outputs"][0]["scores"]))
+            return labels
+
+    assert run(scenario) == [["negative", "positive"]] * 2
+
+
 @pytest.mark.parametrize("harm, says", [("cut", "head.safetensors: cannot be read"),
                                          ("delete", "head.safetensors: gone")])
 def test_a_harmed_weight_file_under_an_unchanged_manifest_is_reported(

@@ -189,6 +189,12 @@ class Registry:
                 slot.error = None
                 return
             function = await asyncio.to_thread(self._read, path, manifest.task)
+            if await asyncio.to_thread(_stamp, path) != slot.stamp:
+                # saved over while it loaded: its manifest and weights may come from two saves,
+                # and results cached under one's digest would be the other's
+                slot.stamp = None  # loaded again at the next scan
+                log.info("%s: changed while loading; loading it again.", name)
+                return
         except Exception as err:  # any broken artifact: report it, keep the old version
             slot.error = describe_error(err)
             self.on_load("failed")
