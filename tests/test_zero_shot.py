@@ -172,6 +172,18 @@ def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Pa
             zero.predict(["the food was great"], labels=labels)
 
 
+def test_a_function_saved_before_names_were_stripped_keeps_them(tiny_backbone: Path,
+                                                               tmp_path: Path) -> None:
+    # loading rebuilt it with stripped names: labels said 'sports ', predictions 'sports'
+    out = ZeroShot(["sports", "business"], backbone=tiny_backbone).save(tmp_path / "zs")
+    manifest = json.loads((out / "funcformer.json").read_text("utf-8"))
+    manifest["labels"] = ["sports ", "sports"]  # as train('zero_shot', file) could write
+    (out / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
+    old = funcformer.load(out)
+    assert old.labels == ["sports ", "sports"]
+    assert set(old("a match").scores) == {"sports ", "sports"}
+
+
 def test_fit_trains_on_the_zero_shot_functions_device(tiny_backbone: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """fit called train without device=: a ZeroShot on a GPU fit its classifier on the CPU."""

@@ -113,12 +113,28 @@ class ZeroShot(Function):
                          else _backbone.load(backbone, device=device))
         if not isinstance(multi_label, bool):  # "false" was truthy
             raise TaskError(f"multi_label must be true or false, got {multi_label!r:.60}.")
-        # checked now, not at the first call; names stripped as prompts() strips per-call ones
+        # checked now, not at the first call; names stripped as per-call ones are
         prompts = self.prompts(labels)
         self.spec = prompts if isinstance(labels, Mapping) else list(prompts)
         self.multi_label = multi_label
         self.threshold = cosine_threshold(threshold, "zero_shot")
         super().__init__(manifest=self._manifest())
+
+    @classmethod
+    def restored(cls, manifest: Manifest, backbone: _backbone.Backbone) -> ZeroShot:
+        """A saved zero-shot function with its label names as saved: one saved before names
+        were stripped keeps its names, prompts and digest."""
+        options = manifest.options
+        fn = cls.__new__(cls)
+        fn.template = _check_template(options.get("template", DEFAULT_TEMPLATE))
+        fn.backbone = backbone
+        fn.spec = dict(options.get("descriptions") or {}) or list(manifest.labels)
+        fn.multi_label = bool(options.get("multi_label"))
+        fn.threshold = cosine_threshold(float(options.get("threshold", DEFAULT_THRESHOLD)),
+                                        "zero_shot")
+        fn.prompts()  # a damaged label set fails at load
+        Function.__init__(fn, manifest=manifest)
+        return fn
 
     def _manifest(self) -> Manifest:
         from ._function import now, state_digest
@@ -127,7 +143,7 @@ class ZeroShot(Function):
                    "threshold": self.threshold,
                    "descriptions": self.spec if isinstance(self.spec, dict) else {}}
         return Manifest(
-            task="zero_shot", labels=list(self.prompts(self.spec)), method="none",
+            task="zero_shot", labels=list(self.prompts()), method="none",
             backbone=BackboneRef(name=self.backbone.name, digest=self.backbone.digest),
             options=options, digest=state_digest([list(self.spec), options],
                                                  self.backbone.digest),
@@ -146,18 +162,26 @@ class ZeroShot(Function):
         options.setdefault("device", self.backbone.device)
         return train("classify", data, init=self, backbone=self.backbone.path, **options)
 
-    def prompts(self, labels: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
-        """{label: the text embedded for it}."""
+    def prompts(self, labels: Sequence[str] | Mapping[str, str] | None = None
+                ) -> dict[str, str]:
+        """{label: the text embedded for it}: of `labels` (names stripped, as eval labels
+        and label files are), or of this function's own labels, as they are."""
+        verbatim = labels is None
+        labels = self.spec if labels is None else labels
+
+        def name(label: str) -> str:
+            return label if verbatim else label.strip()
+
         if isinstance(labels, Mapping):
             if any(not isinstance(t, str) for kv in labels.items() for t in kv):
                 raise DataError("zero_shot labels and descriptions must be strings. Fix: pass "
                                 "e.g. {'billing': 'invoices and charges', 'sports': 'games'}.")
             prompts = {}
             for k, v in labels.items():
-                if k.strip() in prompts:  # "a" and "a " were two labels scoring alike
-                    raise DataError(f"zero_shot label {k.strip()!r:.60} is given twice. Fix: "
+                if name(k) in prompts:  # "a" and "a " were two labels scoring alike
+                    raise DataError(f"zero_shot label {name(k)!r:.60} is given twice. Fix: "
                                     "give each label once.")
-                prompts[k.strip()] = v
+                prompts[name(k)] = v
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
@@ -167,7 +191,7 @@ class ZeroShot(Function):
             if any(not isinstance(k, str) for k in labels):
                 raise DataError("zero_shot labels must be strings. Fix: pass e.g. "
                                 "['business', 'sports'].")
-            labels = [k.strip() for k in labels]  # as eval labels and label files are
+            labels = [name(k) for k in labels]
             seen: set[str] = set()
             for k in labels:
                 if k in seen:
@@ -184,7 +208,8 @@ class ZeroShot(Function):
                             "description). Fix: pass e.g. ['business', 'sports'].")
         return prompts
 
-    def label_vectors(self, labels: Sequence[str] | Mapping[str, str]) -> np.ndarray:
+    def label_vectors(self, labels: Sequence[str] | Mapping[str, str] | None = None
+                      ) -> np.ndarray:
         """Normalised prompt embeddings (L, H), computed once per backbone and prompt."""
         prompts = list(self.prompts(labels).values())
         vectors, _ = self.backbone.embed(prompts, cache=_labels_cache)
@@ -196,7 +221,7 @@ class ZeroShot(Function):
         checked = read_texts(list(texts)).texts
         vectors, _ = self.backbone.embed(checked)
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        return vectors @ self.label_vectors(self.spec if labels is None else labels).T
+        return vectors @ self.label_vectors(labels).T
 
     def __call__(self, texts: Texts,  # type: ignore[override]
                  labels: Sequence[str] | Mapping[str, str] | None = None, **options: Any) -> Any:
@@ -208,7 +233,7 @@ class ZeroShot(Function):
                 labels: Sequence[str] | Mapping[str, str] | None = None) -> list[Any]:
         """One result per text: a Prediction, or Labels when multi-label."""
         try:
-            names = list(self.prompts(self.spec if labels is None else labels))
+            names = list(self.prompts(labels))
         except DataError as err:
             raise err if labels is None else for_option("labels", err) from None
         cosines = self.similarities(texts, labels)

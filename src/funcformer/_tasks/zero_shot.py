@@ -85,10 +85,4 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
 
     shared = load_backbone(directory, manifest, backbone, device, dtype)
     load_adapter(directory, manifest, shared, merge_adapter)  # zero_shot has none: merge fails
-    options = manifest.options
-    labels = options.get("descriptions") or manifest.labels
-    fn = ZeroShot(labels, template=options.get("template", DEFAULT_TEMPLATE), backbone=shared,
-                  multi_label=bool(options.get("multi_label")),
-                  threshold=float(options.get("threshold", DEFAULT_THRESHOLD)))
-    fn.manifest = manifest
-    return fn
+    return ZeroShot.restored(manifest, shared)
