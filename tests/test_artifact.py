@@ -180,6 +180,19 @@ def test_a_manifest_of_the_wrong_shape_says_so(trained: dict, tmp_path: Path, ma
         funcformer.load(out)
 
 
+def test_a_manifest_gone_while_it_is_read_is_an_artifact_error(
+        trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a save renames the directory away between the check and the read: FileNotFoundError
+    trained["head"].save(tmp_path / "fn")
+
+    def vanished(self: Path, *args: object, **kwargs: object) -> str:
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "read_text", vanished)
+    with pytest.raises(ArtifactError, match=r"funcformer\.json: cannot be read .*load it again"):
+        funcformer.load(tmp_path / "fn")
+
+
 def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
     out = trained["head"].save(tmp_path / "fn")
     (out / "head.safetensors").write_bytes(b"not safetensors")

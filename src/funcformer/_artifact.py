@@ -116,6 +116,10 @@ def read_manifest(path: Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{file}: not valid JSON ({err}). The artifact is damaged; save "
                             "it again.") from None
+    except OSError as err:  # gone since is_file() (a save renaming the directory), unreadable
+        raise ArtifactError(f"{file}: cannot be read ({err.strerror or err}). Fix: if a save "
+                            "was replacing it, load it again once the save is done; else "
+                            "make it readable.") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version is None or isinstance(version, bool) or not isinstance(version, int):
         what = "no 'format_version'" if isinstance(raw, dict) else f"a JSON {type(raw).__name__}"
