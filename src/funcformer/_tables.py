@@ -49,9 +49,15 @@ def column_names(path: Path, fmt: str) -> list[str]:
                 if line.strip():
                     keys.update(dict.fromkeys(_json_object(line, path.name, number)))
             return list(keys)
-        header = [name.strip() for name in next(csv.reader(handle, **_csv_dialect(fmt)), [])]
+    header = [name.strip() for name in _csv_header(path, fmt)]
     _check_unique(header, f"{path.name}, line 1: the header")
     return header
+
+
+def _csv_header(path: Path, fmt: str) -> list[str]:
+    """A CSV/TSV file's header as written (names not stripped)."""
+    with _open_text(path) as handle:
+        return next(csv.reader(handle, **_csv_dialect(fmt)), [])
 
 
 def _check_unique(names: list[str], where: str) -> None:
@@ -117,26 +123,28 @@ def read_chunks(path: Path, fmt: str, rows: int,
 
 
 def csv_read_options(path: Path, fmt: str, names: list[str] | None) -> dict[str, Any]:
-    """pyarrow.csv options (Ray's read_csv takes them too): `names` read as text, and the
-    header's names stripped as `column_names` strips them (pyarrow kept ' text ', so the
-    column 'text' a run had checked was not there: an internal KeyError)."""
+    """pyarrow.csv options (Ray's read_csv takes them too): `names` read as text. pyarrow
+    keeps a header's names as written (' text '): in a local file the types go to those."""
     pa, pacsv = require("pyarrow", "map"), require("pyarrow.csv", "map")
     parse = (pacsv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv"
              else pacsv.ParseOptions(newlines_in_values=True))
-    types = {name: pa.string() for name in names or []}
+    written = _csv_header(path, fmt) if names and Path(path).is_file() else list(names or [])
+    types = {name: pa.string() for name in written if name.strip() in (names or [])}
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
                                    quoted_strings_can_be_null=False)
-    read = pacsv.ReadOptions(block_size=1 << 20, column_names=column_names(path, fmt),
-                             skip_rows=1)  # the header, named above
-    return {"read_options": read, "parse_options": parse, "convert_options": convert}
+    return {"parse_options": parse, "convert_options": convert}
 
 
 def _csv_batches(path: Path, fmt: str, names: list[str]) -> Iterator[Any]:
     pa, pacsv = require("pyarrow", "map"), require("pyarrow.csv", "map")
     options = csv_read_options(path, fmt, names)
     try:
-        reader = pacsv.open_csv(path, **options)
-        yield from reader
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                                **options)
+        for batch in reader:  # names stripped as column_names strips them: ' text ' was a
+            names = [name.strip() for name in batch.schema.names]  # KeyError for 'text'
+            yield (batch if names == batch.schema.names
+                   else pa.RecordBatch.from_arrays(batch.columns, names=names))
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         if isinstance(err, pa.ArrowInvalid):
             _check_field_counts(path, fmt)  # pyarrow names no line: find it, name it
