@@ -180,10 +180,13 @@ def sampler(temperature: float, top_p: float, seed: int | None, rows: int,
             generator.manual_seed(seed)
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        # float64 and the row's best logit at 0: a temperature of 1e-300 (0 in float32) made
-        # every probability inf/nan; now it is greedy in effect
-        shifted = logits.double() - logits.max(dim=-1, keepdim=True).values.double()
-        probs = torch.softmax(shifted / temperature, dim=-1)  # (B, V)
+        # The row's best logit at 0 and the temperature at least float32's smallest normal:
+        # 1e-300 rounded to 0 made 0/0 and every probability nan; now it is greedy in effect.
+        # (float32, not float64: MPS has no float64.)
+        logits = logits.float()
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        probs = torch.softmax(shifted / max(temperature, torch.finfo(torch.float32).tiny),
+                              dim=-1)  # (B, V)
         if top_p < 1:
             ranked, order = probs.sort(dim=-1, descending=True)
             # Drop tokens once the mass before them reaches top_p; the first always stays
@@ -192,7 +195,6 @@ def sampler(temperature: float, top_p: float, seed: int | None, rows: int,
             drop[:, 0] = False
             ranked[drop] = 0
             probs = torch.zeros_like(probs).scatter_(-1, order, ranked)
-        probs = probs.float()
         return torch.cat([torch.multinomial(row, 1, generator=g)
                           for row, g in zip(probs, generators, strict=True)])
 
