@@ -147,6 +147,17 @@ def test_lora_settings_with_a_method_that_ignores_them_are_refused(tiny_backbone
                              lora={"r": 2}, progress=False)
 
 
+def test_auto_with_lora_settings_trains_lora(tiny_backbone: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # where auto chose head, the settings were dropped (then refused as not head's)
+    monkeypatch.setattr("funcformer._methods.FEW_PER_CLASS", 0)
+    monkeypatch.setattr("funcformer._methods.MEDIUM_EXAMPLES", 1)
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, lora={"r": 2},
+                          epochs=1, progress=False)
+    assert fn.manifest.method == "lora"
+    assert "LoRA settings" in fn.manifest.training["method_reason"]
+
+
 def test_merge_adapter_on_a_head_function_is_an_error(tiny_backbone: Path, tmp_path: Path) -> None:
     fn = funcformer.train("classify", make_reviews(5), backbone=tiny_backbone, method="head",
                           epochs=1, progress=False)

@@ -101,6 +101,9 @@ def test_trial_zero_trains_with_the_defaults(tiny_backbone: Path) -> None:
     plain = funcformer.train("classify", make_reviews(30), eval_data=make_reviews(12, seed=3),
                              backbone=tiny_backbone, method="head", progress=False, seed=42)
     assert first["metric"] == pytest.approx(plain.metrics["accuracy"], abs=1e-4)
+    # LoRA settings go to lora trials; head trials refused them (every trial failed)
+    mixed = _tune(tiny_backbone, trials=2, methods=["head", "lora"], lora={"r": 2})
+    assert {t["state"] for t in mixed.trials} == {"COMPLETE"}
     fixed = _tune(tiny_backbone, trials=1, methods=["lora"], learning_rate=1e-3, head="mlp")
     assert fixed.trials[0]["learning_rate"] == 1e-3 and fixed.trials[0]["head"] == "mlp"
     assert fixed.trials[0]["epochs"] == 4  # lora's default

@@ -443,6 +443,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     reason = None
     if config.method == "auto":
         chosen, reason = choose(train_examples.labels, device, multi_label, init is not None)
+        if config.lora is not None and chosen not in ("lora", "contrastive") and init is None:
+            # LoRA settings mean lora, as for the other tasks (head dropped them silently)
+            chosen, reason = "lora", "LoRA settings were given (lora=...)"
         config = dataclasses.replace(config, method=chosen)
     config = config.resolved()
     task_obj = task_class(task, multi_label)(labels)

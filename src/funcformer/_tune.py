@@ -145,8 +145,9 @@ def tune(task: str, data: Any, *, eval_data: Any = None, trials: int = 20,
     searched = _methods(methods, train_data, multi_label, options)  # takes a fixed method
     # A bad fixed setting fails here, once, not as the failure of every trial.
     fields = set(TrainConfig().to_dict()) - {"method"}
-    TrainConfig.from_dict({"method": searched[0],
-                           **{k: v for k, v in options.items() if k in fields}}).resolved()
+    TrainConfig.from_dict({"method": searched[0], **{k: v for k, v in
+                                                     for_method(options, searched[0]).items()
+                                                     if k in fields}}).resolved()
     search = Search(methods=searched,
                     fixed={**options, "seed": options.get("seed", seed), "metric": metric,
                            "multi_label": multi_label},
@@ -192,6 +193,14 @@ def _data(data: Any, eval_data: Any, seed: int, text_column: str, label_column: 
         raise TaskError(f"tune scores each trial on eval data; {len(train)} examples are too "
                         "few to hold a fifth out. Fix: pass eval_data= (--eval).")
     return kept, held, multi_label
+
+
+def for_method(fixed: dict[str, Any], method: str) -> dict[str, Any]:
+    """The fixed settings a trial of `method` takes: LoRA settings go to the trials that
+    build an adapter (lora, contrastive), not to head or full trials, which refuse them."""
+    if method in ("lora", "contrastive"):
+        return fixed
+    return {k: v for k, v in fixed.items() if k != "lora"}
 
 
 def _methods(asked: Sequence[str] | None, train: Any, multi_label: bool,
@@ -243,7 +252,8 @@ class Search:
         started = time.perf_counter()
         try:
             with epoch_hook(reporter):
-                fn = train("classify", self.data, **self.common, **self.fixed, **settings)
+                fn = train("classify", self.data, **self.common,
+                           **for_method(self.fixed, settings["method"]), **settings)
         except FuncformerError as err:
             self.failures.append(str(err))
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
