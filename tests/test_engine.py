@@ -222,6 +222,13 @@ def test_an_sqlite_file_of_another_schema_is_refused_untouched(tmp_path: Path,
         assert len(db.execute("SELECT * FROM sqlite_master").fetchall()) == 1
 
 
+def test_a_full_disk_under_the_cache_names_its_fix() -> None:
+    # SQLite's "database or disk is full" (a write, so a warning) was told to give a new path
+    from funcformer._cache import _fix
+
+    assert _fix("database or disk is full", 30.0).startswith("free space on its disk")
+
+
 def test_a_directory_is_refused_as_a_cache(tmp_path: Path) -> None:
     with pytest.raises(FuncformerError, match=r"is a directory\. Fix: .*cache\.sqlite"):
         SQLiteCache(tmp_path)

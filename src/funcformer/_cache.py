@@ -214,6 +214,8 @@ def _fix(reason: str, timeout: float) -> str:
                 "each process its own cache file")
     if "readonly" in reason or "unable to open" in reason or "permission" in reason:
         return "make the file and its directory writable, or give another path"
+    if "full" in reason:
+        return "free space on its disk, or give a path on another disk"
     damaged = " (a damaged cache may be deleted: it holds only what is computed again)"
     return ("give the path of a new file or of a cache funcformer wrote before"
             + (damaged if "malformed" in reason else ""))
