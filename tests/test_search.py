@@ -249,6 +249,14 @@ def test_faiss_backend_agrees_with_exact_search() -> None:
     assert sum(agree) >= 19
     filtered = ann.search(queries[:3], 3, {"even": True})
     assert all(int(docs[i].id) % 2 == 0 for row in filtered for i, _ in row)
+    # a filter few documents pass: the 10x over-fetch held none of them, so no hit at all
+    rare = [{"rare": i in (7, 300)} for i in range(500)]
+    for doc, metadata in zip(docs, rare, strict=True):
+        doc.metadata.update(metadata)
+    found = ann.search(queries[:3], 1, {"rare": True})
+    want = exact.search(queries[:3], 1, {"rare": True})
+    assert [[i for i, _ in row] for row in found] == [[i for i, _ in row] for row in want]
+    assert [row[0][1] for row in found] == pytest.approx([row[0][1] for row in want], abs=1e-5)
 
 
 def test_cli_train_predict_answer(tiny_backbone: Path, tmp_path: Path, capsys) -> None:

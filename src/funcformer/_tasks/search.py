@@ -205,11 +205,22 @@ class Index:
         fetch = k if allowed is None else min(len(self), k * 10)  # filter after fetching more
         scores, rows = self._ann.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
         out = []
-        for score_row, index_row in zip(scores, rows, strict=True):
+        for query, score_row, index_row in zip(queries, scores, rows, strict=True):
             hits = [(int(i), float(s)) for i, s in zip(index_row, score_row, strict=True)
                     if i >= 0 and (allowed is None or allowed[i])]
+            if allowed is not None and len(hits) < min(k, int(allowed.sum())):
+                hits = self._exact_among(query, k, allowed)  # a selective filter: few passed
             out.append(hits[:k])
         return out
+
+    def _exact_among(self, query: np.ndarray, k: int,
+                     allowed: np.ndarray) -> list[tuple[int, float]]:
+        """The top `k` of the allowed documents by exact cosine: where the fetched
+        neighbours held too few of them (an answer under a rare filter was none)."""
+        rows = np.flatnonzero(allowed)
+        scores = self.vectors[rows] @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(rows[j]), float(scores[j])) for j in best]
 
 
 class Searcher(Function):
