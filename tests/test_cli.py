@@ -291,6 +291,9 @@ def test_outputs_that_would_destroy_data_are_refused_first(capsys, tmp_path: Pat
             "is inside the function",
         ("explain", function_copy, "good", "--html", other / "sub" / "why.html"):
             "is inside the function",
+        ("eval", function_copy, texts, "--report", other / "report"): "is inside the function",
+        ("update", function_copy, texts, "--out", other / "v2"): "is inside the function",
+        ("distill", function_copy, "--out", other / "small"): "is inside the function",
         ("predict", function_copy, "--input", texts, "--output", texts): "is the input file",
         ("predict", function_copy, "x", "--output", function_copy / "funcformer.json"):
             "is inside the function",

@@ -332,7 +332,10 @@ def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
         fmap(fn_dir, path, tmp_path / "out.csv", address="auto", progress=False)
     with pytest.raises(TaskError, match="num_actors applies to engine='ray'"):  # was ignored
         fmap(fn_dir, path, tmp_path / "out.csv", num_actors=2, progress=False)
-    for inside in (fn_dir / "scored.csv", f"{fn_dir}/parts/"):  # were written into the artifact
+    other = tmp_path / "other-function"  # any function's folder, not only this one's
+    other.mkdir()
+    (other / "funcformer.json").write_text("{}", "utf-8")
+    for inside in (fn_dir / "scored.csv", f"{fn_dir}/parts/", other / "scored.csv"):
         with pytest.raises(DataError, match="the output is inside the function"):
             fmap(fn_dir, path, inside, progress=False)
     with pytest.raises(TaskError, match="'k' is not a call option of classify functions"):
@@ -344,7 +347,7 @@ def test_bad_outputs_and_settings(tmp_path: Path, fn_dir: Path) -> None:
     with pytest.raises(TaskError, match=r"device 'cuda': the Ray engine's actors run on CPUs\. "
                                         r"Fix: engine='local'"):  # said before Ray is needed
         fmap(fn_dir, path, tmp_path / "out.csv", engine="ray", device="cuda", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "in.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "in.csv", "other-function"]
 
 
 def test_the_local_engine_loads_the_function_on_the_device(

@@ -188,6 +188,13 @@ def atomic_directory(target: Path) -> Iterator[Path]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
+def function_home(path: Any) -> Path | None:
+    """The function directory `path` lies inside (a parent holding funcformer.json), if any:
+    an output written there changes that artifact, and a server watching the folder takes it
+    up."""
+    return next((d for d in Path(path).resolve().parents if (d / MANIFEST).is_file()), None)
+
+
 def check_target(target: Path) -> Path:
     """The absolute path to save to, or an ArtifactError if saving there would destroy data
     or cannot be done (a directory that cannot be created or written: said before training,

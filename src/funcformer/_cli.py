@@ -196,14 +196,15 @@ def _new_function_dir(source: Path, out: Path, command: str) -> None:
     """`update` and `distill` write a new function and keep their source as it is: an --out
     that is the source would replace it (its weights lost, only its digest left in the
     lineage), so that is refused before any work is done."""
-    from ._artifact import check_target
+    from ._artifact import check_target, function_home
 
     if Path(out).resolve() == Path(source).resolve():
         raise DataError(f"--out {out} is the function {command} starts from, which would be "
                         f"replaced. Fix: give a new directory (the original stays as it is, "
                         f"so you can compare the two or go back).")
-    if Path(source).resolve() in Path(out).resolve().parents:
-        raise DataError(f"--out {out} is inside the function {source}, whose artifact it would "
+    home = function_home(out)  # the source or any other function
+    if home is not None:
+        raise DataError(f"--out {out} is inside the function {home}, whose artifact it would "
                         "change. Fix: give a directory outside it.")
     check_target(out)
 
@@ -213,7 +214,7 @@ def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None
     """Refuse, before any work, an output file that cannot be written or would destroy data:
     an empty path, a directory, a path under a file, the input itself, or a file inside the
     function directory or any other (`keep`: the input file and the function directory)."""
-    from ._artifact import MANIFEST, check_writable
+    from ._artifact import check_writable, function_home
 
     text = str(output)
     if not text.strip():
@@ -232,7 +233,7 @@ def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None
             what = "the input file" if resolved == kept else f"inside the function {kept}"
             raise DataError(f"{flag} {output} is {what}, which writing would destroy. Fix: "
                             "give another file path.")
-    home = next((d for d in resolved.parents if (d / MANIFEST).is_file()), None)
+    home = function_home(resolved)
     if home is not None:  # another function's folder: a server watching it would take the file
         raise DataError(f"{flag} {output} is inside the function {home}, which writing would "
                         "change. Fix: give a path outside function directories.")
@@ -439,14 +440,15 @@ def evaluate(
 
     _check_device(device)
     if report is not None:
-        from ._artifact import check_writable
+        from ._artifact import check_writable, function_home
 
         if report.exists() and not report.is_dir():
             raise DataError(f"--report {report} is a file; the report is a directory of files. "
                             "Fix: give a directory path (new or existing).")
-        inside = Path(function).resolve()
-        if inside == report.resolve() or inside in report.resolve().parents:
-            raise DataError(f"--report {report} is inside the function {function}, whose "
+        home = Path(function).resolve() if Path(function).resolve() == report.resolve() \
+            else function_home(report)  # this function or any other
+        if home is not None:
+            raise DataError(f"--report {report} is inside the function {home}, whose "
                             "artifact the report's files would change. Fix: give a directory "
                             "outside it.")
         check_writable(report, f"--report {report}", DataError)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._artifact import check_writable
+from ._artifact import check_writable, function_home
 from ._errors import DataError, TaskError, require
 from ._tables import FORMATS, TableWriter, column_names, count_rows, file_format, read_chunks
 
@@ -127,8 +127,9 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
             raise DataError(f"{Path(input).name}: no column '{missing[0]}' (columns: "
                             f"{', '.join(names) or 'none'}). Fix: {fix}.")
     target, output_format, to_directory = output_target(output, input_format, input)
-    if not is_remote(target) and Path(function_dir).resolve() in Path(target).parents:
-        raise DataError(f"{output}: the output is inside the function {function_dir}, whose "
+    home = None if is_remote(target) else function_home(target)  # this function or another
+    if home is not None:
+        raise DataError(f"{output}: the output is inside the function {home}, whose "
                         "artifact it would change. Fix: write it outside that directory.")
     return Plan(function=_absolute(function_dir), input=_absolute(input), output=target,
                 input_format=input_format, output_format=output_format,
