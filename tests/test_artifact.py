@@ -280,3 +280,37 @@ def test_labels_edited_to_disagree_with_the_head_are_refused(trained: dict,
     (out / "funcformer.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=r"3 labels .* 2 outputs.*Fix: "):
         funcformer.load(out)
+
+
+def test_a_file_swapped_since_the_save_is_refused(trained: dict, tiny_backbone: Path,
+                                                  tmp_path: Path) -> None:
+    """load trusted the manifest's digest: a head.safetensors copied in from another
+    function ran under this one's digest, so a shared result cache answered with the other
+    function's results."""
+    from conftest import make_reviews
+
+    out = trained["full"].save(tmp_path / "fn")
+    manifest = json.loads((out / "funcformer.json").read_text("utf-8"))
+    assert set(manifest["files"]) == _files(out) - {"funcformer.json"}
+    other = funcformer.train("classify", make_reviews(seed=9), backbone=tiny_backbone,
+                             method="head", epochs=2, progress=False).save(tmp_path / "other")
+    saved = (out / "head.safetensors").read_bytes()
+    shutil.copy(other / "head.safetensors", out / "head.safetensors")
+    with pytest.raises(ArtifactError, match=r"head\.safetensors: not the file saved with this "
+                                            r"function .*Fix: put back the saved file"):
+        funcformer.load(out)
+    (out / "head.safetensors").write_bytes(saved)
+    (out / "encoder" / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match=r"tokenizer\.json"):
+        funcformer.load(out)
+    out = trained["head"].save(tmp_path / "fn")  # added later (an ONNX export): not recorded
+    (out / "notes.txt").write_text("mine", "utf-8")
+    assert funcformer.load(out).digest == trained["head"].digest
+    manifest = json.loads((out / "funcformer.json").read_text("utf-8"))
+    for files in ({"../other/head.safetensors": "sha256:0"}, {}):  # hand-made; a save before
+        (out / "funcformer.json").write_text(json.dumps({**manifest, "files": files}), "utf-8")
+        if files:
+            with pytest.raises(ArtifactError, match="outside the function directory"):
+                funcformer.load(out)
+        else:
+            assert funcformer.load(out).digest == trained["head"].digest

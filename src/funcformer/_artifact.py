@@ -17,6 +17,7 @@ never leaves a loadable half-artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -85,6 +86,9 @@ class Manifest(BaseModel):
     """Lineage after `update`: each version's digest, parent digest, data size and metrics."""
     digest: str
     """The function's own digest: labels, head weights and encoder weights together."""
+    files: dict[str, str] = {}
+    """sha256 of each file saved with the manifest (by path in the directory), checked at
+    load: a file swapped since would run under `digest`. Empty for artifacts from before."""
     config: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
@@ -175,6 +179,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     temp.mkdir()
     try:
         yield temp
+        record_files(temp)
         _fsync_tree(temp)
         if target.exists():
             old = target.parent / f".{target.name}.old-{tag}"
@@ -186,6 +191,47 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def record_files(directory: Path) -> None:
+    """Write the sha256 of every file beside funcformer.json into it (`Manifest.files`);
+    nothing for a directory without one (a report, map's parts)."""
+    file = directory / MANIFEST
+    if not file.is_file():
+        return
+    raw = json.loads(file.read_text("utf-8"))
+    raw["files"] = {path.relative_to(directory).as_posix(): _sha256(path)
+                    for path in sorted(directory.rglob("*"))
+                    if path.is_file() and path != file}
+    file.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_files(directory: Path, manifest: Manifest) -> None:
+    """An ArtifactError naming the first file of `manifest.files` that is missing or not
+    the one saved (files added since, such as an ONNX export, are not in the record)."""
+    root = directory.resolve()
+    for name, saved in manifest.files.items():
+        path = (directory / name).resolve()
+        if root not in path.parents:  # a hand-made record naming ../x: read nothing there
+            raise ArtifactError(f"{directory / MANIFEST}: 'files' names {name!r}, outside the "
+                                f"function directory. {DAMAGED_FIX}")
+        if not path.is_file():
+            raise ArtifactError(f"{directory / name}: missing; it was saved with the "
+                                f"function. {DAMAGED_FIX}")
+        if _sha256(path) != saved:
+            raise ArtifactError(
+                f"{directory / name}: not the file saved with this function (its sha256 "
+                "differs from the one funcformer.json records): the function's digest, which "
+                "caches and servers key results by, would vouch for other weights. Fix: put "
+                "back the saved file, or load the function it came from and save that.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def function_home(path: Any) -> Path | None:

@@ -30,6 +30,7 @@ from ._artifact import (
     HeadSpec,
     Manifest,
     atomic_directory,
+    check_files,
     check_weights,
     copy_pooling_files,
     float32_tensors,
@@ -655,9 +656,21 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     adapted weights instead: slightly faster calls for a few MB more memory. The same holds
     for `adalora` and `ia3`; `prompt` and `prefix` functions have nothing to merge (a
     TaskError says so).
+    The files saved with the function must be the ones `funcformer.json` records (their
+    sha256): a weight file swapped or edited since is an ArtifactError, for the function's
+    digest, which result caches and servers key by, would vouch for other weights.
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
+    fn = _load(path, backbone=backbone, runtime=runtime, threads=threads, device=device,
+               dtype=dtype, trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
+    check_files(Path(path), fn.manifest)  # after the loaders: they name a damaged file better
+    return fn
+
+
+def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: int | None,
+          device: str, dtype: str | None, trust_remote_code: bool,
+          merge_adapter: bool) -> Function:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
