@@ -17,7 +17,6 @@ never leaves a loadable half-artifact.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from ._data import file_sha256
 from ._errors import ArtifactError, FuncformerError
 
 FORMAT_VERSION = 1
@@ -200,7 +200,7 @@ def record_files(directory: Path) -> None:
     if not file.is_file():
         return
     raw = json.loads(file.read_text("utf-8"))
-    raw["files"] = {path.relative_to(directory).as_posix(): _sha256(path)
+    raw["files"] = {path.relative_to(directory).as_posix(): file_sha256(path)
                     for path in sorted(directory.rglob("*"))
                     if path.is_file() and path != file}
     file.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -218,20 +218,12 @@ def check_files(directory: Path, manifest: Manifest) -> None:
         if not path.is_file():
             raise ArtifactError(f"{directory / name}: missing; it was saved with the "
                                 f"function. {DAMAGED_FIX}")
-        if _sha256(path) != saved:
+        if file_sha256(path) != saved:
             raise ArtifactError(
                 f"{directory / name}: not the file saved with this function (its sha256 "
                 "differs from the one funcformer.json records): the function's digest, which "
                 "caches and servers key results by, would vouch for other weights. Fix: put "
                 "back the saved file, or load the function it came from and save that.")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def function_home(path: Any) -> Path | None:
