@@ -550,7 +550,8 @@ def test_config_files_yaml_and_json(tmp_path: Path) -> None:
     ("bad.json", '{"log_dir": ["runs"]}', "bad.json: log_dir must be a directory path"),
     # a key given twice kept the last value, silently
     ("bad.yaml", "epochs: 1\nseed: 3\nepochs: 2\n",
-     r"bad.yaml, line 3: not valid YAML \(the key 'epochs' is given twice \(first on line 1\)"),
+     r"bad.yaml, line 3: not valid YAML \(the key 'epochs' is given twice, first on line 1; "
+     r"give it once\)"),
     ("bad.yaml", "lora: {r: 4, r: 8}\n", "the key 'r' is given twice"),
     ("bad.json", '{"epochs": 1, "epochs": 2}', "bad.json: the key 'epochs' is given twice"),
 ])

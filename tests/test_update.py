@@ -154,7 +154,7 @@ def test_update_errors(base: funcformer.Function, tiny_backbone: Path) -> None:
                          ({"head": "mlp"}, "head: update keeps"),
                          ({"max_length": 8}, "max_length: update keeps"),
                          ({"loss": "focal"}, "loss: update trains the grown head with "
-                                             "cross-entropy"),
+                                             "its own loss"),
                          ({"class_weight": "balanced"}, "class_weight: update trains")):
         # were ignored
         with pytest.raises(TaskError, match=says):

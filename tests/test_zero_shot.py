@@ -166,6 +166,7 @@ def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Pa
     for labels, words in (("food", "must be a list of names"), (["food", 3], "must be strings"),
                           (["food", "food"], "'food' is given twice"),
                           (["food", "food "], "'food' is given twice"),  # were two labels
+                          (["", " ", "food"], "each a non-empty name"),  # was 'given twice'
                           ({"food": "meals", " food": "dishes"}, "'food' is given twice"),
                           (["food", "\ud800"], "lone surrogate")):
         with pytest.raises(DataError, match=words):

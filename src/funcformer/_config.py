@@ -477,8 +477,8 @@ def _yaml_loader(yaml: Any) -> Any:
                 key = self.construct_object(key_node, deep=deep)
                 if isinstance(key, (str, int, float, bool)) and key in lines:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {key!r} is given twice (first on line "
-                        f"{lines[key] + 1}); give it once", key_node.start_mark)
+                        None, None, f"the key {key!r} is given twice, first on line "
+                        f"{lines[key] + 1}; give it once", key_node.start_mark)
                 lines.setdefault(key, key_node.start_mark.line)
             return super().construct_mapping(node, deep=deep)
 

@@ -85,6 +85,10 @@ def similarity(a: Texts, b: Texts, **options: Any) -> Any:
     return scores[:, 0] if isinstance(b, str) else scores
 
 
+LABEL_SET_FIX = ("zero_shot needs at least two labels, each a non-empty name (and "
+                 "description). Fix: pass e.g. ['business', 'sports'].")
+
+
 class ZeroShot(Function):
     """Classify with no training, from label names or descriptions.
 
@@ -170,6 +174,8 @@ class ZeroShot(Function):
         labels = self.spec if labels is None else labels
 
         def name(label: str) -> str:
+            if not label.strip():  # before the duplicate check: '' and ' ' are no names
+                raise DataError(LABEL_SET_FIX)
             return label if verbatim else label.strip()
 
         if isinstance(labels, Mapping):
@@ -203,9 +209,8 @@ class ZeroShot(Function):
         if bad is not None:
             raise DataError(f"zero_shot label or description {bad!r:.60} is not valid Unicode "
                             "(a lone surrogate). Fix: send it as UTF-8.")
-        if len(prompts) < 2 or any(not k.strip() or not v.strip() for k, v in prompts.items()):
-            raise DataError("zero_shot needs at least two labels, each a non-empty name (and "
-                            "description). Fix: pass e.g. ['business', 'sports'].")
+        if len(prompts) < 2 or any(not v.strip() for v in prompts.values()):
+            raise DataError(LABEL_SET_FIX)
         return prompts
 
     def label_vectors(self, labels: Sequence[str] | Mapping[str, str] | None = None

@@ -42,8 +42,9 @@ LABEL_TEXT_OPTIONS = ("label_template", "label_names")
 KEPT_OPTIONS = ("head", "head_hidden", "head_options", "max_length")
 """Training options that shape the encoder or head, which an update keeps as they are."""
 OWN_LOSS_OPTIONS = ("loss", "label_smoothing", "focal_gamma", "class_weight", "metric")
-"""Loss and early-stopping options an update does not take: its head trains on cross-entropy
-weighted by how often each label has been seen, and stops on accuracy."""
+"""Loss and early-stopping options an update does not take: its head trains on its own loss
+(single-label: cross-entropy weighted by how often each label has been seen, stopping on
+accuracy; multi-label: binary cross-entropy, thresholds tuned again)."""
 
 
 def herding(features: torch.Tensor, k: int) -> list[int]:
@@ -265,10 +266,10 @@ def _check_kept(options: dict[str, Any]) -> None:
                         "Fix: drop it, or train a new function with it on all the data.")
     given = next((name for name in OWN_LOSS_OPTIONS if options.get(name) is not None), None)
     if given is not None:  # --set loss=focal trained with cross-entropy, silently
-        raise TaskError(f"{given}: update trains the grown head with cross-entropy weighted by "
-                        "how often each label has been seen, and stops on accuracy; it takes "
-                        "no loss or metric of its own. Fix: drop it, or train a new function "
-                        "with it on all the data.")
+        raise TaskError(f"{given}: update trains the grown head with its own loss (weighted "
+                        "by how often each label has been seen) and its own stopping rule; it "
+                        "takes no loss or metric of its own. Fix: drop it, or train a new "
+                        "function with it on all the data.")
 
 
 def _check_lookalikes(task: Any, new: Examples, added: list[str], known: list[str],

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -442,19 +443,25 @@ def id_text(value: Any) -> str:
     """An id as text: '' for none (absent, blank, a DataFrame's NaN), and a whole float as
     the integer it is (pandas turns an id column with a gap into floats: 1 -> 1.0).
 
-    >>> id_text(1.0), id_text(float("nan")), id_text(" a7 "), id_text(2.5)
-    ('1', '', 'a7', '2.5')
+    >>> import numpy as np
+    >>> id_text(1.0), id_text(np.float32(7)), id_text(float("nan")), id_text(" a7 "), id_text(2.5)
+    ('1', '7', '', 'a7', '2.5')
     """
     if _missing(value):
         return ""
-    if isinstance(value, float) and value.is_integer():
+    if _fractional_type(value) and float(value).is_integer():
         return str(int(value))
     return str(value).strip()
 
 
+def _fractional_type(value: Any) -> bool:
+    """A float of any kind (Python's, NumPy's float32/float64), not an int or a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+
+
 def _missing(value: Any) -> bool:
     """No value: absent, null, empty or blank, or a DataFrame's NaN."""
-    return (value is None or (isinstance(value, float) and math.isnan(value))
+    return (value is None or (_fractional_type(value) and math.isnan(value))
             or (isinstance(value, str) and not value.strip()))
 
 
