@@ -45,6 +45,9 @@ EVAL_FRACTION = 0.1
 """`TrainConfig.eval_fraction` when not given (`contrastive`: 0)."""
 METHODS = ("auto", "head", "full", "lora", "contrastive", "adalora", "ia3", "prompt", "prefix")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
+"""Early-stopping metrics a user can choose for `classify` (micro_f1: multi-label only); other
+tasks use their own (Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`,
+loss for `generate`)."""
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
 LOSSES = ("cross_entropy", "focal")
@@ -60,8 +63,7 @@ CLASSIFY_ONLY = {"loss": "cross_entropy", "label_smoothing": 0.0, "focal_gamma":
 """Settings of a classifier's head, loss and eval metric, with their defaults; other tasks have
 their own (a pair function's --config with metric: macro_f1 trained on Spearman, silently)."""
 _FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-"""Early-stopping metrics a user can choose for `classify`; other tasks use their own
-(Spearman for `embed` and `pair`, entity F1 for `tag`, MRR for `search`, loss for `generate`)."""
+"""A head factory's import path, "package.module:function"."""
 # Defaults that differ by method: the head trains on cached features, so it can afford many
 # cheap epochs at a high learning rate; full fine-tuning takes few epochs at a small one.
 _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -190,7 +192,8 @@ class TrainConfig:
     """Stop after this many epochs without a better eval metric; None: method default."""
     metric: str = "accuracy"
     """Eval metric for early stopping and choosing the best epoch (`classify`): accuracy,
-    macro_f1 or micro_f1 (multi-label uses micro_f1 unless macro_f1 is asked for)."""
+    macro_f1 or micro_f1 (multi-label uses micro_f1 unless macro_f1 is asked for; micro_f1
+    is refused for single-label data, where it equals accuracy)."""
     eval_fraction: float | None = None
     """Share of the training data held out for early stopping when no eval data is given.
     None: `EVAL_FRACTION` (a tenth), except that `contrastive` holds out nothing: its few
