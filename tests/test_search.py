@@ -193,6 +193,18 @@ def test_documents_from_csv_with_metadata_columns(tmp_path: Path) -> None:
     assert [d.id for d in read_documents(["a", "b"])] == ["0", "1"]
 
 
+def test_a_filter_field_added_with_new_documents_is_known(tiny_backbone: Path) -> None:
+    fn = funcformer.train("search", [{"text": "the food", "metadata": {"lang": "en"}}],
+                          backbone=tiny_backbone)
+    with pytest.raises(TaskError, match="filter field 'region'"):
+        fn.search("x", filter={"region": "eu"})
+    fn.add([{"text": "the room", "metadata": {"region": "eu"}}])  # the field set is redone
+    assert [h.text for h in fn.search("x", filter={"region": "eu"})] == ["the room"]
+    fn.remove(["1"])
+    with pytest.raises(TaskError, match="filter field 'region'"):
+        fn.search("x", filter={"region": "eu"})
+
+
 def test_whole_float_ids_are_integers() -> None:
     # pandas makes an id column with a gap float: 7 -> 7.0, whose id '7.0' no query named
     docs = read_documents([{"id": 7.0, "text": "a"}, {"id": 8, "text": "b"}])

@@ -360,6 +360,8 @@ def call_options(predict: Any) -> list[str] | None:
 def unknown_option(predict: Any, options: Mapping[str, Any]) -> str | None:
     """The first (by name) of `options` that `predict` does not take, or None; the CLI, the
     server, `map` and `fn(...)` each word the error their way."""
+    if not options:  # most calls: no signature to read
+        return None
     accepted = call_options(predict)
     unknown = sorted(set(options) - set(accepted)) if accepted is not None else []
     return unknown[0] if unknown else None

@@ -139,9 +139,17 @@ class Index:
         self.backend = backend
         self.rows = {doc.id: i for i, doc in enumerate(documents)}
         self._ann: Any = None
+        self._fields: set[str] | None = None
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    def metadata_fields(self) -> set[str]:
+        """Every metadata field of the documents, kept until the next add or remove (a
+        filter is checked against them on each call)."""
+        if self._fields is None:
+            self._fields = set().union(*(doc.metadata for doc in self.documents))
+        return self._fields
 
     @property
     def uses_ann(self) -> bool:
@@ -155,7 +163,7 @@ class Index:
         self.documents = self.documents + documents
         self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
         self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
-        self._ann = None
+        self._ann = self._fields = None
 
     def remove(self, ids: Sequence[str]) -> int:
         drop = {str(i) for i in ids} & set(self.rows)
@@ -163,7 +171,7 @@ class Index:
         self.documents = [self.documents[i] for i in keep]
         self.vectors = self.vectors[keep]
         self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
-        self._ann = None
+        self._ann = self._fields = None
         return len(drop)
 
     def search(self, queries: np.ndarray, k: int, where: Filter = None
@@ -276,7 +284,7 @@ class Searcher(Function):
         if not isinstance(filter, dict):
             raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
                                                  f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
-        fields = set().union(*(doc.metadata for doc in self.index.documents))
+        fields = self.index.metadata_fields()
         unknown = [name for name in filter if name not in fields]
         if unknown and self.index.documents:  # a typo matched nothing, silently
             raise for_option("filter", TaskError(
