@@ -325,3 +325,16 @@ def test_lora_tuning_saves_index_and_adapter_only(tiny_backbone: Path, tmp_path:
                          method="contrastive")
     with pytest.raises(TaskError, match="method 'lora': only used when tuning"):
         funcformer.train("search", docs, backbone=tiny_backbone, method="lora")
+
+
+def test_removed_numbers_are_not_given_again(tiny_backbone: Path, tmp_path: Path) -> None:
+    # removing the highest numbered document gave its id to the next one added without an id
+    fn = funcformer.train("search", ["the food was great", "the room was dirty"],
+                          backbone=tiny_backbone)
+    assert fn.remove("1") == 1
+    fn.add(["the staff was rude"])
+    assert [d.id for d in fn.index.documents] == ["0", "2"]
+    fn.remove(["2", "0"])
+    loaded = funcformer.load(fn.save(tmp_path / "s"))  # kept across a save
+    loaded.add(["the app was slow"])
+    assert [d.id for d in loaded.index.documents] == ["3"]

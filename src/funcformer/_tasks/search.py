@@ -315,21 +315,31 @@ class Searcher(Function):
 
     def add(self, documents: Any, **columns: Any) -> int:
         """Embed and add documents (same formats as training); returns how many."""
-        numbered = [int(d.id) for d in self.index.documents if d.id.isascii() and d.id.isdigit()]
         # documents without an id are numbered after the index's: row numbers clashed with it
-        docs = read_documents(documents, first_id=max(numbered, default=-1) + 1,
+        docs = read_documents(documents, first_id=self._next_id(),
                               **{**self._columns(), **columns})
         self.index.add(docs, self.embedder.encode([d.text for d in docs]).reshape(len(docs), -1))
+        self.manifest.options["next_id"] = self._next_id()
         self._refresh()
         return len(docs)
 
     def remove(self, ids: Sequence[str] | str) -> int:
-        """Remove documents by id; returns how many were found and removed."""
+        """Remove documents by id; returns how many were found and removed. Their numbers
+        are not given again to documents added without an id."""
         if not isinstance(ids, (str, Iterable)):  # None was a TypeError
             raise DataError(f"remove takes an id or a list of ids, got {type(ids).__name__}.")
+        # removing the highest number gave it to the next document added (a stale reference
+        # to the removed one then named another)
+        self.manifest.options["next_id"] = self._next_id()
         removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
         self._refresh()
         return removed
+
+    def _next_id(self) -> int:
+        """The number for the next document added without an id: past every numbered id in
+        the index and every one it held before (kept in the manifest across saves)."""
+        numbered = [int(d.id) for d in self.index.documents if d.id.isascii() and d.id.isdigit()]
+        return max(max(numbered, default=-1) + 1, int(self.manifest.options.get("next_id", 0)))
 
     def _columns(self) -> dict[str, str]:
         return dict(self.manifest.options.get("columns", {}))
