@@ -84,6 +84,9 @@ def test_label_column_names_the_tags_field() -> None:
      r"ner\.jsonl, line 2, field 'spans': span 1 \[4, 9\) is outside the text \(length 8\).*Fix:"),
     ({"text": "Ann sang", "spans": [[0, 3, "PER"], {"start": 2, "end": 5, "label": "X"}]},
      r"ner\.jsonl, line 2, field 'spans': span 2 \[2, 5, 'X'\] overlaps span 1.*Fix:"),
+    # the offsets as written, not trimmed of the spaces at their edges
+    ({"text": "Ann sang", "spans": [[0, 4, "PER"], {"start": 2, "end": 8, "label": "X"}]},
+     r"span 2 \[2, 8, 'X'\] overlaps span 1 \[0, 4, 'PER'\]\. Fix:"),
     ({"text": "Ann sang", "spans": [[0, "3", "PER"]]},
      r"ner\.jsonl, line 2, field 'spans': span 1 has start 0 and end '3'.*Fix:"),
     ({"text": "Ann sang"}, r"ner\.jsonl, line 2: field 'spans' is missing\. Fix:"),

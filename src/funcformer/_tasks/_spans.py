@@ -150,10 +150,18 @@ def _spans(value: Any, text: str, where: str, name: str) -> list[Gold]:
     spans = sorted((_span(item, n, text, f"{where}, field '{name}'"), n)
                    for n, item in enumerate(value, start=1))
     for (a, n), (b, m) in itertools.pairwise(spans):
-        if b[0] < a[1]:
-            raise DataError(f"{where}, field '{name}': span {m} {list(b)} overlaps span {n} "
-                            f"{list(a)}. Fix: entities must not overlap; keep one of them.")
+        if b[0] < a[1]:  # shown as written: the trimmed offsets were in no file
+            raise DataError(f"{where}, field '{name}': span {m} {_given(value[m - 1])} "
+                            f"overlaps span {n} {_given(value[n - 1])}. Fix: entities must "
+                            "not overlap; keep one of them.")
     return [span for span, _ in spans]
+
+
+def _given(item: Any) -> list[Any]:
+    """A checked span as its user wrote it: [start, end, label]."""
+    if isinstance(item, Mapping):
+        return [item.get("start"), item.get("end"), item.get("label")]
+    return list(item)
 
 
 def _span(item: Any, n: int, text: str, where: str) -> Gold:
