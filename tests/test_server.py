@@ -245,10 +245,12 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
                 {"model": "vectors", "input": TEXTS, "dimensions": 3},
                 {"model": "vectors", "input": [[1, 2, 3]]},
                 {"model": "vectors", "input": ["ok", " "]},
-                {"model": "vectors", "input": []})]
+                {"model": "vectors", "input": []},
+                {"model": "vectors", "input": TEXTS, "dimensions": "32"},
+                {"model": "vectors", "input": TEXTS, "dimensions": True})]
 
-    floats, encoded, backbone, unknown, not_embed, dimensions, tokens, blank, empty = \
-        run(scenario)
+    (floats, encoded, backbone, unknown, not_embed, dimensions, tokens, blank, empty,
+     as_text, as_bool) = run(scenario)
     body = floats.json()
     assert body["object"] == "list" and body["model"] == "vectors"
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
@@ -269,6 +271,9 @@ def test_embeddings_have_the_openai_shape(functions: Path, tiny_backbone: Path) 
     assert error["field"] == "input" and "expected a text or a non-empty list" in error["message"]
     assert error_of(blank, 422)["field"] == "input.1"  # OpenAI's name for the texts
     assert error_of(empty, 422)["field"] == "input"  # was 200 with no data
+    assert len(body["data"][0]["embedding"]) == 32  # the right size, but not a number:
+    assert error_of(as_text, 422)["field"] == "dimensions"  # was read as 32
+    assert error_of(as_bool, 422)["field"] == "dimensions"
 
 
 def test_bad_requests_get_422_naming_the_field(functions: Path) -> None:

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from ._cache import Cache, MemoryCache
 from ._errors import DataError, FuncformerError, require
@@ -80,7 +80,8 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(description="An embed function's name, or a backbone that the served "
                        "functions use (embeddings without training).")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, description="Must equal the model's size if given.")
+    dimensions: StrictInt | None = Field(None, description="Must equal the model's size if "
+                                         "given.")  # not "32" or true, as OpenAI's
     user: str | None = None
 
     @field_validator("input", mode="before")
