@@ -314,3 +314,27 @@ def test_a_file_swapped_since_the_save_is_refused(trained: dict, tiny_backbone: 
                 funcformer.load(out)
         else:
             assert funcformer.load(out).digest == trained["head"].digest
+
+
+def test_a_save_finishing_mid_load_loads_the_new_function(
+        trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save replacing the directory while load read it paired one save's manifest with
+    the other's files: an ArtifactError calling the new files 'not the file saved'."""
+    from funcformer import _function
+
+    out = trained["full"].save(tmp_path / "fn")
+    real, saves = _function._load, [trained["head"], trained["full"]]
+
+    def racing(*args: object, **kwargs: object) -> funcformer.Function:
+        fn = real(*args, **kwargs)
+        if saves:  # the next save lands between the loaders and the file check
+            saves.pop(0).save(out)
+        return fn
+
+    monkeypatch.setattr(_function, "_load", racing)
+    loaded = funcformer.load(out)  # read the full one, then the head one, then the full one
+    assert loaded.digest == trained["full"].digest and not saves
+    assert torch.equal(loaded.logits(TEXTS), trained["full"].logits(TEXTS))
+    saves.extend([trained["head"], trained["full"], trained["head"]])
+    with pytest.raises(ArtifactError, match=r"saved again 3 times while it was loading"):
+        funcformer.load(out)

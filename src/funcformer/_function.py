@@ -660,14 +660,43 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     TaskError says so).
     The files saved with the function must be the ones `funcformer.json` records (their
     sha256): a weight file swapped or edited since is an ArtifactError, for the function's
-    digest, which result caches and servers key by, would vouch for other weights.
+    digest, which result caches and servers key by, would vouch for other weights. A save
+    that replaces the directory while it loads makes it load again, from that save.
 
     >>> fn = funcformer.load("functions/sentiment")   # doctest: +SKIP
     """
-    fn = _load(path, backbone=backbone, runtime=runtime, threads=threads, device=device,
-               dtype=dtype, trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
-    check_files(Path(path), fn.manifest)  # after the loaders: they name a damaged file better
-    return fn
+    # a save replacing the directory mid-load (one rename) could pair the manifest read with
+    # the other save's files: the record then fails, or the manifest has changed since; then
+    # the load starts again, from the new save
+    for attempt in range(LOAD_ATTEMPTS):
+        stamp = _manifest_stamp(Path(path))
+        try:
+            fn = _load(path, backbone=backbone, runtime=runtime, threads=threads,
+                       device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                       merge_adapter=merge_adapter)
+            # after the loaders: they name a damaged file better
+            check_files(Path(path), fn.manifest)
+        except ArtifactError:
+            if _manifest_stamp(Path(path)) == stamp:
+                raise
+        else:
+            if _manifest_stamp(Path(path)) == stamp:
+                return fn
+        time.sleep(0.05 * (attempt + 1))  # the save's two renames: target out, new one in
+    raise ArtifactError(f"{path}: saved again {LOAD_ATTEMPTS} times while it was loading. "
+                        "Fix: load it once the saves are done.")
+
+
+LOAD_ATTEMPTS = 3
+
+
+def _manifest_stamp(directory: Path) -> str | None:
+    """The sha256 of funcformer.json (None if absent): each save writes a new one, which
+    records its files' sha256."""
+    try:
+        return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: int | None,
