@@ -206,3 +206,44 @@ def test_the_saved_function_is_the_best_epoch_head_included(tiny_backbone: Path,
     saved = funcformer.load(fn.save(tmp_path / "fn"))
     assert all(torch.equal(saved.head.state_dict()[k[5:]], best[k]) for k in best
                if k.startswith("head."))
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL in-process: nothing in funcformer catches it."""
+
+
+def _train_killed_at(save: int, monkeypatch: pytest.MonkeyPatch, **train: Any) -> None:
+    """Train with `train`, raising `_Killed` right after checkpoint number `save` is written."""
+    from funcformer import _checkpoint
+
+    original, saves = _checkpoint.save, []
+
+    def save_then_die(*args: Any, **kwargs: Any) -> Any:
+        done = original(*args, **kwargs)
+        saves.append(done)
+        if len(saves) == save:
+            raise _Killed
+        return done
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_checkpoint, "save", save_then_die)
+        with pytest.raises(_Killed):
+            funcformer.train("classify", _rows(), **train)
+
+
+def test_a_checkpoint_at_an_epochs_last_step_resumes_into_its_evaluation(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """32 rows + 4 label texts in batches of 8: 5 steps an epoch. Killed after the step-5
+    checkpoint, before epoch 1 was evaluated: the resumed run skipped that evaluation (and
+    epoch 1's record), so it could keep another epoch than an uninterrupted run."""
+    from conftest import make_reviews
+
+    train = {**TRAIN, "backbone": tiny_backbone, "eval_data": make_reviews(4, seed=1),
+             "checkpoint_dir": str(tmp_path), "checkpoint_steps": 1}
+    _train_killed_at(5, monkeypatch, **train)
+    resumed = funcformer.train("classify", _rows(), **train, resume=True)
+    plain = funcformer.train("classify", _rows(), **{**train, "checkpoint_dir": None,
+                                                     "checkpoint_steps": None})
+    assert [r["epoch"] for r in resumed.manifest.training["history"]["epochs"]] == [0, 1, 2]
+    assert resumed.manifest.training["history"] == plain.manifest.training["history"]
+    assert resumed.digest == plain.digest

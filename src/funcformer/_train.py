@@ -114,7 +114,9 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
         history = History(**state["history"])
         waited, start, skip = state["waited"], state["epoch"], state["step"]
         carried = (state["loss_total"], state["loss_count"])
-        if skip >= steps_per_epoch:  # saved after the epoch ended: go on with the next one
+        # Saved at the epoch's end: go on with the next one. A step checkpoint at its last step
+        # comes before the epoch is evaluated and recorded: that epoch still ends here.
+        if skip >= steps_per_epoch and any(r["epoch"] == start for r in history.epochs):
             start, skip, carried = start + 1, 0, (0.0, 0)
     elif plan.baseline and plan.evaluate is not None:
         history.best_metric, history.best_tiebreak = _scored(plan.evaluate(plan.model.eval()))
