@@ -224,3 +224,149 @@ def test_a_function_loaded_in_half_precision_is_not_exported(tiny_backbone: Path
     texts = ["the food was great", "the staff were rude"]
     torch.testing.assert_close(funcformer.load(out, runtime="onnx").logits(texts),
                                fn.logits(texts), rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A head function saved with its fp32 export."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                          progress=False, method="head")
+    out = fn.save(tmp_path_factory.mktemp("saved") / "fn")
+    fn.export_onnx(out)
+    return out
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(saved, tmp_path / "fn"))
+
+
+def test_an_export_goes_into_the_functions_own_directory(saved, tiny_backbone: Path,
+                                                          tmp_path: Path) -> None:
+    """An export into a directory without the function made stray files; one into another
+    function's directory replaced that one's graph and record with this function's."""
+    import funcformer
+
+    fn = funcformer.load(saved)
+    with pytest.raises(funcformer.TaskError, match=r"no function is saved there.*fn.save"):
+        fn.export_onnx(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    other = funcformer.ZeroShot(["a", "b"], backbone=tiny_backbone).save(tmp_path / "zs")
+    before = sorted(p.name for p in other.iterdir())
+    with pytest.raises(funcformer.TaskError, match="holds another function"):
+        fn.export_onnx(other)
+    assert sorted(p.name for p in other.iterdir()) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_graph_is_an_artifact_error(saved, tmp_path: Path, damage: str) -> None:
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    graph = path / "onnx/model.onnx"
+    raw = graph.read_bytes()
+    graph.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": b"not onnx",
+                       "empty": b""}[damage])
+    with pytest.raises(funcformer.ArtifactError, match=r"model.onnx.*funcformer export"):
+        funcformer.load(path, runtime="onnx")
+
+
+@pytest.mark.parametrize("record", ["{bad", "[1]", '{"digest": "x", "files": 3}', None])
+def test_a_damaged_export_record_is_an_artifact_error(saved, tmp_path: Path,
+                                                      record: str | None) -> None:
+    """A bad or missing export.json was a JSONDecodeError / AttributeError /
+    FileNotFoundError; re-exporting replaces it."""
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    file = path / "onnx/export.json"
+    file.unlink() if record is None else file.write_text(record)
+    with pytest.raises(funcformer.ArtifactError, match=r"export.json.*funcformer export"):
+        funcformer.load(path, runtime="onnx")
+    funcformer.load(path).export_onnx(path)
+    assert funcformer.load(path, runtime="onnx")("great").label
+
+
+def test_a_swapped_graph_is_refused(saved, tiny_backbone: Path, tmp_path: Path) -> None:
+    """Another function's graph put in place ran silently under this function's digest, so
+    a shared result cache would answer with its results."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    other = funcformer.train("classify", make_reviews(seed=1), backbone=tiny_backbone,
+                             epochs=1, progress=False, method="head", seed=1)
+    other_dir = other.save(tmp_path / "other")
+    other.export_onnx(other_dir)
+    (path / "onnx/model.onnx").write_bytes((other_dir / "onnx/model.onnx").read_bytes())
+    with pytest.raises(funcformer.ArtifactError, match="not the graph exported"):
+        funcformer.load(path, runtime="onnx")
+
+
+def test_an_export_record_without_files_still_loads(saved, tmp_path: Path) -> None:
+    """Exports made before graphs were hashed record only the digest."""
+    import json
+
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    record = json.loads((path / "onnx/export.json").read_text())
+    assert set(record["files"]) == {"model.onnx"}
+    del record["files"]
+    (path / "onnx/export.json").write_text(json.dumps(record))
+    assert funcformer.load(path, runtime="onnx")("great").label
+
+
+def test_the_int8_export_keeps_the_fp32_record(saved, tmp_path: Path) -> None:
+    import json
+
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    funcformer.load(path).export_onnx(path, int8=True)
+    record = json.loads((path / "onnx/export.json").read_text())
+    assert set(record["files"]) == {"model.onnx", "model-int8.onnx"}
+    for runtime in ("onnx", "onnx-int8"):
+        assert funcformer.load(path, runtime=runtime)("great").label
+
+
+def test_an_onnx_function_refuses_what_needs_torch(saved, tmp_path: Path) -> None:
+    """features() and save() were AttributeErrors on an ONNX-loaded function."""
+    import funcformer
+
+    fn = funcformer.load(saved, runtime="onnx")
+    for call in (lambda: fn.features(["great"]), lambda: fn.save(tmp_path / "copy")):
+        with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+            call()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_torch_load_options_are_refused_with_onnx(saved, tiny_backbone: Path,
+                                                  tmp_path: Path) -> None:
+    """dtype and merge_adapter were silently ignored; an unknown runtime for a zero_shot
+    function was said to 'serve classify functions'."""
+    import funcformer
+
+    with pytest.raises(funcformer.TaskError, match="dtype 'bfloat16' applies to the torch"):
+        funcformer.load(saved, runtime="onnx", dtype="bfloat16")
+    with pytest.raises(funcformer.TaskError, match="merge_adapter applies to the torch"):
+        funcformer.load(saved, runtime="onnx", merge_adapter=True)
+    zs = funcformer.ZeroShot(["a", "b"], backbone=tiny_backbone).save(tmp_path / "zs")
+    with pytest.raises(funcformer.TaskError, match="Unknown runtime 'ONNX'"):
+        funcformer.load(zs, runtime="ONNX")
+
+
+def test_cli_on_a_damaged_export_says_what_to_do(saved, tmp_path: Path, capsys) -> None:
+    from conftest import run_cli
+
+    path = _copy(saved, tmp_path)
+    (path / "onnx/model.onnx").write_bytes(b"not onnx")
+    assert run_cli("predict", path, "great", "--runtime", "onnx") == 1
+    err = capsys.readouterr().err
+    assert "funcformer export" in err and "bug" not in err and "Traceback" not in err

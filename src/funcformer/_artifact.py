@@ -8,7 +8,8 @@
     index/               `search`: vectors.safetensors + documents.jsonl
     model/               `generate` after fine-tuning: the causal LM and its tokenizer
     onnx/                optional, from `funcformer export`: model.onnx / model-int8.onnx,
-                         the tokenizer and export.json (the function digest it came from)
+                         the tokenizer and export.json (the function digest it came from,
+                         each graph's sha256)
 
 Writes go to a temporary sibling directory that is renamed into place, so an interrupted save
 never leaves a loadable half-artifact.

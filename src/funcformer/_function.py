@@ -212,11 +212,18 @@ class Classifier(Function):
 
     def features(self, texts: Sequence[str], cache: Cache | None = None) -> torch.Tensor:
         """Pooled encoder outputs (N, H) for validated texts, in input order."""
+        self._need_torch("features")
         max_length = self.manifest.config.get("max_length")
         features, truncated = self.backbone.embed(texts, encoder=self.encoder,
                                                   max_length=max_length, cache=cache)
         _note_truncation(truncated, len(texts))
         return torch.from_numpy(features)
+
+    def _need_torch(self, what: str) -> None:
+        if self.runner is not None:  # the graph holds no separate encoder or head weights
+            raise TaskError(f"{what} needs the torch runtime: this function runs on its ONNX "
+                            "export, which holds no separate encoder or head. Fix: load it "
+                            "with runtime='torch' (the default).")
 
     def apply_head(self, features: torch.Tensor) -> torch.Tensor:
         """Head outputs (N, C) for features (N, H)."""
@@ -260,6 +267,7 @@ class Classifier(Function):
                             "an ONNX export made from its rounded weights would not match the "
                             "artifact it is stamped with. Fix: load it without dtype= (float32) "
                             "to export it; the export runs on the CPU whatever the device.")
+        _check_export_home(Path(path), self.digest)
         directory = Path(path) / ONNX_DIR
         directory.mkdir(parents=True, exist_ok=True)
         model = FunctionModel(encoder, self.head, self.backbone.pooling).eval()
@@ -269,12 +277,12 @@ class Classifier(Function):
         self.backbone.tokenizer.save_pretrained(directory)
         encoder.config.save_pretrained(directory)
         copy_pooling_files(self.backbone.path, directory)
-        record = {"digest": self.digest, "library_version": __version__}
-        (directory / "export.json").write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+        _onnx.write_record(directory, self.digest, target, __version__)  # last: vouches for all
         return target
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
+        self._need_torch("save")
         return save_with_head(path, self.head, self.manifest, self.encoder, self.backbone,
                               memory=self.memory)
 
@@ -705,6 +713,12 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if runtime not in ("torch", "onnx", "onnx-int8"):
+        raise TaskError(f"Unknown runtime '{runtime}'. Choose torch, onnx or onnx-int8.")
+    if runtime != "torch" and (dtype not in (None, "float32") or merge_adapter):
+        raise TaskError(f"{'merge_adapter' if merge_adapter else f'dtype {dtype!r}'} applies "
+                        f"to the torch runtime; runtime '{runtime}' runs the ONNX export as "
+                        "exported. Fix: drop it, or use runtime='torch'.")
     if runtime in ("onnx", "onnx-int8") and str(device).partition(":")[0] != "cpu":
         raise TaskError(f"runtime '{runtime}' runs the ONNX export on the CPU; device "
                         f"'{device}' applies to the torch runtime. Fix: device='cpu' (the "
@@ -806,20 +820,30 @@ def onnx_file(int8: bool) -> str:
 
 def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
                threads: int | None) -> Function:
-    from ._onnx import OnnxRunner
+    from ._onnx import open_export
 
-    if runtime not in ("onnx", "onnx-int8"):
-        raise TaskError(f"Unknown runtime '{runtime}'. Choose torch, onnx or onnx-int8.")
     int8 = runtime == "onnx-int8"
     graph = directory / ONNX_DIR / onnx_file(int8)
     flag = " --int8" if int8 else ""
     if not graph.is_file():
         raise ArtifactError(f"{directory}: no ONNX export ({ONNX_DIR}/{graph.name}). Fix: run "
                             f"funcformer export {directory} --onnx{flag}")
-    record = json.loads((directory / ONNX_DIR / "export.json").read_text("utf-8"))
-    if record.get("digest") != manifest.digest:
-        raise ArtifactError(f"{graph}: exported from another version of this function. Fix: "
-                            f"run funcformer export {directory} --onnx{flag} again.")
+    runner = open_export(directory / ONNX_DIR, graph, manifest.digest, threads=threads,
+                         fix=f"Fix: run funcformer export {directory} --onnx{flag} again.")
     tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR)
     return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
-                    runner=OnnxRunner(graph, threads=threads))
+                      runner=runner)
+
+
+def _check_export_home(path: Path, digest: str) -> None:
+    """An export goes into the directory this function is saved in: elsewhere it would be
+    stray files, or (in another function's directory) a graph answering for that one."""
+    if not (path / MANIFEST).is_file():
+        raise TaskError(f"{path}: no function is saved there ({MANIFEST} is missing); an ONNX "
+                        "export goes into the directory of the function it runs. Fix: "
+                        "fn.save(path) first, then export there.")
+    if read_manifest(path).digest != digest:
+        raise TaskError(f"{path}: holds another function (or another version of this one); "
+                        "its export would not be this function. Fix: export into this "
+                        "function's own directory (fn.save(path) first), or load the one "
+                        "saved there and export that.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import shutil
@@ -23,10 +24,12 @@ from typing import Any
 
 import torch
 
-from ._errors import require
+from ._artifact import file_sha256
+from ._errors import ArtifactError, require
 
 log = logging.getLogger("funcformer")
 
+RECORD = "export.json"
 INPUTS = ["input_ids", "attention_mask"]
 OUTPUTS = ["logits"]
 OPSET = 17  # first opset with a native LayerNormalization op
@@ -188,6 +191,58 @@ def _quiet() -> Iterator[None]:
         logging.root.removeFilter(not_from_ort)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def write_record(directory: Path, digest: str, graph: Path, version: str) -> None:
+    """Record in `directory/export.json` the function digest the graphs came from and the
+    sha256 of `graph` (kept beside the other graph's of the same digest), atomically."""
+    try:
+        old = _read_record(directory, "") if (directory / RECORD).is_file() else {}
+    except ArtifactError:  # a damaged record: this export replaces it
+        old = {}
+    files = dict(old.get("files") or {}) if old.get("digest") == digest else {}
+    files[graph.name] = file_sha256(graph)
+    record = {"digest": digest, "library_version": version, "files": files}
+    temp = directory / f".{RECORD}.tmp-{os.getpid()}"
+    temp.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    os.replace(temp, directory / RECORD)
+
+
+def open_export(directory: Path, graph: Path, digest: str, fix: str,
+                threads: int | None = None) -> OnnxRunner:
+    """A runner for `graph` once `export.json` says it was exported from the function of
+    `digest` (and, when recorded, that the file is the one exported): else an ArtifactError
+    ending in `fix`. A graph swapped or left from another function would answer under this
+    one's digest, which result caches key by."""
+    if not (directory / RECORD).is_file():
+        raise ArtifactError(f"{directory / RECORD}: missing, so nothing says which function "
+                            f"{graph.name} was exported from. {fix}")
+    record = _read_record(directory, fix)
+    if record.get("digest") != digest:
+        raise ArtifactError(f"{graph}: exported from another version of this function. {fix}")
+    saved = (record.get("files") or {}).get(graph.name)  # older exports record no files
+    if saved is not None and file_sha256(graph) != saved:
+        raise ArtifactError(f"{graph}: not the graph exported with this function (its sha256 "
+                            f"differs from the one {RECORD} records). {fix}")
+    try:
+        return OnnxRunner(graph, threads=threads)
+    except ArtifactError:
+        raise
+    except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...)
+        raise ArtifactError(f"{graph}: ONNX Runtime cannot load it ({str(err)[:200]}); the "
+                            f"file is damaged. {fix}") from None
+
+
+def _read_record(directory: Path, fix: str) -> dict[str, Any]:
+    try:
+        record = json.loads((directory / RECORD).read_text("utf-8"))
+    except (ValueError, OSError) as err:
+        raise ArtifactError(f"{directory / RECORD}: cannot be read ({str(err)[:120]}). "
+                            f"{fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("files", {}), dict):
+        raise ArtifactError(f"{directory / RECORD}: not an export record (a JSON object with "
+                            f"'digest' and 'files'). {fix}")
+    return record
 
 
 class OnnxRunner:
