@@ -197,3 +197,54 @@ def test_fit_trains_on_the_zero_shot_functions_device(tiny_backbone: Path,
     topic.fit([("great", "positive")])
     topic.fit([("great", "positive")], device="cpu")  # an explicit device still wins
     assert [call["device"] for call in calls] == ["cuda:3", "cpu"]
+
+
+def test_label_files_name_the_line_or_file(tmp_path: Path) -> None:
+    """A .txt label given twice was 'given twice' with no file or line; a file of one label
+    asked for a Python list."""
+    txt = tmp_path / "labels.txt"
+    txt.write_text("billing\nrefund\nbilling\n", "utf-8")
+    with pytest.raises(DataError, match=r"labels\.txt, line 3: the label 'billing' is given "
+                                        r"twice \(first at line 1\)"):
+        read_labels(str(txt))
+    txt.write_text("billing\n\n", "utf-8")
+    with pytest.raises(DataError, match=r"labels\.txt: 1 label; .*Fix: add labels \(one"):
+        read_labels(str(txt))
+    csv = tmp_path / "labels.csv"
+    csv.write_text("label,description\nbilling,money\n", "utf-8")
+    with pytest.raises(DataError, match=r"labels\.csv: 1 label;.*a row per label"):
+        read_labels(str(csv))
+
+
+def test_a_dict_of_non_text_descriptions_is_a_data_error(tiny_backbone: Path) -> None:
+    """{'a': 1, 'b': 2} was read as a dict of columns and failed with a TypeError."""
+    with pytest.raises(DataError, match=r"'a' maps to int"):
+        funcformer.train("zero_shot", {"a": 1, "b": 2}, backbone=tiny_backbone)
+    assert read_labels({"label": ["x", "y"]}) == ["x", "y"]  # a dict of columns still reads
+
+
+def test_no_labels_is_a_data_error(tiny_backbone: Path) -> None:
+    with pytest.raises(DataError, match="ZeroShot needs labels"):  # was an AttributeError
+        ZeroShot(None, backbone=tiny_backbone)  # type: ignore[arg-type]
+
+
+def test_multi_label_eval_data_of_a_single_label_function_says_the_fix(
+        tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    """It said 'unknown label a|b', with no word of multi_label."""
+    from conftest import run_cli
+
+    data = [("the food was great", "food|room"), ("the room was dirty", "room")]
+    with pytest.raises(DataError, match=r"index 0, field 'label': several labels.*"
+                                        r"multi_label=True"):
+        funcformer.train("zero_shot", ["food", "room"], backbone=tiny_backbone, eval_data=data)
+    fn = funcformer.train("zero_shot", ["food", "room"], backbone=tiny_backbone,
+                          eval_data=data, multi_label=True)
+    assert fn.metrics["examples"] == 2
+    labels, evals = tmp_path / "labels.txt", tmp_path / "eval.csv"
+    labels.write_text("food\nroom\n", "utf-8")
+    evals.write_text("text,label\nthe food was great,food|room\n", "utf-8")
+    assert run_cli("train", "zero_shot", labels, "--out", tmp_path / "zs", "--backbone",
+                   tiny_backbone, "--eval", evals) == 1
+    err = capsys.readouterr().err
+    assert "eval.csv, line 2, field 'label'" in err and "--set multi_label=true" in err
+    assert not (tmp_path / "zs").exists()

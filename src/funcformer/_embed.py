@@ -107,6 +107,9 @@ class ZeroShot(Function):
                  backbone: str | os.PathLike[str] | _backbone.Backbone | None = None,
                  device: str = "cpu", multi_label: bool = False,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
+        if labels is None:  # prompts(None) would read this function's labels, not yet set
+            raise DataError("ZeroShot needs labels: a list of names or a dict of name -> "
+                            "description. Fix: e.g. ZeroShot(['business', 'sports']).")
         if isinstance(labels, (str, bytes)):  # list('abc') would be the labels a, b, c
             raise DataError(f"ZeroShot takes a list of label names or a dict of name -> "
                             f"description, got the string {labels!r}. Fix: e.g. "

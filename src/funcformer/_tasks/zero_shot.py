@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._artifact import Manifest
-from .._data import read_records, read_texts
+from .._data import MULTI_SEPARATOR, Examples, read_examples, read_records, read_texts
 from .._embed import DEFAULT_TEMPLATE, DEFAULT_THRESHOLD, ZeroShot
 from .._errors import DataError, TaskError
 
@@ -34,6 +34,7 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     fn = ZeroShot(read_labels(data, label_column), template=template, backbone=backbone,
                   device=device, multi_label=bool(multi_label), threshold=threshold)
     if eval_data is not None:
+        eval_data = _eval_examples(eval_data, fn.multi_label, text_column, label_column)
         if fn.multi_label:
             fn.calibrate(eval_data, text_column=text_column, label_column=label_column)
         metrics = fn.evaluate(eval_data, text_column=text_column, label_column=label_column)
@@ -44,15 +45,39 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
     return fn
 
 
+def _eval_examples(data: Any, multi_label: bool, text_column: str,
+                   label_column: str) -> Examples:
+    """Eval data, read once; several labels on a row of a single-label function's eval data
+    were 'unknown label a|b', which did not say that multi_label was the fix."""
+    examples = read_examples(data, text_column=text_column, label_column=label_column,
+                             empty_labels=multi_label)
+    assert examples.labels is not None
+    row = next((i for i, y in enumerate(examples.labels) if MULTI_SEPARATOR in y), None)
+    if not multi_label and row is not None:
+        raise DataError(f"{examples.where(row)}, field '{label_column}': several labels "
+                        f"({examples.labels[row]!r:.60}), but this zero_shot function is "
+                        "single-label. Fix: multi_label=True (CLI: --set multi_label=true), "
+                        "or one label a row.")
+    return examples
+
+
 def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str, str]:
     """Label names, or {name: description} when descriptions are given. Names are stripped,
     as the labels of eval data are: 'billing ' from a file matched no 'billing'."""
     if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
         return dict(data)  # ZeroShot strips the names and refuses two that strip alike
+    if isinstance(data, dict) and label_column not in data and "description" not in data:
+        bad = next(k for k, v in data.items() if not isinstance(v, str))  # not columns either
+        raise DataError(f"zero_shot labels given as a dict map each name to its description "
+                        f"(a text); {bad!r:.60} maps to {type(data[bad]).__name__}. Fix: e.g. "
+                        "{'billing': 'invoices and charges', 'sports': 'games'}, or a list "
+                        "of names.")
     if isinstance(data, (list, tuple)) and all(isinstance(x, str) for x in data):
         return [x.strip() for x in data]
     if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".txt":
-        return [x.strip() for x in read_texts(data).texts]
+        lines = read_texts(data)
+        return _distinct(lines.source, [x.strip() for x in lines.texts], lines.places, "",
+                         "one label per line")
     records = read_records(data, texts=[label_column], optional=["description"], what="labels",
                            fields=["label"])
     described: dict[str, Any] = {}
@@ -70,6 +95,9 @@ def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str,
             raise DataError(f"{records.where(i)}, field 'description': expected a non-empty "
                             "text. Fix: describe the label, or drop the description column.")
         described[name] = description
+    if len(described) < 2 and isinstance(data, (str, os.PathLike)):
+        _distinct(records.source, list(described), records.places, f", field '{label_column}'",
+                  "a row per label")
     if all(d is None for d in described.values()):
         return list(described)
     missing = [k for k, d in described.items() if d is None]
@@ -86,3 +114,19 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
     shared = load_backbone(directory, manifest, backbone, device, dtype)
     load_adapter(directory, manifest, shared, merge_adapter)  # zero_shot has none: merge fails
     return ZeroShot.restored(manifest, shared)
+
+
+def _distinct(source: str, names: list[str], places: list[str], field: str,
+              layout: str) -> list[str]:
+    """`names` once checked for a file: a label given twice names both places; a file of fewer
+    than two labels says so (the generic message asked for a Python list)."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise DataError(f"{source}, {places[i]}{field}: the label '{name:.60}' is given "
+                            f"twice (first at {places[first[name]]}). Fix: give each label once.")
+        first.setdefault(name, i)
+    if len(names) < 2:
+        raise DataError(f"{source}: {len(names)} label{'s' * (len(names) != 1)}; zero_shot "
+                        f"needs at least two to choose from. Fix: add labels ({layout}).")
+    return names
