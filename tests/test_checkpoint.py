@@ -247,3 +247,32 @@ def test_a_checkpoint_at_an_epochs_last_step_resumes_into_its_evaluation(
     assert [r["epoch"] for r in resumed.manifest.training["history"]["epochs"]] == [0, 1, 2]
     assert resumed.manifest.training["history"] == plain.manifest.training["history"]
     assert resumed.digest == plain.digest
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    (lambda c: (c / "state.json").write_text('{"fingerprint": {', "utf-8"), "state.json"),
+    (lambda c: (c / "state.json").write_text("[]", "utf-8"), "state.json: not a record"),
+    (lambda c: (c / "model.safetensors").unlink(), "model.safetensors: missing"),
+    (lambda c: (c / "optimizer.safetensors").write_bytes(b"\0" * 9), "optimizer.safetensors"),
+    (lambda c: (c / "best.safetensors").write_bytes(b"xx"), "best.safetensors")])
+def test_a_damaged_checkpoint_is_refused_and_nothing_is_changed(tiny_backbone: Path,
+                                                                tmp_path: Path, damage: Any,
+                                                                named: str,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A checkpoint cut short or missing a file was a JSONDecodeError, SafetensorError or
+    FileNotFoundError traceback (the CLI: "internal error"); the RNG state was set before the
+    best weights failed to load."""
+    import torch
+    from conftest import make_reviews
+
+    train = {**TRAIN, "backbone": tiny_backbone, "eval_data": make_reviews(4, seed=1),
+             "checkpoint_dir": str(tmp_path)}
+    funcformer.train("classify", _rows(), **train)
+    damage(tmp_path / "checkpoint")
+    applied: list[Any] = []
+    monkeypatch.setattr(torch, "set_rng_state", applied.append)
+    with pytest.raises(TaskError, match=rf"checkpoint is damaged \({re.escape(named)}.*\)\. Fix: "
+                                        "delete .*checkpoint and train again"):
+        funcformer.train("classify", _rows(), **train, resume=True)
+    assert applied == []

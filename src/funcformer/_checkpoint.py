@@ -24,6 +24,8 @@ from typing import Any
 import torch
 
 NAME = "checkpoint"
+STATE_FIELDS = ("fingerprint", "epoch", "step", "loss_total", "loss_count", "waited",
+                "history", "optimizer", "schedule")
 
 
 def save(directory: str | os.PathLike[str], *, model: torch.nn.Module,
@@ -71,34 +73,61 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
          ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
     """Restore model, optimizer, schedule and RNG from `directory/checkpoint`; returns the
     saved state and the best weights, or None when there is no checkpoint. A checkpoint whose
-    fingerprint is not `expect` (another run's) is a TaskError, and nothing is changed."""
-    from safetensors.torch import load_file
-
+    fingerprint is not `expect` (another run's), or one that cannot be read whole (damaged), is
+    a TaskError, and nothing is changed."""
     from ._errors import TaskError
 
     source = Path(directory) / NAME
-    if not (source / "state.json").is_file():
+    if not source.exists():
         return None
-    state = json.loads((source / "state.json").read_text("utf-8"))
+    state, weights, tensors, best = _read(source)
     saved = state.get("fingerprint") or {}
     if saved != expect:
         raise TaskError(f"{source}: this checkpoint is from another training run "
                         f"({_differences(saved, expect)}). Fix: resume with the same data and "
                         "options, or use a new checkpoint directory.")
-    result = model.load_state_dict(load_file(str(source / "model.safetensors")), strict=False)
+    result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise TaskError(f"{source}: weights {result.unexpected_keys[:3]} are not in this model. "
                         "Fix: resume with the same options, or use a new checkpoint directory.")
-    tensors = load_file(str(source / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng"))
     cuda_rng, gpu = tensors.pop("rng_cuda", None), _cuda_device(model)
     if cuda_rng is not None and gpu is not None:  # (a GPU run resumed on a CPU has no use
         torch.cuda.set_rng_state(cuda_rng, gpu)   # for it: its dropout draws on the CPU)
     optimizer.load_state_dict(_join_optimizer(tensors, state.pop("optimizer")))
     schedule.load_state_dict(state.pop("schedule"))
-    best_file = source / "best.safetensors"
-    best = load_file(str(best_file)) if best_file.is_file() else None
     return state, best
+
+
+def _read(source: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
+                                 dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """A checkpoint's state, weights, optimizer tensors and best weights, all read before any
+    is applied; a file missing, cut short or not what it should be is a TaskError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ._errors import TaskError
+
+    file = "state.json"
+    try:
+        state = json.loads((source / file).read_text("utf-8"))
+        missing = sorted(set(STATE_FIELDS) - set(state)) if isinstance(state, dict) else []
+        if not isinstance(state, dict) or missing:
+            raise ValueError(f"lacks {', '.join(missing)}" if missing else "not a record")
+        file = "model.safetensors"
+        weights = load_file(str(source / file))
+        file = "optimizer.safetensors"
+        tensors = load_file(str(source / file))
+        if "rng" not in tensors:
+            raise ValueError("lacks the random-number state")
+        file = "best.safetensors"
+        best = load_file(str(source / file)) if (source / file).exists() else None
+    except (OSError, ValueError, SafetensorError) as err:
+        why = "missing" if isinstance(err, FileNotFoundError) else str(err).splitlines()[0]
+        raise TaskError(f"{source}: the checkpoint is damaged ({file}: {why}). Fix: delete "
+                        f"{source} and train again from the start, or resume from an intact "
+                        "copy.") from None
+    return state, weights, tensors, best
 
 
 def _cuda_device(model: torch.nn.Module) -> torch.device | None:
