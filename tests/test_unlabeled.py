@@ -144,7 +144,8 @@ def test_self_training_works_with_lora(tiny_backbone: Path, texts: list[str]) ->
     ({"self_training": {"threshold": 1.5}}, TaskError, "threshold must be a probability"),
     ({"self_training": {"round": 2}}, TaskError, "Unknown self_training option(s): round"),
     ({"self_training": {"keep": "first"}}, TaskError, "keep must be 'best' or 'last'"),
-    ({"unlabeled": []}, DataError, "no examples found"),
+    ({"unlabeled": []}, DataError, "unlabeled: an empty list"),  # was '<list>: no examples'
+    ({"self_training": {"balance": "false"}}, TaskError, "balance must be true or false"),
     ({"unlabeled": ["fine", 3]}, DataError, "index 1"),
     ({"unlabeled": None, "self_training": {"rounds": 2}}, TaskError, "pass them too"),
     ({"multi_label": True}, TaskError, "multi-label"),
@@ -315,7 +316,7 @@ def test_explore_auto_share_falls_with_labelled_texts_per_label() -> None:
 
 
 @pytest.mark.parametrize(("data", "n", "words"), [
-    ([], 2, "no examples found"),
+    ([], 2, "unlabeled: an empty list"),
     (["good", "bad"], 3, "asked for n=3"),
     (["good", "bad"], 0, "n must be a whole number >= 1"),
 ])
@@ -454,3 +455,34 @@ def test_suggest_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--n", "--out", "--measure", "--candidates",
                                         "--labelled", "--explore"))
+
+
+def test_pairs_are_read_as_their_texts(classifier: funcformer.Function, texts: list[str],
+                                       tiny_backbone: Path) -> None:
+    """The training data as given to train ((text, label) pairs) was refused as `labelled=`
+    and as the pool with 'expected a string, a dict, or a (text, label) pair, got tuple'; the
+    labels are ignored, as a file's label column is."""
+    labelled = make_reviews(20)
+    picks = funcformer.suggest(classifier, [(t, "?") for t in texts], n=3, labelled=labelled)
+    assert [p.text for p in picks] == [p.text for p in funcformer.suggest(
+        classifier, texts, n=3, labelled=[t for t, _ in labelled])]
+    with pytest.raises(DataError, match="already in the labelled data"):
+        funcformer.train("classify", make_reviews(4), backbone=tiny_backbone, method="head",
+                         unlabeled=make_reviews(4), progress=False)
+
+
+def test_suggest_with_nothing_labelled_yet_covers(classifier: funcformer.Function,
+                                                  texts: list[str]) -> None:
+    """labelled=[] (a cold start) was '<list>: no examples found'; it means every text is
+    uncovered, so explore='auto' makes every pick a coverage pick."""
+    from funcformer._unlabeled import _explore_share
+
+    assert _explore_share("auto", 0, 2) == 1.0
+    picks = funcformer.suggest(classifier, texts, n=3, labelled=[])
+    assert len({p.text for p in picks}) == 3
+
+
+def test_suggest_refuses_a_seed_that_is_not_a_whole_number(classifier: funcformer.Function,
+                                                           texts: list[str]) -> None:
+    with pytest.raises(DataError, match="seed must be a whole number"):  # was a RuntimeError
+        funcformer.suggest(classifier, texts, n=2, seed="a")

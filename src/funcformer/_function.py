@@ -535,9 +535,9 @@ def _unlabeled_data(unlabeled: Any, self_training: Any,
             raise TaskError("self_training= sets how unlabelled texts are used; pass them too "
                             "(unlabeled=FILE, or --unlabeled FILE).")
         return None, None
-    from ._unlabeled import SelfTraining
+    from ._unlabeled import SelfTraining, read_pool
 
-    return read_texts(unlabeled, text_column=text_column), SelfTraining.from_value(self_training)
+    return read_pool(unlabeled, text_column), SelfTraining.from_value(self_training)
 
 
 def _check_classify_only(task: str, config: TrainConfig | None,

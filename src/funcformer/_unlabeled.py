@@ -104,6 +104,9 @@ class SelfTraining(Options):
                             f"{self.threshold!r}.")
         if self.threshold is not None:
             self.threshold = float(self.threshold)
+        if not isinstance(self.balance, bool):  # "false" was truthy: balance stayed on
+            raise TaskError(f"self_training balance must be true or false, got "
+                            f"{self.balance!r:.60}.")
         if self.keep not in ("best", "last"):
             raise TaskError(f"self_training keep must be 'best' or 'last', got {self.keep!r}.")
 
@@ -324,9 +327,14 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     from ._cache import open_cache
 
     _check_suggest(fn, n, measure, candidates, explore)
+    if not is_whole(seed):  # torch's manual_seed failed with a RuntimeError
+        raise DataError(f"seed must be a whole number, got {seed!r:.60}.")
     cache = open_cache(cache)
-    examples = read_texts(unlabeled, text_column=text_column)
-    known = [] if labelled is None else read_texts(labelled, text_column=text_column).texts
+    examples = read_pool(unlabeled, text_column)
+    # an empty list: nothing labelled yet (a cold start), so every text is uncovered
+    empty = isinstance(labelled, (list, tuple)) and not labelled
+    known = [] if labelled is None or empty else read_pool(labelled, text_column,
+                                                            "labelled").texts
     both = fn.features(examples.texts + known, cache)  # (N + L, H)
     features = both[: len(examples)]
     with torch.inference_mode():
@@ -363,6 +371,18 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
     rows = sorted(chosen + [pool[i] for i in picks], key=lambda i: -float(scores[i]))
     return [Suggestion(text=examples.texts[i], score=round(float(scores[i]), 6),
                        predicted=predicted[i], index=i, place=examples.where(i)) for i in rows]
+
+
+def read_pool(data: Any, text_column: str = "text", what: str = "unlabeled") -> Examples:
+    """Texts in any form `predict` reads, and a list of (text, label) pairs (the form `train`
+    takes) too: the labels are ignored, as a file's label column is. Such a list, e.g. the
+    training data passed as `labelled=`, was refused with 'expected ... a (text, label)
+    pair, got tuple'. `what` names the argument an empty list was given as."""
+    if isinstance(data, (list, tuple)):
+        if not data:  # '<list>: no examples found' did not say which of the lists
+            raise DataError(f"{what}: an empty list, so no texts. Fix: pass the texts.")
+        data = [x[0] if isinstance(x, (tuple, list)) and len(x) == 2 else x for x in data]
+    return read_texts(data, text_column=text_column)
 
 
 def _check_suggest(fn: Any, n: Any, measure: str, candidates: int | None,
