@@ -320,3 +320,25 @@ def test_a_gpu_backbone_embeds_in_larger_batches(tiny_backbone: Path,
         backbone.embed([text])
     cpu.embed(["c"], batch_tokens=77)
     assert budgets == [bb.CPU_BATCH_TOKENS, bb.GPU_BATCH_TOKENS, 77] == [1024, 16384, 77]
+
+
+def test_a_backbone_with_its_own_code_is_not_run(tiny_backbone: Path, tmp_path: Path) -> None:
+    """trust_remote_code stays off for encoders: a config.json naming model code of its own
+    (auto_map) never runs it. A model type transformers lacks was called 'damaged'; one it
+    has loads with transformers' own class."""
+    marker = tmp_path / "ran"
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_backbone, custom)
+    code = f"open({str(marker)!r}, 'w').close()\nraise SystemExit('remote code ran')\n"
+    for name in ("configuration_my.py", "modeling_my.py"):
+        (custom / name).write_text(code, "utf-8")
+    config = json.loads((custom / "config.json").read_text("utf-8"))
+    auto_map = {"AutoConfig": "configuration_my.MyConfig", "AutoModel": "modeling_my.MyModel"}
+    (custom / "config.json").write_text(json.dumps(
+        {**config, "model_type": "mycustom", "architectures": ["MyModel"], "auto_map": auto_map}))
+    with pytest.raises(BackboneNotFound, match=r"ships its own code .*funcformer does not run"):
+        bb.load(custom)
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": auto_map}))
+    native = bb.load(custom)  # a BERT config with an auto_map: transformers' BERT
+    assert type(native.model).__name__ == "BertModel"
+    assert not marker.exists()

@@ -416,6 +416,13 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                                               trust_remote_code=trust_remote_code,
                                               dtype=getattr(torch, dtype or "float32"))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        if isinstance(err, ValueError) and not trust_remote_code and _ships_code(path):
+            raise error(f"{path}: the model ships its own code (config.json has an 'auto_map' "
+                        "and a model type this transformers does not include), which funcformer "
+                        "does not run: code in a model directory runs with your rights. Fix: "
+                        "use a backbone of an architecture transformers includes (BERT, "
+                        "RoBERTa, MPNet, ...), or upgrade transformers if it added this one."
+                        ) from None
         raise error(f"{path}: the model cannot be loaded ({type(err).__name__}: "
                     f"{str(err)[:200]}); its config.json or weights are damaged. {fix}") from None
     _check_vocabulary(path, tokenizer, model.config, error)
@@ -424,6 +431,14 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
                     pooling=Pooling.read(path),
                     max_length=_max_length(path, tokenizer, model.config),
                     digest=weights_digest(path), device=device)
+
+
+def _ships_code(path: Path) -> bool:
+    """Whether config.json points at model code of its own (`auto_map`)."""
+    try:
+        return "auto_map" in json.loads((path / "config.json").read_text("utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def device_key(device: Any) -> str:
