@@ -275,6 +275,18 @@ def test_feature_cache_keeps_dtypes_apart(tiny_backbone: Path) -> None:
     assert fp32.feature_namespace() != bf16.feature_namespace()
 
 
+def test_feature_cache_keeps_token_limits_apart(tiny_backbone: Path) -> None:
+    """A text cut at 8 tokens is another input than the whole text: one shared cache must not
+    answer the one with the other's features."""
+    backbone, cache = bb.load(tiny_backbone), MemoryCache()
+    long = [" ".join(["the food was great and the room was clean"] * 4)]
+    whole, _ = backbone.embed(long, cache=cache)
+    cut, truncated = backbone.embed(long, max_length=8, cache=cache)
+    assert truncated == 1 and not np.allclose(cut, whole, atol=1e-3)
+    np.testing.assert_allclose(cut, backbone.embed(long, max_length=8)[0], atol=1e-6)
+    np.testing.assert_allclose(backbone.embed(long, cache=cache)[0], whole, atol=1e-6)
+
+
 def test_result_cache_keeps_dtypes_apart(functions: dict, tmp_path: Path) -> None:
     """One artifact loaded in float32 and in float16 has one digest: the result cache was keyed
     by it alone, so whichever ran first answered for both (features were kept apart)."""
