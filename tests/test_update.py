@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,6 +67,20 @@ def test_update_adds_labels_keeps_old_rows_and_records_lineage(
     report = updated.manifest.training["update"]["report"]
     assert set(report) >= {"old_labels_accuracy_before", "old_labels_accuracy_after",
                            "new_labels_accuracy_after", "accuracy_after"}
+    texts, gold = [t for t, _ in check], [y for _, y in check]  # the numbers, not just keys
+    was, now = [p.label for p in base(texts)], [p.label for p in updated(texts)]
+    old = [i for i, y in enumerate(gold) if y in ("sports", "tech")]
+    new = [i for i, y in enumerate(gold) if i not in old]
+
+    def accuracy(predicted: list[str], which: list[int]) -> float:
+        return sum(predicted[i] == gold[i] for i in which) / len(which)
+
+    assert report["old_labels_accuracy_before"] == pytest.approx(accuracy(was, old))
+    assert report["old_labels_accuracy_after"] == pytest.approx(accuracy(now, old))
+    assert report["new_labels_accuracy_after"] == pytest.approx(accuracy(now, new))
+    assert report["accuracy_after"] == pytest.approx(accuracy(now, old + new))
+    assert report["new_labels_accuracy_after"] > 0 and report["eval_rows"] == {
+        "old_labels": 10, "new_labels": 10}
     assert updated.manifest.training["update"]["replayed"] == 10
     versions = updated.manifest.versions
     assert [v["version"] for v in versions] == [1, 2]
@@ -244,7 +259,23 @@ def test_multi_label_update_adds_labels_keeps_untaught_rows_and_tunes_thresholds
     report = updated.manifest.training["update"]["report"]
     assert set(report) >= {"old_labels_micro_f1_before", "old_labels_micro_f1_after",
                            "new_labels_micro_f1_after", "micro_f1_after"}
-    assert all(0.0 <= report[k] <= 1.0 for k in report if k.endswith(("_before", "_after")))
+    from sklearn.metrics import f1_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    names = ["sports", "tech", "food"]
+    binary = MultiLabelBinarizer(classes=names).fit([names])
+    texts = [t for t, _ in check]
+    gold = binary.transform([y.split("|") for _, y in check])
+    was = binary.transform([r.labels for r in base(texts)])
+    now = binary.transform([r.labels for r in updated(texts)])
+
+    def micro_f1(predicted: Any, columns: list[int]) -> float:
+        return f1_score(gold, predicted, labels=columns, average="micro", zero_division=0)
+
+    assert report["old_labels_micro_f1_before"] == pytest.approx(micro_f1(was, [0, 1]))
+    assert report["old_labels_micro_f1_after"] == pytest.approx(micro_f1(now, [0, 1]))
+    assert report["new_labels_micro_f1_after"] == pytest.approx(micro_f1(now, [2]))
+    assert report["micro_f1_after"] == pytest.approx(micro_f1(now, [0, 1, 2]))
     assert updated.manifest.options["task"]["thresholds"] == updated.task.thresholds
     path = updated.save(tmp_path / "v2")
     reloaded = funcformer.load(path, backbone=tiny_backbone)
