@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -97,6 +99,30 @@ def test_self_training_adds_pseudo_labels_and_records_rounds(tiny_backbone: Path
     again = funcformer.load(path, backbone=tiny_backbone)
     assert again.manifest.training["self_training"] == report
     assert again("the food was great").scores == pytest.approx(fn("the food was great").scores)
+
+
+def test_each_round_trains_on_the_labelled_rows_and_its_pseudo_labels(
+        tiny_backbone: Path, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rounds' bookkeeping was all that was tested: training every round on the labelled
+    rows alone passed."""
+    from funcformer import _methods
+
+    trained_on, real = [], _methods.fit
+
+    def spy(task: object, backbone: object, data: Any, *args: object, **kwargs: object) -> Any:
+        trained_on.append(list(zip(data.texts, data.labels, strict=True)))
+        return real(task, backbone, data, *args, **kwargs)
+
+    monkeypatch.setattr(_methods, "fit", spy)
+    fn = self_trained(tiny_backbone, texts)
+    rounds = fn.manifest.training["self_training"]["rounds"]
+    labelled = [(text, label) for text, label in make_reviews(4)]
+    assert len(trained_on) == len(rounds) == 3 and trained_on[0] == labelled
+    for rows, record in zip(trained_on[1:], rounds[1:], strict=True):
+        pseudo = rows[len(labelled):]
+        assert rows[:len(labelled)] == labelled and len(pseudo) == record["pseudo_labels"] > 0
+        assert {text for text, _ in pseudo} <= set(texts)
+        assert Counter(label for _, label in pseudo) == record["per_label"]
 
 
 def test_eval_data_gives_the_metric_per_round_and_the_gain(tiny_backbone: Path,
