@@ -606,6 +606,8 @@ def test_list_item_of_wrong_shape() -> None:
 def test_read_texts_rejects_pairs() -> None:
     msg = error_of(["a", ("b", "y")], reader=read_texts)
     assert msg.startswith("<list>, index 1: ")
+    assert "expected a text or a dict with one, got tuple ('b', 'y')" in msg  # it said "or a
+    assert "pair" not in msg.split("Fix")[0]  # (text, label) pair, got tuple"
 
 
 def test_list_empty_text_names_index() -> None:

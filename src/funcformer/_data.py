@@ -343,10 +343,14 @@ def _list_rows(items: Sequence[Any], text_column: str,
             yield _Row(item, f"index {i}")
         elif isinstance(item, (tuple, list)) and len(item) == 2 and label_column:
             yield _Row({text_column: item[0], label_column: item[1]}, f"index {i}")
-        else:
+        elif label_column:
             raise DataError(f"<list>, index {i}: expected a string, a dict, or a (text, label) "
                             f"pair, got {type(item).__name__}. Fix: pass one of those for "
                             "every item.")
+        else:  # texts to predict: a pair here was called one of the accepted forms
+            raise DataError(f"<list>, index {i}: expected a text or a dict with one, got "
+                            f"{type(item).__name__} {item!r:.60}. Fix: pass texts; a function "
+                            "of pairs is a pair function (funcformer.train(\"pair\", ...)).")
 
 
 def _column_rows(columns: Mapping[str, Any]) -> Iterator[_Row]:
