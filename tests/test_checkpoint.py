@@ -276,3 +276,26 @@ def test_a_damaged_checkpoint_is_refused_and_nothing_is_changed(tiny_backbone: P
                                         "delete .*checkpoint and train again"):
         funcformer.train("classify", _rows(), **train, resume=True)
     assert applied == []
+
+
+def test_resume_with_other_data_or_options_is_refused(tiny_backbone: Path,
+                                                      tmp_path: Path) -> None:
+    """Only the epochs, seed, optimizer, schedule, steps and weight shapes were compared:
+    other texts of the same count, or another learning rate or LoRA alpha, resumed silently
+    into a result of neither run (docs/cli.md: other data or options are refused)."""
+    from conftest import make_reviews
+
+    train = {**TRAIN, "method": "lora", "backbone": tiny_backbone,
+             "checkpoint_dir": str(tmp_path)}
+    first = funcformer.train("classify", _rows(), **train)
+    other = [(text.replace("the ", "a "), label) for text, label in make_reviews(16, seed=7)]
+    with pytest.raises(TaskError, match=r"another training run \(the training data differs\)"):
+        funcformer.train("classify", other, **train, resume=True)
+    with pytest.raises(TaskError, match=r"\(learning_rate 0\.0005 there, 0\.01 here\)\. Fix"):
+        funcformer.train("classify", _rows(), **train, learning_rate=0.01, resume=True)
+    with pytest.raises(TaskError, match=r"\(lora\.alpha 16 there, 64 here\)"):
+        funcformer.train("classify", _rows(), **train, lora={"alpha": 64}, resume=True)
+    # the defaults given explicitly, another checkpoint interval: the same run
+    again = funcformer.train("classify", _rows(), **train, lora={"r": 8}, checkpoint_steps=2,
+                             resume=True)
+    assert again.digest == first.digest

@@ -161,18 +161,26 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def _differences(saved: dict[str, Any], expect: dict[str, Any]) -> str:
+def _differences(saved: dict[str, Any], expect: dict[str, Any], prefix: str = "") -> str:
     """What differs between a checkpoint's fingerprint and this run's, e.g. "epochs 2 there,
-    3 here; the starting weights differ".
+    3 here; the starting weights differ"; options by name ("lora.alpha 16 there, 64 here").
 
     >>> _differences({"epochs": 2, "seed": 1, "weights": "a"}, {"epochs": 3, "seed": 1,
     ...                                                         "weights": "b"})
     'epochs 2 there, 3 here; the starting weights differ'
+    >>> _differences({"options": {"lora": {"r": 8}}}, {"options": {"lora": {"r": 4}}})
+    'lora.r 8 there, 4 here'
     """
     out = []
     for key in sorted(set(saved) | set(expect)):
-        if saved.get(key) == expect.get(key):
+        there, here = saved.get(key), expect.get(key)
+        if there == here:
             continue
-        out.append("the starting weights differ" if key == "weights" else
-                   f"{key} {saved.get(key)!r} there, {expect.get(key)!r} here")
+        if isinstance(there, dict) and isinstance(here, dict):  # options, and their settings
+            out.append(_differences(there, here, "" if key == "options" else f"{prefix}{key}."))
+        elif not prefix and key in ("weights", "data"):
+            out.append("the starting weights differ" if key == "weights"
+                       else "the training data differs")
+        else:
+            out.append(f"{prefix}{key} {there!r} there, {here!r} here")
     return "; ".join(out)

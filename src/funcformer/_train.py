@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +234,57 @@ class _Board:
             self.writer.close()
 
 
+_NOT_IN_RESULT = ("checkpoint_dir", "checkpoint_steps", "log_dir", "resume")
+"""Options that leave a run's result as it is: resuming with other values is fine."""
+
+
+def _options(config: TrainConfig) -> dict[str, Any]:
+    """The options that decide a run's result (but those the fingerprint names itself), as
+    JSON reads them back; adapter settings left out (None) as the defaults they stand for, so
+    giving those explicitly resumes too."""
+    from ._peft import PEFT_METHODS
+
+    options = {k: v for k, v in config.to_dict().items()
+               if k not in (*_NOT_IN_RESULT, "epochs", "seed", "optimizer", "schedule")}
+    if config.method == "lora" and config.lora is None:
+        from ._lora import LoRA
+
+        options["lora"] = LoRA().to_dict()
+    if config.method in PEFT_METHODS:
+        from ._peft import settings
+
+        options["peft"] = settings(config.method, config.peft).to_dict()
+    return json.loads(json.dumps(options))
+
+
+def data_digest(batches: Sequence[Batch]) -> str:
+    """A sha256 of an epoch's batches: token ids, labels and targets in full; floating-point
+    inputs (features a frozen backbone computed) by shape only, as another thread count can
+    round them differently, and their texts' labels still count."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any, exact: bool) -> None:
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{value.dtype}{list(value.shape)}".encode())
+            if exact or not value.is_floating_point():
+                digest.update(value.detach().cpu().contiguous().reshape(-1)
+                              .view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            for key in sorted(value):
+                digest.update(str(key).encode())
+                feed(value[key], exact)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                feed(item, exact)
+        else:
+            digest.update(repr(value).encode())
+
+    for inputs, targets in batches:
+        feed(inputs, False)
+        feed(targets, True)
+    return digest.hexdigest()
+
+
 class _Checkpoints:
     """Saves and restores a run's checkpoints (nothing, without `config.checkpoint_dir`)."""
 
@@ -247,6 +298,9 @@ class _Checkpoints:
                             "optimizer": config.optimizer, "schedule": config.schedule,
                             "steps_per_epoch": steps_per_epoch,
                             "weights": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()}
+        if self.directory:  # what else decides the result: the options and the data
+            self.fingerprint["options"] = _options(config)
+            self.fingerprint["data"] = data_digest(plan.batches(0))
         self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
 
     def restore(self, progress: bool = True
