@@ -362,6 +362,30 @@ def test_torch_load_options_are_refused_with_onnx(saved, tiny_backbone: Path,
         funcformer.load(zs, runtime="ONNX")
 
 
+def test_threads_are_checked_and_apply_to_onnx_only(saved) -> None:
+    """threads=-1 went to ONNX Runtime unchecked; the torch runtime ignored threads."""
+    import funcformer
+
+    for threads in (-1, 0, 1.5, True, "2"):
+        with pytest.raises(funcformer.TaskError, match=r"threads=.*a whole number of 1 or more"):
+            funcformer.load(saved, runtime="onnx", threads=threads)
+    with pytest.raises(funcformer.TaskError, match="for the ONNX runtimes"):
+        funcformer.load(saved, threads=2)
+    assert funcformer.load(saved, runtime="onnx", threads=1)("great").label
+
+
+def test_a_damaged_export_tokenizer_says_export_again(saved, tmp_path: Path) -> None:
+    """It said to copy the function again: the export is what to redo."""
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    (path / "onnx/tokenizer.json").write_text("{bad", "utf-8")
+    with pytest.raises(funcformer.ArtifactError,
+                       match=r"tokenizer cannot be loaded.*Fix: run funcformer export .*--onnx "
+                             r"again"):
+        funcformer.load(path, runtime="onnx")
+
+
 def test_cli_on_a_damaged_export_says_what_to_do(saved, tmp_path: Path, capsys) -> None:
     from conftest import run_cli
 

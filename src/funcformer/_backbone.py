@@ -503,18 +503,20 @@ def check_device(device: Any) -> None:
                             "device='cpu' (CLI: --device cpu).") from None
 
 
-def load_tokenizer(path: Path) -> Backbone:
-    """A Backbone with tokenizer, pooling and token limit but no model (for ONNX runtimes)."""
+def load_tokenizer(path: Path, fix: str | None = None) -> Backbone:
+    """A Backbone with tokenizer, pooling and token limit but no model (for ONNX runtimes);
+    `fix` ends the message of a damaged file (default: copy the function again)."""
     from transformers import AutoConfig
 
-    tokenizer = _tokenizer(path, ArtifactError)
+    fix = fix or _fix(ArtifactError)
+    tokenizer = _tokenizer(path, ArtifactError, fix=fix)
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ArtifactError(f"{path}: config.json cannot be read ({str(err)[:200]}). "
-                            f"{_fix(ArtifactError)}") from None
-    _check_vocabulary(path, tokenizer, config, ArtifactError)
+                            f"{fix}") from None
+    _check_vocabulary(path, tokenizer, config, ArtifactError, fix)
     return Backbone(name=str(path), path=path, model=None, tokenizer=tokenizer,
                     pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, config),
                     digest="")
@@ -526,7 +528,8 @@ def _fix(error: type[FuncformerError]) -> str:
         "Fix: download or copy the backbone again."
 
 
-def _tokenizer(path: Path, error: type[FuncformerError], trust_remote_code: bool = False) -> Any:
+def _tokenizer(path: Path, error: type[FuncformerError], trust_remote_code: bool = False,
+               fix: str | None = None) -> Any:
     """The tokenizer saved in `path`, or `error` naming the directory when it cannot load."""
     from transformers import AutoTokenizer
 
@@ -535,12 +538,12 @@ def _tokenizer(path: Path, error: type[FuncformerError], trust_remote_code: bool
             return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as err:  # tokenizers raises bare Exception; transformers KeyError, ...
         raise error(f"{path}: the tokenizer cannot be loaded ({type(err).__name__}: "
-                    f"{str(err)[:200]}); its tokenizer files are damaged. {_fix(error)}") \
-            from None
+                    f"{str(err)[:200]}); its tokenizer files are damaged. "
+                    f"{fix or _fix(error)}") from None
 
 
 def _check_vocabulary(path: Path, tokenizer: Any, config: Any,
-                      error: type[FuncformerError]) -> None:
+                      error: type[FuncformerError], fix: str | None = None) -> None:
     """Refuse a tokenizer far smaller than the model's vocabulary. transformers builds one of
     just the special tokens when the vocabulary file (tokenizer.json, vocab.txt) is missing,
     and every word then becomes [UNK]: predictions change with no error at all."""
@@ -551,7 +554,7 @@ def _check_vocabulary(path: Path, tokenizer: Any, config: Any,
     raise error(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
                 f"has {size}: its vocabulary file (tokenizer.json, vocab.txt, ...) is missing "
                 f"(files there: {', '.join(present)}), so every word would be read as "
-                f"unknown. {_fix(error)}")
+                f"unknown. {fix or _fix(error)}")
 
 
 def _max_length(path: Path, tokenizer: Any, config: Any) -> int:

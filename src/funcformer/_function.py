@@ -719,6 +719,12 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
         raise TaskError(f"{'merge_adapter' if merge_adapter else f'dtype {dtype!r}'} applies "
                         f"to the torch runtime; runtime '{runtime}' runs the ONNX export as "
                         "exported. Fix: drop it, or use runtime='torch'.")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1 or runtime == "torch"):
+        # -1 went to ONNX Runtime unchecked, and the torch runtime ignored any number
+        raise TaskError(f"threads={threads!r}: a whole number of 1 or more, for the ONNX "
+                        "runtimes (runtime='onnx' or 'onnx-int8'). Fix: give one, or for the "
+                        "torch runtime set torch.set_num_threads(n) / OMP_NUM_THREADS.")
     if runtime in ("onnx", "onnx-int8") and str(device).partition(":")[0] != "cpu":
         raise TaskError(f"runtime '{runtime}' runs the ONNX export on the CPU; device "
                         f"'{device}' applies to the torch runtime. Fix: device='cpu' (the "
@@ -828,9 +834,9 @@ def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
     if not graph.is_file():
         raise ArtifactError(f"{directory}: no ONNX export ({ONNX_DIR}/{graph.name}). Fix: run "
                             f"funcformer export {directory} --onnx{flag}")
-    runner = open_export(directory / ONNX_DIR, graph, manifest.digest, threads=threads,
-                         fix=f"Fix: run funcformer export {directory} --onnx{flag} again.")
-    tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR)
+    fix = f"Fix: run funcformer export {directory} --onnx{flag} again."
+    runner = open_export(directory / ONNX_DIR, graph, manifest.digest, threads=threads, fix=fix)
+    tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR, fix)
     return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
                       runner=runner)
 
