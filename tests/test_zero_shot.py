@@ -168,9 +168,12 @@ def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Pa
                           (["food", "food "], "'food' is given twice"),  # were two labels
                           (["", " ", "food"], "each a non-empty name"),  # was 'given twice'
                           ({"food": "meals", " food": "dishes"}, "'food' is given twice"),
-                          (["food", "\ud800"], "lone surrogate")):
+                          (["food", "\ud800"], "lone surrogate"),
+                          ({"food", "room"}, "a set, which has no fixed order")):
         with pytest.raises(DataError, match=words):
             zero.predict(["the food was great"], labels=labels)
+    with pytest.raises(DataError, match=r"a set.*Fix: pass a list, e\.g\. sorted"):
+        ZeroShot(frozenset(["food", "room"]), backbone=tiny_backbone)  # digest by set order
 
 
 def test_a_function_saved_before_names_were_stripped_keeps_them(tiny_backbone: Path,

@@ -191,6 +191,10 @@ class ZeroShot(Function):
                     raise DataError(f"zero_shot label {name(k)!r:.60} is given twice. Fix: "
                                     "give each label once.")
                 prompts[name(k)] = v
+        elif isinstance(labels, (set, frozenset)):  # its order, so the function's digest and
+            raise DataError(                         # its scores' order, varied by process
+                f"zero_shot labels are a set, which has no fixed order; the label order is "
+                f"part of the function. Fix: pass a list, e.g. sorted({labels!r:.60}).")
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
