@@ -150,6 +150,10 @@ def test_cli_train_and_predict(tiny_backbone: Path, tmp_path: Path, capsys) -> N
     line = json.loads(capsys.readouterr().out)
     assert line["label"] in ("food", "room")
     assert funcformer.load(out).template == "All about {}."
+    assert cli("predict", out, "the food was great", "--set", "labels=a,b") == 1
+    assert """CLI: --set 'labels=["business", "sports"]'""" in capsys.readouterr().err
+    assert cli("predict", out, "the food was great", "--set", 'labels=["a", "b"]') == 0
+    assert set(json.loads(capsys.readouterr().out)["scores"]) == {"a", "b"}
 
 
 def test_labels_are_checked_and_any_sequence_of_names_is_taken(tiny_backbone: Path) -> None:

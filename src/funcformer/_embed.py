@@ -198,7 +198,8 @@ class ZeroShot(Function):
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
-                            "Fix: pass e.g. ['business', 'sports'].")
+                            "Fix: pass e.g. ['business', 'sports'] (CLI: --set "
+                            "'labels=[\"business\", \"sports\"]').")
         else:
             labels = list(labels)  # a tuple, a NumPy array of names (df["label"].unique())...
             if any(not isinstance(k, str) for k in labels):
