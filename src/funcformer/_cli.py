@@ -144,7 +144,12 @@ def train(
                 flags[key] = value
     for key in ("checkpoint_dir", "log_dir"):  # also before training, as --out
         if flags.get(key):
-            check_writable(flags[key], f"--{key.replace('_', '-')} {flags[key]}", TaskError)
+            flag = f"--{key.replace('_', '-')} {flags[key]}"
+            check_writable(flags[key], flag, TaskError)
+            inside = Path(flags[key]).resolve()
+            if inside == out.resolve() or out.resolve() in inside.parents:  # refused at save
+                raise DataError(f"{flag} is inside --out {out}, where the function is saved. "
+                                "Fix: give a directory outside --out.")
     if flags.get("resume") and not flags.get("checkpoint_dir"):
         raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
                         "wrote its checkpoints to.")
@@ -282,9 +287,14 @@ def _print_training(fn: Any, out: Path) -> None:
     report = fn.manifest.training
     metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in fn.metrics.items())
-    console.print(f"Trained {fn.manifest.task} ({fn.manifest.method}) on "
-                  f"{report.get('examples', 0)} examples in {report.get('seconds', 0):.1f}s; "
-                  f"eval data: {report.get('eval_source', 'none')}.")
+    if fn.manifest.task == "zero_shot":  # nothing trains: it was "(none) on 0 examples"
+        console.print(f"Made a zero_shot function of {len(fn.labels)} labels (no training); "
+                      f"eval data: {report.get('eval_source', 'none')}.")
+    else:
+        console.print(f"Trained {fn.manifest.task} ({fn.manifest.method}) on "
+                      f"{report.get('examples', 0)} examples in "
+                      f"{report.get('seconds', 0):.1f}s; eval data: "
+                      f"{report.get('eval_source', 'none')}.")
     if metrics:
         console.print(f"Metrics: {metrics}")
     if "self_training" in report:
