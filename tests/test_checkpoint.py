@@ -299,3 +299,48 @@ def test_resume_with_other_data_or_options_is_refused(tiny_backbone: Path,
     again = funcformer.train("classify", _rows(), **train, lora={"r": 8}, checkpoint_steps=2,
                              resume=True)
     assert again.digest == first.digest
+
+
+def test_a_checkpoint_or_log_dir_that_cannot_be_used_is_refused_before_training(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint_dir that was a file was a FileExistsError traceback after the first epoch;
+    one inside a function directory wrote its checkpoints into that artifact."""
+    from funcformer import _train
+
+    (tmp_path / "file").write_text("x", "utf-8")
+    function = funcformer.train("classify", _rows(), backbone=tiny_backbone,
+                                **{**TRAIN, "method": "head"}).save(tmp_path / "fn")
+    tuned: list[int] = []  # epochs of the fine-tuning (the linear probe before it may run)
+    original = _train._epoch
+    monkeypatch.setattr(_train, "_epoch", lambda *a, **k: (
+        a[3].method == "full" and tuned.append(1)) or original(*a, **k))
+    for key in ("checkpoint_dir", "log_dir"):
+        for where, message in ((tmp_path / "file", r"file is a file, so no directory"),
+                               (tmp_path / "file" / "ck", r"file is a file, so no directory"),
+                               (function, r"is inside the function .*fn, whose artifact"),
+                               (function / "ck", r"is inside the function .*fn, whose")):
+            with pytest.raises(TaskError, match=rf"{key} .*{message}.*Fix"):
+                funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                                 **{key: str(where)})
+    assert tuned == []
+    assert sorted(p.name for p in function.iterdir()) == ["funcformer.json",
+                                                          "head.safetensors"]
+
+
+def test_cli_refuses_a_checkpoint_dir_inside_out(tiny_backbone: Path, tmp_path: Path,
+                                                 capsys) -> None:
+    """It trained, then refused to save: --out held the checkpoint and was no function."""
+    import csv
+
+    from conftest import run_cli as cli
+
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *_rows()])
+    common = ("train", "classify", data, "--backbone", tiny_backbone, "--method", "full",
+              "--epochs", "1", "--out", tmp_path / "fn")
+    for flag, where in (("--checkpoint-dir", tmp_path / "fn"),
+                        ("--log-dir", tmp_path / "fn" / "logs")):
+        assert cli(*common, flag, where) == 1
+        assert f"{flag} {where} is inside --out" in capsys.readouterr().err
+        assert not (tmp_path / "fn").exists()

@@ -198,6 +198,22 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if param.requires_grad}
 
 
+def check_output_dir(directory: str, name: str) -> None:
+    """Refuse, before training, a `name` directory (checkpoint_dir, log_dir) that is a file, lies
+    under one or cannot be written, or is (inside) a function's directory, whose artifact the
+    files would change; the checkpoint was an OSError traceback after the first epoch."""
+    from pathlib import Path
+
+    from ._artifact import MANIFEST, check_writable, function_home
+
+    path = Path(directory)
+    home = path if (path / MANIFEST).is_file() else function_home(path)
+    if home is not None:
+        raise TaskError(f"{name} {directory} is inside the function {home}, whose artifact "
+                        "it would change. Fix: give a directory outside function directories.")
+    check_writable(path, f"{name} {directory}", TaskError)
+
+
 class _Board:
     """TensorBoard scalars under `log_dir/<run>` (nothing without a log_dir)."""
 
@@ -210,6 +226,7 @@ class _Board:
             require("tensorboard", "tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
+            check_output_dir(log_dir, "log_dir")
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)
             try:
                 self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}")
@@ -293,6 +310,8 @@ class _Checkpoints:
         self.plan, self.config, self.description = plan, config, description
         self.optimizer, self.schedule = optimizer, schedule
         self.directory = config.checkpoint_dir
+        if self.directory:
+            check_output_dir(self.directory, "checkpoint_dir")
         shapes = sorted((k, list(v.shape)) for k, v in plan.model.state_dict().items())
         self.fingerprint = {"run": description, "epochs": config.epochs, "seed": config.seed,
                             "optimizer": config.optimizer, "schedule": config.schedule,
