@@ -344,3 +344,18 @@ def test_cli_refuses_a_checkpoint_dir_inside_out(tiny_backbone: Path, tmp_path: 
         assert cli(*common, flag, where) == 1
         assert f"{flag} {where} is inside --out" in capsys.readouterr().err
         assert not (tmp_path / "fn").exists()
+
+
+def test_self_training_resumes_round_by_round(tiny_backbone: Path, tmp_path: Path) -> None:
+    """Every round wrote to one checkpoint folder, so resuming a self-training run refused round
+    0 the last round's checkpoint (other data: steps_per_epoch differed)."""
+    from conftest import make_reviews
+
+    train = {**TRAIN, "epochs": 1, "backbone": tiny_backbone,
+             "unlabeled": [text for text, _ in make_reviews(6, seed=9)],
+             "self_training": {"rounds": 1, "threshold": 0.01}}
+    first = funcformer.train("classify", _rows(), **train, checkpoint_dir=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round-0", "round-1"]
+    again = funcformer.train("classify", _rows(), **train, checkpoint_dir=str(tmp_path),
+                             resume=True)
+    assert again.digest == first.digest

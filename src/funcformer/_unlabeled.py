@@ -124,6 +124,18 @@ class SelfTraining(Options):
         return chance + CONFIDENCE * (1 - chance)
 
 
+def _in_round(config: Any, number: int) -> Any:
+    """`config` for round `number`: its checkpoints in their own `round-N` folder, as each round
+    trains on other data (one folder: resume refused round 0 the last round's checkpoint)."""
+    if not config.checkpoint_dir:
+        return config
+    import dataclasses
+    import os
+
+    return dataclasses.replace(config, checkpoint_dir=os.path.join(config.checkpoint_dir,
+                                                                   f"round-{number}"))
+
+
 def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples | None,
                unlabeled: Examples, settings: SelfTraining, config: Any, progress: bool,
                cache: Any) -> tuple[Any, dict[str, Any]]:
@@ -139,7 +151,8 @@ def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     pool = _pool(unlabeled, labelled, eval_data)
     shares = _shares(task, labelled)
-    trained = fit(task, backbone, labelled, eval_data, config, progress, cache, source=source)
+    trained = fit(task, backbone, labelled, eval_data, _in_round(config, 0), progress, cache,
+                  source=source)
     rounds = [_round_record(0, [], task, trained)]
     kept = (trained, 0)
     for number in range(1, settings.rounds + 1):
@@ -151,8 +164,8 @@ def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples
             break
         say(f"self-training round {number}: {len(picks)} pseudo-labels", progress)
         pseudo = _labelled_rows(pool, picks, task.labels)
-        trained = fit(task, backbone, _join(labelled, pseudo), eval_data, config, progress,
-                      cache, source=source)
+        trained = fit(task, backbone, _join(labelled, pseudo), eval_data,
+                      _in_round(config, number), progress, cache, source=source)
         rounds.append(_round_record(number, pseudo.labels, task, trained, probs, picks))
         if _better(trained, kept[0], settings.keep):
             kept = (trained, number)
