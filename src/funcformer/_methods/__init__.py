@@ -155,6 +155,9 @@ def task_method(task: str, method: Any, config: TrainConfig | None, allowed: Seq
     if asked not in METHODS:
         raise TaskError(f"Unknown training method '{asked}'. {works}.")
     why = {"contrastive": " (contrastive tunes a classifier's encoder from its labels)",
+           "head": " (a language model has no separate head to train on frozen features)"
+                   if task == "generate" else f" ({task} has no head on frozen features: its "
+                   "output is the encoder's own, so the encoder is what trains)",
            **dict.fromkeys(("adalora", "ia3", "prompt", "prefix"),
                            " (AdaLoRA, IA³, prompt and prefix tuning train classify functions)"),
            }.get(asked, "")

@@ -36,7 +36,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
         from .._errors import TaskError
 
         raise TaskError("contrastive needs one label per text; for multi-label data use "
-                        "method 'head' or 'full'.")
+                        "method 'head', 'lora' or 'full'.")
     torch.manual_seed(config.seed)
     encoder = trainable_encoder(backbone.model, config)
     model = FunctionModel(encoder, torch.nn.Identity(), backbone.pooling)
