@@ -359,3 +359,20 @@ def test_self_training_resumes_round_by_round(tiny_backbone: Path, tmp_path: Pat
     again = funcformer.train("classify", _rows(), **train, checkpoint_dir=str(tmp_path),
                              resume=True)
     assert again.digest == first.digest
+
+
+def test_a_save_killed_between_its_renames_resumes_from_the_one_before(
+        tiny_backbone: Path, tmp_path: Path, capsys) -> None:
+    """A save moves the last checkpoint aside, then renames the new one in: killed between the
+    two, no `checkpoint` was left and resume started from scratch; a killed save's temporary
+    folder stayed forever."""
+    first = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                             checkpoint_dir=str(tmp_path))
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old-0badf00d")
+    (tmp_path / ".checkpoint.tmp-12345678").mkdir()
+    (tmp_path / ".checkpoint.tmp-12345678" / "model.safetensors").write_bytes(b"half")
+    again = funcformer.train("classify", _rows(), backbone=tiny_backbone, **LOUD,
+                             checkpoint_dir=str(tmp_path), resume=True)
+    assert "resuming from the checkpoint" in capsys.readouterr().err
+    assert again.digest == first.digest
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]

@@ -1,6 +1,7 @@
 """Training checkpoints: everything `_train.run` needs to continue a killed run exactly.
 
-A checkpoint is a directory written atomically (temporary sibling, then rename):
+A checkpoint is a directory written atomically (temporary sibling, then rename; the one it
+replaces is moved aside first, and a run killed between the two renames resumes from it):
 
     model.safetensors      the model's weights now
     best.safetensors       the best epoch's weights so far (when there is one)
@@ -61,7 +62,8 @@ def save(directory: str | os.PathLike[str], *, model: torch.nn.Module,
         if target.exists():
             os.replace(target, old)
         os.replace(temp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(f".{NAME}.*-*"):  # this save's old one, and a killed save's
+            shutil.rmtree(stale, ignore_errors=True)
         return target
     finally:
         if temp.exists():
@@ -77,7 +79,7 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
     a TaskError, and nothing is changed."""
     from ._errors import TaskError
 
-    source = Path(directory) / NAME
+    source = _tidy(Path(directory))
     if not source.exists():
         return None
     state, weights, tensors, best = _read(source)
@@ -128,6 +130,18 @@ def _read(source: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
                         f"{source} and train again from the start, or resume from an intact "
                         "copy.") from None
     return state, weights, tensors, best
+
+
+def _tidy(root: Path) -> Path:
+    """The checkpoint under `root`, put back in place when a save was killed between its two
+    renames (the last one moved aside, the new one not in yet); killed saves' leftovers go."""
+    target = root / NAME
+    olds = sorted(root.glob(f".{NAME}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists():
+        os.replace(olds.pop(), target)
+    for stale in [*olds, *root.glob(f".{NAME}.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
 
 
 def _cuda_device(model: torch.nn.Module) -> torch.device | None:
