@@ -376,3 +376,17 @@ def test_a_save_killed_between_its_renames_resumes_from_the_one_before(
     assert "resuming from the checkpoint" in capsys.readouterr().err
     assert again.digest == first.digest
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
+
+
+@pytest.mark.parametrize("option", [{"resume": True}, {"checkpoint_steps": 2}])
+def test_resume_or_checkpoint_steps_without_a_checkpoint_dir_is_refused(
+        tiny_backbone: Path, option: dict[str, Any]) -> None:
+    """They did nothing in Python (the CLI refused --resume alone): a run meant to resume
+    trained from scratch, one meant to checkpoint wrote nothing."""
+    name = next(iter(option))
+    with pytest.raises(TaskError, match=rf"{name} needs checkpoint_dir.*Fix: give "
+                                        "checkpoint_dir too"):
+        funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN, **option)
+    # head writes no checkpoints at all (it says so when given a checkpoint_dir)
+    funcformer.train("classify", _rows(), backbone=tiny_backbone,
+                     **{**TRAIN, "method": "head"}, **option)

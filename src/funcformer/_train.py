@@ -312,6 +312,10 @@ class _Checkpoints:
         self.directory = config.checkpoint_dir
         if self.directory:
             check_output_dir(self.directory, "checkpoint_dir")
+        elif config.resume or config.checkpoint_steps:  # (the CLI refuses --resume alone too)
+            raise TaskError(f"{'resume' if config.resume else 'checkpoint_steps'} needs "
+                            "checkpoint_dir, the directory checkpoints are written to (and "
+                            "resumed from). Fix: give checkpoint_dir too, or drop it.")
         shapes = sorted((k, list(v.shape)) for k, v in plan.model.state_dict().items())
         self.fingerprint = {"run": description, "epochs": config.epochs, "seed": config.seed,
                             "optimizer": config.optimizer, "schedule": config.schedule,

@@ -69,7 +69,8 @@ def _features(backbone: Backbone, examples: Examples, config: TrainConfig,
 def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
                 evaluate: Any, progress: bool) -> tuple[torch.nn.Module, History]:
     # Heads train in seconds (and `head` trains twice when it refits): never checkpointed.
-    config = dataclasses.replace(config, checkpoint_dir=None, resume=False)
+    config = dataclasses.replace(config, checkpoint_dir=None, checkpoint_steps=None,
+                                 resume=False)
     torch.manual_seed(config.seed)
     head = task.head(features.shape[1], config.dropout)
     batch_size = int(config.batch_size or 32)
