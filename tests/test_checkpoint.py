@@ -390,3 +390,19 @@ def test_resume_or_checkpoint_steps_without_a_checkpoint_dir_is_refused(
     # head writes no checkpoints at all (it says so when given a checkpoint_dir)
     funcformer.train("classify", _rows(), backbone=tiny_backbone,
                      **{**TRAIN, "method": "head"}, **option)
+
+
+def test_checkpoint_steps_count_the_whole_run(tiny_backbone: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps were counted within each epoch, so with more steps than an epoch has (500 for
+    epochs of 300) no step checkpoint was ever written. 5 steps an epoch, 2 epochs, every 3:
+    global steps 3, 6 and 9, and each epoch's end."""
+    from funcformer import _checkpoint
+
+    saved: list[tuple[int, int]] = []
+    original = _checkpoint.save
+    monkeypatch.setattr(_checkpoint, "save", lambda *a, **k: saved.append(
+        (k["state"]["epoch"], k["state"]["step"])) or original(*a, **k))
+    funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
+                     checkpoint_dir=str(tmp_path), checkpoint_steps=3)
+    assert saved == [(1, 3), (1, 5), (2, 1), (2, 4), (2, 5)]

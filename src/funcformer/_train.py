@@ -347,6 +347,7 @@ class _Checkpoints:
         return restored
 
     def due(self, step: int) -> bool:
+        """Whether `step` (counted over the whole run, from 1) is one to checkpoint at."""
         every = self.config.checkpoint_steps
         return bool(self.directory and every and step % every == 0)
 
@@ -387,7 +388,7 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
         if board is not None:
             board.step(schedule.last_epoch, float(loss.detach()),
                        optimizer.param_groups[0]["lr"])
-        if keeper is not None and keeper.due(step):
+        if keeper is not None and keeper.due(schedule.last_epoch):  # steps of the whole run
             keeper.save(epoch, step, (total, count))
             plan.model.train()
     plan.model.eval()
