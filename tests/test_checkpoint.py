@@ -406,3 +406,26 @@ def test_checkpoint_steps_count_the_whole_run(tiny_backbone: Path, tmp_path: Pat
     funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN,
                      checkpoint_dir=str(tmp_path), checkpoint_steps=3)
     assert saved == [(1, 3), (1, 5), (2, 1), (2, 4), (2, 5)]
+
+
+def test_a_lora_run_does_not_resume_on_another_backbone(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA checkpoint holds the adapter and head only: resumed onto another backbone of
+    the same shapes, the run went on with the two mixed."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = Path(shutil.copytree(tiny_backbone, tmp_path / "other"))
+    weights = load_file(str(other / "model.safetensors"))
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()},
+              str(other / "model.safetensors"))
+    train = {**TRAIN, "method": "lora", "checkpoint_dir": str(tmp_path / "ckpt")}
+    _train_killed_at(1, monkeypatch, backbone=tiny_backbone, **train)
+    with pytest.raises(TaskError, match=r"another training run \(the frozen weights \(the "
+                                        r"backbone\) differ\)"):
+        funcformer.train("classify", _rows(), backbone=other, resume=True, **train)
+    resumed = funcformer.train("classify", _rows(), backbone=tiny_backbone, resume=True, **train)
+    plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN | {
+        "method": "lora"})
+    assert resumed.digest == plain.digest

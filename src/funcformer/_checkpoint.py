@@ -192,9 +192,10 @@ def _differences(saved: dict[str, Any], expect: dict[str, Any], prefix: str = ""
             continue
         if isinstance(there, dict) and isinstance(here, dict):  # options, and their settings
             out.append(_differences(there, here, "" if key == "options" else f"{prefix}{key}."))
-        elif not prefix and key in ("weights", "data"):
-            out.append("the starting weights differ" if key == "weights"
-                       else "the training data differs")
+        elif not prefix and key in ("weights", "data", "frozen"):
+            out.append({"weights": "the starting weights differ",
+                        "data": "the training data differs",
+                        "frozen": "the frozen weights (the backbone) differ"}[key])
         else:
             out.append(f"{prefix}{key} {there!r} there, {here!r} here")
     return "; ".join(out)

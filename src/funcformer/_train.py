@@ -302,6 +302,18 @@ def data_digest(batches: Sequence[Batch]) -> str:
     return digest.hexdigest()
 
 
+def frozen_digest(model: torch.nn.Module) -> str:
+    """A sha256 of the weights that do not train (a LoRA run's backbone): a checkpoint holds
+    only the trained ones, so resuming on another backbone of the same shapes mixed the two."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.named_parameters()):
+        if not value.requires_grad:
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                          .numpy().tobytes())
+    return digest.hexdigest()
+
+
 class _Checkpoints:
     """Saves and restores a run's checkpoints (nothing, without `config.checkpoint_dir`)."""
 
@@ -321,9 +333,10 @@ class _Checkpoints:
                             "optimizer": config.optimizer, "schedule": config.schedule,
                             "steps_per_epoch": steps_per_epoch,
                             "weights": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()}
-        if self.directory:  # what else decides the result: the options and the data
-            self.fingerprint["options"] = _options(config)
+        if self.directory:  # what else decides the result: the options, the data and the
+            self.fingerprint["options"] = _options(config)  # weights no checkpoint holds
             self.fingerprint["data"] = data_digest(plan.batches(0))
+            self.fingerprint["frozen"] = frozen_digest(plan.model)
         self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
 
     def restore(self, progress: bool = True
