@@ -72,3 +72,58 @@ def test_a_log_dir_that_cannot_be_made_is_a_task_error(tiny_backbone: Path,
                                                    r"file, so no directory can be made .*Fix"):
         funcformer.train("classify", make_reviews(16), backbone=tiny_backbone, method="full",
                          epochs=1, progress=False, log_dir=str(blocker / "logs"))
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL in-process."""
+
+
+def _steps(run: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def test_a_resumed_run_logs_each_step_once(tiny_backbone: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps between the last checkpoint and the kill were logged twice after resuming."""
+    pytest.importorskip("tensorboard")
+    from conftest import make_reviews
+
+    from funcformer import _train
+
+    train = dict(backbone=tiny_backbone, method="full", epochs=2, batch_size=8, progress=False,
+                 log_dir=str(tmp_path / "logs"), checkpoint_dir=str(tmp_path / "ckpt"),
+                 checkpoint_steps=2)
+    real = _train._Board.step
+
+    def step_then_die(self: object, step: int, *args: object) -> None:
+        real(self, step, *args)
+        if step == 3 and self.writer is not None:  # past the checkpoint at step 2 (the head
+            raise _Killed                          # fit first logs nothing)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_train._Board, "step", step_then_die)
+        with pytest.raises(_Killed):
+            funcformer.train("classify", make_reviews(16), **train)
+    (run,) = [p for p in (tmp_path / "logs").iterdir() if p.is_dir()]
+    assert _steps(run, "train/loss") == [1, 2, 3]
+    funcformer.train("classify", make_reviews(16), resume=True, **train)
+    assert _steps(run, "train/loss") == list(range(1, 11))  # 5 steps an epoch, 2 epochs
+
+
+def test_the_heads_refit_is_its_own_run(tiny_backbone: Path, tmp_path: Path) -> None:
+    """`head` refits on train + held-out rows: that second run wrote into the first's
+    folder, its steps starting again at 1."""
+    pytest.importorskip("tensorboard")
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(100), backbone=tiny_backbone, method="head",
+                          epochs=3, progress=False, log_dir=str(tmp_path))  # 20 held out
+    assert fn.manifest.training["eval_source"].startswith("held out")
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert runs == ["head", "head_refit"]
+    assert _steps(tmp_path / "head", "eval/accuracy") == sorted(
+        set(_steps(tmp_path / "head", "eval/accuracy")))

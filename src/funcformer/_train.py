@@ -104,7 +104,6 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
     first = max(1, math.ceil(_warmup_steps(steps_per_epoch * epochs, config.warmup_ratio)
                              / max(1, steps_per_epoch)))
     keeper = _Checkpoints(plan, config, optimizer, schedule, description, steps_per_epoch)
-    board = _Board(config.log_dir, description, plan.metric_name or config.metric)
     autocast = mixed_precision(plan.model, config.precision)
     history, best_state, waited = History(), None, 0
     start, skip, carried = 1, 0, (0.0, 0)
@@ -122,7 +121,11 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
         history.best_metric, history.best_tiebreak = _scored(plan.evaluate(plan.model.eval()))
         history.epochs.append({"epoch": 0.0, "eval": history.best_metric})
         best_state = trainable_state(plan.model)
-    with Progress(description, total=steps_per_epoch * epochs, enabled=progress) as bar:
+    # resumed: the steps logged after the checkpoint, before the kill, are logged again
+    board = _Board(config.log_dir, description, plan.metric_name or config.metric,
+                   purge_step=(start - 1) * steps_per_epoch + skip + 1 if restored else None)
+    with board, Progress(description, total=steps_per_epoch * epochs,
+                         enabled=progress) as bar:
         bar.advance((start - 1) * steps_per_epoch + skip)
         for epoch in range(start, epochs + 1):
             if waited >= patience:
@@ -157,7 +160,6 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
                 bar.finish(f"early stop: best epoch {history.best_epoch} "
                            f"({history.best_metric:.3f})")
                 break
-    board.close()
     if best_state is not None:
         plan.model.load_state_dict(best_state, strict=False)
     plan.model.eval()
@@ -215,9 +217,12 @@ def check_output_dir(directory: str, name: str) -> None:
 
 
 class _Board:
-    """TensorBoard scalars under `log_dir/<run>` (nothing without a log_dir)."""
+    """TensorBoard scalars under `log_dir/<run>` (nothing without a log_dir); a context that
+    closes the writer, so a run that fails still flushes what it logged. `purge_step`: a
+    resumed run hides the events logged from that step on by the killed one."""
 
-    def __init__(self, log_dir: str | None, run: str, metric: str) -> None:
+    def __init__(self, log_dir: str | None, run: str, metric: str,
+                 purge_step: int | None = None) -> None:
         self.writer: Any = None
         self.metric = metric
         if log_dir:
@@ -229,7 +234,7 @@ class _Board:
             check_output_dir(log_dir, "log_dir")
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in run)
             try:
-                self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}")
+                self.writer = SummaryWriter(log_dir=f"{log_dir}/{name}", purge_step=purge_step)
             except OSError as err:
                 raise TaskError(f"log_dir {log_dir}: cannot write TensorBoard logs there "
                                 f"({err.strerror or err}). Fix: choose a directory you can "
@@ -246,7 +251,10 @@ class _Board:
             if "eval" in record:
                 self.writer.add_scalar(f"eval/{self.metric}", record["eval"], epoch)
 
-    def close(self) -> None:
+    def __enter__(self) -> _Board:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.writer is not None:
             self.writer.close()
 

@@ -52,7 +52,8 @@ def probe(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | 
     elif refit:
         again = dataclasses.replace(config, epochs=max(history.best_epoch, 1))
         head, _ = _train_head(task, torch.cat([features, eval_features]),
-                              torch.cat([targets, task.targets(eval_data)]), again, None, False)
+                              torch.cat([targets, task.targets(eval_data)]), again, None, False,
+                              description="head refit")  # its own TensorBoard run
     return head, history, truncated
 
 
@@ -67,7 +68,8 @@ def _features(backbone: Backbone, examples: Examples, config: TrainConfig,
 
 
 def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
-                evaluate: Any, progress: bool) -> tuple[torch.nn.Module, History]:
+                evaluate: Any, progress: bool, description: str = "head"
+                ) -> tuple[torch.nn.Module, History]:
     # Heads train in seconds (and `head` trains twice when it refits): never checkpointed.
     config = dataclasses.replace(config, checkpoint_dir=None, checkpoint_steps=None,
                                  resume=False)
@@ -81,4 +83,4 @@ def _train_head(task: Any, features: torch.Tensor, targets: torch.Tensor, config
 
     plan = Plan(model=head, batches=batches, forward=lambda model, x: model(x),
                 loss=task.loss, evaluate=evaluate, baseline=task.init is not None)
-    return head, run(plan, config, progress=progress, description="head")
+    return head, run(plan, config, progress=progress, description=description)
