@@ -79,6 +79,20 @@ def test_contrastive_trains_saves_and_reloads(tiny_backbone: Path, tmp_path: Pat
     assert all(torch.equal(before[k], v) for k, v in shared.model.state_dict().items())
     assert fn.manifest.method == "contrastive" and fn.manifest.backbone.included
     assert fn.metrics["accuracy"] >= 0.5
+    # >= 0.5 held with the head zeroed (one label for all): the head fits the training rows,
+    # and the tuned encoder holds a label's texts closer together than the untrained one
+    rows = make_reviews(8)
+    texts, labels = [t for t, _ in rows], [y for _, y in rows]
+    assert fn.evaluate(rows)["accuracy"] >= 0.8
+
+    def separation(features: torch.Tensor) -> float:
+        unit = torch.nn.functional.normalize(features, dim=-1)
+        cosine, same = unit @ unit.T, torch.tensor([[a == b for b in labels] for a in labels])
+        return float(cosine[same & ~torch.eye(len(labels), dtype=torch.bool)].mean()
+                     - cosine[~same].mean())
+
+    untrained = torch.from_numpy(shared.embed(texts)[0])
+    assert separation(fn.features(texts)) > separation(untrained) + 0.01
     out = fn.save(tmp_path / "fn")
     assert (out / "encoder" / "model.safetensors").is_file()
     loaded = funcformer.load(out)
