@@ -425,17 +425,24 @@ def _jsonl_rows(name: str, text: str) -> Iterator[_Row]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{name}, line {number}: malformed JSON ({err.msg} at column "
-                            f"{err.colno}). Fix: each line must be one JSON object, e.g. "
-                            '{"text": "...", "label": "..."}') from None
-        if not isinstance(record, dict):
-            raise DataError(f"{name}, line {number}: expected a JSON object, got "
-                            f"{_json_type(record)}. Fix: write each line as an object, e.g. "
-                            '{"text": "...", "label": "..."}')
+        record = json_object(line, name, number, '{"text": "...", "label": "..."}')
         yield _Row(record, f"line {number}")
+
+
+def json_object(line: str, name: str, number: int,
+                example: str = '{"text": "..."}') -> dict[str, Any]:
+    """Line `number` of the JSONL file `name` as an object, or a DataError saying why not."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{name}, line {number}: malformed JSON ({err.msg} at column "
+                        f"{err.colno}). Fix: each line must be one JSON object, e.g. "
+                        f"{example}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{name}, line {number}: expected a JSON object, got "
+                        f"{_json_type(record)}. Fix: write each line as an object, e.g. "
+                        f"{example}")
+    return record
 
 
 def _json_array_rows(name: str, text: str) -> Iterator[_Row]:

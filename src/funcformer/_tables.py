@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._data import json_object
 from ._errors import DataError, require
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -47,7 +48,7 @@ def column_names(path: Path, fmt: str) -> list[str]:
             keys: dict[str, None] = {}
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    keys.update(dict.fromkeys(_json_object(line, path.name, number)))
+                    keys.update(dict.fromkeys(json_object(line, path.name, number)))
             return list(keys)
     header = [name.strip() for name in _csv_header(path, fmt)]
     _check_unique(header, f"{path.name}, line 1: the header")
@@ -195,7 +196,7 @@ def _jsonl_chunks(path: Path, rows: int, names: list[str]) -> Iterator[Any]:
     with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
-                records.append(_json_object(line, path.name, number))
+                records.append(json_object(line, path.name, number))
                 numbers.append(number)
             if len(records) == rows:
                 yield _from_records(pa, records, numbers, names, path)
@@ -248,20 +249,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
-
-
-def _json_object(line: str, name: str, number: int) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{name}, line {number}: malformed JSON ({err.msg} at column "
-                        f"{err.colno}). Fix: each line must be one JSON object, e.g. "
-                        '{"text": "..."}') from None
-    if not isinstance(record, dict):
-        raise DataError(f"{name}, line {number}: expected a JSON object, got "
-                        f"{type(record).__name__}. Fix: write each line as an object, e.g. "
-                        '{"text": "..."}')
-    return record
 
 
 def _check_file(path: Path) -> None:
