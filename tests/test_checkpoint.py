@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import funcformer
 from funcformer import TaskError
@@ -429,3 +430,36 @@ def test_a_lora_run_does_not_resume_on_another_backbone(
     plain = funcformer.train("classify", _rows(), backbone=tiny_backbone, **TRAIN | {
         "method": "lora"})
     assert resumed.digest == plain.digest
+
+
+def test_a_checkpoint_of_an_older_funcformer_still_resumes(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints written before the fingerprint recorded the options, the data and the
+    frozen weights were refused, said to hold other data and another backbone."""
+    import json
+
+    train = {**TRAIN, "backbone": tiny_backbone, "checkpoint_dir": str(tmp_path),
+             "checkpoint_steps": 2}
+    _train_killed_at(2, monkeypatch, **train)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text("utf-8"))
+    for key in ("options", "data", "frozen"):
+        del state["fingerprint"][key]
+    state_file.write_text(json.dumps(state), "utf-8")
+    resumed = funcformer.train("classify", _rows(), **train, resume=True)
+    plain = funcformer.train("classify", _rows(), **{**TRAIN, "backbone": tiny_backbone})
+    assert resumed.digest == plain.digest
+
+
+def test_the_data_digest_reads_labels_exactly_and_computed_floats_by_shape() -> None:
+    """A teacher's logits recomputed on another device differ in the last bits: a distill run
+    resumed there was refused as 'the training data differs'."""
+    from funcformer._train import data_digest
+
+    ids, logits = torch.tensor([[5, 6, 7]]), torch.tensor([[0.25, -1.5]])
+    digest = data_digest([(ids, logits)])
+    assert data_digest([(ids, logits + 1e-6)]) == digest
+    assert data_digest([(ids + 1, logits)]) != digest
+    labels, rows = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert data_digest([(ids, labels)]) != data_digest([(ids, labels.flip(0))])
+    assert data_digest([(ids, rows)]) != data_digest([(ids, rows.flip(0))])  # multi-label

@@ -127,3 +127,22 @@ def test_the_heads_refit_is_its_own_run(tiny_backbone: Path, tmp_path: Path) -> 
     assert runs == ["head", "head_refit"]
     assert _steps(tmp_path / "head", "eval/accuracy") == sorted(
         set(_steps(tmp_path / "head", "eval/accuracy")))
+
+
+def test_self_training_logs_each_round_as_its_own_run(tiny_backbone: Path,
+                                                       tmp_path: Path) -> None:
+    """Every round logged into one run: the rounds' steps overlapped, and a resumed round
+    hid the later rounds' steps."""
+    pytest.importorskip("tensorboard")
+    from conftest import make_reviews
+
+    texts = [t for t, _ in make_reviews(10, seed=4)]
+    funcformer.train("classify", make_reviews(4), backbone=tiny_backbone, unlabeled=texts,
+                     method="full", epochs=1, progress=False, log_dir=str(tmp_path),
+                     self_training={"rounds": 2, "threshold": 0.5})
+    rounds = sorted(p.name for p in tmp_path.iterdir())
+    assert rounds == ["round-0", "round-1", "round-2"]
+    for folder in rounds:
+        (run,) = [p for p in (tmp_path / folder).iterdir() if p.is_dir()]
+        steps = _steps(run, "train/loss")
+        assert steps == list(range(1, len(steps) + 1))

@@ -84,10 +84,11 @@ def load(directory: str | os.PathLike[str], *, model: torch.nn.Module,
         return None
     state, weights, tensors, best = _read(source)
     saved = state.get("fingerprint") or {}
-    if saved != expect:
+    differences = _differences(saved, expect)
+    if differences:
         raise TaskError(f"{source}: this checkpoint is from another training run "
-                        f"({_differences(saved, expect)}). Fix: resume with the same data and "
-                        "options, or use a new checkpoint directory.")
+                        f"({differences}). Fix: resume with the same data and options, or use "
+                        "a new checkpoint directory.")
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         raise TaskError(f"{source}: weights {result.unexpected_keys[:3]} are not in this model. "
@@ -184,14 +185,22 @@ def _differences(saved: dict[str, Any], expect: dict[str, Any], prefix: str = ""
     'epochs 2 there, 3 here; the starting weights differ'
     >>> _differences({"options": {"lora": {"r": 8}}}, {"options": {"lora": {"r": 4}}})
     'lora.r 8 there, 4 here'
+
+    What only one side records (a checkpoint of an older funcformer, before the data, the
+    options or an option were part of it) is not held against it:
+
+    >>> _differences({"epochs": 2}, {"epochs": 2, "data": "a", "options": {"lr": 1}})
+    ''
     """
     out = []
-    for key in sorted(set(saved) | set(expect)):
-        there, here = saved.get(key), expect.get(key)
+    for key in sorted(set(saved) & set(expect)):
+        there, here = saved[key], expect[key]
         if there == here:
             continue
         if isinstance(there, dict) and isinstance(here, dict):  # options, and their settings
-            out.append(_differences(there, here, "" if key == "options" else f"{prefix}{key}."))
+            inner = _differences(there, here, "" if key == "options" else f"{prefix}{key}.")
+            if inner:
+                out.append(inner)
         elif not prefix and key in ("weights", "data", "frozen"):
             out.append({"weights": "the starting weights differ",
                         "data": "the training data differs",

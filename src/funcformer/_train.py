@@ -122,8 +122,9 @@ def run(plan: Plan, config: TrainConfig, *, progress: bool = True,
         history.epochs.append({"epoch": 0.0, "eval": history.best_metric})
         best_state = trainable_state(plan.model)
     # resumed: the steps logged after the checkpoint, before the kill, are logged again
+    again = restored is not None and start <= epochs
     board = _Board(config.log_dir, description, plan.metric_name or config.metric,
-                   purge_step=(start - 1) * steps_per_epoch + skip + 1 if restored else None)
+                   purge_step=(start - 1) * steps_per_epoch + skip + 1 if again else None)
     with board, Progress(description, total=steps_per_epoch * epochs,
                          enabled=progress) as bar:
         bar.advance((start - 1) * steps_per_epoch + skip)
@@ -283,30 +284,31 @@ def _options(config: TrainConfig) -> dict[str, Any]:
 
 
 def data_digest(batches: Sequence[Batch]) -> str:
-    """A sha256 of an epoch's batches: token ids, labels and targets in full; floating-point
-    inputs (features a frozen backbone computed) by shape only, as another thread count can
-    round them differently, and their texts' labels still count."""
+    """A sha256 of an epoch's batches: token ids and whole-number targets (labels, multi-label
+    0/1 rows) in full; other floating-point values by shape only (features a frozen backbone
+    computed, a teacher's logits for distillation), as another thread count or device rounds
+    them differently; the token ids and labels beside them still count."""
     digest = hashlib.sha256()
 
-    def feed(value: Any, exact: bool) -> None:
+    def feed(value: Any) -> None:
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{list(value.shape)}".encode())
-            if exact or not value.is_floating_point():
+            if not value.is_floating_point() or bool((value == value.round()).all()):
                 digest.update(value.detach().cpu().contiguous().reshape(-1)
                               .view(torch.uint8).numpy().tobytes())
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())
-                feed(value[key], exact)
+                feed(value[key])
         elif isinstance(value, (list, tuple)):
             for item in value:
-                feed(item, exact)
+                feed(item)
         else:
             digest.update(repr(value).encode())
 
     for inputs, targets in batches:
-        feed(inputs, False)
-        feed(targets, True)
+        feed(inputs)
+        feed(targets)
     return digest.hexdigest()
 
 

@@ -125,15 +125,16 @@ class SelfTraining(Options):
 
 
 def _in_round(config: Any, number: int) -> Any:
-    """`config` for round `number`: its checkpoints in their own `round-N` folder, as each round
-    trains on other data (one folder: resume refused round 0 the last round's checkpoint)."""
-    if not config.checkpoint_dir:
-        return config
+    """`config` for round `number`: its checkpoints and TensorBoard logs in their own
+    `round-N` folders, as each round trains on other data (one checkpoint folder: resume
+    refused round 0 the last round's checkpoint; one log run: the rounds' steps overlapped,
+    and a resumed round hid the later rounds' ones)."""
     import dataclasses
     import os
 
-    return dataclasses.replace(config, checkpoint_dir=os.path.join(config.checkpoint_dir,
-                                                                   f"round-{number}"))
+    return dataclasses.replace(config, **{
+        name: os.path.join(getattr(config, name), f"round-{number}")
+        for name in ("checkpoint_dir", "log_dir") if getattr(config, name)})
 
 
 def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples | None,
