@@ -342,3 +342,8 @@ def test_a_backbone_with_its_own_code_is_not_run(tiny_backbone: Path, tmp_path: 
     native = bb.load(custom)  # a BERT config with an auto_map: transformers' BERT
     assert type(native.model).__name__ == "BertModel"
     assert not marker.exists()
+    damaged = Path(shutil.copytree(custom, tmp_path / "damaged"))  # a BERT config that
+    (damaged / "config.json").write_text(json.dumps(  # BERT refuses: no custom code involved
+        {**config, "auto_map": auto_map, "num_attention_heads": 3}))
+    with pytest.raises(BackboneNotFound, match=r"config\.json or weights are damaged"):
+        bb.load(damaged)

@@ -434,10 +434,14 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
 
 
 def _ships_code(path: Path) -> bool:
-    """Whether config.json points at model code of its own (`auto_map`)."""
+    """Whether config.json points at model code of its own (`auto_map`) for a model type this
+    transformers lacks (with a type it has, such as BERT, its own class loads instead)."""
+    from transformers import CONFIG_MAPPING
+
     try:
-        return "auto_map" in json.loads((path / "config.json").read_text("utf-8"))
-    except (OSError, ValueError, TypeError):
+        config = json.loads((path / "config.json").read_text("utf-8"))
+        return "auto_map" in config and config.get("model_type") not in CONFIG_MAPPING
+    except (OSError, ValueError, TypeError, AttributeError):
         return False
 
 
