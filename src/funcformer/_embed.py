@@ -110,6 +110,10 @@ class ZeroShot(Function):
         if labels is None:  # prompts(None) would read this function's labels, not yet set
             raise DataError("ZeroShot needs labels: a list of names or a dict of name -> "
                             "description. Fix: e.g. ZeroShot(['business', 'sports']).")
+        if isinstance(labels, (set, frozenset)):  # its order, so the digest, varied by process
+            raise DataError(f"ZeroShot labels are a set, which has no fixed order; the label "
+                            f"order is part of the function. Fix: pass a list, e.g. "
+                            f"sorted({labels!r:.60}).")
         if isinstance(labels, (str, bytes)):  # list('abc') would be the labels a, b, c
             raise DataError(f"ZeroShot takes a list of label names or a dict of name -> "
                             f"description, got the string {labels!r}. Fix: e.g. "
@@ -191,17 +195,15 @@ class ZeroShot(Function):
                     raise DataError(f"zero_shot label {name(k)!r:.60} is given twice. Fix: "
                                     "give each label once.")
                 prompts[name(k)] = v
-        elif isinstance(labels, (set, frozenset)):  # its order, so the function's digest and
-            raise DataError(                         # its scores' order, varied by process
-                f"zero_shot labels are a set, which has no fixed order; the label order is "
-                f"part of the function. Fix: pass a list, e.g. sorted({labels!r:.60}).")
         elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise DataError(f"zero_shot labels must be a list of names (or a mapping of names "
                             f"to descriptions), got {type(labels).__name__} {labels!r:.60}. "
                             "Fix: pass e.g. ['business', 'sports'] (CLI: --set "
                             "'labels=[\"business\", \"sports\"]').")
-        else:
-            labels = list(labels)  # a tuple, a NumPy array of names (df["label"].unique())...
+        else:  # a tuple, a NumPy array of names (df["label"].unique()), a set (per call;
+            # in order, for the same scores in every process)
+            labels = sorted(labels, key=str) if isinstance(labels, (set, frozenset)) \
+                else list(labels)
             if any(not isinstance(k, str) for k in labels):
                 raise DataError("zero_shot labels must be strings. Fix: pass e.g. "
                                 "['business', 'sports'].")
