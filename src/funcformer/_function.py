@@ -676,7 +676,10 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     # a save replacing the directory mid-load (one rename) could pair the manifest read with
     # the other save's files: the record then fails, or the manifest has changed since; then
     # the load starts again, from the new save
+    last = "each load was complete, but the directory had changed by its end"
     for attempt in range(LOAD_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * attempt)  # the save's two renames: target out, new one in
         stamp = _manifest_stamp(Path(path))
         try:
             fn = _load(path, backbone=backbone, runtime=runtime, threads=threads,
@@ -684,15 +687,15 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
                        merge_adapter=merge_adapter)
             # after the loaders: they name a damaged file better
             check_files(Path(path), fn.manifest)
-        except ArtifactError:
+        except ArtifactError as err:
             if _manifest_stamp(Path(path)) == stamp:
                 raise
+            last = f"the last attempt: {err}"
         else:
             if _manifest_stamp(Path(path)) == stamp:
                 return fn
-        time.sleep(0.05 * (attempt + 1))  # the save's two renames: target out, new one in
-    raise ArtifactError(f"{path}: saved again {LOAD_ATTEMPTS} times while it was loading. "
-                        "Fix: load it once the saves are done.")
+    raise ArtifactError(f"{path}: saved again {LOAD_ATTEMPTS} times while it was loading "
+                        f"({last}). Fix: load it once the saves are done.")
 
 
 LOAD_ATTEMPTS = 3
