@@ -208,7 +208,8 @@ class TrainConfig:
     """Seed for initialisation, data order and the held-out split: same seed, same result."""
     checkpoint_dir: str | None = None
     """Write a checkpoint here (atomically) at each epoch's end, for `resume`. Applies to the
-    runs that train an encoder or decoder; `head` training takes seconds and is not saved."""
+    runs that train an encoder or decoder, and to `tag` / `pair` heads; a `classify` head on
+    frozen features trains in seconds and is not saved (it says so)."""
     checkpoint_steps: int | None = None
     """Also checkpoint every this many steps (with `checkpoint_dir`)."""
     log_dir: str | None = None
