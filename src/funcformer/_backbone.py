@@ -250,7 +250,7 @@ class Backbone:
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> Encoded:
         """Tokenize without padding; texts past `max_length` tokens are cut and counted."""
         limit = min(max_length or self.max_length, self.max_length)
-        batch = self.tokenizer(list(texts), truncation=True, max_length=limit)
+        batch = call_tokenizer(self.tokenizer, list(texts), truncation=True, max_length=limit)
         cut = [bool(enc.overflowing) for enc in batch.encodings] if batch.encodings \
             else [len(ids) >= limit for ids in batch["input_ids"]]
         return Encoded(input_ids=batch["input_ids"], truncated=sum(cut), cut=cut)
@@ -343,6 +343,23 @@ class Backbone:
         rows = encoded.input_ids
         return encoded, ((index, self.pad([rows[i] for i in index]))
                                    for index in token_batches(rows, batch_tokens))
+
+
+_tokenizer_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_tokenizer_locks_lock = threading.Lock()
+
+
+def call_tokenizer(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
+    """`tokenizer(*args, **kwargs)` under that tokenizer's own lock. A fast tokenizer keeps its
+    truncation settings (max_length, stride, strategy) on itself and each call sets them before
+    encoding: two threads calling one shared tokenizer with different settings (two functions
+    on one backbone, a tag and a classify function) encoded with each other's."""
+    with _tokenizer_locks_lock:
+        lock = _tokenizer_locks.get(tokenizer)
+        if lock is None:
+            lock = _tokenizer_locks[tokenizer] = threading.Lock()
+    with lock:
+        return tokenizer(*args, **kwargs)
 
 
 def token_batches(rows: Sequence[list[int]], budget: int,

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ._backbone import call_tokenizer
 from ._data import read_texts
 from ._errors import DataError, TaskError, require
 
@@ -195,8 +196,8 @@ def tokenize(tokenizer: Any, texts: tuple[str, ...], limit: int,
         raise TaskError("explain needs a fast (Rust) tokenizer to map tokens back to words; "
                         "this backbone has a slow one. Fix: use a backbone with a "
                         "tokenizer.json.")
-    batch = tokenizer(*([t] for t in texts), truncation=True, max_length=limit,
-                      return_offsets_mapping=True)
+    batch = call_tokenizer(tokenizer, *([t] for t in texts), truncation=True, max_length=limit,
+                           return_offsets_mapping=True)
     enc = batch.encodings[0]
     if enc.overflowing:
         log.warning("The text is longer than the token limit (%d); words past it are not "

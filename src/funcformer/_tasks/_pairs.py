@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .._backbone import Backbone
+from .._backbone import Backbone, call_tokenizer
 from .._data import Records, number_field, read_records
 from .._errors import DataError
 from .._methods import MIN_HELD_OUT
@@ -175,7 +175,8 @@ def encode(backbone: Backbone, a: Sequence[str], b: Sequence[str],
            max_length: int | None) -> Encoded:
     """Tokenize pairs as one sequence each; the longer text is cut first past the limit."""
     limit = min(max_length or backbone.max_length, backbone.max_length)
-    batch = backbone.tokenizer(list(a), list(b), truncation="longest_first", max_length=limit)
+    batch = call_tokenizer(backbone.tokenizer, list(a), list(b), truncation="longest_first",
+                           max_length=limit)
     truncated = sum(1 for e in batch.encodings if e.overflowing) if batch.encodings \
         else sum(1 for ids in batch["input_ids"] if len(ids) >= limit)
     return Encoded(batch["input_ids"], batch.get("token_type_ids"), truncated)

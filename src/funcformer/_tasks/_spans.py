@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backbone import call_tokenizer
 from .._data import Located, _blank, _json_type, _rows, _text
 from .._errors import DataError, TaskError, is_whole
 
@@ -287,9 +288,9 @@ class Coder:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Tokenize into windows of `limit` tokens overlapping by `stride`."""
-        batch = self.tokenizer(list(texts), truncation=True, max_length=self.limit,
-                               stride=self.stride, return_overflowing_tokens=True,
-                               return_offsets_mapping=True)
+        batch = call_tokenizer(self.tokenizer, list(texts), truncation=True,
+                               max_length=self.limit, stride=self.stride,
+                               return_overflowing_tokens=True, return_offsets_mapping=True)
         pairs = list(zip(batch["overflow_to_sample_mapping"], batch.encodings, strict=True))
         ranges: list[dict[int, tuple[int, int]]] = [{} for _ in texts]
         for text, enc in pairs:
