@@ -7,9 +7,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import funcformer
 from funcformer import _backbone
 
 
@@ -62,3 +64,48 @@ def test_one_tokenizer_with_other_limits_in_other_threads(tiny_backbone: Path) -
     run_threads(work, threads=6)
     assert not wrong
 
+
+def _docs(prefix: str, n: int, **metadata: object) -> list[dict[str, object]]:
+    from conftest import NOUNS, POSITIVE
+
+    return [{"id": f"{prefix}{i}", "text": f"the {NOUNS[i % 10]} was {POSITIVE[i % 10]}",
+             "metadata": {"lang": "en", **metadata}} for i in range(n)]
+
+
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_a_search_reads_one_index_while_another_thread_changes_it(
+        tiny_backbone: Path, change: str) -> None:
+    # add/remove replaced the documents, then the vectors: a search between the two failed
+    # (IndexError: boolean index did not match) or named another row's document
+    fn = funcformer.train("search", _docs("d", 20), backbone=tiny_backbone)
+    texts = {doc["id"]: doc["text"] for doc in _docs("d", 20) + _docs("new", 3)}
+    inside, changed = threading.Event(), threading.Event()
+    found: list[Any] = []
+
+    def where(metadata: dict[str, Any]) -> bool:  # the first call waits for the change
+        if not inside.is_set():
+            inside.set()
+            assert changed.wait(10)
+        return True
+
+    def work(i: int) -> None:
+        if i == 1:
+            found.extend(fn.search("the food was great", k=30, filter=where))
+            return
+        assert inside.wait(10)
+        fn.add(_docs("new", 3)) if change == "add" else fn.remove(["d0", "d1", "d2"])
+        changed.set()
+
+    run_threads(work, threads=2)
+    assert len(found) == 20 and all(hit.text == texts[hit.id] for hit in found)
+    fn.add(_docs("last", 1, newest=True))  # a filter's fields are those of the newest index
+    assert [hit.id for hit in fn.search("x", filter={"newest": True})] == ["last0"]
+
+
+def test_adds_from_many_threads_keep_every_document(tiny_backbone: Path) -> None:
+    fn = funcformer.train("search", _docs("d", 4), backbone=tiny_backbone)
+    for _ in range(5):
+        before = len(fn.index)
+        run_threads(lambda i: fn.add([{"text": f"the food was great {i}"}]), threads=8)
+        assert len(fn.index) == before + 8  # both read one index: one's documents were lost
+        assert len({document.id for document in fn.index.documents}) == len(fn.index)

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import numbers
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -128,7 +129,11 @@ class Document:
 
 
 class Index:
-    """Documents and their normalised vectors (N, H); exact or HNSW top-k search."""
+    """Documents and their normalised vectors (N, H); exact or HNSW top-k search.
+
+    Never changed once made: `add` and `remove` return a new index, so a search running in
+    another thread reads one consistent set of documents, vectors and HNSW graph.
+    """
 
     def __init__(self, documents: list[Document], vectors: np.ndarray,
                  backend: str = "auto") -> None:
@@ -139,14 +144,15 @@ class Index:
         self.backend = backend
         self.rows = {doc.id: i for i, doc in enumerate(documents)}
         self._ann: Any = None
+        self._ann_lock = threading.Lock()  # the graph is built once, on the first search
         self._fields: set[str] | None = None
 
     def __len__(self) -> int:
         return len(self.documents)
 
     def metadata_fields(self) -> set[str]:
-        """Every metadata field of the documents, kept until the next add or remove (a
-        filter is checked against them on each call)."""
+        """Every metadata field of the documents, computed once (a filter is checked against
+        them on each call)."""
         if self._fields is None:
             self._fields = set().union(*(doc.metadata for doc in self.documents))
         return self._fields
@@ -155,24 +161,21 @@ class Index:
     def uses_ann(self) -> bool:
         return self.backend == "faiss" or (self.backend == "auto" and len(self) > ANN_THRESHOLD)
 
-    def add(self, documents: list[Document], vectors: np.ndarray) -> None:
+    def add(self, documents: list[Document], vectors: np.ndarray) -> Index:
+        """A new index that also holds `documents`, embedded as `vectors` (M, H)."""
         clash = [d.id for d in documents if d.id in self.rows]
         if clash:
             raise DataError(f"Document id '{clash[0]}' is already in the index. Fix: remove it "
                             "first, or give new documents new ids.")
-        self.documents = self.documents + documents
-        self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
-        self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
-        self._ann = self._fields = None
+        return Index(self.documents + documents,
+                     np.concatenate([self.vectors, vectors.astype(np.float32)]), self.backend)
 
-    def remove(self, ids: Sequence[str]) -> int:
+    def remove(self, ids: Sequence[str]) -> tuple[Index, int]:
+        """A new index without the documents of these ids, and how many of them there were."""
         drop = {str(i) for i in ids} & set(self.rows)
         keep = [i for i, doc in enumerate(self.documents) if doc.id not in drop]
-        self.documents = [self.documents[i] for i in keep]
-        self.vectors = self.vectors[keep]
-        self.rows = {doc.id: i for i, doc in enumerate(self.documents)}
-        self._ann = self._fields = None
-        return len(drop)
+        return Index([self.documents[i] for i in keep], self.vectors[keep],
+                     self.backend), len(drop)
 
     def search(self, queries: np.ndarray, k: int, where: Filter = None
                ) -> list[list[tuple[int, float]]]:
@@ -205,14 +208,19 @@ class Index:
     def _ann_search(self, queries: np.ndarray, k: int,
                     allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
         faiss = require("faiss", "ann")
-        if self._ann is None:
-            index = faiss.IndexHNSWFlat(self.vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 200
-            index.add(np.ascontiguousarray(self.vectors))
-            self._ann = index
-        self._ann.hnsw.efSearch = max(64, 2 * k)
+        with self._ann_lock:
+            if self._ann is None:
+                index = faiss.IndexHNSWFlat(self.vectors.shape[1], 32,
+                                            faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = 200
+                index.add(np.ascontiguousarray(self.vectors))
+                self._ann = index
+        # per call, not index.hnsw.efSearch: searches with other k run in other threads
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(64, 2 * k)
         fetch = k if allowed is None else min(len(self), k * 10)  # filter after fetching more
-        scores, rows = self._ann.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        scores, rows = self._ann.search(np.ascontiguousarray(queries, dtype=np.float32), fetch,
+                                        params=params)
         out = []
         for query, score_row, index_row in zip(queries, scores, rows, strict=True):
             hits = [(int(i), float(s)) for i, s in zip(index_row, score_row, strict=True)
@@ -239,6 +247,9 @@ class Searcher(Function):
         super().__init__(manifest=manifest)
         self.embedder = embedder
         self.index = index
+        """Replaced, never changed, by add and remove: a call reads it once."""
+        self._lock = threading.Lock()
+        """Held by what changes the index or the manifest (add, remove, calibrate) and by save."""
 
     @property
     def threshold(self) -> float:
@@ -258,9 +269,10 @@ class Searcher(Function):
         if answer:  # the filter applies here too: it was ignored
             return self.answers(queries, filter)
         k = int(k)
-        found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
-                                  k, filter)
-        docs = self.index.documents
+        index = self.index  # once: another thread's add or remove swaps in another
+        found = index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
+                             k, filter)
+        docs = index.documents
         return [Hits([Hit(id=docs[i].id, text=docs[i].text, score=s,
                           metadata=dict(docs[i].metadata)) for i, s in row]) for row in found]
 
@@ -284,23 +296,25 @@ class Searcher(Function):
         if not isinstance(filter, dict):
             raise for_option("filter", TaskError(f"filter must map metadata fields to values, "
                                                  f'e.g. {{"lang": "en"}}; got {filter!r:.60}.'))
-        fields = self.index.metadata_fields()
+        index = self.index
+        fields = index.metadata_fields()
         unknown = [name for name in filter if name not in fields]
-        if unknown and self.index.documents:  # a typo matched nothing, silently
+        if unknown and index.documents:  # a typo matched nothing, silently
             raise for_option("filter", TaskError(
                 f"filter field {unknown[0]!r:.60} is in no document's metadata (fields: "
                 f"{', '.join(sorted(map(str, fields))) or 'none'}). Fix: filter on one of them."))
 
     def answers(self, queries: Sequence[str], filter: Filter = None) -> list[Answer]:
-        found = self.index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
-                                  1, filter)
+        index = self.index
+        found = index.search(self.embedder.encode(list(queries)).reshape(len(queries), -1),
+                             1, filter)
         out = []
         for row in found:
             if not row:
                 out.append(Answer(False, None, None, None, 0.0))
                 continue
             i, score = row[0]
-            doc = self.index.documents[i]
+            doc = index.documents[i]
             ok = score >= self.threshold
             out.append(Answer(answered=ok, id=doc.id if ok else None,
                               answer=(doc.answer if doc.answer is not None else doc.text)
@@ -315,12 +329,14 @@ class Searcher(Function):
 
     def add(self, documents: Any, **columns: Any) -> int:
         """Embed and add documents (same formats as training); returns how many."""
-        # documents without an id are numbered after the index's: row numbers clashed with it
-        docs = read_documents(documents, first_id=self._next_id(),
-                              **{**self._columns(), **columns})
-        self.index.add(docs, self.embedder.encode([d.text for d in docs]).reshape(len(docs), -1))
-        self.manifest.options["next_id"] = self._next_id()
-        self._refresh()
+        with self._lock:  # two adds at once: both read one index, one's documents were lost
+            # documents without an id are numbered after the index's: row numbers clashed
+            docs = read_documents(documents, first_id=self._next_id(),
+                                  **{**self._columns(), **columns})
+            vectors = self.embedder.encode([d.text for d in docs]).reshape(len(docs), -1)
+            self.index = self.index.add(docs, vectors)
+            self.manifest.options["next_id"] = self._next_id()
+            self._refresh()  # after the index: a digest read first never names an older one
         return len(docs)
 
     def remove(self, ids: Sequence[str] | str) -> int:
@@ -328,11 +344,12 @@ class Searcher(Function):
         are not given again to documents added without an id."""
         if not isinstance(ids, (str, Iterable)):  # None was a TypeError
             raise DataError(f"remove takes an id or a list of ids, got {type(ids).__name__}.")
-        # removing the highest number gave it to the next document added (a stale reference
-        # to the removed one then named another)
-        self.manifest.options["next_id"] = self._next_id()
-        removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
-        self._refresh()
+        with self._lock:
+            # removing the highest number gave it to the next document added (a stale
+            # reference to the removed one then named another)
+            self.manifest.options["next_id"] = self._next_id()
+            self.index, removed = self.index.remove([ids] if isinstance(ids, str) else list(ids))
+            self._refresh()
         return removed
 
     def _next_id(self) -> int:
@@ -355,41 +372,48 @@ class Searcher(Function):
     def calibrate(self, queries: Any, **columns: Any) -> float:
         """Set the "no answer" threshold from queries with gold ids (an empty id: the query has
         no answer): the cosine that makes the most answer-or-abstain decisions right."""
-        texts, gold = read_queries(queries, **{**self._columns(), **columns},
-                                   known=self._ids())
-        found = self.index.search(self.embedder.encode(texts).reshape(len(texts), -1), 1, None)
-        top = [(row[0][1], self.index.documents[row[0][0]].id in ids) if row else (0.0, False)
-               for row, ids in zip(found, gold, strict=True)]
-        best = (-1, DEFAULT_THRESHOLD)
-        for t in sorted({s for s, _ in top} | {1.01}):
-            right = sum((s >= t) == correct for s, correct in top)
-            best = max(best, (right, t))
-        self.manifest.options["threshold"] = float(best[1])
-        self.manifest.options["calibrated_on"] = len(texts)
-        self._refresh()
-        return self.threshold
+        with self._lock:
+            texts, gold = read_queries(queries, **{**self._columns(), **columns},
+                                       known=self._ids())
+            vectors = self.embedder.encode(texts).reshape(len(texts), -1)
+            found = self.index.search(vectors, 1, None)
+            top = [(row[0][1], self.index.documents[row[0][0]].id in ids) if row
+                   else (0.0, False) for row, ids in zip(found, gold, strict=True)]
+            best = (-1, DEFAULT_THRESHOLD)
+            for t in sorted({s for s, _ in top} | {1.01}):
+                right = sum((s >= t) == correct for s, correct in top)
+                best = max(best, (right, t))
+            self.manifest.options["threshold"] = float(best[1])
+            self.manifest.options["calibrated_on"] = len(texts)
+            self._refresh()
+            return self.threshold
 
     def evaluate(self, data: Any, **columns: Any) -> dict[str, Any]:
         """Queries with gold document ids: accuracy@1, MRR@10, and how often `answer()` is right
         (the right entry above the threshold, or no answer for a query without one)."""
-        texts, gold = read_queries(data, **{**self._columns(), **columns}, known=self._ids())
+        index = self.index
+        texts, gold = read_queries(data, **{**self._columns(), **columns},
+                                   known={document.id for document in index.documents})
         vectors = self.embedder.encode(texts).reshape(len(texts), -1)
-        found = self.index.search(vectors, 10, None)
-        ranks = [next((r for r, (i, _) in enumerate(row) if self.index.documents[i].id in ids),
+        found = index.search(vectors, 10, None)
+        ranks = [next((r for r, (i, _) in enumerate(row) if index.documents[i].id in ids),
                       None) for row, ids in zip(found, gold, strict=True) if ids]
         metrics = ({"accuracy_at_1": sum(r == 0 for r in ranks) / len(ranks),
                     "mrr_at_10": sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks)}
                    if ranks else {})
         right = sum((bool(row) and row[0][1] >= self.threshold
-                     and self.index.documents[row[0][0]].id in ids)
+                     and index.documents[row[0][0]].id in ids)
                     or (not ids and (not row or row[0][1] < self.threshold))
                     for row, ids in zip(found, gold, strict=True))
         return {**metrics, "answer_accuracy": right / len(texts), "examples": len(texts)}
 
     def save(self, path: PathLike) -> Path:
+        with self._lock:  # an add meanwhile: vectors of one index, documents of the next
+            return self._save(Path(path))
+
+    def _save(self, target: Path) -> Path:
         from safetensors.numpy import save_file
 
-        target = Path(path)
         with atomic_directory(target) as temp:
             (temp / INDEX_DIR).mkdir()
             save_file({"vectors": np.ascontiguousarray(self.index.vectors)},
