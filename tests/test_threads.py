@@ -109,3 +109,29 @@ def test_adds_from_many_threads_keep_every_document(tiny_backbone: Path) -> None
         run_threads(lambda i: fn.add([{"text": f"the food was great {i}"}]), threads=8)
         assert len(fn.index) == before + 8  # both read one index: one's documents were lost
         assert len({document.id for document in fn.index.documents}) == len(fn.index)
+
+
+def test_engine_caches_a_search_under_the_digest_it_ran_with(tiny_backbone: Path) -> None:
+    # the Engine read the digest again after predicting: a search on the old index, while
+    # another thread removed a document, was cached under the new digest, and every later
+    # call answered with the removed document
+    fn = funcformer.train("search", _docs("d", 5), backbone=tiny_backbone)
+    engine = funcformer.Engine({"faq": fn})
+    encode, inside, changed = fn.embedder.encode, threading.Event(), threading.Event()
+
+    def slow_encode(texts: Any) -> Any:  # the engine's call waits here for the remove
+        if threading.current_thread().name == "engine":
+            inside.set()
+            assert changed.wait(10)
+        return encode(texts)
+
+    fn.embedder.encode = slow_encode
+    query = "the food was great"
+    best = fn(query, k=1)[0].id
+    thread = threading.Thread(target=engine, args=("faq", query), name="engine")
+    thread.start()
+    assert inside.wait(10)
+    fn.remove([best])
+    changed.set()
+    thread.join(10)
+    assert best not in [hit.id for hit in engine("faq", query)]

@@ -93,14 +93,17 @@ class Engine:
         keys = [x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in inputs]
         if self.cache is None:
             return fn.predict(inputs)
-        values = self.cache.get_many(_namespace(fn), keys)
+        # read once, before predicting: a search function's digest changes when another thread
+        # adds or removes documents, and results of the old index were stored under the new one
+        namespace = _namespace(fn)
+        values = self.cache.get_many(namespace, keys)
         found = {k: fn.result_from_dict(json.loads(v))
                  for k, v in zip(keys, values, strict=True) if v is not None}
         todo = {k: x for k, x in zip(keys, inputs, strict=True) if k not in found}
         if todo:
             computed = dict(zip(todo, fn.predict(list(todo.values())), strict=True))
-            self.cache.put_many(_namespace(fn), [(k, json.dumps(r.to_dict()).encode())
-                                                 for k, r in computed.items()])
+            self.cache.put_many(namespace, [(k, json.dumps(r.to_dict()).encode())
+                                            for k, r in computed.items()])
             found.update(computed)
         return [found[k] for k in keys]
 
