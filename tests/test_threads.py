@@ -135,3 +135,15 @@ def test_engine_caches_a_search_under_the_digest_it_ran_with(tiny_backbone: Path
     changed.set()
     thread.join(10)
     assert best not in [hit.id for hit in engine("faq", query)]
+
+
+def test_saves_of_one_path_from_many_threads(tiny_backbone: Path, tmp_path: Path) -> None:
+    # between a save's two renames another save moved the directory away or put its own
+    # there: FileNotFoundError or "Directory not empty", and a stray old copy was left
+    from conftest import make_reviews
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="head",
+                          epochs=1, progress=False)
+    run_threads(lambda i: [fn.save(tmp_path / "fn") for _ in range(8)], threads=6)
+    assert [p.name for p in tmp_path.iterdir()] == ["fn"]
+    assert funcformer.load(tmp_path / "fn").digest == fn.digest

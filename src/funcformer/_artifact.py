@@ -18,6 +18,7 @@ never leaves a loadable half-artifact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -182,16 +183,37 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         yield temp
         record_files(temp)
         _fsync_tree(temp)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{tag}"
-            os.replace(target, old)
-            os.replace(temp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, target)
+        _swap_in(temp, target, target.parent / f".{target.name}.old-{tag}")
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _swap_in(temp: Path, target: Path, old: Path) -> None:
+    """Rename `temp` to `target`, moving a `target` already there aside to `old` first.
+
+    Another save of the same path (another thread or process) may move `target` away or put
+    its own there between these two renames (two saves at once raised FileNotFoundError or
+    "Directory not empty" and left a stray old copy): then move that aside too and try again,
+    so the last save wins.
+    """
+    for _ in range(SWAP_ATTEMPTS):
+        try:
+            with contextlib.suppress(FileNotFoundError):  # none yet, or moved by another save
+                os.replace(target, old)
+            os.replace(temp, target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise ArtifactError(f"{target}: saved by something else {SWAP_ATTEMPTS} times while this save "
+                        "replaced it. Fix: save each function to its own directory, or one at a "
+                        "time.")
+
+
+SWAP_ATTEMPTS = 100
 
 
 def record_files(directory: Path) -> None:
