@@ -147,3 +147,34 @@ def test_saves_of_one_path_from_many_threads(tiny_backbone: Path, tmp_path: Path
     run_threads(lambda i: [fn.save(tmp_path / "fn") for _ in range(8)], threads=6)
     assert [p.name for p in tmp_path.iterdir()] == ["fn"]
     assert funcformer.load(tmp_path / "fn").digest == fn.digest
+
+
+def test_tag_calls_while_explaining_on_one_backbone(tiny_backbone: Path) -> None:
+    # tag ran the shared encoder without the backbone's lock: while explain's hooks were on
+    # its embedding layer, a tag call got explain's inputs (and explain failed on a size
+    # mismatch: 'The size of tensor a (18) must match the size of tensor b (15)')
+    pytest.importorskip("captum")
+    from conftest import make_reviews
+    from test_tag import toy_rows
+
+    classify = funcformer.train("classify", make_reviews(), backbone=tiny_backbone,
+                                method="head", epochs=1, progress=False)
+    tag = funcformer.train("tag", toy_rows(20), backbone=tiny_backbone, method="head",
+                           epochs=1, progress=False)
+    texts = ["the food was great", "the staff was very rude indeed", "the room was dirty"]
+    want = [tag(text) for text in texts]
+    done = threading.Event()
+    wrong: list[str] = []
+
+    def work(i: int) -> None:
+        if i == 0:
+            try:
+                for _ in range(6):
+                    classify.explain("the battery was very very slow", method="ig", steps=8)
+            finally:
+                done.set()
+        while not done.is_set():
+            wrong.extend(t for t, w in zip(texts, want, strict=True) if tag(t) != w)
+
+    run_threads(work, threads=4)
+    assert not wrong

@@ -285,7 +285,7 @@ def _tag(fn: Any, text: Any, target: str | None) -> list[Probe]:
     model = fn.model
     tokens = tokenize(fn.backbone.tokenizer, (text,), fn.coder.limit)
     firsts = _word_firsts(tokens)
-    with torch.inference_mode():
+    with fn.backbone._lock, torch.inference_mode():  # see _run
         batch = _batch([tokens.ids], None, fn.backbone)
         best = model(**batch)[0].argmax(dim=-1).tolist()  # (T,) tag index per token
     probes, past = [], 0

@@ -138,7 +138,9 @@ def probabilities(model: torch.nn.Module, backbone: _backbone.Backbone,
     """Tag probabilities (T, C) per window: length-sorted, token-budget batches."""
     rows = [w.ids for w in windows]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    with torch.inference_mode():
+    # the backbone's lock, as its other users hold it: explain puts hooks on the shared
+    # embedding layer while it runs (a call meanwhile got its inputs, and explain failed)
+    with backbone._lock, torch.inference_mode():
         for index in _backbone.token_batches(rows, budget):
             probs = torch.softmax(model(**backbone.pad([rows[i] for i in index])), dim=-1)
             probs = probs.cpu().numpy()  # (B, T, C)
