@@ -289,7 +289,13 @@ def check_writable(directory: str | os.PathLike[str], what: str,
 
 
 def _replaceable(target: Path) -> bool:
-    return target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+    try:  # one listing: another save of this path may swap the directory between two looks
+        names = os.listdir(target)
+    except FileNotFoundError:  # moved away meanwhile by another save
+        return True
+    except OSError:  # a file, not a directory
+        return False
+    return not names or MANIFEST in names
 
 
 def _fsync_tree(root: Path) -> None:
