@@ -641,7 +641,7 @@ def state_digest(settings: Any, backbone_digest: str, *states: dict[str, Any]) -
             digest.update(name.encode())
             # as raw bytes: numpy has no bfloat16 (a function loaded in it could not update)
             raw = state[name].detach().contiguous().cpu().reshape(-1).view(torch.uint8)
-            digest.update(raw.numpy().tobytes())
+            digest.update(raw.numpy())  # the buffer itself: no copy of the bytes
     return "sha256:" + digest.hexdigest()
 
 

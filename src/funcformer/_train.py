@@ -295,7 +295,7 @@ def data_digest(batches: Sequence[Batch]) -> str:
             digest.update(f"{value.dtype}{list(value.shape)}".encode())
             if not value.is_floating_point() or bool((value == value.round()).all()):
                 digest.update(value.detach().cpu().contiguous().reshape(-1)
-                              .view(torch.uint8).numpy().tobytes())
+                              .view(torch.uint8).numpy())
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())
@@ -320,7 +320,7 @@ def frozen_digest(model: torch.nn.Module) -> str:
         if not value.requires_grad:
             digest.update(name.encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                          .numpy().tobytes())
+                          .numpy())  # the buffer itself: no copy of a backbone's bytes
     return digest.hexdigest()
 
 
