@@ -138,6 +138,54 @@ def test_failed_overwrite_keeps_the_previous_artifact(trained: dict, tmp_path: P
     assert funcformer.load(target).manifest.method == "head"
 
 
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"),
+                                   KeyboardInterrupt()])
+def test_a_save_failing_between_its_renames_keeps_the_previous_artifact(
+        trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        error: BaseException) -> None:
+    """The copy moved aside was deleted whatever failed, and the new one with it: nothing
+    was left at the target."""
+    import os
+
+    target = trained["head"].save(tmp_path / "fn")
+    real, calls = os.replace, []
+
+    def second_fails(source: object, destination: object) -> None:
+        calls.append(source)
+        if len(calls) == 2:  # old copy moved aside, new one not yet in
+            raise error
+        real(source, destination)
+
+    monkeypatch.setattr(_artifact.os, "replace", second_fails)
+    with pytest.raises(type(error)):
+        trained["full"].save(target)
+    monkeypatch.setattr(_artifact.os, "replace", real)
+    assert funcformer.load(target).manifest.method == "head"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fn"]
+
+
+def test_what_a_save_may_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder holding a *folder* named funcformer.json was taken for a function (and would
+    be deleted); an unreadable one was said to be 'not a funcformer function'."""
+    mine = tmp_path / "mine"
+    (mine / "funcformer.json").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep", "utf-8")
+    with pytest.raises(ArtifactError, match="exists and is not a funcformer function"):
+        _artifact.check_target(mine)
+    (tmp_path / "file").write_text("x", "utf-8")
+    with pytest.raises(ArtifactError, match="exists and is not a funcformer function"):
+        _artifact.check_target(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert _artifact.check_target(tmp_path / "empty") == tmp_path / "empty"
+
+    def denied(path: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_artifact.os, "scandir", denied)
+    with pytest.raises(ArtifactError, match=r"cannot be read \(Permission denied\).*Fix"):
+        _artifact.check_target(mine)
+
+
 def test_save_in_place_replaces_and_reloads_fresh(trained: dict, tmp_path: Path) -> None:
     target = tmp_path / "fn"
     trained["full"].save(target)

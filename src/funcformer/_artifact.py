@@ -198,22 +198,34 @@ def _swap_in(temp: Path, target: Path, old: Path) -> None:
     so the last save wins.
     """
     for _ in range(SWAP_ATTEMPTS):
+        with contextlib.suppress(FileNotFoundError):  # none yet, or moved by another save
+            os.replace(target, old)
         try:
-            with contextlib.suppress(FileNotFoundError):  # none yet, or moved by another save
-                os.replace(target, old)
             os.replace(temp, target)
-            return
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                _put_back(old, target)
                 raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)  # another save's newer copy is there now
+            continue
+        except BaseException:  # Ctrl-C between the renames: the old copy was deleted too
+            _put_back(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
     raise ArtifactError(f"{target}: saved by something else {SWAP_ATTEMPTS} times while this save "
                         "replaced it. Fix: save each function to its own directory, or one at a "
                         "time.")
 
 
 SWAP_ATTEMPTS = 100
+
+
+def _put_back(old: Path, target: Path) -> None:
+    """The copy moved aside to `old` goes back to `target`, if nothing took its place (else it
+    stays as `old`): a save that fails leaves the previous artifact."""
+    with contextlib.suppress(OSError):
+        os.replace(old, target)
 
 
 def record_files(directory: Path) -> None:
@@ -290,12 +302,17 @@ def check_writable(directory: str | os.PathLike[str], what: str,
 
 def _replaceable(target: Path) -> bool:
     try:  # one listing: another save of this path may swap the directory between two looks
-        names = os.listdir(target)
+        with os.scandir(target) as listing:
+            entries = list(listing)
     except FileNotFoundError:  # moved away meanwhile by another save
         return True
-    except OSError:  # a file, not a directory
+    except NotADirectoryError:  # a file
         return False
-    return not names or MANIFEST in names
+    except OSError as err:
+        raise ArtifactError(f"{target}: cannot be read ({err.strerror or err}), so whether it "
+                            "holds a function is unknown. Fix: make it readable, or choose "
+                            "another directory.") from None
+    return not entries or any(e.name == MANIFEST and e.is_file() for e in entries)
 
 
 def _fsync_tree(root: Path) -> None:
