@@ -451,15 +451,18 @@ def test_a_checkpoint_of_an_older_funcformer_still_resumes(
     assert resumed.digest == plain.digest
 
 
-def test_the_data_digest_reads_labels_exactly_and_computed_floats_by_shape() -> None:
+def test_the_data_digest_reads_given_targets_exactly_and_computed_ones_by_shape() -> None:
     """A teacher's logits recomputed on another device differ in the last bits: a distill run
-    resumed there was refused as 'the training data differs'."""
+    resumed there was refused as 'the training data differs'. Scores a user gave count in
+    full (edited pair scores resumed a checkpoint of the old ones)."""
     from funcformer._train import data_digest
 
     ids, logits = torch.tensor([[5, 6, 7]]), torch.tensor([[0.25, -1.5]])
-    digest = data_digest([(ids, logits)])
-    assert data_digest([(ids, logits + 1e-6)]) == digest
-    assert data_digest([(ids + 1, logits)]) != digest
-    labels, rows = torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    digest = data_digest([(ids, logits)], computed_targets=True)
+    assert data_digest([(ids, logits + 1e-6)], computed_targets=True) == digest
+    assert data_digest([(ids + 1, logits)], computed_targets=True) != digest
+    scores, labels = torch.tensor([0.3, 0.9]), torch.tensor([0, 1])
+    assert data_digest([(ids, scores)]) != data_digest([(ids, scores.flip(0))])
     assert data_digest([(ids, labels)]) != data_digest([(ids, labels.flip(0))])
-    assert data_digest([(ids, rows)]) != data_digest([(ids, rows.flip(0))])  # multi-label
+    features = torch.tensor([[0.1, 0.2]])  # a frozen backbone's: by shape
+    assert data_digest([(features, labels)]) == data_digest([(features + 1e-6, labels)])

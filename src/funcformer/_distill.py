@@ -374,7 +374,8 @@ def _train(task: Any, shared: Any, encoder: torch.nn.Module, head: torch.nn.Modu
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
                 loss=distillation_loss(task, temperature, label_weight),
                 evaluate=_evaluator(task, shared, evaluation.eval_data, config), head=head,
-                metric_name="agreement" if not evaluation.given else None)
+                metric_name="agreement" if not evaluation.given else None,
+                computed_targets=True)  # the teacher's logits, recomputed on resume
     history = run(plan, config, progress=progress, description="distill")
     encoder.eval()
     return history, encoded.truncated

@@ -53,6 +53,9 @@ class Plan:
     baseline: bool = False
     """Evaluate before training too (epoch 0), so an informed start (a linear probe, a
     zero-shot head) is kept when training never beats it."""
+    computed_targets: bool = False
+    """The targets are floating-point values computed at run time (a teacher's logits): a
+    resume compares them by shape, as another device or thread count rounds them otherwise."""
     after_step: Callable[[int], None] | None = None
     """Called after each optimizer step with the number of steps done (from 1), gradients
     still in place: AdaLoRA moves its rank budget here."""
@@ -283,32 +286,32 @@ def _options(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(options))
 
 
-def data_digest(batches: Sequence[Batch]) -> str:
-    """A sha256 of an epoch's batches: token ids and whole-number targets (labels, multi-label
-    0/1 rows) in full; other floating-point values by shape only (features a frozen backbone
-    computed, a teacher's logits for distillation), as another thread count or device rounds
-    them differently; the token ids and labels beside them still count."""
+def data_digest(batches: Sequence[Batch], computed_targets: bool = False) -> str:
+    """A sha256 of an epoch's batches: token ids and targets (labels, scores) in full;
+    floating-point inputs (features a frozen backbone computed) and `computed_targets` (a
+    teacher's logits) by shape only, as another thread count or device rounds them
+    differently, and the token ids and labels beside them still count."""
     digest = hashlib.sha256()
 
-    def feed(value: Any) -> None:
+    def feed(value: Any, exact: bool) -> None:
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{list(value.shape)}".encode())
-            if not value.is_floating_point() or bool((value == value.round()).all()):
+            if exact or not value.is_floating_point():
                 digest.update(value.detach().cpu().contiguous().reshape(-1)
                               .view(torch.uint8).numpy())
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())
-                feed(value[key])
+                feed(value[key], exact)
         elif isinstance(value, (list, tuple)):
             for item in value:
-                feed(item)
+                feed(item, exact)
         else:
             digest.update(repr(value).encode())
 
     for inputs, targets in batches:
-        feed(inputs)
-        feed(targets)
+        feed(inputs, False)
+        feed(targets, not computed_targets)
     return digest.hexdigest()
 
 
@@ -345,7 +348,7 @@ class _Checkpoints:
                             "weights": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()}
         if self.directory:  # what else decides the result: the options, the data and the
             self.fingerprint["options"] = _options(config)  # weights no checkpoint holds
-            self.fingerprint["data"] = data_digest(plan.batches(0))
+            self.fingerprint["data"] = data_digest(plan.batches(0), plan.computed_targets)
             self.fingerprint["frozen"] = frozen_digest(plan.model)
         self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
 
