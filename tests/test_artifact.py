@@ -386,3 +386,20 @@ def test_a_save_finishing_mid_load_loads_the_new_function(
     saves.extend([trained["head"], trained["full"], trained["head"]])
     with pytest.raises(ArtifactError, match=r"saved again 3 times while it was loading"):
         funcformer.load(out)
+    # the same function saved again writes the same manifest: the load raced it all the same
+    saves.clear()
+    monkeypatch.setattr(_function, "_load", real)
+    head = funcformer.load(out)
+    calls = []
+
+    def resaved_mid_load(*args: object, **kwargs: object) -> funcformer.Function:
+        if not calls:
+            calls.append(1)
+            shutil.rmtree(out / "encoder", ignore_errors=True)  # not in this save's files
+            (out / "head.safetensors").unlink()  # as if read between the two renames...
+            head.save(out)  # ...of a save of the same function, then complete again
+            raise ArtifactError(f"{out}: head.safetensors is missing.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_function, "_load", resaved_mid_load)
+    assert funcformer.load(out).digest == head.digest

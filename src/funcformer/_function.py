@@ -702,10 +702,12 @@ LOAD_ATTEMPTS = 3
 
 
 def _manifest_stamp(directory: Path) -> str | None:
-    """The sha256 of funcformer.json (None if absent): each save writes a new one, which
-    records its files' sha256."""
+    """The directory's inode and the sha256 of its funcformer.json (None if absent): each save
+    renames a new directory into place, and a function saved again unchanged writes the same
+    manifest, so the bytes alone missed a save landing mid-load."""
     try:
-        return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
+        inode = os.stat(directory).st_ino
+        return f"{inode}:{hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()}"
     except OSError:
         return None
 
