@@ -126,14 +126,22 @@ def test_engine_caches_a_search_under_the_digest_it_ran_with(tiny_backbone: Path
         return encode(texts)
 
     fn.embedder.encode = slow_encode
-    query = "the food was great"
+    query, errors = "the food was great", []
     best = fn(query, k=1)[0].id
-    thread = threading.Thread(target=engine, args=("faq", query), name="engine")
+
+    def call() -> None:
+        try:
+            engine("faq", query)
+        except BaseException as err:  # re-raised below: a thread's failure was swallowed
+            errors.append(err)
+
+    thread = threading.Thread(target=call, name="engine")
     thread.start()
     assert inside.wait(10)
     fn.remove([best])
     changed.set()
     thread.join(10)
+    assert not thread.is_alive() and not errors, errors
     assert best not in [hit.id for hit in engine("faq", query)]
 
 
