@@ -43,6 +43,7 @@ from ._config import HEADS, TrainConfig, check_metric
 from ._data import (
     Examples,
     file_record,
+    file_sha256,
     is_multi_label,
     label_set,
     read_examples,
@@ -52,6 +53,7 @@ from ._errors import ArtifactError, BackboneNotFound, DataError, TaskError
 from ._model import HeadChoice
 from ._results import Prediction
 from ._tasks import task_class, task_module
+from ._train import tensor_bytes
 from ._version import __version__
 
 log = logging.getLogger("funcformer")
@@ -639,9 +641,7 @@ def state_digest(settings: Any, backbone_digest: str, *states: dict[str, Any]) -
     for state in states:
         for name in sorted(state):
             digest.update(name.encode())
-            # as raw bytes: numpy has no bfloat16 (a function loaded in it could not update)
-            raw = state[name].detach().contiguous().cpu().reshape(-1).view(torch.uint8)
-            digest.update(raw.numpy())  # the buffer itself: no copy of the bytes
+            digest.update(tensor_bytes(state[name]))  # raw: a bfloat16 load can update too
     return "sha256:" + digest.hexdigest()
 
 
@@ -706,8 +706,7 @@ def _manifest_stamp(directory: Path) -> str | None:
     renames a new directory into place, and a function saved again unchanged writes the same
     manifest, so the bytes alone missed a save landing mid-load."""
     try:
-        inode = os.stat(directory).st_ino
-        return f"{inode}:{hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()}"
+        return f"{os.stat(directory).st_ino}:{file_sha256(directory / MANIFEST)}"
     except OSError:
         return None
 

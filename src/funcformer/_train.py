@@ -297,8 +297,7 @@ def data_digest(batches: Sequence[Batch], computed_targets: bool = False) -> str
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{list(value.shape)}".encode())
             if exact or not value.is_floating_point():
-                digest.update(value.detach().cpu().contiguous().reshape(-1)
-                              .view(torch.uint8).numpy())
+                digest.update(tensor_bytes(value))
         elif isinstance(value, Mapping):
             for key in sorted(value):
                 digest.update(str(key).encode())
@@ -322,9 +321,14 @@ def frozen_digest(model: torch.nn.Module) -> str:
     for name, value in sorted(model.named_parameters()):
         if not value.requires_grad:
             digest.update(name.encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                          .numpy())  # the buffer itself: no copy of a backbone's bytes
+            digest.update(tensor_bytes(value))
     return digest.hexdigest()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> Any:
+    """A tensor's raw bytes as a NumPy uint8 view, for hashing: any dtype (NumPy has no
+    bfloat16), and the buffer itself, not a copy of a backbone's bytes."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 class _Checkpoints:
