@@ -184,6 +184,15 @@ def test_writer_merges_parquet_chunks_whose_types_differ(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]  # no parts left over
 
 
+def test_parquet_chunks_whose_types_cannot_merge_name_the_file_and_fix(tmp_path: Path) -> None:
+    merge_error = pytest.raises(DataError, match=r"out\.parquet: the rows' column types differ "
+                                r"between chunks and cannot be merged .*Fix: write \.jsonl")
+    with merge_error, TableWriter(tmp_path / "out.parquet", "parquet") as writer:
+        writer.write(pa.table({"id": [1], "text": ["a"]}))
+        writer.write(pa.table({"id": ["x7"], "text": ["b"]}))  # a number, then a text
+    assert list(tmp_path.iterdir()) == []  # neither the parts nor a half-written output
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
