@@ -324,12 +324,14 @@ class Backbone:
         import numpy as np
         import torch
 
+        from ._fused import last_hidden_state
+
         encoder = self.model if encoder is None else encoder
         encoded, batches = self.batches(texts, max_length, batch_tokens)
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for index, batch in batches:
-                states = encoder(**batch).last_hidden_state  # (B, T, H)
+                states = last_hidden_state(encoder, **batch)  # (B, T, H)
                 pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
                 out[index] = pooled.float().cpu().numpy()
         return out, encoded.cut

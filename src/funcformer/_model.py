@@ -15,6 +15,7 @@ import torch
 
 from ._backbone import Pooling, pool
 from ._errors import FuncformerError, TaskError
+from ._fused import last_hidden_state
 
 
 class LinearHead(torch.nn.Module):
@@ -144,8 +145,9 @@ class FunctionModel(torch.nn.Module):
         self.pooling = pooling
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return pool(states.last_hidden_state, attention_mask, self.pooling)  # (B, H)
+        states = last_hidden_state(self.encoder, input_ids=input_ids,
+                                   attention_mask=attention_mask)  # (B, T, H)
+        return pool(states, attention_mask, self.pooling)  # (B, H)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(input_ids, attention_mask))

@@ -43,6 +43,7 @@ from .._function import (
     say,
     state_digest,
 )
+from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
 from .._train import History, Plan, length_grouped_batches, run, shuffled_batches
@@ -110,7 +111,7 @@ class CrossEncoder(torch.nn.Module):
         self.pooling = pooling
 
     def features(self, **batch: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(**batch).last_hidden_state  # (B, T, H)
+        states = last_hidden_state(self.encoder, **batch)  # (B, T, H)
         return pool(states, batch["attention_mask"], self.pooling)  # (B, H)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:

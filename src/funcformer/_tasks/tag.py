@@ -46,6 +46,7 @@ from .._function import (
     say,
     state_digest,
 )
+from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
 from .._train import Plan, length_grouped_batches, run
@@ -129,8 +130,9 @@ class TokenModel(torch.nn.Module):
         self.head = head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return self.head(states.last_hidden_state.float())  # (B, T, H) -> (B, T, C)
+        states = last_hidden_state(self.encoder, input_ids=input_ids,
+                                   attention_mask=attention_mask)
+        return self.head(states.float())  # (B, T, H) -> (B, T, C)
 
 
 def probabilities(model: torch.nn.Module, backbone: _backbone.Backbone,
@@ -369,7 +371,7 @@ def _forward(shared: _backbone.Backbone, frozen: bool) -> Any:
 
     def forward(head: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():  # the shared encoder stays frozen; only the head learns
-            states = shared.model(**batch).last_hidden_state.float()  # (B, T, H)
+            states = last_hidden_state(shared.model, **batch).float()  # (B, T, H)
         return head(states)
 
     return forward

@@ -1,0 +1,188 @@
+"""The fused encoder layers (`_fused`): the same hidden states as transformers where they are
+used, transformers' own path wherever they would not compute the same thing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertModel,
+    RobertaConfig,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
+
+from funcformer import _fused
+
+SIZES = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+             intermediate_size=48, max_position_embeddings=40)
+
+
+def _bert(**overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return BertModel(BertConfig(**{**SIZES, **overrides})).eval()
+
+
+def _roberta(kind: tuple = (RobertaModel, RobertaConfig)) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model, config = kind
+    return model(config(**{**SIZES, "max_position_embeddings": 44}, pad_token_id=1)).eval()
+
+
+def _xlm_roberta() -> torch.nn.Module:
+    return _roberta((XLMRobertaModel, XLMRobertaConfig))
+
+
+def _batch(types: bool = False) -> dict[str, torch.Tensor]:
+    """Three rows of 9, 5 and 2 real tokens, right-padded (ids 0 / RoBERTa's 1 at pads)."""
+    torch.manual_seed(1)
+    ids = torch.randint(3, 60, (3, 9))
+    mask = torch.zeros((3, 9), dtype=torch.long)
+    for row, length in enumerate((9, 5, 2)):
+        mask[row, :length] = 1
+    ids = ids.masked_fill(mask == 0, 1)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types:
+        batch["token_type_ids"] = (torch.arange(9) >= 4).long().expand(3, 9) * mask
+    return batch
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the native fused layer."""
+    calls: list[int] = []
+    native = torch._transformer_encoder_layer_fwd
+
+    def counted(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return native(*args)
+
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", counted)
+    return calls
+
+
+@pytest.mark.parametrize("make, types", [(_bert, False), (_bert, True), (_roberta, False),
+                                         (_xlm_roberta, False)])
+def test_same_states_as_transformers(make, types, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = make(), _batch(types)
+    calls = _calls(monkeypatch)
+    with torch.inference_mode():
+        expected = model(**batch).last_hidden_state
+        got = _fused.last_hidden_state(model, **batch)
+    assert len(calls) == 2  # one per layer: the fused path ran
+    real = batch["attention_mask"].bool()
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-4)
+    assert torch.isfinite(got).all()  # pads hold no NaN that pooling would spread
+
+
+def test_bfloat16_matches_transformers_in_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = _bert().to(torch.bfloat16), _batch()
+    calls = _calls(monkeypatch)
+    with torch.inference_mode():
+        expected = model(**batch).last_hidden_state.float()
+        got = _fused.last_hidden_state(model, **batch)
+    assert calls and got.dtype == torch.bfloat16
+    real = batch["attention_mask"].bool()
+    # bfloat16 keeps 8 bits of mantissa; the two paths round in other places
+    assert (got.float()[real] - expected[real]).abs().max() < 0.1
+
+
+def test_no_padding_and_single_row() -> None:
+    model = _bert()
+    batch = {"input_ids": torch.tensor([[2, 7, 9, 3]]), "attention_mask": torch.ones((1, 4),
+                                                                               dtype=torch.long)}
+    with torch.inference_mode():
+        torch.testing.assert_close(_fused.last_hidden_state(model, **batch),
+                                   model(**batch).last_hidden_state, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["grad", "training", "hook", "pooler hook", "adapter",
+                                  "activation", "decoder", "half", "inputs_embeds"])
+def test_transformers_path_where_fused_would_differ(case: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _bert(hidden_act="gelu_new") if case == "activation" else \
+        _bert(is_decoder=True) if case == "decoder" else _bert()
+    batch: dict[str, torch.Tensor] = _batch()
+    seen: list[int] = []
+    if case == "training":
+        model.train()
+    elif case == "hook":  # a hook on a layer would not run on the fused path
+        model.encoder.layer[1].register_forward_hook(lambda *a: seen.append(1))
+    elif case == "pooler hook":  # nor one on the pooler, which it does not compute
+        model.pooler.register_forward_hook(lambda *a: seen.append(1))
+    elif case == "adapter":  # a LoRA-style layer in place of a projection
+        class Adapted(torch.nn.Linear):
+            pass
+        query = model.encoder.layer[0].attention.self.query
+        adapted = Adapted(32, 32)
+        adapted.load_state_dict(query.state_dict())
+        model.encoder.layer[0].attention.self.query = adapted
+    elif case == "half":
+        model = model.half()
+    elif case == "inputs_embeds":
+        batch = {"inputs_embeds": model.embeddings.word_embeddings(batch["input_ids"]).detach(),
+                 "attention_mask": batch["attention_mask"]}
+    calls = _calls(monkeypatch)
+    context = torch.enable_grad() if case == "grad" else torch.no_grad()
+    with context:
+        got = _fused.last_hidden_state(model, **batch)
+        if case != "half":  # (fp16 matrix products on a CPU: the result is the check above)
+            assert torch.equal(got, model(**batch).last_hidden_state) or case == "training"
+    assert calls == []
+    if case.endswith("hook"):
+        assert seen == [1, 1]  # ran in both calls
+
+
+def test_a_layer_replaced_after_use_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = _bert(), _batch()
+    calls = _calls(monkeypatch)
+    with torch.no_grad():
+        _fused.last_hidden_state(model, **batch)
+        assert len(calls) == 2
+        model.encoder.layer[0].attention.self.key = torch.nn.Identity()  # not a Linear
+        got = _fused.last_hidden_state(model, **batch)
+        assert len(calls) == 2  # transformers' path from then on
+        torch.testing.assert_close(got, model(**batch).last_hidden_state)
+
+
+def test_weights_changed_in_place_are_used() -> None:
+    """The packed QKV weights are rebuilt when a query/key/value weight changes: in place with
+    a version bump (a state dict loaded), by a fused optimizer step (after a backward), or
+    in any way after `forget`."""
+    model, batch = _bert(), _batch()
+    real = batch["attention_mask"].bool()
+
+    def agrees() -> None:
+        with torch.no_grad():
+            torch.testing.assert_close(_fused.last_hidden_state(model, **batch)[real],
+                                       model(**batch).last_hidden_state[real],
+                                       atol=2e-5, rtol=1e-4)
+
+    agrees()
+    state = {k: v + 0.05 for k, v in model.state_dict().items() if "value" in k}
+    model.load_state_dict(state, strict=False)
+    agrees()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    model.train()
+    model(**batch).last_hidden_state.sum().backward()
+    optimizer.step()  # fused: no version bump, but the gradient is new
+    model.eval()
+    agrees()
+    with torch.no_grad():  # a change no counter sees: `forget` drops the packed weights
+        model.encoder.layer[0].attention.self.query.weight.data.mul_(1.5)
+    _fused.forget(model)
+    agrees()
+
+
+def test_the_shared_backbone_gives_the_same_features_either_way(
+        tiny_backbone, monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcformer import _backbone
+
+    backbone = _backbone.load(tiny_backbone)
+    texts = ["the food was good", "bad", "the room was very clean and the staff was kind"]
+    fused, _ = backbone.embed(texts)
+    monkeypatch.setattr(_fused, "_plan_for", lambda encoder: None)
+    plain, _ = backbone.embed(texts)
+    assert abs(fused - plain).max() < 1e-5
