@@ -9,7 +9,9 @@ ratios hold on a shared, noisy machine. Prints markdown for docs/benchmarks.md.
 Anchors: SentenceTransformer.encode at batch 32 and 128, and a plain transformers AutoModel
 forward + mean pooling at batch 32 in input order. funcformer rows run a `head` classifier
 trained here on 2,000 SST-2 training sentences (its encoder pass is the same work as encode).
-The bfloat16 rows load the same function with `dtype="bfloat16"` (fast where the CPU has
+The "transformers' layers" rows run the same function with funcformer's fused encoder layers
+off (`FUNCFORMER_FUSED=0`: one native op per BERT layer, src/funcformer/_fused.py). The
+bfloat16 rows load the same function with `dtype="bfloat16"` (fast where the CPU has
 bfloat16 matrix units, AMX or AVX512-BF16; `torch.backends.cpu.get_cpu_capability()` is
 printed).
 """
@@ -140,6 +142,17 @@ def main() -> None:
         print(f"| {row[0]} | {row[1]} | {row[2]} |")
 
 
+def without_fused(run):  # type: ignore[no-untyped-def]
+    """`run()` with funcformer's fused encoder layers off (transformers' modules instead)."""
+    from funcformer import _fused
+
+    _fused.ENABLED = False
+    try:
+        return run()
+    finally:
+        _fused.ENABLED = True
+
+
 def _export(path: Path) -> bool:
     import funcformer
 
@@ -163,6 +176,7 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
                              cache=None)
     half = funcformer.Engine({"f0": funcformer.load(paths[0], dtype="bfloat16")}, cache=None)
     ours = best_of(repeats, lambda: one.run("f0", texts))
+    unfused = best_of(repeats, lambda: without_fused(lambda: one.run("f0", texts)))
     shared = best_of(repeats, lambda: five.run(five.names, texts))
     bf16 = best_of(repeats, lambda: half.run("f0", texts))
     def rate(seconds: float) -> str:
@@ -174,6 +188,8 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
              rate(base["plain32"]), ""),
             (f"{name}: funcformer torch, one function",
              f"{rate(ours)} = {base['st32'] / ours:.2f}x anchor", ">= 1.2x"),
+            (f"{name}: funcformer torch, transformers' layers (FUNCFORMER_FUSED=0)",
+             f"{rate(unfused)} = {base['st32'] / unfused:.2f}x anchor", ""),
             (f"{name}: five functions, same texts, one Engine",
              f"{shared / ours:.2f}x the time of one", "<= 1.25x"),
             (f"{name}: funcformer torch bfloat16, one function",
@@ -197,6 +213,9 @@ def _latency(sentences: list[str], path: Path, int8_ok: bool) -> list[tuple[str,
     torch_p50 = p50(fn, sentences)
     rows.append(("single text p50: funcformer torch", f"{torch_p50 * 1e3:.1f} ms = "
                  f"{torch_p50 / anchor:.2f}x anchor", "<= 0.5x"))
+    unfused_p50 = without_fused(lambda: p50(fn, sentences))
+    rows.append(("single text p50: funcformer torch, transformers' layers (FUNCFORMER_FUSED=0)",
+                 f"{unfused_p50 * 1e3:.1f} ms = {unfused_p50 / anchor:.2f}x anchor", ""))
     bf16_p50 = p50(funcformer.load(path, dtype="bfloat16"), sentences)
     rows.append(("single text p50: funcformer torch bfloat16", f"{bf16_p50 * 1e3:.1f} ms = "
                  f"{bf16_p50 / anchor:.2f}x anchor", ""))
