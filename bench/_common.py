@@ -6,7 +6,7 @@ import csv
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DATA = Path(os.environ.get("FUNCFORMER_BENCH_DATA")
@@ -31,7 +31,7 @@ def print_header() -> None:
     """Date, command and machine, as docs/benchmarks.md records them."""
     import torch
 
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)\n")

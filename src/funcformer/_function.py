@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -626,7 +626,7 @@ def _manifest(task: Any, shared: _backbone.Backbone, trained: Any, config: Train
                        trained.head.state_dict(), encoder_state(trained.encoder),
                        shared.digest),
         config=config.to_dict(), training=report, library_version=__version__,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def _digest(labels: Any, head_state: dict[str, torch.Tensor],
@@ -646,7 +646,7 @@ def state_digest(settings: Any, backbone_digest: str, *states: dict[str, Any]) -
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",

@@ -4,7 +4,7 @@ URIs, no scripts, every text from the data escaped."""
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _number(value: Any) -> str:
 
 def _header(report: Report, fn: Any) -> str:
     m = fn.manifest
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     what = (f"{_e(m.task)} function ({_e(m.method)}), backbone {_e(m.backbone.name)}, "
             f"digest <code>{_e(m.digest[:19])}…</code>")
     return (f"<h1>Evaluation report</h1><div class=sub>{what}<br>data: {_e(report.source)} · "
