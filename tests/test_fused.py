@@ -191,7 +191,6 @@ def test_the_shared_backbone_gives_the_same_features_either_way(
 # Found in review (see the report): each fails on the current `_fused`.
 
 
-@pytest.mark.xfail(strict=True, reason="the plan holds the encoder in `bypassed`: never freed")
 def test_an_encoder_run_fused_can_still_be_freed() -> None:
     import gc
     import weakref
@@ -205,7 +204,6 @@ def test_an_encoder_run_fused_can_still_be_freed() -> None:
     assert alive() is None
 
 
-@pytest.mark.xfail(strict=True, reason="fused step + zero_grad(set_to_none) leaves the stamp")
 def test_a_fused_optimizer_step_then_zero_grad_is_seen() -> None:
     model, batch = _bert(), _batch()
     real = batch["attention_mask"].bool()
@@ -223,7 +221,6 @@ def test_a_fused_optimizer_step_then_zero_grad_is_seen() -> None:
                                    atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="a row with no real token comes back NaN")
 def test_a_row_without_tokens_stays_finite() -> None:
     from funcformer._backbone import Pooling, pool
 
@@ -234,7 +231,6 @@ def test_a_row_without_tokens_stays_finite() -> None:
     assert torch.isfinite(pool(got, batch["attention_mask"], Pooling("mean"))).all()
 
 
-@pytest.mark.xfail(strict=True, reason="under CPU autocast the fused op runs in bfloat16")
 def test_autocast_gives_what_transformers_gives() -> None:
     model, batch = _bert(), _batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -244,7 +240,6 @@ def test_autocast_gives_what_transformers_gives() -> None:
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="eligible() reads config.hidden_act, not the module")
 def test_an_activation_module_replaced_is_noticed() -> None:
     model, batch = _bert(), _batch()
     with torch.no_grad():
@@ -254,7 +249,6 @@ def test_an_activation_module_replaced_is_noticed() -> None:
                                    model(**batch).last_hidden_state)
 
 
-@pytest.mark.xfail(strict=True, reason="inference tensors have no version counter: crash")
 def test_weights_made_in_inference_mode() -> None:
     batch = _batch()
     with torch.inference_mode():

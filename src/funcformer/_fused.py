@@ -18,10 +18,12 @@ transformers in tests to ~1e-5), and through transformers otherwise:
 
 The packed QKV weights (3 x hidden^2 per layer: 10.6 MB for all-MiniLM-L6-v2) are built once
 per encoder and rebuilt when a query, key or value tensor is replaced, its version counter
-moves (an in-place change: loading a state dict, most optimizers) or its gradient does (a
-backward pass: PyTorch's fused optimizers update weights without moving the version counter,
-but each step follows a backward). funcformer's training loop also calls `forget` after each
-step.
+moves (an in-place change: loading a state dict, most optimizers), its gradient changes, or
+any optimizer in the process steps (a global step hook: PyTorch's fused optimizers update
+weights without moving the version counter). Weights that are inference tensors (made under
+`torch.inference_mode`) have no version counter and are packed on every call. funcformer's
+training loop also calls `forget` after each step. A change that none of these see (writing
+`weight.data` in place) needs `forget`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import weakref
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 ENABLED = os.environ.get("FUNCFORMER_FUSED", "1").strip() != "0"
 MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert"}
@@ -40,6 +43,15 @@ INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
 
 _plans: weakref.WeakKeyDictionary[torch.nn.Module, _Plan] = weakref.WeakKeyDictionary()
 _plans_lock = threading.Lock()
+_steps = 0  # optimizer steps taken in this process (a fused one bumps no version counter)
+
+
+def _stepped(optimizer: Any, args: Any, kwargs: Any) -> None:
+    global _steps
+    _steps += 1
+
+
+register_optimizer_step_post_hook(_stepped)
 
 
 def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
@@ -59,8 +71,16 @@ def _inference(encoder: torch.nn.Module, inputs: dict[str, Any]) -> bool:
             and set(inputs) <= INPUTS and "input_ids" in inputs
             and inputs["input_ids"].device.type == "cpu"
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not _compiling()
+            and not _compiling() and not _autocast()
             and not module._global_forward_hooks and not module._global_forward_pre_hooks)
+
+
+def _autocast() -> bool:
+    """Whether CPU autocast is on (transformers' modules would run under its dtype rules)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def _compiling() -> bool:
@@ -80,7 +100,7 @@ def _plan_for(encoder: torch.nn.Module) -> _Plan | None:
                 _plans.pop(encoder, None)
                 return None
             plan = _plans[encoder] = _Plan(encoder)
-    return None if plan.hooked() else plan
+    return None if plan.hooked(encoder) else plan
 
 
 def forget(model: torch.nn.Module) -> None:
@@ -105,7 +125,8 @@ def _structure(encoder: torch.nn.Module) -> list[torch.nn.Module] | None:
             out += [layer, parts["attention"], attention["self"], attention["output"],
                     inner["query"], inner["key"], inner["value"], outer["dense"],
                     outer["LayerNorm"], parts["intermediate"],
-                    parts["intermediate"]._modules["dense"], parts["output"],
+                    parts["intermediate"]._modules["dense"],
+                    parts["intermediate"]._modules["intermediate_act_fn"], parts["output"],
                     parts["output"]._modules["dense"], parts["output"]._modules["LayerNorm"]]
     except (KeyError, AttributeError, TypeError):
         return None
@@ -139,7 +160,13 @@ def eligible(encoder: torch.nn.Module) -> bool:
                        layer.attention.output.dense, layer.intermediate.dense, layer.output.dense]
             norms = [layer.attention.output.LayerNorm, layer.output.LayerNorm]
             heads = int(attention.num_attention_heads)
+            act = layer.intermediate.intermediate_act_fn
         except AttributeError:
+            return False
+        gelu = ACTIVATIONS[config.hidden_act]
+        exact_gelu = (type(act).__name__ == "GELUActivation"
+                      and getattr(act, "act", None) is torch.nn.functional.gelu)
+        if not (exact_gelu if gelu else type(act) is torch.nn.ReLU):
             return False
         if getattr(layer, "crossattention", None) is not None or any(
                 type(m) is not torch.nn.Linear or m.bias is None for m in linears) or any(
@@ -162,7 +189,9 @@ class _Plan:
         self.encoder = weakref.ref(encoder)
         self.structure = _structure(encoder) or []
         pooler = getattr(encoder, "pooler", None)  # (not computed: only the states are used)
-        self.bypassed = [encoder, *encoder.encoder.modules(),  # forwards that do not run
+        # forwards that do not run; not the encoder itself (`hooked` is given it): a strong
+        # reference from its own plan, a value of the weak-keyed `_plans`, would keep both alive
+        self.bypassed = [*encoder.encoder.modules(),
                          *(pooler.modules() if isinstance(pooler, torch.nn.Module) else ())]
         self.dtype = next(encoder.parameters()).dtype
         layers = encoder.encoder.layer
@@ -172,6 +201,7 @@ class _Plan:
         self.lock = threading.Lock()
         self.packed: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.stamp: tuple[Any, ...] = ()
+        self.refs: list[weakref.ref[torch.Tensor]] = []
 
     def intact(self, encoder: torch.nn.Module) -> bool:
         """Whether `encoder` still has the modules and dtype this plan was made for."""
@@ -180,22 +210,26 @@ class _Plan:
                 and all(a is b for a, b in zip(now, self.structure, strict=True))
                 and now[7].weight.dtype == self.dtype)  # (the first layer's query)
 
-    def hooked(self) -> bool:
+    def hooked(self, encoder: torch.nn.Module) -> bool:
         """Whether a module whose forward the fused layers skip has hooks (they would not run;
         the embeddings' do, as they are called)."""
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.bypassed)
+        return any(m._forward_hooks or m._forward_pre_hooks for m in (encoder, *self.bypassed))
 
     def _qkv(self, layers: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed."""
         parts = [(p.query, p.key, p.value) for p in (layer.attention.self for layer in layers)]
-        stamp = tuple((id(t), t.data_ptr(), t._version, t.dtype, id(t.grad),
-                       None if t.grad is None else t.grad._version)
-                      for trio in parts for linear in trio for t in (linear.weight, linear.bias))
-        with self.lock:
-            if stamp != self.stamp:
+        tensors = [t for trio in parts for linear in trio for t in (linear.weight, linear.bias)]
+        if any(t.is_inference() for t in tensors):  # no version counter: pack afresh each call
+            return [(torch.cat([q.weight, k.weight, v.weight]),
+                     torch.cat([q.bias, k.bias, v.bias])) for q, k, v in parts]
+        stamp = (_steps, *((t.data_ptr(), t._version, t.dtype, id(t.grad),
+                            None if t.grad is None else t.grad._version) for t in tensors))
+        with self.lock:  # (the tensors by identity: an id can be reused once one is freed)
+            if stamp != self.stamp or len(self.refs) != len(tensors) or any(
+                    r() is not t for r, t in zip(self.refs, tensors, strict=True)):
                 self.packed = [(torch.cat([q.weight, k.weight, v.weight]),
                                 torch.cat([q.bias, k.bias, v.bias])) for q, k, v in parts]
-                self.stamp = stamp
+                self.stamp, self.refs = stamp, [weakref.ref(t) for t in tensors]
             return self.packed
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -207,6 +241,8 @@ class _Plan:
         padding = None if attention_mask is None else attention_mask == 0  # (B, T), True: pad
         if padding is not None and not bool(padding.any()):
             padding = None
+        elif padding is not None:  # a row with no real token attends to all (NaN otherwise)
+            padding = padding & ~padding.all(dim=1, keepdim=True)
         width = states.shape[-1]
         for layer, (qkv_weight, qkv_bias) in zip(layers, self._qkv(layers), strict=True):
             out, ffn = layer.attention.output, layer
