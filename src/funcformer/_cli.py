@@ -552,24 +552,12 @@ def export(
                                        "head in one graph).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also quantize weights to int8 "
                                        "(dynamic quantization).")] = False,
-    calibrate: Annotated[str | None, typer.Option(
-        "--calibrate", help="With --int8: a data file of texts the function will see "
-        "(typically its training data, 16 or more; up to 512 used) to calibrate the int8 "
-        "graph, which then agrees better with float32.")] = None,
-    text_column: TextColumn = "text",
 ) -> None:
     """Export a function for another runtime; load it with --runtime onnx or onnx-int8."""
     from ._function import load
-    from ._onnx import calibration_texts
 
     if not onnx:
         raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
-    if calibrate is not None and not int8:
-        raise DataError("--calibrate tunes the int8 graph; without --int8 there is nothing to "
-                        "calibrate. Fix: add --int8.")
-    # read before any export, so bad data writes nothing
-    texts = (None if calibrate is None
-             else calibration_texts(calibrate, text_column=text_column, option="--calibrate"))
     fn = load(function)
     if not hasattr(fn, "export_onnx"):
         raise TaskError(f"{function}: ONNX export is for classify functions; this is a "
@@ -577,11 +565,9 @@ def export(
                         "default).")
     written = [fn.export_onnx(function, int8=False)]
     if int8:
-        written.append(fn.export_onnx(function, int8=True, calibrate=texts))
+        written.append(fn.export_onnx(function, int8=True))
     for path in written:
         _console().print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    if texts is not None:
-        _console().print(f"The int8 graph is calibrated on {len(texts)} texts from {calibrate}.")
     runtime = "onnx-int8" if int8 else "onnx"
     _console().print(f"Run it with: funcformer predict {function} --runtime {runtime} \"...\"")
 

@@ -247,28 +247,16 @@ class Classifier(Function):
         """Word attributions for `text`'s target label: see `funcformer.explain`."""
         return _explain.explain(self, text, target=target, method=method, steps=steps)
 
-    def export_onnx(self, path: PathLike, *, int8: bool = False, calibrate: Any = None,
-                    text_column: str = "text") -> Path:
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
         """Export encoder, pooling and head as one ONNX graph into the artifact at `path`.
 
         Writes `onnx/model.onnx` (or `onnx/model-int8.onnx`, dynamically quantized), the
         tokenizer, and `onnx/export.json` recording the function digest it was made from.
         A function loaded in half precision (`dtype=`) is refused: load it in float32.
-
-        `calibrate` (int8 only): texts the function will see, typically its training data (a
-        list of str, or a .csv/.tsv/.jsonl/.json file with a `text_column`); at least 16, and
-        up to 512 spread over them are used. Their activation ranges rescale the weights
-        (SmoothQuant) so int8 agrees better with float32; export.json records it under
-        "int8". Generic or random texts make agreement worse: use in-domain texts only.
         """
         from . import _onnx
         from ._model import FunctionModel
 
-        if calibrate is not None and not int8:
-            raise TaskError("calibrate= tunes the int8 quantization; a float32 export has "
-                            "nothing to calibrate. Fix: add int8=True.")
-        texts = (None if calibrate is None
-                 else _onnx.calibration_texts(calibrate, text_column=text_column))
         if self.runner is not None or self.head is None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
@@ -287,19 +275,11 @@ class Classifier(Function):
         model = FunctionModel(encoder, self.head, self.backbone.pooling).eval()
         # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
         # Attention op stays fp32); int8 graphs are therefore left unfused.
-        calibration = None
-        if texts is not None:  # batches as the function tokenizes them (its max_length)
-            max_length = self.manifest.config.get("max_length")
-            calibration = [batch for _, batch in self.backbone.batches(texts, max_length)[1]]
-        target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8,
-                              calibration=calibration)
+        target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8)
         self.backbone.tokenizer.save_pretrained(directory)
         encoder.config.save_pretrained(directory)
         copy_pooling_files(self.backbone.path, directory)
-        details = None if not int8 else (
-            {} if texts is None else {"calibration": _onnx.calibration_record(texts)})
-        # last: vouches for all
-        _onnx.write_record(directory, self.digest, target, __version__, int8=details)
+        _onnx.write_record(directory, self.digest, target, __version__)  # last: vouches for all
         return target
 
     def save(self, path: PathLike) -> Path:

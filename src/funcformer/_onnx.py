@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -19,14 +18,14 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ._artifact import file_sha256
-from ._errors import ArtifactError, DataError, require
+from ._errors import ArtifactError, require
 
 log = logging.getLogger("funcformer")
 
@@ -36,15 +35,6 @@ OUTPUTS = ["logits"]
 OPSET = 17  # first opset with a native LayerNormalization op
 # Encoders whose graphs ONNX Runtime's "bert" fusions (attention, GELU, LayerNorm) understand.
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "distilbert", "camembert", "electra", "albert"}
-# Calibrated int8 (SmoothQuant): migration strength, and how many texts the statistics take.
-SMOOTH_ALPHA = 0.7
-CALIBRATION_MIN = 16
-CALIBRATION_MAX = 512
-SMOOTH_SUFFIX = "_smooth_mul"
-"""Names the Mul node that divides a smoothed MatMul group's input by its channel scales."""
-
-Feed = Mapping[str, Any]
-"""One batch for the graph: input name -> (B, T) int64 array or tensor."""
 
 
 class _Keywords(torch.nn.Module):
@@ -64,34 +54,24 @@ def _require_extra() -> None:
 
 
 def export(model: torch.nn.Module, path: Path | str, *, int8: bool = False,
-           optimize: bool = True, calibration: Sequence[Feed] | None = None) -> Path:
+           optimize: bool = True) -> Path:
     """Write `model` (a FunctionModel) to one ONNX file at `path` and return it.
 
     Inputs `input_ids` and `attention_mask` (B, T) int64, output `logits` (B, C) float32,
     batch and sequence axes dynamic. `optimize` fuses attention/GELU/LayerNorm for BERT-like
     encoders (silently skipped when fusion fails); `int8` quantizes weights (dynamic QInt8).
-    `calibration` (batches of in-domain token ids; int8 only) smooths activation outliers
-    into the weights before quantizing (`_smooth`); the graph is then left unfused.
     Atomic: built in a temporary directory beside `path`, which is replaced only on success.
     """
-    if calibration is not None and not int8:
-        raise ValueError("calibration applies to int8 exports")
     _require_extra()
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         current = _torch_export(model, temp / "model.onnx")
-        if calibration is not None:  # smoothing works on plain MatMuls: no fusion after it
-            stats = _activation_stats(current, calibration)
-            current = _smooth(current, temp / "smoothed.onnx", stats, SMOOTH_ALPHA)
-        elif optimize:
+        if optimize:
             current = _fuse(current, temp / "fused.onnx", _encoder_config(model))
         if int8:
-            # smoothed graphs measured best with full-range (8-bit) weights: the scales
-            # already tame the outliers reduce_range was guarding against
-            current = _quantize(current, temp / "int8.onnx",
-                                reduce_range=calibration is None)
+            current = _quantize(current, temp / "int8.onnx")
         os.replace(current, path)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -164,7 +144,7 @@ def _fuse(source: Path, out: Path, config: Any) -> Path:
     return out
 
 
-def _quantize(source: Path, out: Path, reduce_range: bool = True) -> Path:
+def _quantize(source: Path, out: Path) -> Path:
     """Dynamic int8 quantization: QInt8 weights, activations quantized at run time.
 
     Per-channel weight scales and 7-bit weights (`reduce_range`: on CPUs without VNNI the
@@ -179,123 +159,8 @@ def _quantize(source: Path, out: Path, reduce_range: bool = True) -> Path:
     # DefaultTensorType: fused contrib ops (Attention, SkipLayerNorm) lack type info otherwise.
     with _quiet():
         quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=reduce_range,
+                         reduce_range=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return out
-
-
-def calibration_texts(data: Any, *, text_column: str = "text",
-                      option: str = "calibrate=") -> list[str]:
-    """The texts (at most CALIBRATION_MAX, spread evenly over `data`) whose activations
-    calibrate an int8 export: a DataError naming `option` and the fix when `data` cannot be
-    read or holds fewer than CALIBRATION_MIN texts."""
-    from ._data import read_texts
-
-    try:
-        texts = read_texts(data, text_column=text_column).texts
-    except DataError as err:
-        raise DataError(f"{option}: {err}") from None
-    if len(texts) < CALIBRATION_MIN:
-        where = f"{data}" if isinstance(data, (str, os.PathLike)) else "the data given"
-        raise DataError(f"{option}: {where} holds {len(texts)} text(s); calibrating the int8 "
-                        f"graph needs at least {CALIBRATION_MIN} (up to {CALIBRATION_MAX} are "
-                        "used). Fix: pass more of the texts the function will see, e.g. its "
-                        "training data.")
-    if len(texts) > CALIBRATION_MAX:  # evenly spaced: files are often sorted by label
-        texts = [texts[i * len(texts) // CALIBRATION_MAX] for i in range(CALIBRATION_MAX)]
-    return list(texts)
-
-
-def calibration_record(texts: Sequence[str]) -> dict[str, Any]:
-    """What export.json records of a calibration: how many texts, the sha256 of the texts
-    as a JSON list (UTF-8), and the smoothing strength."""
-    digest = hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"))
-    return {"texts": len(texts), "sha256": digest.hexdigest(), "alpha": SMOOTH_ALPHA}
-
-
-def _weight_matmuls(graph: Any) -> dict[str, list[Any]]:
-    """MatMul nodes whose second input is a 2-D initializer, grouped by their (shared) first
-    input; groups holding a weight used anywhere else (tied weights) are left out, since
-    scaling it for this group would change the other use."""
-    inits = {i.name: i for i in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    groups: dict[str, list[Any]] = {}
-    for node in graph.node:
-        if (node.op_type == "MatMul" and node.input[1] in inits
-                and len(inits[node.input[1]].dims) == 2):
-            groups.setdefault(node.input[0], []).append(node)
-    return {x: nodes for x, nodes in groups.items()
-            if x not in inits and all(uses[n.input[1]] == 1 for n in nodes)}
-
-
-def _activation_stats(source: Path, feeds: Sequence[Feed]) -> dict[str, Any]:
-    """Per-channel absolute maxima of each weight-MatMul group's input over `feeds`, from the
-    float graph itself (its inputs exposed as extra outputs); padding positions left out."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(source))
-    names = sorted(_weight_matmuls(model.graph))
-    outputs = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in outputs:
-            model.graph.output.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    wanted = [i.name for i in session.get_inputs()]
-    stats: dict[str, Any] = {}
-    for feed in feeds:
-        given = {k: np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=np.int64)
-                 for k, v in feed.items()}
-        mask = given["attention_mask"].astype(bool)  # (B, T)
-        for name, x in zip(names, session.run(names, {k: given[k] for k in wanted}),
-                           strict=True):
-            rows = x[mask] if x.ndim == 3 and x.shape[:2] == mask.shape else x
-            peak = np.abs(rows.reshape(-1, x.shape[-1])).max(0)  # (K,)
-            stats[name] = np.maximum(stats[name], peak) if name in stats else peak
-    return stats
-
-
-def _smooth(source: Path, out: Path, stats: Mapping[str, Any], alpha: float) -> Path:
-    """SmoothQuant (Xiao et al. 2023): per input channel k of each weight-MatMul group,
-    s_k = max|x_k|^alpha / max|W_k|^(1 - alpha) (geometric mean 1); a Mul by 1/s before the
-    group, and each weight's row k times s_k. The float graph computes the same, but the
-    activation outliers that dynamic per-tensor int8 clips or rounds move into the weights,
-    which are quantized per channel."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(source))
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    order = {node.output[0]: i for i, node in enumerate(graph.node)}  # by output name
-    muls = []
-    for x, nodes in _weight_matmuls(graph).items():
-        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]  # (K, N) each
-        peak = stats.get(x)
-        if peak is None or any(w.shape[0] != peak.shape[0] for w in weights):
-            continue
-        w_peak = np.max([np.abs(w).max(1) for w in weights], axis=0)  # (K,)
-        s = np.maximum(peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)
-        s = (s / np.exp(np.mean(np.log(s)))).astype(np.float32)  # overall scale is irrelevant
-        inverse = numpy_helper.from_array((1 / s).astype(np.float32), f"{x}_smooth_inv")
-        graph.initializer.append(inverse)
-        smoothed = f"{x}_smoothed"
-        for node, w in zip(nodes, weights, strict=True):
-            inits[node.input[1]].CopyFrom(
-                numpy_helper.from_array((w * s[:, None]).astype(np.float32), node.input[1]))
-            node.input[0] = smoothed
-        first = min(order[n.output[0]] for n in nodes)
-        muls.append((first, onnx.helper.make_node("Mul", [x, inverse.name], [smoothed],
-                                                  name=f"{x}{SMOOTH_SUFFIX}")))
-    for first, mul in sorted(muls, key=lambda m: m[0], reverse=True):  # topological order
-        graph.node.insert(first, mul)
-    onnx.save(model, str(out))
     return out
 
 
@@ -328,24 +193,16 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def write_record(directory: Path, digest: str, graph: Path, version: str,
-                 int8: dict[str, Any] | None = None) -> None:
+def write_record(directory: Path, digest: str, graph: Path, version: str) -> None:
     """Record in `directory/export.json` the function digest the graphs came from and the
-    sha256 of `graph` (kept beside the other graph's of the same digest), atomically.
-
-    `int8`: given when `graph` is the int8 graph: `{"calibration": calibration_record(...)}`
-    when it was calibrated, recorded as the record's "int8"; `{}` when not (an earlier
-    calibration's entry is dropped). None (the float graph) keeps what the record says."""
+    sha256 of `graph` (kept beside the other graph's of the same digest), atomically."""
     try:
         old = _read_record(directory, "") if (directory / RECORD).is_file() else {}
     except ArtifactError:  # a damaged record: this export replaces it
         old = {}
     files = dict(old.get("files") or {}) if old.get("digest") == digest else {}
     files[graph.name] = file_sha256(graph)
-    record: dict[str, Any] = {"digest": digest, "library_version": version, "files": files}
-    details = old.get("int8") if int8 is None and old.get("digest") == digest else int8
-    if details:
-        record["int8"] = details
+    record = {"digest": digest, "library_version": version, "files": files}
     temp = directory / f".{RECORD}.tmp-{os.getpid()}"
     temp.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     os.replace(temp, directory / RECORD)
