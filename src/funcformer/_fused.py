@@ -18,12 +18,11 @@ transformers in tests to ~1e-5), and through transformers otherwise:
 
 The packed QKV weights (3 x hidden^2 per layer: 10.6 MB for all-MiniLM-L6-v2) are built once
 per encoder and rebuilt when a query, key or value tensor is replaced, its version counter
-moves (an in-place change: loading a state dict, most optimizers), its gradient changes, or
-any optimizer in the process steps (a global step hook: PyTorch's fused optimizers update
-weights without moving the version counter). Weights that are inference tensors (made under
-`torch.inference_mode`) have no version counter and are packed on every call. funcformer's
-training loop also calls `forget` after each step. A change that none of these see (writing
-`weight.data` in place) needs `forget`.
+moves (an in-place change: loading a state dict, most optimizers), or any optimizer in the
+process steps (a global step hook: PyTorch's fused optimizers update weights without moving
+the version counter). Weights that are inference tensors (made under `torch.inference_mode`)
+have no version counter and are packed on every call. A change that none of these see
+(writing `weight.data` in place) needs `forget`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -105,32 +104,70 @@ def _plan_for(encoder: torch.nn.Module) -> _Plan | None:
 
 def forget(model: torch.nn.Module) -> None:
     """Drop the packed weights of every encoder in `model`: call after changing weights in a
-    way their version counters miss (PyTorch's fused optimizers, `fused=True`, update in
-    place without a bump). The training loop does after each step."""
+    way neither their version counters nor an optimizer step show (writing `weight.data` in
+    place)."""
     with _plans_lock:
         for module in model.modules():
             _plans.pop(module, None)
 
 
-def _structure(encoder: torch.nn.Module) -> list[torch.nn.Module] | None:
+class _Layer(NamedTuple):
+    """One encoder layer's modules, fetched by name."""
+
+    layer: torch.nn.Module
+    attention: torch.nn.Module
+    self_attention: torch.nn.Module
+    attention_output: torch.nn.Module
+    query: torch.nn.Module
+    key: torch.nn.Module
+    value: torch.nn.Module
+    out_dense: torch.nn.Module
+    out_norm: torch.nn.Module
+    intermediate: torch.nn.Module
+    ffn_in: torch.nn.Module
+    activation: torch.nn.Module
+    output: torch.nn.Module
+    ffn_out: torch.nn.Module
+    ffn_norm: torch.nn.Module
+
+    @property
+    def linears(self) -> tuple[torch.nn.Module, ...]:
+        return self.query, self.key, self.value, self.out_dense, self.ffn_in, self.ffn_out
+
+    @property
+    def norms(self) -> tuple[torch.nn.Module, ...]:
+        return self.out_norm, self.ffn_norm
+
+
+def _structure(encoder: torch.nn.Module) -> tuple[list[torch.nn.Module], list[_Layer]] | None:
     """The modules the fused layers stand in for, or read weights from, fetched by name
-    (what a module replaced in place changes), or None when one is missing."""
+    (what a module replaced in place changes): the embeddings, the layer stack and its list,
+    and each layer's; None when one is missing."""
     try:
         stack = encoder._modules["encoder"]
-        out = [encoder._modules["embeddings"], stack, stack._modules["layer"]]
+        layers = []
         for layer in stack._modules["layer"]:
             parts = layer._modules
             attention = parts["attention"]._modules
             inner, outer = attention["self"]._modules, attention["output"]._modules
-            out += [layer, parts["attention"], attention["self"], attention["output"],
-                    inner["query"], inner["key"], inner["value"], outer["dense"],
-                    outer["LayerNorm"], parts["intermediate"],
-                    parts["intermediate"]._modules["dense"],
-                    parts["intermediate"]._modules["intermediate_act_fn"], parts["output"],
-                    parts["output"]._modules["dense"], parts["output"]._modules["LayerNorm"]]
+            intermediate, output = parts["intermediate"], parts["output"]
+            layers.append(_Layer(
+                layer, parts["attention"], attention["self"], attention["output"],
+                inner["query"], inner["key"], inner["value"], outer["dense"],
+                outer["LayerNorm"], intermediate, intermediate._modules["dense"],
+                intermediate._modules["intermediate_act_fn"], output,
+                output._modules["dense"], output._modules["LayerNorm"]))
+        return [encoder._modules["embeddings"], stack, stack._modules["layer"]], layers
     except (KeyError, AttributeError, TypeError):
         return None
-    return out
+
+
+def _exact_activation(module: torch.nn.Module, gelu: bool) -> bool:
+    """transformers' exact GELU (`GELUActivation` on `F.gelu`), or `nn.ReLU`."""
+    if not gelu:
+        return type(module) is torch.nn.ReLU
+    return (type(module).__name__ == "GELUActivation"
+            and getattr(module, "act", None) is torch.nn.functional.gelu)
 
 
 def eligible(encoder: torch.nn.Module) -> bool:
@@ -138,47 +175,34 @@ def eligible(encoder: torch.nn.Module) -> bool:
     plan is made; a plan checks on each call that its modules are still in place, so a layer
     replaced later (an adapter injected) takes transformers' path from then on."""
     config = getattr(encoder, "config", None)
-    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    structure = _structure(encoder)
     if (config is None or getattr(config, "model_type", None) not in MODEL_TYPES
             or getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False)
             or getattr(config, "position_embedding_type", "absolute") not in (None, "absolute")
             or getattr(config, "hidden_act", None) not in ACTIVATIONS
-            or getattr(encoder, "embeddings", None) is None or not layers
-            or _structure(encoder) is None):
+            or structure is None or not structure[1]):
         return False
     try:
-        parameter = next(encoder.parameters())
+        dtype = next(encoder.parameters()).dtype
     except StopIteration:
         return False
-    if parameter.dtype not in (torch.float32, torch.bfloat16):
+    if dtype not in (torch.float32, torch.bfloat16):
         return False
     eps = set()
-    for layer in layers:
-        try:
-            attention = layer.attention.self
-            linears = [attention.query, attention.key, attention.value,
-                       layer.attention.output.dense, layer.intermediate.dense, layer.output.dense]
-            norms = [layer.attention.output.LayerNorm, layer.output.LayerNorm]
-            heads = int(attention.num_attention_heads)
-            act = layer.intermediate.intermediate_act_fn
-        except AttributeError:
+    for part in structure[1]:
+        heads = getattr(part.self_attention, "num_attention_heads", None)
+        if (not isinstance(heads, int) or getattr(part.layer, "crossattention", None) is not None
+                or not _exact_activation(part.activation, ACTIVATIONS[config.hidden_act])
+                or any(type(m) is not torch.nn.Linear or m.bias is None
+                       or m.weight.dtype != dtype or m.bias.dtype != dtype for m in part.linears)
+                or any(type(n) is not torch.nn.LayerNorm or n.weight is None or n.bias is None
+                       or n.weight.dtype != dtype or n.bias.dtype != dtype for n in part.norms)):
             return False
-        gelu = ACTIVATIONS[config.hidden_act]
-        exact_gelu = (type(act).__name__ == "GELUActivation"
-                      and getattr(act, "act", None) is torch.nn.functional.gelu)
-        if not (exact_gelu if gelu else type(act) is torch.nn.ReLU):
-            return False
-        if getattr(layer, "crossattention", None) is not None or any(
-                type(m) is not torch.nn.Linear or m.bias is None for m in linears) or any(
-                type(n) is not torch.nn.LayerNorm or n.weight is None or n.bias is None
-                for n in norms) or any(m.weight.dtype != parameter.dtype or
-                                       m.bias.dtype != parameter.dtype for m in linears + norms):
-            return False
-        width = attention.query.out_features
+        width = part.query.out_features
         if width != config.hidden_size or width % heads or \
-                attention.key.out_features != width or attention.value.out_features != width:
+                part.key.out_features != width or part.value.out_features != width:
             return False
-        eps.update(n.eps for n in norms)
+        eps.update(n.eps for n in part.norms)
     return len(eps) == 1
 
 
@@ -186,17 +210,18 @@ class _Plan:
     """The fused forward of one eligible encoder."""
 
     def __init__(self, encoder: torch.nn.Module) -> None:
-        self.encoder = weakref.ref(encoder)
-        self.structure = _structure(encoder) or []
+        structure = _structure(encoder)
+        assert structure is not None  # (made only for an eligible encoder)
+        self.modules, self.layers = structure
         pooler = getattr(encoder, "pooler", None)  # (not computed: only the states are used)
         # forwards that do not run; not the encoder itself (`hooked` is given it): a strong
         # reference from its own plan, a value of the weak-keyed `_plans`, would keep both alive
         self.bypassed = [*encoder.encoder.modules(),
                          *(pooler.modules() if isinstance(pooler, torch.nn.Module) else ())]
-        self.dtype = next(encoder.parameters()).dtype
-        layers = encoder.encoder.layer
-        self.heads = int(layers[0].attention.self.num_attention_heads)
-        self.eps = float(layers[0].output.LayerNorm.eps)
+        first = self.layers[0]
+        self.dtype = first.query.weight.dtype
+        self.heads = int(first.self_attention.num_attention_heads)
+        self.eps = float(first.ffn_norm.eps)
         self.use_gelu = ACTIVATIONS[encoder.config.hidden_act]
         self.lock = threading.Lock()
         self.packed: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -206,24 +231,27 @@ class _Plan:
     def intact(self, encoder: torch.nn.Module) -> bool:
         """Whether `encoder` still has the modules and dtype this plan was made for."""
         now = _structure(encoder)
-        return (now is not None and len(now) == len(self.structure)
-                and all(a is b for a, b in zip(now, self.structure, strict=True))
-                and now[7].weight.dtype == self.dtype)  # (the first layer's query)
+        return (now is not None and len(now[1]) == len(self.layers)
+                and all(a is b for a, b in zip(now[0], self.modules, strict=True))
+                and all(a is b for new, old in zip(now[1], self.layers, strict=True)
+                        for a, b in zip(new, old, strict=True))
+                and self.layers[0].query.weight.dtype == self.dtype)
 
     def hooked(self, encoder: torch.nn.Module) -> bool:
         """Whether a module whose forward the fused layers skip has hooks (they would not run;
         the embeddings' do, as they are called)."""
         return any(m._forward_hooks or m._forward_pre_hooks for m in (encoder, *self.bypassed))
 
-    def _qkv(self, layers: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed."""
-        parts = [(p.query, p.key, p.value) for p in (layer.attention.self for layer in layers)]
+    def _qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed: a
+        tensor replaced, changed in place (its version), or any optimizer step in the process
+        (a fused one moves no version counter)."""
+        parts = [(p.query, p.key, p.value) for p in self.layers]
         tensors = [t for trio in parts for linear in trio for t in (linear.weight, linear.bias)]
         if any(t.is_inference() for t in tensors):  # no version counter: pack afresh each call
             return [(torch.cat([q.weight, k.weight, v.weight]),
                      torch.cat([q.bias, k.bias, v.bias])) for q, k, v in parts]
-        stamp = (_steps, *((t.data_ptr(), t._version, t.dtype, id(t.grad),
-                            None if t.grad is None else t.grad._version) for t in tensors))
+        stamp = (_steps, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
         with self.lock:  # (the tensors by identity: an id can be reused once one is freed)
             if stamp != self.stamp or len(self.refs) != len(tensors) or any(
                     r() is not t for r, t in zip(self.refs, tensors, strict=True)):
@@ -234,24 +262,20 @@ class _Plan:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        encoder = self.encoder()
-        assert encoder is not None  # (called through the encoder, so it is alive)
-        layers = encoder.encoder.layer
-        states = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        embeddings = self.modules[0]
+        states = embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         padding = None if attention_mask is None else attention_mask == 0  # (B, T), True: pad
         if padding is not None and not bool(padding.any()):
             padding = None
         elif padding is not None:  # a row with no real token attends to all (NaN otherwise)
             padding = padding & ~padding.all(dim=1, keepdim=True)
         width = states.shape[-1]
-        for layer, (qkv_weight, qkv_bias) in zip(layers, self._qkv(layers), strict=True):
-            out, ffn = layer.attention.output, layer
+        for part, (qkv_weight, qkv_bias) in zip(self.layers, self._qkv(), strict=True):
             states = torch._transformer_encoder_layer_fwd(
                 states, width, self.heads, qkv_weight, qkv_bias,
-                out.dense.weight, out.dense.bias, self.use_gelu, False, self.eps,
-                out.LayerNorm.weight, out.LayerNorm.bias,
-                ffn.output.LayerNorm.weight, ffn.output.LayerNorm.bias,
-                ffn.intermediate.dense.weight, ffn.intermediate.dense.bias,
-                ffn.output.dense.weight, ffn.output.dense.bias,
+                part.out_dense.weight, part.out_dense.bias, self.use_gelu, False, self.eps,
+                part.out_norm.weight, part.out_norm.bias,
+                part.ffn_norm.weight, part.ffn_norm.bias,
+                part.ffn_in.weight, part.ffn_in.bias, part.ffn_out.weight, part.ffn_out.bias,
                 padding, None if padding is None else 1)
         return states

@@ -23,7 +23,6 @@ import torch
 
 from ._config import TrainConfig
 from ._errors import TaskError
-from ._fused import forget
 from ._progress import Progress
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, targets)
@@ -411,7 +410,6 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plan.model.parameters(), config.max_grad_norm)
         optimizer.step()
-        forget(plan.model)  # a fused optimizer changes weights without a version bump
         schedule.step()
         if plan.after_step is not None:
             plan.after_step(schedule.last_epoch)
