@@ -361,7 +361,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="the servers take turns this "
                         "many times")
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="funcformer serve's option "
+                        "(its default 0: a lone request runs at once)")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--dtype", choices=["bfloat16"], help="the torch runtime's weights "
                         "(default float32)")

@@ -191,6 +191,37 @@ def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: 
     assert metric(metrics, "funcformer_request_seconds_count", function="polarity") == 6
 
 
+def test_by_default_a_lone_request_runs_at_once_and_requests_gather_while_a_batch_runs(
+        functions: Path) -> None:
+    # max_wait_ms 0 (the default): no timer; the load alone decides how big a batch is
+    async def scenario() -> tuple[list[httpx.Response], list[int]]:
+        async with serving(functions) as (client, server):
+            original, sizes = server.engine.run, []
+            started, release = threading.Event(), threading.Event()
+
+            def blocking_run(names: Any, texts: list[str]) -> Any:
+                sizes.append(len(texts))
+                started.set()
+                release.wait(30)  # the first batch holds the worker until the others queue
+                return original(names, texts)
+
+            server.engine.run = blocking_run
+            first = asyncio.create_task(client.post("/v1/functions/sentiment",
+                                                    json={"inputs": ["first"]}))
+            assert await asyncio.to_thread(started.wait, 30)  # ran with nobody else queued
+            others = [asyncio.create_task(client.post("/v1/functions/sentiment",
+                                                      json={"inputs": [text]}))
+                      for text in ("second", "third", "fourth")]
+            while server.batcher.queued < 3:
+                await asyncio.sleep(0.01)
+            release.set()
+            return await asyncio.gather(first, *others), sizes
+
+    responses, sizes = run(scenario)
+    assert [r.status_code for r in responses] == [200] * 4
+    assert sizes == [1, 3]
+
+
 def test_a_request_that_fails_in_its_batch_fails_alone(functions: Path) -> None:
     async def scenario() -> list[httpx.Response]:
         async with serving(functions, max_wait_ms=200) as (client, server):

@@ -878,7 +878,8 @@ def serve(
         "many tokens.")] = 8192,
     max_wait_ms: Annotated[float, typer.Option(
         "--max-wait-ms", min=0, max=10_000, help="How long an idle server waits for more "
-        "requests to batch with the first.")] = 5.0,
+        "requests to batch with the first (0: none; under load, requests gather while the "
+        "previous batch runs).")] = 0.0,
     cache: CacheFile = None,
     runtime: Runtime = "torch",
     dtype: Annotated[str | None, typer.Option(

@@ -82,9 +82,11 @@ class Batching:
     max_tokens: int = 8192
     """A batch closes at about this many tokens (estimated as characters / 4 + 2 per input);
     the Engine then packs it into ~1k-token sub-batches sorted by length."""
-    max_wait_ms: float = 5.0
-    """How long the first request of a batch waits for company when the server is idle (under
-    load, requests gather while the previous batch runs, and nobody waits for the timer)."""
+    max_wait_ms: float = 0.0
+    """How long the first request of a batch waits for company when the server is idle. The
+    default 0 runs it at once; requests that arrive while a batch runs form the next one, so
+    batches grow with the load anyway (with 32 clients, 15 requests a batch either way) and a
+    lone request does not wait for a timer (single-text p50 measured 15 against 23 ms at 5)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
