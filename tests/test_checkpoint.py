@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -300,6 +301,48 @@ def test_resume_with_other_data_or_options_is_refused(tiny_backbone: Path,
     again = funcformer.train("classify", _rows(), **train, lora={"r": 8}, checkpoint_steps=2,
                              resume=True)
     assert again.digest == first.digest
+
+
+def test_resume_with_other_eval_data_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
+    """The eval data picks the kept epoch: resumed with other eval data, the killed run's
+    epochs and the resumed run's were ranked on two data sets, a result of neither run
+    (docs/cli.md said the eval data was not compared). The same rows in another file resume."""
+    from conftest import make_reviews
+
+    def write(name: str, rows: list[tuple[str, str]]) -> str:
+        path = tmp_path / name
+        path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), "utf-8")
+        return str(path)
+
+    rows = make_reviews(6, seed=11)
+    given, copy = write("eval.csv", rows), write("copy.csv", rows)
+    train = {**TRAIN, "backbone": tiny_backbone, "checkpoint_dir": str(tmp_path / "ckpt")}
+    first = funcformer.train("classify", _rows(), eval_data=given, **train)
+    with pytest.raises(TaskError, match=r"another training run \(the eval data differs\)"):
+        funcformer.train("classify", _rows(), eval_data=make_reviews(6, seed=12), **train,
+                         resume=True)
+    with pytest.raises(TaskError, match=r"the eval data differs"):  # a tenth held out instead
+        funcformer.train("classify", _rows(), **train, resume=True)
+    again = funcformer.train("classify", _rows(), eval_data=copy, **train, resume=True)
+    assert again.digest == first.digest
+
+
+def test_the_content_digest_ignores_where_rows_came_from_and_set_order() -> None:
+    from funcformer._data import Examples
+    from funcformer._train import content_digest
+
+    a = Examples(texts=["x", "y"], labels=["p", "n"], source="a.csv", places=["line 2", "line 3"])
+    b = Examples(texts=["x", "y"], labels=["p", "n"], source="b.tsv", places=["index 0", "index 1"])
+    assert content_digest(a) == content_digest(b)
+    assert content_digest(a) != content_digest(Examples(["x", "y"], ["n", "p"], "a.csv", []))
+    assert content_digest([[1, 2], [3]]) != content_digest([[1], [2, 3]])
+    # a set of ids (search's gold answers) iterates in an order that string hashing, so the
+    # process, decides: the killed run and the resumed one must still agree
+    code = "from funcformer._train import content_digest; print(content_digest([set('abcdef')]))"
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+               for seed in ("1", "2")}
+    assert len(digests) == 1
 
 
 def test_a_checkpoint_or_log_dir_that_cannot_be_used_is_refused_before_training(

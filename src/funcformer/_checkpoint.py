@@ -201,10 +201,11 @@ def _differences(saved: dict[str, Any], expect: dict[str, Any], prefix: str = ""
             inner = _differences(there, here, "" if key == "options" else f"{prefix}{key}.")
             if inner:
                 out.append(inner)
-        elif not prefix and key in ("weights", "data", "frozen"):
+        elif not prefix and key in ("weights", "data", "frozen", "eval"):
             out.append({"weights": "the starting weights differ",
                         "data": "the training data differs",
-                        "frozen": "the frozen weights (the backbone) differ"}[key])
+                        "frozen": "the frozen weights (the backbone) differ",
+                        "eval": "the eval data differs"}[key])
         else:
             out.append(f"{prefix}{key} {there!r} there, {here!r} here")
     return "; ".join(out)

@@ -355,9 +355,9 @@ def _train(task: Any, shared: Any, encoder: torch.nn.Module, head: torch.nn.Modu
     """Train encoder + head on the transfer rows kept for training; (history, truncated)."""
     from ._methods.full import _evaluator
     from ._model import FunctionModel
-    from ._train import Plan, length_grouped_batches, run
+    from ._train import Plan, content_digest, length_grouped_batches, run
 
-    rows = evaluation.train_rows
+    rows, held = evaluation.train_rows, evaluation.eval_data
     encoded = shared.tokenize([transfer.texts[i] for i in rows], config.max_length)
     ids = encoded.input_ids
     targets = _targets(task, transfer)[rows]  # (N, C + gold columns)
@@ -375,7 +375,9 @@ def _train(task: Any, shared: Any, encoder: torch.nn.Module, head: torch.nn.Modu
                 loss=distillation_loss(task, temperature, label_weight),
                 evaluate=_evaluator(task, shared, evaluation.eval_data, config), head=head,
                 metric_name="agreement" if not evaluation.given else None,
-                computed_targets=True)  # the teacher's logits, recomputed on resume
+                computed_targets=True,  # the teacher's logits, recomputed on resume
+                eval_key=content_digest(held if evaluation.given or held is None
+                                        else held.texts))  # (their teacher labels: as above)
     history = run(plan, config, progress=progress, description="distill")
     encoder.eval()
     return history, encoded.truncated

@@ -16,7 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -59,6 +59,10 @@ class Plan:
     after_step: Callable[[int], None] | None = None
     """Called after each optimizer step with the number of steps done (from 1), gradients
     still in place: AdaLoRA moves its rank budget here."""
+    eval_key: str | None = None
+    """`content_digest` of what `evaluate` scores on, recorded in checkpoints: a run resumed
+    with other eval data would choose its kept epoch among scores on two data sets (the killed
+    run's epochs and its own), so that checkpoint is refused."""
 
 
 @dataclass
@@ -292,26 +296,57 @@ def data_digest(batches: Sequence[Batch], computed_targets: bool = False) -> str
     teacher's logits) by shape only, as another thread count or device rounds them
     differently, and the token ids and labels beside them still count."""
     digest = hashlib.sha256()
-
-    def feed(value: Any, exact: bool) -> None:
-        if isinstance(value, torch.Tensor):
-            digest.update(f"{value.dtype}{list(value.shape)}".encode())
-            if exact or not value.is_floating_point():
-                digest.update(tensor_bytes(value))
-        elif isinstance(value, Mapping):
-            for key in sorted(value):
-                digest.update(str(key).encode())
-                feed(value[key], exact)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                feed(item, exact)
-        else:
-            digest.update(repr(value).encode())
-
     for inputs, targets in batches:
-        feed(inputs, False)
-        feed(targets, not computed_targets)
+        _feed(digest, inputs, False)
+        _feed(digest, targets, not computed_targets)
     return digest.hexdigest()
+
+
+def content_digest(value: Any) -> str | None:
+    """A sha256 of data as read or encoded (texts, labels, scores, token ids), None for None.
+    Dataclasses count by their fields, but where the rows came from (`source`, `places`): the
+    same rows in another file are the same data.
+
+    >>> content_digest(["a", 1]) == content_digest(("a", 1)), content_digest(None)
+    (True, None)
+    """
+    if value is None:
+        return None
+    digest = hashlib.sha256()
+    _feed(digest, value, True, sized=True)
+    return digest.hexdigest()
+
+
+_WHERE_FROM = frozenset({"source", "places"})
+
+
+def _feed(digest: Any, value: Any, exact: bool, sized: bool = False) -> None:
+    """Add `value` to `digest`: tensors by dtype, shape and bytes (floating-point ones by
+    shape only unless `exact`), containers item by item, sets sorted (`sized`: with their
+    length, so [[1, 2], [3]] is not [[1], [2, 3]]; `data_digest` goes without, as checkpoints
+    record it), anything else by its repr."""
+    if isinstance(value, torch.Tensor):
+        digest.update(f"{value.dtype}{list(value.shape)}".encode())
+        if exact or not value.is_floating_point():
+            digest.update(tensor_bytes(value))
+    elif isinstance(value, Mapping):
+        for key in sorted(value):
+            digest.update(str(key).encode())
+            _feed(digest, value[key], exact, sized)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        if sized:
+            digest.update(f"[{len(value)}".encode())
+        # a set's order follows string hashing, which differs from process to process
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        for item in items:
+            _feed(digest, item, exact, sized)
+    elif is_dataclass(value) and not isinstance(value, type):
+        for part in fields(value):
+            if part.name not in _WHERE_FROM:
+                digest.update(part.name.encode())
+                _feed(digest, getattr(value, part.name), exact, sized)
+    else:
+        digest.update(repr(value).encode())
 
 
 def frozen_digest(model: torch.nn.Module) -> str:
@@ -354,6 +389,7 @@ class _Checkpoints:
             self.fingerprint["options"] = _options(config)  # weights no checkpoint holds
             self.fingerprint["data"] = data_digest(plan.batches(0), plan.computed_targets)
             self.fingerprint["frozen"] = frozen_digest(plan.model)
+            self.fingerprint["eval"] = plan.eval_key if plan.evaluate is not None else None
         self.context: tuple[History, dict[str, torch.Tensor] | None, int] = (History(), None, 0)
 
     def restore(self, progress: bool = True

@@ -15,7 +15,7 @@ from .._cache import Cache
 from .._config import TrainConfig
 from .._data import Examples
 from .._model import FunctionModel
-from .._train import Plan, length_grouped_batches, run
+from .._train import Plan, content_digest, length_grouped_batches, run
 from . import Trained, trainable_encoder
 from .head import probe
 
@@ -45,7 +45,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     plan = Plan(model=model, batches=batches, forward=lambda m, batch: m(**batch),
                 loss=_peft.regularized(task.loss, encoder),
                 evaluate=_evaluator(task, backbone, eval_data, config), head=head,
-                baseline=True, after_step=_peft.after_step(encoder))
+                baseline=True, after_step=_peft.after_step(encoder),
+                eval_key=content_digest(eval_data))
     history = run(plan, config, progress=progress,
                   description="fine-tune" if config.method == "full" else config.method)
     _peft.settle(encoder)

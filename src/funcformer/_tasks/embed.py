@@ -43,7 +43,7 @@ from .._function import (
 )
 from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import FunctionModel
-from .._train import History, Plan, run, shuffled_batches
+from .._train import History, Plan, content_digest, run, shuffled_batches
 from .._version import __version__
 
 METHODS = ("full", "lora")
@@ -207,14 +207,15 @@ def _gold_columns(texts: Sequence[str]) -> list[set[int]]:
 def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str],
                  scores: Sequence[float] | None, config: TrainConfig,
                  evaluate: Callable[[torch.nn.Module], float] | None,
-                 progress: bool = True,
-                 metric_name: str = "spearman") -> tuple[torch.nn.Module, History, int]:
+                 progress: bool = True, metric_name: str = "spearman",
+                 eval_key: str | None = None) -> tuple[torch.nn.Module, History, int]:
     """Fine-tune the backbone's encoder on pairs with the shared loop: a private copy
 (`full`), or a LoRA adapter on a view sharing the backbone's weights (`lora`).
 
     `scores` (already in [0, 1]) selects cosine regression; None selects in-batch negatives,
     where a batch's other text_b are the negatives (a duplicate of the positive is masked, so
-    it is never a false negative). `evaluate(encoder)` scores the encoder for early stopping.
+    it is never a false negative). `evaluate(encoder)` scores the encoder for early stopping;
+    `eval_key` (`content_digest` of its data) goes into checkpoints.
     Returns the encoder (eval mode), the history, and how many texts were truncated.
     """
     torch.manual_seed(config.seed)
@@ -254,7 +255,7 @@ def tune_encoder(backbone: _backbone.Backbone, a: Sequence[str], b: Sequence[str
 
     plan = Plan(model=model, batches=batches, forward=forward, loss=loss,
                 evaluate=(lambda m: evaluate(m.encoder)) if evaluate else None, baseline=True,
-                metric_name=metric_name)
+                metric_name=metric_name, eval_key=eval_key)
     if not plan.batches(0):
         raise DataError(f"In-batch negatives need at least two pairs per batch; there are "
                         f"{len(a)} pair(s) in batches of {batch_size}. Fix: give more pairs, or "
@@ -309,7 +310,8 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
 
     encoder, history, truncated = tune_encoder(
         shared, pairs.a, pairs.b, scores, config, evaluate if held is not None else None,
-        progress, metric_name="spearman" if held and held.scores is not None else "mrr@10")
+        progress, metric_name="spearman" if held and held.scores is not None else "mrr@10",
+        eval_key=content_digest(held))
     options_out = {"normalize": normalize, "score_range": score_range,
                    "loss": "cosine" if scores is not None else "in_batch_negatives"}
     report = {"examples": len(pairs), "truncated": truncated,

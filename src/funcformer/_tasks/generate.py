@@ -37,7 +37,7 @@ from .._function import (
     write_adapter,
 )
 from .._methods import MIN_HELD_OUT, choose_tuning, task_method, trainable_encoder
-from .._train import History, Plan, length_grouped_batches, run
+from .._train import History, Plan, content_digest, length_grouped_batches, run
 from .._version import __version__
 
 log = logging.getLogger("funcformer")
@@ -482,7 +482,7 @@ def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, confi
     evaluate = (lambda m: -mean_loss(shared, m, held)) if held else None  # higher is better
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m(**inputs).logits,
                 loss=causal_loss, evaluate=evaluate, baseline=held is not None,
-                metric_name="-eval_loss")
+                metric_name="-eval_loss", eval_key=content_digest(eval_data))
     history = run(plan, config, progress=progress, description="fine-tune")
     return model, history, source, pairs.truncated
 

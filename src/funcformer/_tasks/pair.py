@@ -46,7 +46,7 @@ from .._function import (
 from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
-from .._train import History, Plan, length_grouped_batches, run, shuffled_batches
+from .._train import History, Plan, content_digest, length_grouped_batches, run, shuffled_batches
 from .._version import __version__
 from ._pairs import (
     Columns,
@@ -330,7 +330,7 @@ def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | Non
     make = _head_plan if config.method == "head" else _full_plan
     plan = make(shared, model, encoded, targets, held_encoded if held else None, judge, config)
     kind = "spearman" if scale.graded else "ROC-AUC"
-    plan.metric_name = kind
+    plan.metric_name, plan.eval_key = kind, content_digest(held)
     history = run(plan, config, progress=progress, description=f"pair {config.method}")
     if plan.evaluate is not None and len(seen) != _evaluated(history):
         plan.evaluate(plan.model)  # resumed: earlier epochs were evaluated by the killed run

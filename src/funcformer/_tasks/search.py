@@ -56,6 +56,7 @@ from .._function import (
     write_encoder,
 )
 from .._methods import choose_tuning, task_method
+from .._train import content_digest
 from .._version import __version__
 from .embed import (
     DEFAULT_LEARNING_RATE,
@@ -619,8 +620,9 @@ def _tune(embedder: Embedder, docs: list[Document], a: list[str], b: list[str], 
             d = embedder.encode(doc_texts).reshape(len(doc_texts), -1)
             return retrieval_metrics(q @ d.T, targets)["mrr_at_10"]
 
-    encoder, history, _ = tune_encoder(shared, a, b, None, config, evaluate, progress,
-                                       metric_name="mrr@10")
+    encoder, history, _ = tune_encoder(
+        shared, a, b, None, config, evaluate, progress, metric_name="mrr@10",
+        eval_key=content_digest((eval_texts, eval_gold)) if evaluate is not None else None)
     manifest = tuned_manifest(shared, encoder, {}, config)
     return Embedder(backbone=shared, manifest=manifest, encoder=encoder), history.to_dict()
 

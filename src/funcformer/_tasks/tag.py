@@ -49,7 +49,7 @@ from .._function import (
 from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
 from .._model import LinearHead
-from .._train import Plan, length_grouped_batches, run
+from .._train import Plan, content_digest, length_grouped_batches, run
 from .._version import __version__
 from ._spans import (
     ALIGNMENTS,
@@ -334,7 +334,8 @@ def _fit(coder: Coder, shared: _backbone.Backbone, train_set: Tagged, eval_set: 
     evaluate, scores = _evaluator(coder, shared, eval_set, encoder, head)
     plan = Plan(model=model, batches=_batches(shared, encoded, targets, config),
                 forward=_forward(shared, frozen=encoder is None), loss=_loss,
-                evaluate=evaluate, head=head if encoder is not None else None, metric_name="f1")
+                evaluate=evaluate, head=head if encoder is not None else None, metric_name="f1",
+                eval_key=content_digest(eval_set))
     history = run(plan, config, progress=progress, description=f"tag ({config.method})")
     evaluated = sum(1 for e in history.epochs if "eval" in e and e["epoch"] > 0)
     if evaluate is not None and len(scores) != evaluated:
