@@ -115,11 +115,15 @@ def rss_after_loading(paths: list[Path], text: str) -> float:
 
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def speed_settings(doc: str) -> tuple[int, int]:
+    """(timed repeats, latency calls) from the command line, whose `--quick` runs fewer."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    repeats, calls = (1, 50) if args.quick else (3, 200)
+    return (1, 50) if parser.parse_args().quick else (3, 200)
+
+
+def main() -> None:
+    repeats, calls = speed_settings(__doc__)
     print_header()
     import torch
 

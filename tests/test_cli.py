@@ -352,7 +352,7 @@ def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
     assert code == 0, err
     code, _, err = cli(capsys, "export", tmp_path / "s", "--onnx")  # was an AttributeError
     assert_clean_error(code, err)
-    assert "ONNX export is for classify functions; this is a search function" in err
+    assert "ONNX export is for classify and embed functions; this is a search function" in err
     assert not (tmp_path / "s" / "onnx").exists()
 
 

@@ -186,6 +186,74 @@ def test_function_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_pa
         funcformer.load(out, runtime="tensorrt")
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_embed_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path: Path,
+                                                  method: str) -> None:
+    """An embed function exports its encoder and pooling (no head) like a classifier, and its
+    ONNX runtime gives the torch runtime's vectors (normalised after the graph, as on torch)."""
+    import numpy as np
+    from test_embed_task import paraphrases
+
+    import funcformer
+
+    fn = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method=method,
+                          epochs=1, progress=False)
+    out = fn.save(tmp_path / "fn")
+    with pytest.raises(funcformer.ArtifactError, match="funcformer export"):
+        funcformer.load(out, runtime="onnx")
+    loaded = funcformer.load(out)
+    loaded.export_onnx(out)
+    loaded.export_onnx(out, int8=True)
+    graph = funcformer.load(out, runtime="onnx", threads=1)
+    assert graph.runtime == "onnx" and loaded.runtime == "torch"
+    want = loaded.encode(TEXTS)
+    np.testing.assert_allclose(graph.encode(TEXTS), want, rtol=0, atol=1e-5)
+    assert graph("great").vector == pytest.approx(loaded("great").vector, abs=1e-5)
+    assert graph.similarity("great", "not good") == pytest.approx(
+        loaded.similarity("great", "not good"), abs=1e-5)
+    assert graph.evaluate(paraphrases(8, seed=1)) == pytest.approx(
+        loaded.evaluate(paraphrases(8, seed=1)), abs=1e-4)
+    int8 = funcformer.load(out, runtime="onnx-int8").encode(TEXTS)
+    assert np.sum(int8 * want, axis=1).min() > 0.9  # (a tiny random-init encoder)
+    for call in (lambda: graph.save(tmp_path / "copy"), lambda: graph.export_onnx(out)):
+        with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+            call()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_only_classify_and_embed_functions_run_on_onnx(tiny_backbone: Path,
+                                                         tmp_path: Path) -> None:
+    import funcformer
+    from funcformer._embed import ZeroShot
+
+    out = ZeroShot(["sports", "politics"], backbone=tiny_backbone).save(tmp_path / "zs")
+    with pytest.raises(funcformer.TaskError, match="serves classify and embed functions; "
+                                                   "this is a zero_shot function"):
+        funcformer.load(out, runtime="onnx")
+
+
+def test_cli_exports_an_embed_function_and_predicts_on_onnx(tiny_backbone: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    import json
+
+    from test_cli import cli
+    from test_embed_task import paraphrases
+
+    import funcformer
+
+    out = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method="full",
+                           epochs=1, progress=False).save(tmp_path / "fn")
+    code, printed, err = cli(capsys, "export", out, "--onnx")
+    assert code == 0, err
+    assert "--runtime onnx" in printed
+    vectors = {}
+    for runtime in ("torch", "onnx"):
+        code, printed, err = cli(capsys, "predict", out, "great", "--runtime", runtime)
+        assert code == 0, err
+        vectors[runtime] = json.loads(printed.splitlines()[0])["vector"]
+    assert vectors["onnx"] == pytest.approx(vectors["torch"], abs=1e-5)
+
+
 def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
     import json
 

@@ -191,6 +191,35 @@ def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: 
     assert metric(metrics, "funcformer_request_seconds_count", function="polarity") == 6
 
 
+def test_the_onnx_runtime_serves_classify_and_embed_functions_on_their_exports(
+        functions: Path) -> None:
+    """Embed functions were served on torch under --runtime onnx; now on their export, with
+    the same vectors. A zero-shot function stays on torch; a classify function without an
+    export fails to load, saying how to make one, and the others serve."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    for name in ("sentiment", "vectors"):
+        funcformer.load(functions / name).export_onnx(functions / name)
+
+    async def scenario() -> tuple[dict[str, Any], list[httpx.Response]]:
+        async with serving(functions, runtime="onnx") as (client, _):
+            listed = (await client.get("/v1/functions")).json()["functions"]
+            return {f["name"]: f for f in listed}, [
+                await client.post(f"/v1/functions/{name}", json={"inputs": TEXTS})
+                for name in ("sentiment", "vectors", "topic")]
+
+    listed, (sentiment, vectors, topic) = run(scenario)
+    assert [listed[n]["runtime"] for n in ("sentiment", "vectors", "topic")] == \
+        ["onnx", "onnx", "torch"]
+    assert listed["polarity"]["status"] == "failed"
+    assert "funcformer export" in listed["polarity"]["error"]
+    assert sentiment.status_code == vectors.status_code == topic.status_code == 200
+    assert_outputs(sentiment.json()["outputs"], direct(functions / "sentiment", TEXTS))
+    np.testing.assert_allclose([o["vector"] for o in vectors.json()["outputs"]],
+                               funcformer.load(functions / "vectors").encode(TEXTS), atol=1e-5)
+
+
 def test_by_default_a_lone_request_runs_at_once_and_requests_gather_while_a_batch_runs(
         functions: Path) -> None:
     # max_wait_ms 0 (the default): no timer; the load alone decides how big a batch is

@@ -254,33 +254,10 @@ class Classifier(Function):
         tokenizer, and `onnx/export.json` recording the function digest it was made from.
         A function loaded in half precision (`dtype=`) is refused: load it in float32.
         """
-        from . import _onnx
-        from ._model import FunctionModel
-
         if self.runner is not None or self.head is None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
-        encoder = self.encoder if self.encoder is not None else self.backbone.model
-        dtype = next(encoder.parameters()).dtype
-        if dtype != torch.float32:
-            # the graph would hold the rounded weights under the float32 function's digest,
-            # which load(runtime="onnx") takes as proof the two answer alike
-            raise TaskError(f"This function was loaded in {str(dtype).removeprefix('torch.')}; "
-                            "an ONNX export made from its rounded weights would not match the "
-                            "artifact it is stamped with. Fix: load it without dtype= (float32) "
-                            "to export it; the export runs on the CPU whatever the device.")
-        _check_export_home(Path(path), self.digest)
-        directory = Path(path) / ONNX_DIR
-        directory.mkdir(parents=True, exist_ok=True)
-        model = FunctionModel(encoder, self.head, self.backbone.pooling).eval()
-        # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
-        # Attention op stays fp32); int8 graphs are therefore left unfused.
-        target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8)
-        self.backbone.tokenizer.save_pretrained(directory)
-        encoder.config.save_pretrained(directory)
-        copy_pooling_files(self.backbone.path, directory)
-        _onnx.write_record(directory, self.digest, target, __version__)  # last: vouches for all
-        return target
+        return export_graph(self, self.encoder, self.head, path, int8)
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
@@ -654,8 +631,9 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
          trust_remote_code: bool = False, merge_adapter: bool = False) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
-    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (then
-    neither the backbone nor torch's model code is loaded; `threads` sets ONNX Runtime's).
+    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify
+    and embed functions; then neither the backbone nor torch's model code is loaded; `threads`
+    sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
     runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
     rounded weights; load it in float32 to copy the exact ones.
@@ -699,6 +677,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
+ONNX_TASKS = ("classify", "embed")
+"""Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
 
 def _manifest_stamp(directory: Path) -> str | None:
@@ -741,9 +721,13 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
 
         check_weights(directory / MODEL_DIR)  # (an encoder/: _backbone.load checks it)
     if manifest.task != "classify":
+        if runtime != "torch" and manifest.task not in ONNX_TASKS:
+            raise TaskError(f"{directory}: runtime '{runtime}' serves classify and embed "
+                            f"functions; this is a {manifest.task} function. Fix: use "
+                            "runtime='torch'.")
         if runtime != "torch":
-            raise TaskError(f"{directory}: runtime '{runtime}' serves classify functions; this "
-                            f"is a {manifest.task} function. Fix: use runtime='torch'.")
+            runner, tokenizer = open_graph(directory, manifest, runtime, threads)
+            return task_module(manifest.task).from_graph(manifest, runner, tokenizer)
         extra = {"trust_remote_code": True} if trust_remote_code else {}
         if trust_remote_code and manifest.task != "generate":
             raise TaskError("trust_remote_code applies to generate functions only.")
@@ -755,7 +739,9 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
     task = task_class(manifest.task, manifest.options.get("multi_label", False))(
         manifest.labels, **manifest.options.get("task", {}))
     if runtime != "torch":
-        return _load_onnx(directory, manifest, task, runtime, threads)
+        runner, tokenizer = open_graph(directory, manifest, runtime, threads)
+        return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
+                          runner=runner)
     shared = load_backbone(directory, manifest, backbone, device, dtype)
     task.head_choice = HeadChoice.from_record(manifest.head)  # a user's factory: by import path
     head = task.head_choice.build(manifest.head.hidden, manifest.head.outputs,
@@ -828,8 +814,41 @@ def onnx_file(int8: bool) -> str:
     return "model-int8.onnx" if int8 else "model.onnx"
 
 
-def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
-               threads: int | None) -> Function:
+def export_graph(fn: Any, encoder: torch.nn.Module | None, head: torch.nn.Module, path: PathLike,
+                 int8: bool) -> Path:
+    """Export `fn`'s encoder (None: its backbone's), pooling and `head` as one ONNX graph into
+    the artifact at `path`: `onnx/model.onnx` (or `model-int8.onnx`), the tokenizer, and last
+    `onnx/export.json`, which records the function digest it was made from."""
+    from . import _onnx
+    from ._model import FunctionModel
+
+    encoder = encoder if encoder is not None else fn.backbone.model
+    dtype = next(encoder.parameters()).dtype
+    if dtype != torch.float32:
+        # the graph would hold the rounded weights under the float32 function's digest,
+        # which load(runtime="onnx") takes as proof the two answer alike
+        raise TaskError(f"This function was loaded in {str(dtype).removeprefix('torch.')}; "
+                        "an ONNX export made from its rounded weights would not match the "
+                        "artifact it is stamped with. Fix: load it without dtype= (float32) "
+                        "to export it; the export runs on the CPU whatever the device.")
+    _check_export_home(Path(path), fn.digest)
+    directory = Path(path) / ONNX_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    model = FunctionModel(encoder, head, fn.backbone.pooling).eval()
+    # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
+    # Attention op stays fp32); int8 graphs are therefore left unfused.
+    target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8)
+    fn.backbone.tokenizer.save_pretrained(directory)
+    encoder.config.save_pretrained(directory)
+    copy_pooling_files(fn.backbone.path, directory)
+    _onnx.write_record(directory, fn.digest, target, __version__)  # last: vouches for all
+    return target
+
+
+def open_graph(directory: Path, manifest: Manifest, runtime: str,
+               threads: int | None) -> tuple[Any, _backbone.Backbone]:
+    """The ONNX runner of the function saved at `directory` (its export for `runtime`, checked
+    against the manifest's digest) and a model-less backbone with its tokenizer."""
     from ._onnx import open_export
 
     int8 = runtime == "onnx-int8"
@@ -840,9 +859,7 @@ def _load_onnx(directory: Path, manifest: Manifest, task: Any, runtime: str,
                             f"funcformer export {directory} --onnx{flag}")
     fix = f"Fix: run funcformer export {directory} --onnx{flag} again."
     runner = open_export(directory / ONNX_DIR, graph, manifest.digest, threads=threads, fix=fix)
-    tokenizer = _backbone.load_tokenizer(directory / ONNX_DIR, fix)
-    return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
-                      runner=runner)
+    return runner, _backbone.load_tokenizer(directory / ONNX_DIR, fix)
 
 
 def _check_export_home(path: Path, digest: str) -> None:

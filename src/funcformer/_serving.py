@@ -216,9 +216,9 @@ class Registry:
                  "updated" if old is not None else "loaded")
 
     def _read(self, path: Path, task: str) -> Any:
-        from ._function import load
+        from ._function import ONNX_TASKS, load
 
-        runtime = self.runtime if task == "classify" else "torch"
+        runtime = self.runtime if task in ONNX_TASKS else "torch"
         if runtime != "torch":
             return load(path, runtime=runtime)
         return load(path, runtime=runtime, dtype=self.dtype, device=self.device)

