@@ -6,16 +6,21 @@ Index the 125 FAQ questions; each paraphrased query should find its thread. Anch
 sentence-transformers encodes questions and queries with the same all-MiniLM-L6-v2, exact
 cosine top-k. funcformer: `train("search", ...)` untrained on both query groups, then trained
 on group-0 queries (`pairs=`) and evaluated on group 1 (never seen). Also reports how often
-`answer()` is right when its "no answer" threshold is calibrated on group 0.
+`answer()` is right when its "no answer" threshold is calibrated on group 0, and the p50
+latency of one query (top 10) with the untrained function on its torch runtime and on its
+ONNX exports (`export_onnx`, float32 and int8), against the anchor's encode and product.
 """
 
 from __future__ import annotations
 
 import csv
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import DATA, print_header
+from throughput import p50
 
 import funcformer
 from funcformer._tasks.embed import retrieval_metrics
@@ -76,6 +81,30 @@ def main() -> None:
           "abstaining is always a miss here)")
     print(f"mean over groups, untrained vs anchor: top-1 "
           f"{np.mean([ours[g]['accuracy_at_1'] - anchor[g]['accuracy_at_1'] for g in '01']):+.4f}")
+    latency(st, docs, untrained, [q["text"] for q in groups["1"]], groups["1"])
+
+
+def latency(st: object, docs: np.ndarray, fn: funcformer.Function, texts: list[str],
+            group: list[dict[str, str]]) -> None:
+    """p50 of one query, top 10: the anchor's encode + product + sort, and the function on
+    each runtime (with its group-1 top-1, which the ONNX runtimes should keep)."""
+    def anchor(text: str) -> None:
+        scores = st.encode([text], normalize_embeddings=True) @ docs.T  # type: ignore[attr-defined]
+        np.argsort(-scores[0])[:10]
+
+    path = fn.save(Path(tempfile.mkdtemp(prefix="ff-search-")) / "faq")
+    fn.export_onnx(path)
+    fn.export_onnx(path, int8=True)
+    base = p50(anchor, texts)
+    print(f"\n| one query, top 10 (group 1, {len(texts)} queries) | p50 | vs anchor | top-1 |")
+    print("|---|---|---|---|")
+    print(f"| sentence-transformers encode + product | {base * 1e3:.1f} ms | 1.00x | |")
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        loaded = funcformer.load(path, runtime=runtime)
+        seconds = p50(lambda text: loaded(text, k=10), texts)  # noqa: B023
+        top1 = loaded.evaluate(group, id_column="faq_id")["accuracy_at_1"]
+        print(f"| funcformer search, {runtime} | {seconds * 1e3:.1f} ms | "
+              f"{seconds / base:.2f}x | {top1:.4f} |")
 
 
 if __name__ == "__main__":

@@ -345,15 +345,12 @@ def test_serve_port_out_of_range_is_a_usage_error(capsys, tmp_path: Path) -> Non
 
 def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
                                               tiny_backbone: Path) -> None:
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text('{"id": "1", "text": "refunds take five days"}\n', "utf-8")
-    code, _, err = cli(capsys, "train", "search", docs, "--out", tmp_path / "s", "--backbone",
-                       tiny_backbone)
-    assert code == 0, err
-    code, _, err = cli(capsys, "export", tmp_path / "s", "--onnx")  # was an AttributeError
+    out = funcformer.ZeroShot(["food", "service"], backbone=tiny_backbone).save(tmp_path / "z")
+    code, _, err = cli(capsys, "export", out, "--onnx")  # was an AttributeError
     assert_clean_error(code, err)
-    assert "ONNX export is for classify and embed functions; this is a search function" in err
-    assert not (tmp_path / "s" / "onnx").exists()
+    assert ("ONNX export is for classify, embed and search functions; this is a zero_shot "
+            "function") in err
+    assert not (out / "onnx").exists()
 
 
 def test_predict_with_full_function(capsys, full_dir: Path) -> None:

@@ -221,14 +221,40 @@ def test_embed_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path:
     assert not (tmp_path / "copy").exists()
 
 
-def test_only_classify_and_embed_functions_run_on_onnx(tiny_backbone: Path,
-                                                         tmp_path: Path) -> None:
+def test_search_queries_run_on_the_export(tiny_backbone: Path, tmp_path: Path) -> None:
+    """A search function exports its encoder; on ONNX its queries, and documents added later,
+    are encoded by the graph: the same hits and scores as on torch."""
+    from test_search import FAQ
+
+    import funcformer
+
+    out = funcformer.train("search", FAQ, backbone=tiny_backbone).save(tmp_path / "faq")
+    loaded = funcformer.load(out)
+    loaded.export_onnx(out)
+    graph = funcformer.load(out, runtime="onnx")
+    assert graph.runtime == "onnx" and loaded.runtime == "torch"
+    queries = ["how do I get my money back", "opening hours", "lost password"]
+    for want, got in zip(loaded(queries, k=3), graph(queries, k=3), strict=True):
+        assert [h.id for h in got.hits] == [h.id for h in want.hits]
+        assert [h.score for h in got.hits] == pytest.approx([h.score for h in want.hits],
+                                                            abs=1e-5)
+    new = [{"id": "new", "text": "we ship to every country in Europe"}]
+    assert loaded.add(new) == graph.add(new) == 1
+    assert graph("do you ship abroad").hits[0].score == pytest.approx(
+        loaded("do you ship abroad").hits[0].score, abs=1e-5)
+    with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+        graph.save(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_only_classify_embed_and_search_functions_run_on_onnx(tiny_backbone: Path,
+                                                              tmp_path: Path) -> None:
     import funcformer
     from funcformer._embed import ZeroShot
 
     out = ZeroShot(["sports", "politics"], backbone=tiny_backbone).save(tmp_path / "zs")
-    with pytest.raises(funcformer.TaskError, match="serves classify and embed functions; "
-                                                   "this is a zero_shot function"):
+    with pytest.raises(funcformer.TaskError, match="serves classify, embed and search "
+                                                   "functions; this is a zero_shot function"):
         funcformer.load(out, runtime="onnx")
 
 

@@ -257,7 +257,7 @@ class Classifier(Function):
         if self.runner is not None or self.head is None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
-        return export_graph(self, self.encoder, self.head, path, int8)
+        return export_graph(self.digest, self.backbone, self.encoder, self.head, path, int8)
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
@@ -631,9 +631,9 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
          trust_remote_code: bool = False, merge_adapter: bool = False) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
-    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify
-    and embed functions; then neither the backbone nor torch's model code is loaded; `threads`
-    sets ONNX Runtime's).
+    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify,
+    embed and search functions; then neither the backbone nor torch's model code is loaded;
+    `threads` sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
     runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
     rounded weights; load it in float32 to copy the exact ones.
@@ -677,7 +677,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
-ONNX_TASKS = ("classify", "embed")
+ONNX_TASKS = ("classify", "embed", "search")
 """Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
 
@@ -722,12 +722,13 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
         check_weights(directory / MODEL_DIR)  # (an encoder/: _backbone.load checks it)
     if manifest.task != "classify":
         if runtime != "torch" and manifest.task not in ONNX_TASKS:
-            raise TaskError(f"{directory}: runtime '{runtime}' serves classify and embed "
-                            f"functions; this is a {manifest.task} function. Fix: use "
+            raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed and "
+                            f"search functions; this is a {manifest.task} function. Fix: use "
                             "runtime='torch'.")
         if runtime != "torch":
             runner, tokenizer = open_graph(directory, manifest, runtime, threads)
-            return task_module(manifest.task).from_graph(manifest, runner, tokenizer)
+            return task_module(manifest.task).from_graph(directory, manifest, runner,
+                                                         tokenizer)
         extra = {"trust_remote_code": True} if trust_remote_code else {}
         if trust_remote_code and manifest.task != "generate":
             raise TaskError("trust_remote_code applies to generate functions only.")
@@ -814,15 +815,15 @@ def onnx_file(int8: bool) -> str:
     return "model-int8.onnx" if int8 else "model.onnx"
 
 
-def export_graph(fn: Any, encoder: torch.nn.Module | None, head: torch.nn.Module, path: PathLike,
-                 int8: bool) -> Path:
-    """Export `fn`'s encoder (None: its backbone's), pooling and `head` as one ONNX graph into
-    the artifact at `path`: `onnx/model.onnx` (or `model-int8.onnx`), the tokenizer, and last
-    `onnx/export.json`, which records the function digest it was made from."""
+def export_graph(digest: str, backbone: _backbone.Backbone, encoder: torch.nn.Module | None,
+                 head: torch.nn.Module, path: PathLike, int8: bool) -> Path:
+    """Export `encoder` (None: the backbone's), the backbone's pooling and `head` as one ONNX
+    graph into the artifact at `path` of the function of `digest`: `onnx/model.onnx` (or
+    `model-int8.onnx`), the tokenizer, and last `onnx/export.json`, which records `digest`."""
     from . import _onnx
     from ._model import FunctionModel
 
-    encoder = encoder if encoder is not None else fn.backbone.model
+    encoder = encoder if encoder is not None else backbone.model
     dtype = next(encoder.parameters()).dtype
     if dtype != torch.float32:
         # the graph would hold the rounded weights under the float32 function's digest,
@@ -831,17 +832,17 @@ def export_graph(fn: Any, encoder: torch.nn.Module | None, head: torch.nn.Module
                         "an ONNX export made from its rounded weights would not match the "
                         "artifact it is stamped with. Fix: load it without dtype= (float32) "
                         "to export it; the export runs on the CPU whatever the device.")
-    _check_export_home(Path(path), fn.digest)
+    _check_export_home(Path(path), digest)
     directory = Path(path) / ONNX_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    model = FunctionModel(encoder, head, fn.backbone.pooling).eval()
+    model = FunctionModel(encoder, head, backbone.pooling).eval()
     # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
     # Attention op stays fp32); int8 graphs are therefore left unfused.
     target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8)
-    fn.backbone.tokenizer.save_pretrained(directory)
+    backbone.tokenizer.save_pretrained(directory)
     encoder.config.save_pretrained(directory)
-    copy_pooling_files(fn.backbone.path, directory)
-    _onnx.write_record(directory, fn.digest, target, __version__)  # last: vouches for all
+    copy_pooling_files(backbone.path, directory)
+    _onnx.write_record(directory, digest, target, __version__)  # last: vouches for all
     return target
 
 

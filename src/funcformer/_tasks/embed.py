@@ -134,7 +134,8 @@ class Embedder(Function):
         if self.runner is not None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
-        return export_graph(self, self.encoder, torch.nn.Identity(), path, int8)
+        return export_graph(self.digest, self.backbone, self.encoder, torch.nn.Identity(),
+                            path, int8)
 
     def predict(self, inputs: Sequence[str]) -> list[Embedding]:
         return [Embedding(vector=row.tolist()) for row in self.encode(list(inputs))]
@@ -392,7 +393,8 @@ def from_backbone(backbone: Any = None, *, normalize: bool = True,
     return Embedder(backbone=shared, manifest=manifest)
 
 
-def from_graph(manifest: Manifest, runner: Any, tokenizer: _backbone.Backbone) -> Embedder:
+def from_graph(directory: Path, manifest: Manifest, runner: Any,
+               tokenizer: _backbone.Backbone) -> Embedder:
     """An embedder running its ONNX export (`load(..., runtime="onnx")`)."""
     return Embedder(backbone=tokenizer, manifest=manifest, runner=runner)
 

@@ -46,6 +46,7 @@ from .._errors import (
 from .._function import (
     Function,
     PathLike,
+    export_graph,
     load_adapter,
     load_backbone,
     make_config,
@@ -256,6 +257,23 @@ class Searcher(Function):
     def threshold(self) -> float:
         return float(self.manifest.options.get("threshold", DEFAULT_THRESHOLD))
 
+    @property
+    def runtime(self) -> str:  # type: ignore[override]
+        return self.embedder.runtime
+
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
+        """Export the query and document encoder (encoder and pooling) as one ONNX graph into
+        the artifact at `path`; `funcformer.load(path, runtime="onnx")` then encodes queries
+        (and documents `add`ed) with ONNX Runtime. Saving the function again (after `add`,
+        say) replaces the artifact, export included: export again."""
+        if self.embedder.runner is not None:
+            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
+                            "to export it.")
+        from torch.nn import Identity
+
+        return export_graph(self.digest, self.embedder.backbone, self.embedder.encoder,
+                            Identity(), path, int8)
+
     def predict(self, queries: Sequence[str], k: int = 10, filter: Filter = None,
                 answer: bool = False) -> list[Any]:
         """Top-k Hits per query (or, with `answer=True`, an Answer per query: the best entry
@@ -409,6 +427,10 @@ class Searcher(Function):
         return {**metrics, "answer_accuracy": right / len(texts), "examples": len(texts)}
 
     def save(self, path: PathLike) -> Path:
+        if self.embedder.runner is not None:  # the graph holds no separate encoder weights
+            raise TaskError("save needs the torch runtime: this function runs on its ONNX "
+                            "export. Fix: load it with runtime='torch' (the default) to save "
+                            "it.")
         with self._lock:  # an add meanwhile: vectors of one index, documents of the next
             return self._save(Path(path))
 
@@ -629,10 +651,27 @@ def _tune(embedder: Embedder, docs: list[Document], a: list[str], b: list[str], 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
          dtype: str | None = None, merge_adapter: bool = False) -> Searcher:
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
+    embedder = Embedder(backbone=shared, manifest=_embedder_manifest(manifest),
+                        encoder=load_adapter(directory, manifest, shared, merge_adapter))
+    return Searcher(embedder=embedder, index=_read_index(directory, manifest), manifest=manifest)
+
+
+def from_graph(directory: Path, manifest: Manifest, runner: Any,
+               tokenizer: _backbone.Backbone) -> Searcher:
+    """A search function whose queries (and added documents) run on its ONNX export."""
+    embedder = Embedder(backbone=tokenizer, manifest=_embedder_manifest(manifest), runner=runner)
+    return Searcher(embedder=embedder, index=_read_index(directory, manifest), manifest=manifest)
+
+
+def _embedder_manifest(manifest: Manifest) -> Manifest:
+    return manifest.model_copy(update={"task": "embed", "options": {}})
+
+
+def _read_index(directory: Path, manifest: Manifest) -> Index:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    shared = load_backbone(directory, manifest, backbone, device, dtype)
     vectors_file = directory / INDEX_DIR / "vectors.safetensors"
     docs_file = directory / INDEX_DIR / "documents.jsonl"
     if not vectors_file.is_file() or not docs_file.is_file():
@@ -648,8 +687,4 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
     if len(docs) != len(vectors):
         raise ArtifactError(f"{directory / INDEX_DIR}: {len(docs)} documents but "
                             f"{len(vectors)} vectors. The artifact is damaged; save it again.")
-    embedder_manifest = manifest.model_copy(update={"task": "embed", "options": {}})
-    embedder = Embedder(backbone=shared, manifest=embedder_manifest,
-                        encoder=load_adapter(directory, manifest, shared, merge_adapter))
-    index = Index(docs, vectors, manifest.options.get("backend", "auto"))
-    return Searcher(embedder=embedder, index=index, manifest=manifest)
+    return Index(docs, vectors, manifest.options.get("backend", "auto"))
