@@ -327,6 +327,41 @@ def test_resume_with_other_eval_data_is_refused(tiny_backbone: Path, tmp_path: P
     assert again.digest == first.digest
 
 
+def test_pair_eval_rows_count_by_value_and_search_eval_by_its_documents(
+        tiny_backbone: Path, tmp_path: Path) -> None:
+    """Review of the eval check: pair eval rows were hashed raw (a CSV's '5.0' against a
+    JSONL's 5.0, an unused column, refused the same data; a column named 0 crashed every run
+    with eval data), and search's left out the documents its queries are ranked against."""
+    import json
+
+    from conftest import NEGATIVE, NOUNS, POSITIVE
+
+    words = list(zip(NOUNS, POSITIVE, NEGATIVE, strict=True))
+    pairs = [(f"the {n} was {p}", f"{n} {p}", 1.0) for n, p, _ in words]
+    pairs += [(f"the {n} was {q}", f"{n} {p}", 0.0) for n, p, q in words]
+    csv_file, jsonl_file = tmp_path / "eval.csv", tmp_path / "eval.jsonl"
+    csv_file.write_text("text_a,text_b,score\n" + "".join(f"{a},{b},{s}\n" for a, b, s in
+                                                         pairs[:6]), "utf-8")
+    jsonl_file.write_text("".join(json.dumps({"text_a": a, "text_b": b, "score": s, "id": i})
+                                  + "\n" for i, (a, b, s) in enumerate(pairs[:6])), "utf-8")
+    train = {**TRAIN, "backbone": tiny_backbone, "checkpoint_dir": str(tmp_path / "pair")}
+    first = funcformer.train("pair", pairs, eval_data=str(csv_file), **train)
+    again = funcformer.train("pair", pairs, eval_data=str(jsonl_file), **train, resume=True)
+    assert again.digest == first.digest
+    numbered = [{"text_a": a, "text_b": b, "score": s, 0: "x"} for a, b, s in pairs[:6]]
+    funcformer.train("embed", pairs, eval_data=numbered, backbone=tiny_backbone, epochs=1,
+                     progress=False)  # a TypeError sorting the row's keys
+
+    docs = [{"id": n, "text": f"very {p} and {q}"} for n, p, q in words]
+    queries = [{"text": f"the {n} was {w}", "id": n} for n in NOUNS for w in ("not", "is")]
+    held = [{"text": f"{n} very", "id": n} for n in NOUNS]
+    search = {**TRAIN, "backbone": tiny_backbone, "checkpoint_dir": str(tmp_path / "search")}
+    funcformer.train("search", docs, pairs=queries, eval_data=held, **search)
+    more = [*docs, {"id": "extra", "text": "the staff was very"}]
+    with pytest.raises(TaskError, match=r"the eval data differs"):
+        funcformer.train("search", more, pairs=queries, eval_data=held, **search, resume=True)
+
+
 def test_the_content_digest_ignores_where_rows_came_from_and_set_order() -> None:
     from funcformer._data import Examples
     from funcformer._train import content_digest

@@ -206,18 +206,22 @@ def test_the_onnx_runtime_serves_classify_and_embed_functions_on_their_exports(
         async with serving(functions, runtime="onnx") as (client, _):
             listed = (await client.get("/v1/functions")).json()["functions"]
             return {f["name"]: f for f in listed}, [
-                await client.post(f"/v1/functions/{name}", json={"inputs": TEXTS})
-                for name in ("sentiment", "vectors", "topic")]
+                *[await client.post(f"/v1/functions/{name}", json={"inputs": TEXTS})
+                  for name in ("sentiment", "vectors", "topic")],
+                # the OpenAI-shaped route read the width from the (absent) torch model: a 500
+                await client.post("/v1/embeddings", json={"model": "vectors", "input": TEXTS})]
 
-    listed, (sentiment, vectors, topic) = run(scenario)
+    listed, (sentiment, vectors, topic, openai) = run(scenario)
     assert [listed[n]["runtime"] for n in ("sentiment", "vectors", "topic")] == \
         ["onnx", "onnx", "torch"]
     assert listed["polarity"]["status"] == "failed"
     assert "funcformer export" in listed["polarity"]["error"]
     assert sentiment.status_code == vectors.status_code == topic.status_code == 200
     assert_outputs(sentiment.json()["outputs"], direct(functions / "sentiment", TEXTS))
-    np.testing.assert_allclose([o["vector"] for o in vectors.json()["outputs"]],
-                               funcformer.load(functions / "vectors").encode(TEXTS), atol=1e-5)
+    want = funcformer.load(functions / "vectors").encode(TEXTS)
+    np.testing.assert_allclose([o["vector"] for o in vectors.json()["outputs"]], want, atol=1e-5)
+    assert openai.status_code == 200, openai.text
+    np.testing.assert_allclose([d["embedding"] for d in openai.json()["data"]], want, atol=1e-5)
 
 
 def test_by_default_a_lone_request_runs_at_once_and_requests_gather_while_a_batch_runs(

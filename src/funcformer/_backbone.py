@@ -241,11 +241,13 @@ class Backbone:
     max_length: int
     digest: str
     device: str = "cpu"
+    width: int | None = None
+    """The hidden size when there is no model (a tokenizer-only backbone of an ONNX export)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.model.config.hidden_size if self.model is not None else self.width)
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> Encoded:
         """Tokenize without padding; texts past `max_length` tokens are cut and counted."""
@@ -542,7 +544,7 @@ def load_tokenizer(path: Path, fix: str | None = None) -> Backbone:
     _check_vocabulary(path, tokenizer, config, ArtifactError, fix)
     return Backbone(name=str(path), path=path, model=None, tokenizer=tokenizer,
                     pooling=Pooling.read(path), max_length=_max_length(path, tokenizer, config),
-                    digest="")
+                    digest="", width=getattr(config, "hidden_size", None))
 
 
 def _fix(error: type[FuncformerError]) -> str:

@@ -330,7 +330,7 @@ def _feed(digest: Any, value: Any, exact: bool, sized: bool = False) -> None:
         if exact or not value.is_floating_point():
             digest.update(tensor_bytes(value))
     elif isinstance(value, Mapping):
-        for key in sorted(value):
+        for key in sorted(value, key=str):  # (the keys of a row may mix names and numbers)
             digest.update(str(key).encode())
             _feed(digest, value[key], exact, sized)
     elif isinstance(value, (list, tuple, set, frozenset)):

@@ -350,7 +350,7 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: Any
     encoder, history, truncated = tune_encoder(
         shared, pairs.a, pairs.b, scores, config, evaluate if held is not None else None,
         progress, metric_name="spearman" if held and held.scores is not None else "mrr@10",
-        eval_key=content_digest(held))
+        eval_key=None if held is None else content_digest((held.a, held.b, held.scores)))
     options_out = {"normalize": normalize, "score_range": score_range,
                    "loss": "cosine" if scores is not None else "in_batch_negatives"}
     report = {"examples": len(pairs), "truncated": truncated,

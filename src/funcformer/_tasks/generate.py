@@ -482,7 +482,7 @@ def fine_tune(shared: CausalLM, train: Records, eval_data: Records | None, confi
     evaluate = (lambda m: -mean_loss(shared, m, held)) if held else None  # higher is better
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m(**inputs).logits,
                 loss=causal_loss, evaluate=evaluate, baseline=held is not None,
-                metric_name="-eval_loss", eval_key=content_digest(eval_data))
+                metric_name="-eval_loss", eval_key=content_digest(held))  # (token ids)
     history = run(plan, config, progress=progress, description="fine-tune")
     return model, history, source, pairs.truncated
 

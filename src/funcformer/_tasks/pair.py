@@ -330,7 +330,9 @@ def fit(shared: Backbone, pairs: Pairs, targets: torch.Tensor, held: Pairs | Non
     make = _head_plan if config.method == "head" else _full_plan
     plan = make(shared, model, encoded, targets, held_encoded if held else None, judge, config)
     kind = "spearman" if scale.graded else "ROC-AUC"
-    plan.metric_name, plan.eval_key = kind, content_digest(held)
+    plan.metric_name = kind  # the eval data by its parsed values, not its file's raw rows
+    plan.eval_key = None if held is None else content_digest((held.a, held.b, held.scores,
+                                                              held.labels))
     history = run(plan, config, progress=progress, description=f"pair {config.method}")
     if plan.evaluate is not None and len(seen) != _evaluated(history):
         plan.evaluate(plan.model)  # resumed: earlier epochs were evaluated by the killed run

@@ -644,7 +644,9 @@ def _tune(embedder: Embedder, docs: list[Document], a: list[str], b: list[str], 
 
     encoder, history, _ = tune_encoder(
         shared, a, b, None, config, evaluate, progress, metric_name="mrr@10",
-        eval_key=content_digest((eval_texts, eval_gold)) if evaluate is not None else None)
+        # the queries are ranked against every document: they count too
+        eval_key=content_digest((eval_texts, eval_gold, [(d.id, d.text) for d in docs]))
+        if evaluate is not None else None)
     manifest = tuned_manifest(shared, encoder, {}, config)
     return Embedder(backbone=shared, manifest=manifest, encoder=encoder), history.to_dict()
 
