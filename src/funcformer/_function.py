@@ -721,11 +721,11 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
 
         check_weights(directory / MODEL_DIR)  # (an encoder/: _backbone.load checks it)
     if manifest.task != "classify":
-        if runtime != "torch" and manifest.task not in ONNX_TASKS:
-            raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed and "
-                            f"search functions; this is a {manifest.task} function. Fix: use "
-                            "runtime='torch'.")
         if runtime != "torch":
+            if manifest.task not in ONNX_TASKS:
+                raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed and "
+                                f"search functions; this is a {manifest.task} function. Fix: "
+                                "use runtime='torch'.")
             runner, tokenizer = open_graph(directory, manifest, runtime, threads)
             return task_module(manifest.task).from_graph(directory, manifest, runner,
                                                          tokenizer)
