@@ -348,7 +348,7 @@ def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
     out = funcformer.ZeroShot(["food", "service"], backbone=tiny_backbone).save(tmp_path / "z")
     code, _, err = cli(capsys, "export", out, "--onnx")  # was an AttributeError
     assert_clean_error(code, err)
-    assert ("ONNX export is for classify, embed and search functions; this is a zero_shot "
+    assert ("ONNX export is for classify, embed, search and pair functions; this is a zero_shot "
             "function") in err
     assert not (out / "onnx").exists()
 

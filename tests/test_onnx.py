@@ -247,13 +247,56 @@ def test_search_queries_run_on_the_export(tiny_backbone: Path, tmp_path: Path) -
     assert not (tmp_path / "copy").exists()
 
 
-def test_only_classify_embed_and_search_functions_run_on_onnx(tiny_backbone: Path,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_pair_scores_rankings_and_explanations_on_the_export(tiny_backbone: Path,
+                                                            tmp_path: Path, method: str) -> None:
+    """A pair function exports its cross-encoder with token types as a third input: the
+    same scores, rankings and (occlusion) explanations as torch."""
+    from conftest import NEGATIVE, NOUNS, POSITIVE
+
+    import funcformer
+
+    words = list(zip(NOUNS, POSITIVE, NEGATIVE, strict=True))
+    rows = [(f"the {n} was {p}", f"{n} {p}", 1.0) for n, p, _ in words]
+    rows += [(f"the {n} was {q}", f"{n} {p}", 0.0) for n, p, q in words]
+    fn = funcformer.train("pair", rows, backbone=tiny_backbone, method=method, epochs=1,
+                          progress=False)
+    out = fn.save(tmp_path / "pair")
+    loaded = funcformer.load(out)
+    loaded.export_onnx(out)
+    loaded.export_onnx(out, int8=True)
+    graph = funcformer.load(out, runtime="onnx")
+    assert graph.runtime == "onnx"
+    pairs = [(a, b) for a, b, _ in rows]
+    assert [p.score for p in graph(pairs)] == pytest.approx([p.score for p in loaded(pairs)],
+                                                            abs=1e-5)
+    items = [b for _, b, _ in rows[:6]]
+    assert [r.index for r in graph.rank("the food was great", items)] == \
+        [r.index for r in loaded.rank("the food was great", items)]
+    assert graph.evaluate(rows) == pytest.approx(loaded.evaluate(rows), abs=1e-4)
+    int8 = funcformer.load(out, runtime="onnx-int8")
+    assert [p.score for p in int8(pairs)] == pytest.approx([p.score for p in loaded(pairs)],
+                                                           abs=0.05)
+    pair = ("the food was great", "food great")
+    want = funcformer.explain(loaded, pair, method="occlusion")
+    got = funcformer.explain(graph, pair, method="occlusion")
+    assert got.score == pytest.approx(want.score, abs=1e-5)
+    assert [w.attribution for w in got.words + got.words_b] == pytest.approx(
+        [w.attribution for w in want.words + want.words_b], abs=1e-4)
+    assert len(got.words) == 4 and len(got.words_b) == 2
+    for call in (lambda: graph.save(tmp_path / "copy"), lambda: graph.export_onnx(out)):
+        with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+            call()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_only_classify_embed_search_and_pair_functions_run_on_onnx(tiny_backbone: Path,
+                                                                   tmp_path: Path) -> None:
     import funcformer
     from funcformer._embed import ZeroShot
 
     out = ZeroShot(["sports", "politics"], backbone=tiny_backbone).save(tmp_path / "zs")
-    with pytest.raises(funcformer.TaskError, match="serves classify, embed and search "
+    with pytest.raises(funcformer.TaskError, match="serves classify, embed, search and pair "
                                                    "functions; this is a zero_shot function"):
         funcformer.load(out, runtime="onnx")
 

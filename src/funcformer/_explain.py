@@ -266,14 +266,20 @@ def _pair(fn: Any, text: Any, target: str | None) -> list[Probe]:
     names = list(fn.scale.labels) if fn.scale.labels else ["score"]
     target = target if target is not None else names[-1]
     flip = _label_index(names, target) == 0 and len(names) == 2
-    model = fn.model
+    model, runner = fn.model, getattr(fn, "runner", None)
 
     def score(batch: dict[str, torch.Tensor], kept: Kept) -> torch.Tensor:
-        value = torch.sigmoid(model(**batch).float())  # (B,)
+        if runner is not None:  # an ONNX graph (occlusion only)
+            logits = runner(batch["input_ids"], batch["attention_mask"],
+                            batch.get("token_type_ids")).reshape(-1)
+        else:
+            logits = model(**batch)
+        value = torch.sigmoid(logits.float())  # (B,)
         return 1 - value if flip else value
 
     tokens = tokenize(fn.backbone.tokenizer, tuple(pair), _limit(fn, fn.backbone), types=True)
-    return [Probe(tokens, score, model.encoder, fn.backbone, target)]
+    return [Probe(tokens, score, None if runner is not None else model.encoder, fn.backbone,
+                  target)]
 
 
 def _tag(fn: Any, text: Any, target: str | None) -> list[Probe]:

@@ -257,7 +257,8 @@ class Classifier(Function):
         if self.runner is not None or self.head is None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
-        return export_graph(self.digest, self.backbone, self.encoder, self.head, path, int8)
+        return export_graph(self.digest, self.backbone,
+                            pooled(self.backbone, self.encoder, self.head), path, int8)
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
@@ -632,8 +633,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify,
-    embed and search functions; then neither the backbone nor torch's model code is loaded;
-    `threads` sets ONNX Runtime's).
+    embed, search and pair functions; then neither the backbone nor torch's model code is
+    loaded; `threads` sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
     runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
     rounded weights; load it in float32 to copy the exact ones.
@@ -677,7 +678,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
-ONNX_TASKS = ("classify", "embed", "search")
+ONNX_TASKS = ("classify", "embed", "search", "pair")
 """Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
 
@@ -723,9 +724,9 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
     if manifest.task != "classify":
         if runtime != "torch":
             if manifest.task not in ONNX_TASKS:
-                raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed and "
-                                f"search functions; this is a {manifest.task} function. Fix: "
-                                "use runtime='torch'.")
+                raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed, "
+                                f"search and pair functions; this is a {manifest.task} "
+                                "function. Fix: use runtime='torch'.")
             runner, tokenizer = open_graph(directory, manifest, runtime, threads)
             return task_module(manifest.task).from_graph(directory, manifest, runner,
                                                          tokenizer)
@@ -815,15 +816,24 @@ def onnx_file(int8: bool) -> str:
     return "model-int8.onnx" if int8 else "model.onnx"
 
 
-def export_graph(digest: str, backbone: _backbone.Backbone, encoder: torch.nn.Module | None,
-                 head: torch.nn.Module, path: PathLike, int8: bool) -> Path:
-    """Export `encoder` (None: the backbone's), the backbone's pooling and `head` as one ONNX
-    graph into the artifact at `path` of the function of `digest`: `onnx/model.onnx` (or
-    `model-int8.onnx`), the tokenizer, and last `onnx/export.json`, which records `digest`."""
-    from . import _onnx
+def pooled(backbone: _backbone.Backbone, encoder: torch.nn.Module | None,
+           head: torch.nn.Module) -> torch.nn.Module:
+    """`encoder` (None: the backbone's), the backbone's pooling and `head`, as one module."""
     from ._model import FunctionModel
 
-    encoder = encoder if encoder is not None else backbone.model
+    return FunctionModel(encoder if encoder is not None else backbone.model, head,
+                         backbone.pooling)
+
+
+def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Module,
+                 path: PathLike, int8: bool, token_types: bool = False) -> Path:
+    """Export `model` (its `encoder`, pooling and head: see `pooled`) as one ONNX graph into
+    the artifact at `path` of the function of `digest`: `onnx/model.onnx` (or
+    `model-int8.onnx`), the tokenizer, and last `onnx/export.json`, which records `digest`.
+    `token_types`: the graph takes token_type_ids too (a pair's cross-encoder)."""
+    from . import _onnx
+
+    encoder = model.encoder
     dtype = next(encoder.parameters()).dtype
     if dtype != torch.float32:
         # the graph would hold the rounded weights under the float32 function's digest,
@@ -835,10 +845,10 @@ def export_graph(digest: str, backbone: _backbone.Backbone, encoder: torch.nn.Mo
     _check_export_home(Path(path), digest)
     directory = Path(path) / ONNX_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    model = FunctionModel(encoder, head, backbone.pooling).eval()
     # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
     # Attention op stays fp32); int8 graphs are therefore left unfused.
-    target = _onnx.export(model, directory / onnx_file(int8), int8=int8, optimize=not int8)
+    target = _onnx.export(model.eval(), directory / onnx_file(int8), int8=int8,
+                          optimize=not int8, token_types=token_types)
     backbone.tokenizer.save_pretrained(directory)
     encoder.config.save_pretrained(directory)
     copy_pooling_files(backbone.path, directory)

@@ -4,6 +4,9 @@
     runner = OnnxRunner("fn.onnx")
     logits = runner(input_ids, attention_mask)    # (B, T) int64 each -> (B, C) float32
 
+A pair function's cross-encoder is exported with `token_types=True`: a third input,
+`token_type_ids`, tells the two texts apart.
+
 Needs the `onnx` extra (onnx, onnxscript, onnxruntime); `MissingExtra` names the pip line.
 """
 
@@ -44,8 +47,10 @@ class _Keywords(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)  # (B, C)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **types)  # (B, C)
 
 
 def _require_extra() -> None:
@@ -54,11 +59,13 @@ def _require_extra() -> None:
 
 
 def export(model: torch.nn.Module, path: Path | str, *, int8: bool = False,
-           optimize: bool = True) -> Path:
-    """Write `model` (a FunctionModel) to one ONNX file at `path` and return it.
+           optimize: bool = True, token_types: bool = False) -> Path:
+    """Write `model` (a FunctionModel, or a pair function's CrossEncoder) to one ONNX file at
+    `path` and return it.
 
-    Inputs `input_ids` and `attention_mask` (B, T) int64, output `logits` (B, C) float32,
-    batch and sequence axes dynamic. `optimize` fuses attention/GELU/LayerNorm for BERT-like
+    Inputs `input_ids` and `attention_mask` (B, T) int64, and with `token_types`
+    `token_type_ids`; output `logits` (B, C) float32 ((B,) for a CrossEncoder), batch and
+    sequence axes dynamic. `optimize` fuses attention/GELU/LayerNorm for BERT-like
     encoders (silently skipped when fusion fails); `int8` quantizes weights (dynamic QInt8).
     Atomic: built in a temporary directory beside `path`, which is replaced only on success.
     """
@@ -67,7 +74,7 @@ def export(model: torch.nn.Module, path: Path | str, *, int8: bool = False,
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        current = _torch_export(model, temp / "model.onnx")
+        current = _torch_export(model, temp / "model.onnx", token_types)
         if optimize:
             current = _fuse(current, temp / "fused.onnx", _encoder_config(model))
         if int8:
@@ -78,7 +85,7 @@ def export(model: torch.nn.Module, path: Path | str, *, int8: bool = False,
     return path
 
 
-def _torch_export(model: torch.nn.Module, out: Path) -> Path:
+def _torch_export(model: torch.nn.Module, out: Path, token_types: bool = False) -> Path:
     """Trace the model with the legacy TorchScript exporter (`dynamo=False`).
 
     Why not dynamo: both give exact graphs here, but the legacy exporter is ~5x faster and
@@ -92,10 +99,15 @@ def _torch_export(model: torch.nn.Module, out: Path) -> Path:
     # all-ones mask (BERT on transformers 5.24 traces correctly either way, checked).
     mask = torch.ones((2, 8), dtype=torch.long)
     mask[1, 5:] = 0
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"},
-               "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    names, args = list(INPUTS), [ids, mask]
+    if token_types:  # a pair: the second text's tokens are type 1
+        types = torch.zeros((2, 8), dtype=torch.long)
+        types[:, 4:] = 1
+        names.append("token_type_ids")
+        args.append(types)
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     with torch.no_grad(), _quiet():
-        torch.onnx.export(wrapped, (ids, mask), str(out), input_names=INPUTS,
+        torch.onnx.export(wrapped, tuple(args), str(out), input_names=names,
                           output_names=OUTPUTS, dynamic_axes=dynamic, opset_version=OPSET,
                           dynamo=False)
     return out
@@ -246,7 +258,8 @@ def _read_record(directory: Path, fix: str) -> dict[str, Any]:
 
 
 class OnnxRunner:
-    """Runs an exported graph: `runner(input_ids, attention_mask)` -> logits (B, C) float32.
+    """Runs an exported graph: `runner(input_ids, attention_mask[, token_type_ids])` -> logits
+    (B, C) float32 (a graph without a token_type_ids input ignores them).
 
     One ONNX Runtime session, safe to call from several threads at once.
     """
@@ -264,8 +277,11 @@ class OnnxRunner:
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask}  # (B, T) each
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask,  # (B, T) each
+                 "token_type_ids": (token_type_ids if token_type_ids is not None
+                                    else torch.zeros_like(input_ids))}
         feed = {name: given[name].detach().cpu().long().numpy() for name in self.inputs}
         logits = self.session.run(None, feed)[0]  # (B, C)
         return torch.from_numpy(logits).float()

@@ -37,6 +37,7 @@ from .._function import (
     make_config,
     method_option,
     now,
+    pooled,
     say,
     state_digest,
     write_adapter,
@@ -134,8 +135,9 @@ class Embedder(Function):
         if self.runner is not None:
             raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
                             "to export it.")
-        return export_graph(self.digest, self.backbone, self.encoder, torch.nn.Identity(),
-                            path, int8)
+        return export_graph(self.digest, self.backbone,
+                            pooled(self.backbone, self.encoder, torch.nn.Identity()), path,
+                            int8)
 
     def predict(self, inputs: Sequence[str]) -> list[Embedding]:
         return [Embedding(vector=row.tolist()) for row in self.encode(list(inputs))]

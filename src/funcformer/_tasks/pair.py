@@ -34,6 +34,7 @@ from .._function import (
     Function,
     PathLike,
     encoder_state,
+    export_graph,
     load_adapter,
     load_backbone,
     make_config,
@@ -143,10 +144,13 @@ class PairFunction(Function):
     1
     """
 
-    def __init__(self, *, backbone: Backbone, model: CrossEncoder, manifest: Manifest) -> None:
+    def __init__(self, *, backbone: Backbone, model: CrossEncoder | None, manifest: Manifest,
+                 runner: Any = None) -> None:
         super().__init__(manifest=manifest)
         self.backbone = backbone
-        self.model = model.to(backbone.device).eval()
+        self.model = model.to(backbone.device).eval() if model is not None else None
+        self.runner = runner
+        """An ONNX Runtime session scoring token ids (`model` is then None); None runs torch."""
         options = manifest.options
         low, high = options.get("score_range", [0.0, 1.0])
         labels = (manifest.labels[0], manifest.labels[1]) if options["kind"] == "binary" else None
@@ -183,10 +187,35 @@ class PairFunction(Function):
         pairs = read_pairs(list(inputs), self.columns, gold=False)
         return [PairScore(score=s) for s in self.scores(pairs).tolist()]
 
+    @property
+    def runtime(self) -> str:  # type: ignore[override]
+        return "torch" if self.runner is None else "onnx"
+
     def scores(self, pairs: Pairs) -> torch.Tensor:
         """Scores (N,) in [0, 1]."""
         encoded = encode(self.backbone, pairs.a, pairs.b, self.manifest.config.get("max_length"))
-        return torch.sigmoid(apply(self.backbone, self.model, encoded, 1, self.model.head)[:, 0])
+        if self.runner is None:
+            logits = apply(self.backbone, self.model, encoded, 1, self.model.head)[:, 0]
+        else:  # the same token-budget batches, scored by the graph
+            logits = torch.zeros(len(encoded.ids))
+            for index in token_batches(encoded.ids, 1024):
+                batch = pad(self.backbone, encoded, index)
+                logits[index] = self.runner(batch["input_ids"], batch["attention_mask"],
+                                            batch.get("token_type_ids")).reshape(-1)
+        return torch.sigmoid(logits)
+
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
+        """Export the cross-encoder (encoder, pooling and head, reading token types) as one
+        ONNX graph into the artifact at `path`; load it with `funcformer.load(path,
+        runtime="onnx")`, which gives the same scores and rankings."""
+        self._need_torch("export_onnx")
+        types = "token_type_ids" in getattr(self.backbone.tokenizer, "model_input_names", [])
+        return export_graph(self.digest, self.backbone, self.model, path, int8, types)
+
+    def _need_torch(self, what: str) -> None:
+        if self.runner is not None:  # the graph holds no separate encoder or head weights
+            raise TaskError(f"{what} needs the torch runtime: this function runs on its ONNX "
+                            "export. Fix: load it with runtime='torch' (the default).")
 
     def rank(self, query: str, items: Sequence[str], top_k: int | None = None) -> list[Ranked]:
         """`items` by score for `query`, best first (ties keep input order); `top_k` keeps
@@ -233,6 +262,7 @@ class PairFunction(Function):
     def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
         `lora`) atomically."""
+        self._need_torch("save")
         return save_with_head(path, self.model.head, self.manifest, self.model.encoder,
                               self.backbone)
 
@@ -395,6 +425,15 @@ def _manifest(shared: Backbone, model: CrossEncoder, scale: Scale, options: dict
                             encoder_state(encoder) or {}),
         config=config.to_dict(), training=report, library_version=__version__,
         created_at=now())
+
+
+def from_graph(directory: Path, manifest: Manifest, runner: Any,
+               tokenizer: Backbone) -> PairFunction:
+    """A pair function scoring with its ONNX export (`load(..., runtime="onnx")`)."""
+    if "kind" not in manifest.options:
+        raise ArtifactError(f"{directory}: the manifest lacks the pair options. The artifact "
+                            "is damaged; save it again.")
+    return PairFunction(backbone=tokenizer, model=None, manifest=manifest, runner=runner)
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",

@@ -52,6 +52,7 @@ from .._function import (
     make_config,
     method_option,
     now,
+    pooled,
     say,
     write_adapter,
     write_encoder,
@@ -271,8 +272,9 @@ class Searcher(Function):
                             "to export it.")
         from torch.nn import Identity
 
-        return export_graph(self.digest, self.embedder.backbone, self.embedder.encoder,
-                            Identity(), path, int8)
+        backbone = self.embedder.backbone
+        return export_graph(self.digest, backbone,
+                            pooled(backbone, self.embedder.encoder, Identity()), path, int8)
 
     def predict(self, queries: Sequence[str], k: int = 10, filter: Filter = None,
                 answer: bool = False) -> list[Any]:
