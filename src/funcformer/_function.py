@@ -193,17 +193,12 @@ class Classifier(Function):
         """Raw head outputs (N, C), in input order."""
         examples = texts if isinstance(texts, Examples) else read_texts(list(texts))
         if self.runner is not None:
-            return self._runner_logits(examples.texts)
+            logits, truncated = run_graph(self.runner, self.backbone, examples.texts,
+                                          self.manifest.config.get("max_length"),
+                                          len(self.labels))
+            _note_truncation(truncated, len(examples.texts))
+            return logits
         return self.apply_head(self.features(examples.texts, cache))
-
-    def _runner_logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """Logits from the ONNX graph: length-sorted token-budget batches, input order kept."""
-        encoded, batches = self.backbone.batches(texts, self.manifest.config.get("max_length"))
-        _note_truncation(encoded.truncated, len(texts))
-        out = torch.zeros((len(texts), len(self.labels)))
-        for index, batch in batches:
-            out[index] = self.runner(batch["input_ids"], batch["attention_mask"])
-        return out
 
     @property
     def encoder_key(self) -> tuple[Any, ...]:
@@ -214,18 +209,12 @@ class Classifier(Function):
 
     def features(self, texts: Sequence[str], cache: Cache | None = None) -> torch.Tensor:
         """Pooled encoder outputs (N, H) for validated texts, in input order."""
-        self._need_torch("features")
+        need_torch(self.runner, "features")
         max_length = self.manifest.config.get("max_length")
         features, truncated = self.backbone.embed(texts, encoder=self.encoder,
                                                   max_length=max_length, cache=cache)
         _note_truncation(truncated, len(texts))
         return torch.from_numpy(features)
-
-    def _need_torch(self, what: str) -> None:
-        if self.runner is not None:  # the graph holds no separate encoder or head weights
-            raise TaskError(f"{what} needs the torch runtime: this function runs on its ONNX "
-                            "export, which holds no separate encoder or head. Fix: load it "
-                            "with runtime='torch' (the default).")
 
     def apply_head(self, features: torch.Tensor) -> torch.Tensor:
         """Head outputs (N, C) for features (N, H)."""
@@ -254,15 +243,13 @@ class Classifier(Function):
         tokenizer, and `onnx/export.json` recording the function digest it was made from.
         A function loaded in half precision (`dtype=`) is refused: load it in float32.
         """
-        if self.runner is not None or self.head is None:
-            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
-                            "to export it.")
+        need_torch(self.runner, "export_onnx")
         return export_graph(self.digest, self.backbone,
                             pooled(self.backbone, self.encoder, self.head), path, int8)
 
     def save(self, path: PathLike) -> Path:
         """Write the artifact atomically; returns its directory."""
-        self._need_torch("save")
+        need_torch(self.runner, "save")
         return save_with_head(path, self.head, self.manifest, self.encoder, self.backbone,
                               memory=self.memory)
 
@@ -814,6 +801,26 @@ def load_backbone(directory: Path, manifest: Manifest, override: PathLike | None
 
 def onnx_file(int8: bool) -> str:
     return "model-int8.onnx" if int8 else "model.onnx"
+
+
+def need_torch(runner: Any, what: str) -> None:
+    """Refuse `what` on a function loaded from its ONNX export (`runner` set): the graph
+    holds no separate weights to read, save or export."""
+    if runner is not None:
+        raise TaskError(f"{what} needs the torch runtime: this function runs on its ONNX "
+                        "export, which holds no separate encoder or head. Fix: load it with "
+                        "runtime='torch' (the default).")
+
+
+def run_graph(runner: Any, backbone: _backbone.Backbone, texts: Sequence[str],
+              max_length: int | None, width: int) -> tuple[torch.Tensor, int]:
+    """The graph's outputs (N, width) for `texts`, in input order (length-sorted token-budget
+    batches, as on torch), and how many texts were cut at the token limit."""
+    encoded, batches = backbone.batches(texts, max_length)
+    out = torch.zeros((len(texts), width))
+    for index, batch in batches:
+        out[index] = runner(batch["input_ids"], batch["attention_mask"])
+    return out, encoded.truncated
 
 
 def pooled(backbone: _backbone.Backbone, encoder: torch.nn.Module | None,

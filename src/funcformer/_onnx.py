@@ -280,8 +280,8 @@ class OnnxRunner:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         given = {"input_ids": input_ids, "attention_mask": attention_mask,  # (B, T) each
-                 "token_type_ids": (token_type_ids if token_type_ids is not None
-                                    else torch.zeros_like(input_ids))}
-        feed = {name: given[name].detach().cpu().long().numpy() for name in self.inputs}
+                 "token_type_ids": token_type_ids}
+        feed = {name: (given[name] if given[name] is not None else torch.zeros_like(input_ids))
+                .detach().cpu().long().numpy() for name in self.inputs}
         logits = self.session.run(None, feed)[0]  # (B, C)
         return torch.from_numpy(logits).float()

@@ -36,8 +36,10 @@ from .._function import (
     load_backbone,
     make_config,
     method_option,
+    need_torch,
     now,
     pooled,
+    run_graph,
     say,
     state_digest,
     write_adapter,
@@ -104,7 +106,8 @@ class Embedder(Function):
         checked = self.read_inputs([texts] if single else list(texts))
         max_length = self.manifest.config.get("max_length")
         if self.runner is not None:
-            vectors = self._graph_vectors(checked, max_length)
+            vectors = run_graph(self.runner, self.backbone, checked, max_length,
+                                self.backbone.hidden_size)[0].numpy()
         else:
             vectors, _ = self.backbone.embed(checked, encoder=self.encoder,
                                              max_length=max_length,
@@ -114,27 +117,12 @@ class Embedder(Function):
                                         None)
         return vectors[0] if single else vectors
 
-    def _graph_vectors(self, texts: list[str], max_length: int | None) -> np.ndarray:
-        """Pooled vectors from the ONNX graph: length-sorted token-budget batches, in input
-        order (as the torch runtime's; a text past the token limit is cut the same way)."""
-        _, batches = self.backbone.batches(texts, max_length)
-        out: np.ndarray | None = None
-        for index, batch in batches:
-            rows = self.runner(batch["input_ids"], batch["attention_mask"]).numpy()  # (B, H)
-            if out is None:
-                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
-            out[index] = rows
-        assert out is not None  # (read_inputs refuses an empty list)
-        return out
-
     def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
         """Export encoder and pooling as one ONNX graph into the artifact at `path`
         (`onnx/model.onnx`, or `model-int8.onnx` with int8 weights); load it with
         `funcformer.load(path, runtime="onnx")`. The vectors are normalised after the graph,
         as on torch."""
-        if self.runner is not None:
-            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
-                            "to export it.")
+        need_torch(self.runner, "export_onnx")
         return export_graph(self.digest, self.backbone,
                             pooled(self.backbone, self.encoder, torch.nn.Identity()), path,
                             int8)
@@ -167,10 +155,7 @@ class Embedder(Function):
         return retrieval_metrics(a @ b.T, _gold_columns(pairs.b)) | {"examples": len(pairs)}
 
     def save(self, path: PathLike) -> Path:
-        if self.runner is not None:  # the graph holds no separate encoder weights
-            raise TaskError("save needs the torch runtime: this function runs on its ONNX "
-                            "export. Fix: load it with runtime='torch' (the default) to save "
-                            "it.")
+        need_torch(self.runner, "save")
         target = Path(path)
         with atomic_directory(target) as temp:
             manifest = self.manifest

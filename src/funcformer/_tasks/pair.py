@@ -39,6 +39,7 @@ from .._function import (
     load_backbone,
     make_config,
     method_option,
+    need_torch,
     now,
     save_with_head,
     say,
@@ -208,14 +209,9 @@ class PairFunction(Function):
         """Export the cross-encoder (encoder, pooling and head, reading token types) as one
         ONNX graph into the artifact at `path`; load it with `funcformer.load(path,
         runtime="onnx")`, which gives the same scores and rankings."""
-        self._need_torch("export_onnx")
+        need_torch(self.runner, "export_onnx")
         types = "token_type_ids" in getattr(self.backbone.tokenizer, "model_input_names", [])
         return export_graph(self.digest, self.backbone, self.model, path, int8, types)
-
-    def _need_torch(self, what: str) -> None:
-        if self.runner is not None:  # the graph holds no separate encoder or head weights
-            raise TaskError(f"{what} needs the torch runtime: this function runs on its ONNX "
-                            "export. Fix: load it with runtime='torch' (the default).")
 
     def rank(self, query: str, items: Sequence[str], top_k: int | None = None) -> list[Ranked]:
         """`items` by score for `query`, best first (ties keep input order); `top_k` keeps
@@ -262,7 +258,7 @@ class PairFunction(Function):
     def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
         `lora`) atomically."""
-        self._need_torch("save")
+        need_torch(self.runner, "save")
         return save_with_head(path, self.model.head, self.manifest, self.model.encoder,
                               self.backbone)
 

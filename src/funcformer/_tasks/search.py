@@ -51,6 +51,7 @@ from .._function import (
     load_backbone,
     make_config,
     method_option,
+    need_torch,
     now,
     pooled,
     say,
@@ -267,9 +268,7 @@ class Searcher(Function):
         the artifact at `path`; `funcformer.load(path, runtime="onnx")` then encodes queries
         (and documents `add`ed) with ONNX Runtime. Saving the function again (after `add`,
         say) replaces the artifact, export included: export again."""
-        if self.embedder.runner is not None:
-            raise TaskError("This function runs on ONNX already; load it with runtime='torch' "
-                            "to export it.")
+        need_torch(self.embedder.runner, "export_onnx")
         from torch.nn import Identity
 
         backbone = self.embedder.backbone
@@ -429,10 +428,7 @@ class Searcher(Function):
         return {**metrics, "answer_accuracy": right / len(texts), "examples": len(texts)}
 
     def save(self, path: PathLike) -> Path:
-        if self.embedder.runner is not None:  # the graph holds no separate encoder weights
-            raise TaskError("save needs the torch runtime: this function runs on its ONNX "
-                            "export. Fix: load it with runtime='torch' (the default) to save "
-                            "it.")
+        need_torch(self.embedder.runner, "save")
         with self._lock:  # an add meanwhile: vectors of one index, documents of the next
             return self._save(Path(path))
 
