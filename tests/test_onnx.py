@@ -290,14 +290,60 @@ def test_pair_scores_rankings_and_explanations_on_the_export(tiny_backbone: Path
     assert not (tmp_path / "copy").exists()
 
 
-def test_only_classify_embed_search_and_pair_functions_run_on_onnx(tiny_backbone: Path,
-                                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_tag_entities_and_explanations_on_the_export(tiny_backbone: Path, tmp_path: Path,
+                                                     method: str) -> None:
+    """A tagger exports its encoder and tag head as one graph with logits per token: the
+    same entities (scores included), metrics and occlusion explanations as torch, also for a
+    text windowed past the token limit."""
+    from test_tag import toy_rows
+
+    import funcformer
+
+    fn = funcformer.train("tag", toy_rows(40), backbone=tiny_backbone, method=method,
+                          epochs=2, max_length=16, progress=False)
+    out = fn.save(tmp_path / "tag")
+    loaded = funcformer.load(out)
+    loaded.export_onnx(out)
+    loaded.export_onnx(out, int8=True)
+    graph = funcformer.load(out, runtime="onnx")
+    assert graph.runtime == "onnx" and graph.labels == loaded.labels
+    assert graph.runner.session.get_outputs()[0].shape[:2] == ["batch", "sequence"]
+    long = " ".join(["the phone was very awful and"] * 6) + " the room was very lovely"
+    texts = ["the phone was very awful", "the food was lovely", long]
+    assert [len(e) for e in loaded(texts)][2] > 2  # windows of 16 tokens, entities in several
+    for want, got in zip(loaded(texts), graph(texts), strict=True):
+        assert [(s.start, s.end, s.label) for s in got] == [(s.start, s.end, s.label)
+                                                            for s in want]
+        assert [s.score for s in got] == pytest.approx([s.score for s in want], abs=1e-5)
+    rows = toy_rows(20, seed=1)
+    assert graph.evaluate(rows) == loaded.evaluate(rows)  # counts of the same entities
+    int8 = funcformer.load(out, runtime="onnx-int8")
+    assert len(int8(texts)) == 3
+    want = funcformer.explain(loaded, texts[0], method="occlusion")
+    got = funcformer.explain(graph, texts[0], method="occlusion")
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):
+        assert a.target == b.target and a.score == pytest.approx(b.score, abs=1e-5)
+        assert [w.attribution for w in a.words] == pytest.approx(
+            [w.attribution for w in b.words], abs=1e-4)
+    with pytest.raises(funcformer.TaskError, match="method='occlusion'"):
+        funcformer.explain(graph, texts[0], method="ig")
+    for call in (lambda: graph.save(tmp_path / "copy"), lambda: graph.export_onnx(out)):
+        with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+            call()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_only_classify_embed_search_pair_and_tag_functions_run_on_onnx(tiny_backbone: Path,
+                                                                       tmp_path: Path) -> None:
     import funcformer
     from funcformer._embed import ZeroShot
 
     out = ZeroShot(["sports", "politics"], backbone=tiny_backbone).save(tmp_path / "zs")
-    with pytest.raises(funcformer.TaskError, match="serves classify, embed, search and pair "
-                                                   "functions; this is a zero_shot function"):
+    with pytest.raises(funcformer.TaskError, match="serves classify, embed, search, pair and "
+                                                   "tag functions; this is a zero_shot "
+                                                   "function"):
         funcformer.load(out, runtime="onnx")
 
 

@@ -191,15 +191,19 @@ def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: 
     assert metric(metrics, "funcformer_request_seconds_count", function="polarity") == 6
 
 
-def test_the_onnx_runtime_serves_classify_and_embed_functions_on_their_exports(
-        functions: Path) -> None:
-    """Embed functions were served on torch under --runtime onnx; now on their export, with
-    the same vectors. A zero-shot function stays on torch; a classify function without an
-    export fails to load, saying how to make one, and the others serve."""
+def test_the_onnx_runtime_serves_classify_embed_and_tag_functions_on_their_exports(
+        functions: Path, tiny_backbone: Path) -> None:
+    """Embed and tag functions were served on torch under --runtime onnx; now on their
+    export, with the same vectors and entities. A zero-shot function stays on torch; a
+    classify function without an export fails to load, saying how to make one, and the others
+    serve."""
     pytest.importorskip("onnxruntime")
     import numpy as np
+    from test_tag import toy_rows
 
-    for name in ("sentiment", "vectors"):
+    funcformer.train("tag", toy_rows(20), backbone=tiny_backbone, method="head", epochs=2,
+                     progress=False).save(functions / "entities")
+    for name in ("sentiment", "vectors", "entities"):
         funcformer.load(functions / name).export_onnx(functions / name)
 
     async def scenario() -> tuple[dict[str, Any], list[httpx.Response]]:
@@ -207,16 +211,23 @@ def test_the_onnx_runtime_serves_classify_and_embed_functions_on_their_exports(
             listed = (await client.get("/v1/functions")).json()["functions"]
             return {f["name"]: f for f in listed}, [
                 *[await client.post(f"/v1/functions/{name}", json={"inputs": TEXTS})
-                  for name in ("sentiment", "vectors", "topic")],
+                  for name in ("sentiment", "vectors", "topic", "entities")],
                 # the OpenAI-shaped route read the width from the (absent) torch model: a 500
                 await client.post("/v1/embeddings", json={"model": "vectors", "input": TEXTS})]
 
-    listed, (sentiment, vectors, topic, openai) = run(scenario)
-    assert [listed[n]["runtime"] for n in ("sentiment", "vectors", "topic")] == \
-        ["onnx", "onnx", "torch"]
+    listed, (sentiment, vectors, topic, entities, openai) = run(scenario)
+    assert [listed[n]["runtime"] for n in ("sentiment", "vectors", "topic", "entities")] == \
+        ["onnx", "onnx", "torch", "onnx"]
     assert listed["polarity"]["status"] == "failed"
     assert "funcformer export" in listed["polarity"]["error"]
     assert sentiment.status_code == vectors.status_code == topic.status_code == 200
+    assert entities.status_code == 200, entities.text
+    got, want = entities.json()["outputs"], direct(functions / "entities", TEXTS)
+    assert sum(len(w["spans"]) for w in want) > 0
+    assert [[(s["start"], s["end"], s["label"]) for s in g["spans"]] for g in got] == \
+        [[(s["start"], s["end"], s["label"]) for s in w["spans"]] for w in want]
+    assert [s["score"] for g in got for s in g["spans"]] == pytest.approx(
+        [s["score"] for w in want for s in w["spans"]], abs=1e-5)
     assert_outputs(sentiment.json()["outputs"], direct(functions / "sentiment", TEXTS))
     want = funcformer.load(functions / "vectors").encode(TEXTS)
     np.testing.assert_allclose([o["vector"] for o in vectors.json()["outputs"]], want, atol=1e-5)

@@ -620,7 +620,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify,
-    embed, search and pair functions; then neither the backbone nor torch's model code is
+    embed, search, pair and tag functions; then neither the backbone nor torch's model code is
     loaded; `threads` sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
     runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
@@ -665,7 +665,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
-ONNX_TASKS = ("classify", "embed", "search", "pair")
+ONNX_TASKS = ("classify", "embed", "search", "pair", "tag")
 """Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
 
@@ -712,7 +712,7 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
         if runtime != "torch":
             if manifest.task not in ONNX_TASKS:
                 raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed, "
-                                f"search and pair functions; this is a {manifest.task} "
+                                f"search, pair and tag functions; this is a {manifest.task} "
                                 "function. Fix: use runtime='torch'.")
             runner, tokenizer = open_graph(directory, manifest, runtime, threads)
             return task_module(manifest.task).from_graph(directory, manifest, runner,

@@ -4,6 +4,8 @@
     runner = OnnxRunner("fn.onnx")
     logits = runner(input_ids, attention_mask)    # (B, T) int64 each -> (B, C) float32
 
+A tagger's `TokenModel` exports the same way; its graph gives logits per token (B, T, C).
+
 A pair function's cross-encoder is exported with `token_types=True`: a third input,
 `token_type_ids`, tells the two texts apart.
 
@@ -60,13 +62,14 @@ def _require_extra() -> None:
 
 def export(model: torch.nn.Module, path: Path | str, *, int8: bool = False,
            optimize: bool = True, token_types: bool = False) -> Path:
-    """Write `model` (a FunctionModel, or a pair function's CrossEncoder) to one ONNX file at
-    `path` and return it.
+    """Write `model` (a FunctionModel, a pair function's CrossEncoder or a tagger's
+    TokenModel) to one ONNX file at `path` and return it.
 
     Inputs `input_ids` and `attention_mask` (B, T) int64, and with `token_types`
-    `token_type_ids`; output `logits` (B, C) float32 ((B,) for a CrossEncoder), batch and
-    sequence axes dynamic. `optimize` fuses attention/GELU/LayerNorm for BERT-like
-    encoders (silently skipped when fusion fails); `int8` quantizes weights (dynamic QInt8).
+    `token_type_ids`; output `logits` (B, C) float32 ((B,) for a CrossEncoder, (B, T, C) for a
+    TokenModel), batch and sequence axes dynamic. `optimize` fuses attention/GELU/LayerNorm
+    for BERT-like encoders (silently skipped when fusion fails); `int8` quantizes weights
+    (dynamic QInt8).
     Atomic: built in a temporary directory beside `path`, which is replaced only on success.
     """
     _require_extra()
@@ -105,7 +108,10 @@ def _torch_export(model: torch.nn.Module, out: Path, token_types: bool = False) 
         types[:, 4:] = 1
         names.append("token_type_ids")
         args.append(types)
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    with torch.no_grad():
+        per_token = wrapped(*args).dim() == 3  # a tagger's logits (B, T, C)
+    dynamic["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     with torch.no_grad(), _quiet():
         torch.onnx.export(wrapped, tuple(args), str(out), input_names=names,
                           output_names=OUTPUTS, dynamic_axes=dynamic, opset_version=OPSET,
@@ -259,7 +265,8 @@ def _read_record(directory: Path, fix: str) -> dict[str, Any]:
 
 class OnnxRunner:
     """Runs an exported graph: `runner(input_ids, attention_mask[, token_type_ids])` -> logits
-    (B, C) float32 (a graph without a token_type_ids input ignores them).
+    (B, C) float32, or (B, T, C) for a tagger (a graph without a token_type_ids input ignores
+    them).
 
     One ONNX Runtime session, safe to call from several threads at once.
     """

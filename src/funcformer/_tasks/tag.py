@@ -37,10 +37,12 @@ from .._function import (
     Function,
     PathLike,
     encoder_state,
+    export_graph,
     load_adapter,
     load_backbone,
     make_config,
     method_option,
+    need_torch,
     now,
     save_with_head,
     say,
@@ -135,7 +137,20 @@ class TokenModel(torch.nn.Module):
         return self.head(states.float())  # (B, T, H) -> (B, T, C)
 
 
-def probabilities(model: torch.nn.Module, backbone: _backbone.Backbone,
+class GraphModel:
+    """A tagger's ONNX export in TokenModel's place: ids (B, T) -> logits (B, T, C). It has no
+    encoder, so explanations fall back to occlusion."""
+
+    encoder = None
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.runner(input_ids, attention_mask)
+
+
+def probabilities(model: Any, backbone: _backbone.Backbone,
                   windows: Sequence[Window], budget: int = 2048) -> list[np.ndarray]:
     """Tag probabilities (T, C) per window: length-sorted, token-budget batches."""
     rows = [w.ids for w in windows]
@@ -166,19 +181,30 @@ class Tagger(Function):
     [('Angela Merkel', 'PER'), ('Paris', 'LOC')]
     """
 
-    def __init__(self, *, backbone: _backbone.Backbone, head: torch.nn.Module,
-                 manifest: Manifest, encoder: torch.nn.Module | None = None) -> None:
+    def __init__(self, *, backbone: _backbone.Backbone, head: torch.nn.Module | None,
+                 manifest: Manifest, encoder: torch.nn.Module | None = None,
+                 runner: Any = None) -> None:
         super().__init__(manifest=manifest)
         self.backbone = backbone
-        self.head = head.eval()
+        self.head = head.eval() if head is not None else None
         self.encoder = encoder
         """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
+        self.runner = runner
+        """An ONNX Runtime session computing tag logits from token ids; None runs torch."""
         options = manifest.options
         self.coder = Coder(backbone.tokenizer, options["tags"], options["max_length"],
                            options.get("alignment", "first"))
 
     @property
-    def model(self) -> TokenModel:
+    def runtime(self) -> str:  # type: ignore[override]
+        return "torch" if self.runner is None else "onnx"
+
+    @property
+    def model(self) -> Any:
+        """The TokenModel, or on the ONNX runtime its graph (`GraphModel`)."""
+        if self.runner is not None:
+            return GraphModel(self.runner)
+        assert self.head is not None  # only a graph-run tagger has none
         return TokenModel(self.encoder if self.encoder is not None else self.backbone.model,
                           self.head)
 
@@ -219,9 +245,18 @@ class Tagger(Function):
         return entity_metrics(gold_words(encoded, gold), [[f[:3] for f in row]
                                                           for row in self._decoded(encoded)])
 
+    def export_onnx(self, path: PathLike, *, int8: bool = False) -> Path:
+        """Export the encoder and the tag head as one ONNX graph (logits per token) into the
+        artifact at `path`; load it with `funcformer.load(path, runtime="onnx")`, which finds
+        the same entities (the decoding runs in Python on either runtime)."""
+        need_torch(self.runner, "export_onnx")
+        return export_graph(self.digest, self.backbone, self.model, path, int8)
+
     def save(self, path: PathLike) -> Path:
         """Write funcformer.json + head.safetensors (+ encoder/ for `full`, adapter/ for
         `lora`) atomically."""
+        need_torch(self.runner, "save")
+        assert self.head is not None
         return save_with_head(path, self.head, self.manifest, self.model.encoder, self.backbone)
 
 
@@ -420,6 +455,20 @@ def _manifest(coder: Coder, shared: _backbone.Backbone, fitted: _Fitted, config:
                     created_at=now())
 
 
+def _check_tags(directory: Path, manifest: Manifest) -> None:
+    tags = manifest.options.get("tags")
+    if manifest.head is None or not tags or len(tags) != manifest.head.outputs:
+        raise ArtifactError(f"{directory}: the manifest's tag list does not match its head. "
+                            "The artifact is damaged or was edited by hand; save it again.")
+
+
+def from_graph(directory: Path, manifest: Manifest, runner: Any,
+               tokenizer: _backbone.Backbone) -> Tagger:
+    """A tagger running its ONNX export (`load(..., runtime="onnx")`)."""
+    _check_tags(directory, manifest)
+    return Tagger(backbone=tokenizer, head=None, manifest=manifest, runner=runner)
+
+
 def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = None,
          device: str = "cpu", dtype: str | None = None, merge_adapter: bool = False) -> Tagger:
     """Rebuild a saved tagger: its encoder (included, or referenced with its adapter) and its
@@ -427,10 +476,8 @@ def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = Non
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tags = manifest.options.get("tags")
-    if manifest.head is None or not tags or len(tags) != manifest.head.outputs:
-        raise ArtifactError(f"{directory}: the manifest's tag list does not match its head. "
-                            "The artifact is damaged or was edited by hand; save it again.")
+    _check_tags(directory, manifest)
+    assert manifest.head is not None
     shared = load_backbone(directory, manifest, backbone, device, dtype)
     head = LinearHead(manifest.head.hidden, manifest.head.outputs)
     try:
