@@ -37,6 +37,14 @@ def print_header() -> None:
           f"({torch.get_num_threads()} threads)\n")
 
 
+def print_table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+    """A markdown table, as docs/benchmarks.md shows it."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def pool(rows: list[tuple[str, str]], n: int, seed: int,
          exclude: set[int] | frozenset[int] = frozenset()) -> list[tuple[str, str]]:
     """`n` rows drawn at random (seeded) from `rows`, none of the indices in `exclude`, and no

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import print_header
+from _common import print_header, print_table
 from pair import stsb
 from throughput import best_of, speed_settings
 
@@ -68,11 +68,8 @@ def main() -> None:
                      f"{np.abs(scores - reference).max():.4f}",
                      f"{rate:.0f} = {rate / anchor_rate:.2f}x",
                      f"{p50 * 1e3:.1f} ms = {p50 / anchor_p50:.2f}x"))
-    print("| system | STS-B test Spearman | largest score difference from torch | pairs/s | "
-          "rerank 10 candidates, p50 |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(["system", "STS-B test Spearman", "largest score difference from torch",
+                 "pairs/s", "rerank 10 candidates, p50"], rows)
 
 
 def _p50(call, queries: list[tuple[str, list[str]]]) -> float:  # type: ignore[no-untyped-def]

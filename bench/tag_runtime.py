@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import print_header
+from _common import print_header, print_table
 from tag import read_jsonl
 from throughput import best_of, p50, speed_settings
 
@@ -84,11 +84,9 @@ def main() -> None:
                      f"{_agreement(spans, reference):.4f}",
                      f"{rate:.0f} = {rate / anchor_rate:.2f}x",
                      f"{latency * 1e3:.1f} ms = {latency / anchor_p50:.2f}x"))
-    print("| system | CoNLL-2003 test entity F1 | sentences with the torch runtime's entities "
-          "| sentences/s | one sentence, p50 |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(["system", "CoNLL-2003 test entity F1",
+                 "sentences with the torch runtime's entities", "sentences/s",
+                 "one sentence, p50"], rows)
 
 
 def _spans(entities) -> list[tuple[int, int, str]]:  # type: ignore[no-untyped-def]

@@ -343,13 +343,15 @@ def test_serve_port_out_of_range_is_a_usage_error(capsys, tmp_path: Path) -> Non
     assert code == 2 and "Invalid value for '--port'" in err and "65535" in err
 
 
-def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path,
-                                              tiny_backbone: Path) -> None:
-    out = funcformer.ZeroShot(["food", "service"], backbone=tiny_backbone).save(tmp_path / "z")
+def test_export_of_a_function_onnx_cannot_run(capsys, tmp_path: Path) -> None:
+    from test_generate import write_tiny_lm
+
+    from funcformer._tasks import generate
+
+    out = generate.from_backbone(write_tiny_lm(tmp_path / "lm")).save(tmp_path / "g")
     code, _, err = cli(capsys, "export", out, "--onnx")  # was an AttributeError
     assert_clean_error(code, err)
-    assert ("ONNX export is for classify, embed, search and pair functions; this is a zero_shot "
-            "function") in err
+    assert "ONNX export is for every task but generate; this is a generate function" in err
     assert not (out / "onnx").exists()
 
 

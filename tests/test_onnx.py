@@ -335,14 +335,55 @@ def test_tag_entities_and_explanations_on_the_export(tiny_backbone: Path, tmp_pa
     assert not (tmp_path / "copy").exists()
 
 
-def test_only_classify_embed_search_pair_and_tag_functions_run_on_onnx(tiny_backbone: Path,
-                                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_zero_shot_scores_on_the_export(tiny_backbone: Path, tmp_path: Path,
+                                        multi_label: bool, monkeypatch) -> None:
+    """A zero-shot function exports the backbone it names (encoder and pooling): the same
+    scores for its labels and for labels given per call, and calibration; label vectors are
+    cached per graph, so the int8 graph never reuses the float32 one's."""
     import funcformer
-    from funcformer._embed import ZeroShot
+    from funcformer import _embed
+    from funcformer._cache import MemoryCache
 
-    out = ZeroShot(["sports", "politics"], backbone=tiny_backbone).save(tmp_path / "zs")
-    with pytest.raises(funcformer.TaskError, match="serves classify, embed, search, pair and "
-                                                   "tag functions; this is a zero_shot "
+    labels = {"food": "the food was great", "staff": "the staff was rude",
+              "room": "the room was dirty"}
+    fn = funcformer.ZeroShot(labels, backbone=tiny_backbone, multi_label=multi_label,
+                             threshold=0.5)
+    out = fn.save(tmp_path / "zs")
+    fn.export_onnx(out)
+    fn.export_onnx(out, int8=True)
+    graph = funcformer.load(out, runtime="onnx")
+    assert graph.runtime == "onnx" and graph.digest == fn.digest
+    assert graph.manifest.backbone == fn.manifest.backbone
+    texts = [*TEXTS, "the food was great"]
+    for got, want in zip(graph(texts), fn(texts), strict=True):
+        assert got.scores == pytest.approx(want.scores, abs=1e-5)
+    per_call = ["food", "service"]
+    for got, want in zip(graph(texts, labels=per_call), fn(texts, labels=per_call), strict=True):
+        assert got.scores == pytest.approx(want.scores, abs=1e-5)
+    if multi_label:
+        rows = [{"text": t, "label": "food" if "food" in t else "staff"} for t in texts]
+        assert graph.calibrate(rows) == pytest.approx(fn.calibrate(rows), abs=0.011)
+    int8 = funcformer.load(out, runtime="onnx-int8")
+    first = [r.scores for r in int8(texts)]
+    monkeypatch.setattr(_embed, "_labels_cache", MemoryCache())
+    assert [r.scores for r in int8(texts)] == first  # its own label vectors, cached or not
+    for call in (lambda: graph.save(tmp_path / "copy"), lambda: graph.export_onnx(out),
+                 lambda: graph.fit([("the food", "food"), ("the staff", "staff")])):
+        with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
+            call()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_generate_functions_do_not_run_on_onnx(tmp_path: Path) -> None:
+    from test_generate import write_tiny_lm
+
+    import funcformer
+    from funcformer._tasks import generate
+
+    out = generate.from_backbone(write_tiny_lm(tmp_path / "lm")).save(tmp_path / "g")
+    with pytest.raises(funcformer.TaskError, match="serves classify, zero_shot, embed, search, "
+                                                   "pair and tag functions; this is a generate "
                                                    "function"):
         funcformer.load(out, runtime="onnx")
 

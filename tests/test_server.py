@@ -191,19 +191,18 @@ def test_concurrent_requests_share_batches_and_get_their_own_outputs(functions: 
     assert metric(metrics, "funcformer_request_seconds_count", function="polarity") == 6
 
 
-def test_the_onnx_runtime_serves_classify_embed_and_tag_functions_on_their_exports(
+def test_the_onnx_runtime_serves_every_function_on_its_export(
         functions: Path, tiny_backbone: Path) -> None:
-    """Embed and tag functions were served on torch under --runtime onnx; now on their
-    export, with the same vectors and entities. A zero-shot function stays on torch; a
-    classify function without an export fails to load, saying how to make one, and the others
-    serve."""
+    """Embed, zero-shot and tag functions were served on torch under --runtime onnx; now on
+    their export, with the same vectors, scores and entities. A classify function without an
+    export fails to load, saying how to make one, and the others serve."""
     pytest.importorskip("onnxruntime")
     import numpy as np
     from test_tag import toy_rows
 
     funcformer.train("tag", toy_rows(20), backbone=tiny_backbone, method="head", epochs=2,
                      progress=False).save(functions / "entities")
-    for name in ("sentiment", "vectors", "entities"):
+    for name in ("sentiment", "vectors", "topic", "entities"):
         funcformer.load(functions / name).export_onnx(functions / name)
 
     async def scenario() -> tuple[dict[str, Any], list[httpx.Response]]:
@@ -217,10 +216,11 @@ def test_the_onnx_runtime_serves_classify_embed_and_tag_functions_on_their_expor
 
     listed, (sentiment, vectors, topic, entities, openai) = run(scenario)
     assert [listed[n]["runtime"] for n in ("sentiment", "vectors", "topic", "entities")] == \
-        ["onnx", "onnx", "torch", "onnx"]
+        ["onnx", "onnx", "onnx", "onnx"]
     assert listed["polarity"]["status"] == "failed"
     assert "funcformer export" in listed["polarity"]["error"]
     assert sentiment.status_code == vectors.status_code == topic.status_code == 200
+    assert_outputs(topic.json()["outputs"], direct(functions / "topic", TEXTS))
     assert entities.status_code == 200, entities.text
     got, want = entities.json()["outputs"], direct(functions / "entities", TEXTS)
     assert sum(len(w["spans"]) for w in want) > 0

@@ -243,6 +243,9 @@ class Backbone:
     device: str = "cpu"
     width: int | None = None
     """The hidden size when there is no model (a tokenizer-only backbone of an ONNX export)."""
+    graph: Any = None
+    """An ONNX runner giving this backbone's pooled features (B, H) from token ids, in place
+    of `model` (a zero-shot function loaded on its export): `embed` runs it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -274,7 +277,10 @@ class Backbone:
         """Cache namespace of this backbone's pooled features: weights, their dtype, pooling and
         token limit (a bf16 copy must not share entries with the fp32 one)."""
         limit = min(max_length or self.max_length, self.max_length)
-        dtype = next(self.model.parameters()).dtype if self.model is not None else "none"
+        if self.model is not None:
+            dtype = str(next(self.model.parameters()).dtype)
+        else:  # the graph's file tells float32 from int8
+            dtype = f"onnx:{Path(self.graph.path).name}" if self.graph is not None else "none"
         return (f"features:{self.digest}:{dtype}:{self.pooling.mode}:"
                 f"{int(self.pooling.normalize)}:{limit}")
 
@@ -333,6 +339,9 @@ class Backbone:
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for index, batch in batches:
+                if encoder is None and self.graph is not None:  # pooled in the graph
+                    out[index] = self.graph(batch["input_ids"], batch["attention_mask"]).numpy()
+                    continue
                 states = last_hidden_state(encoder, **batch)  # (B, T, H)
                 pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
                 out[index] = pooled.float().cpu().numpy()

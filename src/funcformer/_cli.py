@@ -560,9 +560,9 @@ def export(
         raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
     fn = load(function)
     if not hasattr(fn, "export_onnx"):
-        raise TaskError(f"{function}: ONNX export is for classify, embed, search, pair and tag "
-                        f"functions; this is a {fn.task_name} function. Fix: run it with the "
-                        "torch runtime (the default).")
+        raise TaskError(f"{function}: ONNX export is for every task but generate; this is a "
+                        f"{fn.task_name} function. Fix: run it with the torch runtime (the "
+                        "default).")
     written = [fn.export_onnx(function, int8=False)]
     if int8:
         written.append(fn.export_onnx(function, int8=True))

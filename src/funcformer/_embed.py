@@ -147,6 +147,28 @@ class ZeroShot(Function):
         Function.__init__(fn, manifest=manifest)
         return fn
 
+    @property
+    def runner(self) -> Any:
+        """The ONNX Runtime session embedding texts and prompts (None: the torch backbone)."""
+        return self.backbone.graph
+
+    @property
+    def runtime(self) -> str:  # type: ignore[override]
+        return "torch" if self.runner is None else "onnx"
+
+    def export_onnx(self, path: str | os.PathLike[str], *, int8: bool = False) -> Path:
+        """Export the backbone's encoder and pooling, which embed the texts and the label
+        prompts, as one ONNX graph into the artifact at `path` (the graph holds the backbone's
+        weights: about 90 MB for all-MiniLM-L6-v2, where the artifact alone only names the
+        backbone). `funcformer.load(path, runtime="onnx")` then gives the same scores."""
+        import torch
+
+        from ._function import export_graph, need_torch, pooled
+
+        need_torch(self.runner, "export_onnx")
+        return export_graph(self.digest, self.backbone,
+                            pooled(self.backbone, None, torch.nn.Identity()), path, int8)
+
     def _manifest(self) -> Manifest:
         from ._function import now, state_digest
 
@@ -167,8 +189,9 @@ class ZeroShot(Function):
         >>> topic = ZeroShot({"billing": "invoices and charges", ...})  # doctest: +SKIP
         >>> fn = topic.fit("tickets.csv", epochs=20)                        # doctest: +SKIP
         """
-        from ._function import train
+        from ._function import need_torch, train
 
+        need_torch(self.runner, "fit")
         options.setdefault("multi_label", self.multi_label or None)
         options.setdefault("device", self.backbone.device)
         return train("classify", data, init=self, backbone=self.backbone.path, **options)
@@ -312,6 +335,9 @@ class ZeroShot(Function):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact (funcformer.json only: settings and the backbone reference)."""
         from ._artifact import atomic_directory, write_manifest
+        from ._function import need_torch
+
+        need_torch(self.runner, "save")
 
         target = Path(path)
         with atomic_directory(target) as temp:

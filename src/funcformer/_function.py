@@ -619,9 +619,9 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
          trust_remote_code: bool = False, merge_adapter: bool = False) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
-    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (classify,
-    embed, search, pair and tag functions; then neither the backbone nor torch's model code is
-    loaded; `threads` sets ONNX Runtime's).
+    `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (every
+    task but generate; then neither the backbone nor torch's model code is loaded; `threads`
+    sets ONNX Runtime's).
     `device` and `dtype` ("float16", "bfloat16") place the encoder, e.g. on a GPU (the torch
     runtime: the ONNX runtimes run on the CPU). Such a function saves float32 files of its
     rounded weights; load it in float32 to copy the exact ones.
@@ -665,7 +665,7 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
-ONNX_TASKS = ("classify", "embed", "search", "pair", "tag")
+ONNX_TASKS = ("classify", "zero_shot", "embed", "search", "pair", "tag")
 """Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
 
@@ -711,9 +711,9 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
     if manifest.task != "classify":
         if runtime != "torch":
             if manifest.task not in ONNX_TASKS:
-                raise TaskError(f"{directory}: runtime '{runtime}' serves classify, embed, "
-                                f"search, pair and tag functions; this is a {manifest.task} "
-                                "function. Fix: use runtime='torch'.")
+                raise TaskError(f"{directory}: runtime '{runtime}' serves classify, zero_shot, "
+                                f"embed, search, pair and tag functions; this is a "
+                                f"{manifest.task} function. Fix: use runtime='torch'.")
             runner, tokenizer = open_graph(directory, manifest, runtime, threads)
             return task_module(manifest.task).from_graph(directory, manifest, runner,
                                                          tokenizer)

@@ -8,10 +8,12 @@ function calibrates its threshold on them; either way the eval metrics are recor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+from .. import _backbone
 from .._artifact import Manifest
 from .._data import MULTI_SEPARATOR, Examples, read_examples, read_records, read_texts
 from .._embed import DEFAULT_TEMPLATE, DEFAULT_THRESHOLD, ZeroShot
@@ -105,6 +107,15 @@ def read_labels(data: Any, label_column: str = "label") -> list[str] | dict[str,
         raise DataError(f"{records.source}: label '{missing[0]}' has no description while "
                         "others do. Fix: describe every label, or none.")
     return {k: str(d) for k, d in described.items()}
+
+
+def from_graph(directory: Path, manifest: Manifest, runner: Any,
+               tokenizer: _backbone.Backbone) -> ZeroShot:
+    """A zero-shot function embedding with its ONNX export (`load(..., runtime="onnx")`): the
+    backbone it names, run by the graph."""
+    graphed = dataclasses.replace(tokenizer, name=manifest.backbone.name,
+                                  digest=manifest.backbone.digest, graph=runner)
+    return ZeroShot.restored(manifest, graphed)
 
 
 def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: str = "cpu",
