@@ -56,6 +56,7 @@ def main() -> None:
 
     tags = torch_fn.coder.tags
     hf_logging.set_verbosity_error()  # the load report lists the pooler it drops
+    hf_logging.disable_progress_bar()
     model = BertForTokenClassification.from_pretrained(
         str(path / "encoder"), num_labels=len(tags), id2label=dict(enumerate(tags)),
         label2id={t: i for i, t in enumerate(tags)}).eval()
