@@ -333,11 +333,10 @@ class ZeroShot(Function):
         return classification_metrics(examples.labels, [r.label for r in results], self.labels)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the artifact (funcformer.json only: settings and the backbone reference)."""
+        """Write the artifact (funcformer.json only: settings and the backbone reference).
+        One loaded on ONNX saves too (after `calibrate`, say); export the new one again to run
+        it on ONNX."""
         from ._artifact import atomic_directory, write_manifest
-        from ._function import need_torch
-
-        need_torch(self.runner, "save")
 
         target = Path(path)
         with atomic_directory(target) as temp:
