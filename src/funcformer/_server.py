@@ -284,8 +284,8 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     """A FastAPI app serving every function artifact under `directory` (one per folder).
 
     `cache`: "memory" (an LRU of 20,000 entries), an SQLite path, a Cache, or None.
-    `runtime`: "onnx" / "onnx-int8" run classify, embed, search, pair and tag functions on
-    their ONNX export.
+    `runtime`: "onnx" / "onnx-int8" run every function but generate ones on its ONNX export
+    (generate functions run on torch).
     `dtype`: "bfloat16" runs the torch runtime's encoders in bfloat16 (about 2x the texts/s of
     float32 on CPUs with AMX or AVX512-BF16, at a small numerical cost); None is float32.
     `device`: the torch runtime's device ("cuda", "cuda:1"; checked here, before any load).
