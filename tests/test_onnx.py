@@ -412,6 +412,38 @@ def test_cli_exports_an_embed_function_and_predicts_on_onnx(tiny_backbone: Path,
     assert vectors["onnx"] == pytest.approx(vectors["torch"], abs=1e-5)
 
 
+def test_cli_exports_every_function_of_a_directory(tiny_backbone: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    """`funcformer export DIR --onnx` on what `serve` serves: each function exported, a
+    generate function skipped (it runs on torch), a damaged one named with the others done."""
+    from test_cli import assert_clean_error, cli
+    from test_generate import write_tiny_lm
+    from test_tag import toy_rows
+
+    import funcformer
+    from funcformer._tasks import generate
+
+    functions = tmp_path / "functions"
+    funcformer.ZeroShot(["food", "staff"], backbone=tiny_backbone).save(functions / "topic")
+    funcformer.train("tag", toy_rows(20), backbone=tiny_backbone, method="head", epochs=1,
+                     progress=False).save(functions / "entities")
+    generate.from_backbone(write_tiny_lm(tmp_path / "lm")).save(functions / "writer")
+    code, printed, err = cli(capsys, "export", functions, "--onnx", "--int8")
+    assert code == 0, err
+    assert "writer: a generate function, which runs on torch; skipped." in printed
+    assert f"funcformer serve {functions} --runtime onnx-int8" in printed
+    for name in ("topic", "entities"):
+        assert (functions / name / "onnx" / "model.onnx").is_file()
+        assert funcformer.load(functions / name, runtime="onnx-int8").runtime == "onnx"
+    assert not (functions / "writer" / "onnx").exists()
+    (functions / "broken").mkdir()
+    (functions / "broken" / "funcformer.json").write_text("{bad", "utf-8")
+    code, printed, err = cli(capsys, "export", functions, "--onnx")
+    assert_clean_error(code, err)
+    assert "1 of 4 functions" in err and "broken/funcformer.json: not valid JSON" in err
+    assert (functions / "topic" / "onnx" / "model.onnx").is_file()
+
+
 def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
     import json
 

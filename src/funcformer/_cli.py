@@ -553,11 +553,41 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also quantize weights to int8 "
                                        "(dynamic quantization).")] = False,
 ) -> None:
-    """Export a function for another runtime; load it with --runtime onnx or onnx-int8."""
-    from ._function import load
+    """Export a function for another runtime; load it with --runtime onnx or onnx-int8.
+    Given a directory of functions (what `funcformer serve` serves), exports each of them."""
+    from ._artifact import MANIFEST
+    from ._serving import artifacts
 
     if not onnx:
         raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
+    runtime = "onnx-int8" if int8 else "onnx"
+    found = artifacts(function) if function.is_dir() and not (function / MANIFEST).is_file() \
+        else {}
+    if not found:
+        _export_one(function, int8)
+        _console().print(f"Run it with: funcformer predict {function} --runtime {runtime} "
+                         "\"...\"")
+        return
+    failed = []
+    for name, (path, _) in found.items():
+        try:
+            _export_one(path, int8, skip_generate=True)
+        except FuncformerError as err:  # the others are still exported
+            failed.append(f"{name}: {err}")
+    if failed:
+        raise TaskError(f"{len(failed)} of {len(found)} functions in {function} were not "
+                        f"exported, the others were. {' | '.join(failed)}")
+    _console().print(f"Serve them with: funcformer serve {function} --runtime {runtime}")
+
+
+def _export_one(function: Path, int8: bool, skip_generate: bool = False) -> None:
+    from ._artifact import read_manifest
+    from ._function import load
+
+    if skip_generate and read_manifest(function).task == "generate":
+        _console().print(f"{function.name}: a generate function, which runs on torch; "
+                         "skipped.")
+        return
     fn = load(function)
     if not hasattr(fn, "export_onnx"):
         raise TaskError(f"{function}: ONNX export is for every task but generate; this is a "
@@ -568,8 +598,6 @@ def export(
         written.append(fn.export_onnx(function, int8=True))
     for path in written:
         _console().print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    runtime = "onnx-int8" if int8 else "onnx"
-    _console().print(f"Run it with: funcformer predict {function} --runtime {runtime} \"...\"")
 
 
 @app.command()
