@@ -377,6 +377,34 @@ def test_zero_shot_scores_on_the_export(tiny_backbone: Path, tmp_path: Path,
             call()
 
 
+def test_functions_with_the_same_graph_share_one_session(tiny_backbone: Path,
+                                                         tmp_path: Path) -> None:
+    """Zero-shot functions on one backbone export the same graph: loaded on ONNX, they hold
+    one ONNX Runtime session (one copy of the weights), as on torch they share one backbone."""
+    import gc
+    import weakref
+
+    import funcformer
+
+    paths = []
+    for name, labels in (("a", ["food", "staff"]), ("b", ["room", "price", "view"])):
+        fn = funcformer.ZeroShot(labels, backbone=tiny_backbone)
+        paths.append(fn.save(tmp_path / name))
+        fn.export_onnx(paths[-1])
+        fn.export_onnx(paths[-1], int8=True)
+    a, b = (funcformer.load(p, runtime="onnx") for p in paths)
+    assert a.runner is b.runner
+    assert a("the food was great").scores.keys() == {"food", "staff"}  # each its own labels
+    assert b("the room was dirty").scores.keys() == {"room", "price", "view"}
+    int8 = funcformer.load(paths[0], runtime="onnx-int8")
+    assert int8.runner is not a.runner
+    assert funcformer.load(paths[0], runtime="onnx", threads=1).runner is not a.runner
+    session = weakref.ref(a.runner)
+    del a, b
+    gc.collect()
+    assert session() is None  # the sharing keeps no graph alive that no function holds
+
+
 def test_generate_functions_do_not_run_on_onnx(tmp_path: Path) -> None:
     from test_generate import write_tiny_lm
 

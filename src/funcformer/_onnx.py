@@ -22,7 +22,9 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,13 +244,29 @@ def open_export(directory: Path, graph: Path, digest: str, fix: str,
     if saved is not None and file_sha256(graph) != saved:
         raise ArtifactError(f"{graph}: not the graph exported with this function (its sha256 "
                             f"differs from the one {RECORD} records). {fix}")
-    try:
-        return OnnxRunner(graph, threads=threads)
-    except ArtifactError:
-        raise
-    except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...)
-        raise ArtifactError(f"{graph}: ONNX Runtime cannot load it ({str(err)[:200]}); the "
-                            f"file is damaged. {fix}") from None
+    key = (saved, threads or torch.get_num_threads())
+    with _open_lock:
+        shared = _open_runners.get(key) if saved is not None else None
+        if shared is not None:  # the same graph already open: one copy of its weights
+            return shared
+        try:
+            runner = OnnxRunner(graph, threads=threads)
+        except ArtifactError:
+            raise
+        except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...)
+            raise ArtifactError(f"{graph}: ONNX Runtime cannot load it ({str(err)[:200]}); "
+                                f"the file is damaged. {fix}") from None
+        if saved is not None:
+            _open_runners[key] = runner
+        return runner
+
+
+_open_runners: weakref.WeakValueDictionary[tuple[str, int], OnnxRunner] = \
+    weakref.WeakValueDictionary()
+"""Open graphs by (sha256, threads) while some function holds them: zero-shot functions on one
+backbone (and embed functions straight from it) export the same graph, and one ONNX Runtime
+session then serves them all, as one torch backbone does."""
+_open_lock = threading.Lock()
 
 
 def _read_record(directory: Path, fix: str) -> dict[str, Any]:
