@@ -490,6 +490,34 @@ def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
         funcformer.load(out, runtime="onnx")
 
 
+def test_info_names_the_runtimes_an_artifact_loads_on(saved, tmp_path: Path, capsys) -> None:
+    import json
+    import shutil
+
+    from test_cli import cli
+
+    out = _copy(saved, tmp_path)
+
+    def runtimes() -> str:
+        code, printed, err = cli(capsys, "info", out)
+        assert code == 0, err
+        return next(line for line in printed.splitlines() if "runtimes" in line).split(
+            "runtimes", 1)[1].strip()
+
+    assert runtimes() == "torch, onnx"
+    code, _, err = cli(capsys, "export", out, "--onnx", "--int8")
+    assert code == 0, err
+    assert runtimes() == "torch, onnx, onnx-int8"
+    record = json.loads((out / "onnx/export.json").read_text())
+    (out / "onnx/export.json").write_text(json.dumps(record | {"digest": "sha256:other"}))
+    assert runtimes().startswith("torch (the ONNX export in onnx/ is stale or damaged; run "
+                                 f"funcformer export {out} --onnx)")
+    (out / "onnx/export.json").write_text("{bad")
+    assert "stale or damaged" in runtimes()
+    shutil.rmtree(out / "onnx")
+    assert runtimes() == "torch (no ONNX export)"
+
+
 def test_a_function_loaded_in_half_precision_is_not_exported(tiny_backbone: Path,
                                                              tmp_path: Path) -> None:
     """A graph of the bfloat16-rounded weights would carry the float32 function's digest,

@@ -845,6 +845,7 @@ def info(
             ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
     if manifest.adapter:
         rows.append(("adapter", _adapter_line(manifest.adapter)))
+    rows.append(("runtimes", _runtimes_line(function, manifest)))
     if len(manifest.versions) > 1:  # updated: its history, oldest first
         rows += [("versions" if i == 0 else "", _version_line(version, i == 0))
                  for i, version in enumerate(manifest.versions)]
@@ -853,6 +854,35 @@ def info(
         console.print(f"{key:>16}  {value}")
     for file in sorted(p for p in function.rglob("*") if p.is_file()):
         console.print(f"{'file':>16}  {file.relative_to(function)}  {file.stat().st_size:,} B")
+
+
+def _runtimes_line(function: Path, manifest: Any) -> str:
+    """The runtimes this artifact loads on: torch, and each ONNX graph exported from this very
+    version (an export of an earlier version is named stale, with the fix).
+
+    >>> import tempfile; _runtimes_line(Path(tempfile.mkdtemp()), None)
+    'torch (no ONNX export)'
+    """
+    import json as json_module
+
+    from ._artifact import ONNX_DIR
+    from ._function import onnx_file
+    from ._onnx import RECORD
+
+    record_file = function / ONNX_DIR / RECORD
+    if not record_file.is_file():
+        return "torch (no ONNX export)"
+    try:
+        record = json_module.loads(record_file.read_text("utf-8"))
+        digest = record.get("digest") if isinstance(record, dict) else None
+    except (ValueError, OSError):
+        digest = None
+    if digest != manifest.digest:
+        return (f"torch (the ONNX export in {ONNX_DIR}/ is stale or damaged; run funcformer "
+                f"export {function} --onnx)")
+    graphs = [name for name, int8 in (("onnx", False), ("onnx-int8", True))
+              if (function / ONNX_DIR / onnx_file(int8)).is_file()]
+    return ", ".join(["torch", *graphs])
 
 
 def _version_line(version: dict[str, Any], first: bool) -> str:
