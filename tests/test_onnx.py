@@ -179,9 +179,8 @@ def test_function_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_pa
     engine = funcformer.Engine({"onnx": onnx_fn, "torch": loaded}, cache=None)
     both = engine.run(["onnx", "torch"], texts)
     assert [p.label for p in both["onnx"]] == [p.label for p in both["torch"]]
-    fn.save(out)  # a re-save replaces the whole artifact, export included
-    with pytest.raises(funcformer.ArtifactError, match="no ONNX export"):
-        funcformer.load(out, runtime="onnx")
+    fn.save(out)  # the same version saved again keeps the export made from it
+    assert funcformer.load(out, runtime="onnx").runtime == "onnx"
     with pytest.raises(funcformer.TaskError, match="Unknown runtime"):
         funcformer.load(out, runtime="tensorrt")
 
@@ -470,6 +469,69 @@ def test_cli_exports_every_function_of_a_directory(tiny_backbone: Path, tmp_path
     assert_clean_error(code, err)
     assert "1 of 4 functions" in err and "broken/funcformer.json: not valid JSON" in err
     assert (functions / "topic" / "onnx" / "model.onnx").is_file()
+
+
+def test_directory_export_goes_on_past_a_full_disk(tiny_backbone: Path, tmp_path: Path,
+                                                   capsys, monkeypatch) -> None:
+    """An OSError in one function's export (a full disk) stopped the run unnamed and left an
+    empty onnx/ there: now the others are exported and the failure is named."""
+    import errno
+
+    from test_cli import assert_clean_error, cli
+
+    import funcformer
+    from funcformer import _onnx
+
+    functions = tmp_path / "functions"
+    for name in ("a", "b"):
+        funcformer.ZeroShot(["food", "staff"], backbone=tiny_backbone).save(functions / name)
+    real = _onnx.export
+
+    def export(model, path, **options):  # type: ignore[no-untyped-def]
+        if Path(path).parent.parent.name == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(model, path, **options)
+
+    monkeypatch.setattr(_onnx, "export", export)
+    code, _, err = cli(capsys, "export", functions, "--onnx")
+    assert_clean_error(code, err)
+    assert "1 of 2 functions" in err and "a: OSError: [Errno 28] No space left" in err
+    assert not (functions / "a" / "onnx").exists()  # no empty or partial export left
+    assert funcformer.load(functions / "b", runtime="onnx").runtime == "onnx"
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "export", tmp_path / "empty", "--onnx")
+    assert_clean_error(code, err)
+    assert "neither a function (no funcformer.json) nor a directory of functions" in err
+
+
+def test_saving_a_function_again_unchanged_keeps_its_export(tiny_backbone: Path,
+                                                           tmp_path: Path) -> None:
+    """Saving into the function's own directory replaced it whole, export included, even
+    with nothing changed; an ONNX-only host could not make the export again. The export now
+    stays when it was made from the version saved, and goes when the version changed."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                          progress=False, method="head")
+    out = fn.save(tmp_path / "fn")
+    fn.export_onnx(out)
+    fn.export_onnx(out, int8=True)
+    funcformer.load(out).save(out)  # torch, unchanged
+    assert funcformer.load(out, runtime="onnx-int8").runtime == "onnx"
+    zs = funcformer.ZeroShot(["food", "staff"], backbone=tiny_backbone, multi_label=True)
+    out = zs.save(tmp_path / "zs")
+    zs.export_onnx(out)
+    graph = funcformer.load(out, runtime="onnx")
+    graph.save(out)  # the function running from this export saves over it, unchanged
+    assert funcformer.load(out, runtime="onnx")("the food").scores == graph("the food").scores
+    graph.calibrate([{"text": "the food", "label": "food"}, {"text": "a staff", "label": "staff"}])
+    graph.save(out)  # a new version: its old export no longer vouches for it
+    assert not (out / "onnx").exists()
+    with pytest.raises(funcformer.ArtifactError, match="no ONNX export"):
+        funcformer.load(out, runtime="onnx")
+    assert graph("the food").scores  # the loaded function keeps running
 
 
 def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ MANIFEST = "funcformer.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 ONNX_DIR = "onnx"
+EXPORT_RECORD = "export.json"
+"""In ONNX_DIR: the digest of the function the graphs were exported from, and their sha256."""
 # Sentence-transformers files that carry pooling and max length; copied with a full encoder.
 POOLING_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 DAMAGED_FIX = "Fix: copy the function again from its source, or retrain it."
@@ -182,11 +184,34 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield temp
         record_files(temp)
+        _keep_export(target, temp)
         _fsync_tree(temp)
         _swap_in(temp, target, target.parent / f".{target.name}.old-{tag}")
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _keep_export(target: Path, temp: Path) -> None:
+    """Carry `target`'s ONNX export into the new copy `temp` when it was exported from the
+    function being saved (the same digest): saving a function again unchanged dropped the
+    graphs, which `load(runtime="onnx")` needs and an ONNX-only host cannot make again. Files
+    are hard-linked where possible (a graph is about 90 MB); a later export replaces them by
+    rename, never in place."""
+    try:
+        record = json.loads((target / ONNX_DIR / EXPORT_RECORD).read_text("utf-8"))
+        digest = json.loads((temp / MANIFEST).read_text("utf-8")).get("digest")
+    except (OSError, ValueError, AttributeError):  # no export, or no manifest written
+        return
+    if isinstance(record, dict) and digest is not None and record.get("digest") == digest:
+        shutil.copytree(target / ONNX_DIR, temp / ONNX_DIR, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, destination)
 
 
 def _swap_in(temp: Path, target: Path, old: Path) -> None:

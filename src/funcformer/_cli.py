@@ -556,13 +556,18 @@ def export(
     """Export a function for another runtime; load it with --runtime onnx or onnx-int8.
     Given a directory of functions (what `funcformer serve` serves), exports each of them."""
     from ._artifact import MANIFEST
-    from ._serving import artifacts
+    from ._serving import artifacts, describe_error
 
     if not onnx:
         raise DataError("Choose what to export to: --onnx (with --int8 for int8 weights).")
     runtime = "onnx-int8" if int8 else "onnx"
     found = artifacts(function) if function.is_dir() and not (function / MANIFEST).is_file() \
         else {}
+    if function.is_dir() and not (function / MANIFEST).is_file() and not found:
+        raise DataError(f"{function}: neither a function (no {MANIFEST}) nor a directory of "
+                        "functions (no folder in it holds one). Fix: pass a function's "
+                        "directory (from train --out), or the directory funcformer serve "
+                        "serves.")
     if not found:
         _export_one(function, int8)
         _console().print(f"Run it with: funcformer predict {function} --runtime {runtime} "
@@ -572,8 +577,8 @@ def export(
     for name, (path, _) in found.items():
         try:
             _export_one(path, int8, skip_generate=True)
-        except FuncformerError as err:  # the others are still exported
-            failed.append(f"{name}: {err}")
+        except Exception as err:  # the others are still exported (a full disk too)
+            failed.append(f"{name}: {describe_error(err)}")
     if failed:
         raise TaskError(f"{len(failed)} of {len(found)} functions in {function} were not "
                         f"exported, the others were. {' | '.join(failed)}")

@@ -334,8 +334,9 @@ class ZeroShot(Function):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact (funcformer.json only: settings and the backbone reference).
-        One loaded on ONNX saves too (after `calibrate`, say); export the new one again to run
-        it on ONNX."""
+        One loaded on ONNX saves too, after `calibrate` say. Saved again unchanged, a function
+        keeps its ONNX export; one changed (a new threshold is a new version) needs `funcformer
+        export` again, on a host with its backbone."""
         from ._artifact import atomic_directory, write_manifest
 
         target = Path(path)

@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -851,14 +852,20 @@ def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Modu
                         "to export it; the export runs on the CPU whatever the device.")
     _check_export_home(Path(path), digest)
     directory = Path(path) / ONNX_DIR
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
-    # Attention op stays fp32); int8 graphs are therefore left unfused.
-    target = _onnx.export(model.eval(), directory / onnx_file(int8), int8=int8,
-                          optimize=not int8, token_types=token_types)
-    backbone.tokenizer.save_pretrained(directory)
-    encoder.config.save_pretrained(directory)
-    copy_pooling_files(backbone.path, directory)
+    try:
+        # ORT's transformer fusions measured slower once weights are int8 on AVX2 (the fused
+        # Attention op stays fp32); int8 graphs are therefore left unfused.
+        target = _onnx.export(model.eval(), directory / onnx_file(int8), int8=int8,
+                              optimize=not int8, token_types=token_types)
+        backbone.tokenizer.save_pretrained(directory)
+        encoder.config.save_pretrained(directory)
+        copy_pooling_files(backbone.path, directory)
+    except BaseException:
+        if created:  # no export was there: leave none, not an empty or partial onnx/
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     _onnx.write_record(directory, digest, target, __version__)  # last: vouches for all
     return target
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from ._artifact import file_sha256
+from ._artifact import EXPORT_RECORD, file_sha256
 from ._errors import ArtifactError, require
 
 log = logging.getLogger("funcformer")
 
-RECORD = "export.json"
+RECORD = EXPORT_RECORD
 INPUTS = ["input_ids", "attention_mask"]
 OUTPUTS = ["logits"]
 OPSET = 17  # first opset with a native LayerNormalization op
