@@ -515,7 +515,11 @@ def test_saving_a_function_again_unchanged_keeps_its_export(tiny_backbone: Path,
                                                            tmp_path: Path) -> None:
     """Saving into the function's own directory replaced it whole, export included, even
     with nothing changed; an ONNX-only host could not make the export again. The export now
-    stays when it was made from the version saved, and goes when the version changed."""
+    stays when it was made from the version saved, and goes when the version changed, unless
+    its graph still computes what the new version needs (a zero-shot function's is its
+    backbone's, whatever the threshold)."""
+    import json
+
     from conftest import make_reviews
 
     import funcformer
@@ -533,12 +537,24 @@ def test_saving_a_function_again_unchanged_keeps_its_export(tiny_backbone: Path,
     graph = funcformer.load(out, runtime="onnx")
     graph.save(out)  # the function running from this export saves over it, unchanged
     assert funcformer.load(out, runtime="onnx")("the food").scores == graph("the food").scores
-    graph.calibrate([{"text": "the food", "label": "food"}, {"text": "a staff", "label": "staff"}])
-    graph.save(out)  # a new version: its old export no longer vouches for it
-    assert not (out / "onnx").exists()
+    first = graph("the food").scores
+    threshold = graph.calibrate([{"text": "the food", "label": "food"},
+                                 {"text": "a staff", "label": "staff"}])
+    graph.save(out)  # a new version, but its graph is the backbone's: the export holds
+    again = funcformer.load(out, runtime="onnx")
+    assert again.digest == graph.digest != zs.digest and again.threshold == threshold
+    assert again("the food").scores == first
+    assert funcformer.load(out).threshold == threshold  # and on torch
+    record = json.loads((out / "onnx/export.json").read_text())
+    record["graph_of"] = record["graph_of"].replace(":", ":other", 1)  # another backbone's
+    (out / "onnx/export.json").write_text(json.dumps(record))
+    again.calibrate([{"text": "the food", "label": "staff"}, {"text": "a staff", "label": "food"}])
+    assert again.digest != graph.digest
+    again.save(out)
+    assert not (out / "onnx").exists()  # a graph of something else is not carried over
     with pytest.raises(funcformer.ArtifactError, match="no ONNX export"):
         funcformer.load(out, runtime="onnx")
-    assert graph("the food").scores  # the loaded function keeps running
+    assert again("the food").scores  # the loaded function keeps running
 
 
 def test_a_stale_export_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:

@@ -171,10 +171,11 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
+def atomic_directory(target: Path, graph_of: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `target` in one rename.
 
-    Refuses to replace a non-empty directory that is not a funcformer artifact.
+    Refuses to replace a non-empty directory that is not a funcformer artifact. `target`'s
+    ONNX export is kept when it still holds for the new copy (see `_keep_export`).
     """
     target = check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield temp
         record_files(temp)
-        _keep_export(target, temp)
+        _keep_export(target, temp, graph_of)
         _fsync_tree(temp)
         _swap_in(temp, target, target.parent / f".{target.name}.old-{tag}")
     finally:
@@ -192,19 +193,30 @@ def atomic_directory(target: Path) -> Iterator[Path]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _keep_export(target: Path, temp: Path) -> None:
-    """Carry `target`'s ONNX export into the new copy `temp` when it was exported from the
-    function being saved (the same digest): saving a function again unchanged dropped the
-    graphs, which `load(runtime="onnx")` needs and an ONNX-only host cannot make again. Files
-    are hard-linked where possible (a graph is about 90 MB); a later export replaces them by
-    rename, never in place."""
+def _keep_export(target: Path, temp: Path, graph_of: str | None = None) -> None:
+    """Carry `target`'s ONNX export into the new copy `temp` when it still holds: exported from
+    the function being saved (the same digest), or, for a new version, recording the same
+    `graph_of` (what its graphs compute: a zero-shot function's are its backbone's, so a new
+    threshold leaves them valid), whose record then vouches for the new digest. Saving
+    dropped the graphs, which `load(runtime="onnx")` needs and an ONNX-only host cannot make
+    again. Files are hard-linked where possible (a graph is about 90 MB); a later export
+    replaces them by rename, never in place."""
+    record_path = target / ONNX_DIR / EXPORT_RECORD
     try:
-        record = json.loads((target / ONNX_DIR / EXPORT_RECORD).read_text("utf-8"))
+        record = json.loads(record_path.read_text("utf-8"))
         digest = json.loads((temp / MANIFEST).read_text("utf-8")).get("digest")
     except (OSError, ValueError, AttributeError):  # no export, or no manifest written
         return
-    if isinstance(record, dict) and digest is not None and record.get("digest") == digest:
-        shutil.copytree(target / ONNX_DIR, temp / ONNX_DIR, copy_function=_link_or_copy)
+    if not isinstance(record, dict) or digest is None:
+        return
+    same = record.get("digest") == digest
+    if not same and (graph_of is None or record.get("graph_of") != graph_of):
+        return
+    shutil.copytree(target / ONNX_DIR, temp / ONNX_DIR, copy_function=_link_or_copy)
+    if not same:  # a new file, not a write through the hard link into target's record
+        stamped = temp / ONNX_DIR / f".{EXPORT_RECORD}.tmp"
+        stamped.write_text(json.dumps({**record, "digest": digest}, indent=2) + "\n", "utf-8")
+        os.replace(stamped, temp / ONNX_DIR / EXPORT_RECORD)
 
 
 def _link_or_copy(source: str, destination: str) -> None:

@@ -167,7 +167,14 @@ class ZeroShot(Function):
 
         need_torch(self.runner, "export_onnx")
         return export_graph(self.digest, self.backbone,
-                            pooled(self.backbone, None, torch.nn.Identity()), path, int8)
+                            pooled(self.backbone, None, torch.nn.Identity()), path, int8,
+                            graph_of=self._graph_of())
+
+    def _graph_of(self) -> str:
+        """What the exported graph computes: the backbone's pooled embeddings, the same for
+        every version of this function (labels, template and threshold stay outside it)."""
+        pooling = self.backbone.pooling
+        return f"backbone:{self.backbone.digest}:{pooling.mode}:{int(pooling.normalize)}"
 
     def _manifest(self) -> Manifest:
         from ._function import now, state_digest
@@ -334,13 +341,14 @@ class ZeroShot(Function):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact (funcformer.json only: settings and the backbone reference).
-        One loaded on ONNX saves too, after `calibrate` say. Saved again unchanged, a function
-        keeps its ONNX export; one changed (a new threshold is a new version) needs `funcformer
-        export` again, on a host with its backbone."""
+        One loaded on ONNX saves too, after `calibrate` say. Saved into its own directory, it
+        keeps the ONNX export there, changed or not: the graph is the backbone's, which a new
+        threshold, template or label set leaves as it is, so no host with the backbone is
+        needed to export it again."""
         from ._artifact import atomic_directory, write_manifest
 
         target = Path(path)
-        with atomic_directory(target) as temp:
+        with atomic_directory(target, graph_of=self._graph_of()) as temp:
             write_manifest(temp, self.manifest)
         return target
 

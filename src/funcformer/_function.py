@@ -835,11 +835,13 @@ def pooled(backbone: _backbone.Backbone, encoder: torch.nn.Module | None,
 
 
 def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Module,
-                 path: PathLike, int8: bool, token_types: bool = False) -> Path:
+                 path: PathLike, int8: bool, token_types: bool = False,
+                 graph_of: str | None = None) -> Path:
     """Export `model` (its `encoder`, pooling and head: see `pooled`) as one ONNX graph into
     the artifact at `path` of the function of `digest`: `onnx/model.onnx` (or
-    `model-int8.onnx`), the tokenizer, and last `onnx/export.json`, which records `digest`.
-    `token_types`: the graph takes token_type_ids too (a pair's cross-encoder)."""
+    `model-int8.onnx`), the tokenizer, and last `onnx/export.json`, which records `digest`
+    (and `graph_of`, see `_onnx.write_record`). `token_types`: the graph takes
+    token_type_ids too (a pair's cross-encoder)."""
     from . import _onnx
 
     encoder = model.encoder
@@ -867,7 +869,7 @@ def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Modu
         if created:  # no export was there: leave none, not an empty or partial onnx/
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    _onnx.write_record(directory, digest, target, __version__)  # last: vouches for all
+    _onnx.write_record(directory, digest, target, __version__, graph_of)  # last: vouches
     return target
 
 

@@ -213,9 +213,13 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def write_record(directory: Path, digest: str, graph: Path, version: str) -> None:
+def write_record(directory: Path, digest: str, graph: Path, version: str,
+                 graph_of: str | None = None) -> None:
     """Record in `directory/export.json` the function digest the graphs came from and the
-    sha256 of `graph` (kept beside the other graph's of the same digest), atomically."""
+    sha256 of `graph` (kept beside the other graph's of the same digest), atomically.
+    `graph_of`: what the graphs compute when that is less than the whole function (a zero-shot
+    function's graph is its backbone's, whatever its labels and threshold), so a new version
+    of the function that computes the same can keep them (`_artifact.atomic_directory`)."""
     try:
         old = _read_record(directory, "") if (directory / RECORD).is_file() else {}
     except ArtifactError:  # a damaged record: this export replaces it
@@ -223,6 +227,8 @@ def write_record(directory: Path, digest: str, graph: Path, version: str) -> Non
     files = dict(old.get("files") or {}) if old.get("digest") == digest else {}
     files[graph.name] = file_sha256(graph)
     record = {"digest": digest, "library_version": version, "files": files}
+    if graph_of is not None:
+        record["graph_of"] = graph_of
     temp = directory / f".{RECORD}.tmp-{os.getpid()}"
     temp.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     os.replace(temp, directory / RECORD)
