@@ -180,6 +180,29 @@ def test_prompt_longer_than_the_context_loses_its_start(fn: generate.TextGenerat
         fn("hello", max_new_tokens=128)
 
 
+def test_the_output_layer_runs_on_the_last_position_only(tiny_lm: Path, monkeypatch) -> None:
+    """The first step's output layer ran over every prompt position (B x T x vocabulary) where
+    the next token needs the last; the tokens stay those of the full computation, and a model
+    whose forward lacks `logits_to_keep` (custom code) still decodes."""
+    lm = funcformer._causal.load(tiny_lm)
+    rows = [lm.tokenizer(t)["input_ids"] for t in ("the cat sat on the mat", "a dog")]
+    widths = []
+    hook = lm.model.lm_head.register_forward_hook(
+        lambda module, args, out: widths.append(out.shape[1]))
+    try:
+        steps = funcformer._causal.next_tokens(lm.model, rows, lm.pad_id,
+                                               lambda logits: logits.argmax(-1))
+        kept = [next(steps) for _ in range(5)]
+        assert widths == [1] * 5
+        monkeypatch.setattr(funcformer._causal, "_accepts", lambda model, name: False)
+        steps = funcformer._causal.next_tokens(lm.model, rows, lm.pad_id,
+                                               lambda logits: logits.argmax(-1))
+        assert [next(steps) for _ in range(5)] == kept
+        assert widths[5] == max(len(row) for row in rows)
+    finally:
+        hook.remove()
+
+
 def test_prompt_masking_labels_only_the_completion(tiny_lm: Path) -> None:
     lm = funcformer._causal.load(tiny_lm)
     records = generate.read_pairs([("say A:", " apple"), ("the cat sat on the mat", " yes")])
