@@ -289,7 +289,8 @@ def test_server_answers_with_functions_loaded_on_cuda(tiny_backbone: Path,
         app = create_app(root, device=DEVICE, reload_interval=0)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport,
+                                         base_url="http://localhost") as client:
                 registry = app.state.server.registry
                 await registry.scanned.wait()
                 answers = [await client.post(path, json=body) for path, body in requests.items()]

@@ -68,7 +68,7 @@ async def serving(directory: Path, **options: Any) -> AsyncIterator[tuple[httpx.
     app = create_app(directory, **options)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             await app.state.server.registry.scanned.wait()
             yield client, app.state.server
 
@@ -526,7 +526,7 @@ def test_not_ready_until_loaded(functions: Path) -> None:
     async def scenario() -> list[httpx.Response]:
         app = create_app(functions)  # lifespan not started: nothing loaded yet
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
-                                     base_url="http://test") as client:
+                                     base_url="http://localhost") as client:
             return [await client.get("/readyz"), await client.get("/healthz"),
                     await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})]
 
@@ -806,3 +806,133 @@ def test_sighup_reloads_and_sigterm_drains_then_exits_zero(functions: Path) -> N
     assert {o["label"] for o in answers[0].json()["outputs"]} <= {"bad", "good"}
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_without_a_key_only_this_machine_and_its_pages_are_answered(functions: Path) -> None:
+    """A server with no API key listens on loopback, but a web page the user visits could
+    still reach it: a text/plain POST needs no CORS preflight (so any site could run the
+    functions), and a page that rebinds its own name to 127.0.0.1 could read the answers.
+    Without a key, another Host or a foreign Origin gets 403; probes stay open."""
+    call = {"inputs": TEXTS}
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions) as (client, _):
+            post = client.post
+            out = [await post("/v1/functions/sentiment", content=b'{"inputs": ["a"]}',
+                              headers={"Origin": "https://evil.example",
+                                       "Content-Type": "text/plain"}),
+                   await post("/v1/functions/sentiment", json=call,
+                              headers={"Origin": "null"}),
+                   await client.get("/v1/functions", headers={"Host": "evil.example:8000"}),
+                   await client.get("/metrics", headers={"Host": "x" * 500})]
+            allowed = [await post("/v1/functions/sentiment", json=call),
+                       await post("/v1/functions/sentiment", json=call,
+                                  headers={"Origin": "http://localhost:3000"}),
+                       await client.get("/v1/functions", headers={"Host": "127.0.0.1:8000"}),
+                       await client.get("/v1/functions", headers={"Host": "[::1]:8000"}),
+                       await client.get("/healthz", headers={"Host": "evil.example"})]
+            return out + allowed
+
+    async def keyed() -> httpx.Response:
+        async with serving(functions, api_key="s3cret") as (client, _):
+            return await client.post("/v1/functions/sentiment", json=call, headers={
+                "Host": "api.example.com", "Origin": "https://app.example.com",
+                "X-API-Key": "s3cret"})
+
+    *refused, ok, page, v4, v6, probe = run(scenario)
+    for response in refused:
+        assert error_of(response, 403)["type"] == "forbidden"
+        assert len(response.text) < 600  # a long header is not echoed in full
+    assert "evil.example" in error_of(refused[0], 403)["message"]
+    assert "--api-key" in error_of(refused[2], 403)["message"]
+    assert [r.status_code for r in (ok, page, v4, v6, probe)] == [200] * 5
+    assert run(keyed).status_code == 200  # with a key, the key decides
+
+
+def test_an_empty_api_key_is_refused_not_taken_for_none(
+        functions: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--api-key "$KEY"` with KEY unset served with no key at all."""
+    with pytest.raises(DataError, match="API key is empty"):
+        create_app(functions, api_key="")
+    monkeypatch.delenv("FUNCFORMER_API_KEY", raising=False)
+    assert run_cli("serve", functions, "--api-key", "") == 1
+    assert "API key is empty" in capsys.readouterr().err
+    monkeypatch.setenv("FUNCFORMER_API_KEY", "")
+    assert run_cli("serve", functions) == 1
+    assert "API key is empty" in capsys.readouterr().err
+
+
+def test_request_edges_answer_in_json_with_the_fix(functions: Path) -> None:
+    """A long unknown option name got a 422 quoting it twice (1.8 MB for a 0.9 MB name);
+    text/json bodies were not read as JSON; a trailing slash got a 307 to a URL built from
+    the Host header; HEAD /healthz got 405."""
+    limits = Limits(max_chars=1_000)
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, limits=limits) as (client, _):
+            post = client.post
+            return [await post("/v1/functions/topic",
+                               json={"inputs": ["x"], "options": {"a" * 5_000: 1}}),
+                    await post("/v1/functions/topic",
+                               json={"inputs": ["x"], "options": {"b" * 900: 1}}),
+                    await post("/v1/functions/sentiment", content=b'{"inputs": ["good"]}',
+                               headers={"Content-Type": "text/json"}),
+                    await post("/v1/functions/sentiment", content=b'{"inputs": ["good"]}',
+                               headers={"Content-Type": "application/x-ndjson"}),
+                    await post("/v1/functions/sentiment/", json={"inputs": ["good"]}),
+                    await client.head("/healthz")]
+
+    long, unknown, text_json, ndjson, slash, head = run(scenario)
+    assert error_of(long, 413)["type"] == "too_large" and len(long.text) < 600
+    assert error_of(unknown, 422)["field"] == "options." + "b" * 80 + "..."
+    assert len(unknown.text) < 1_000
+    assert text_json.status_code == ndjson.status_code == 200, text_json.text
+    error = error_of(slash, 404)
+    assert "POST /v1/functions/sentiment/" in error["message"]
+    assert "POST /v1/functions/{name}" in error["message"]
+    assert "location" not in slash.headers
+    assert head.status_code == 200
+
+
+def test_serving_a_function_folder_or_an_empty_one_is_said(
+        functions: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(DataError, match=r"is itself a function .* Fix: funcformer serve "):
+        create_app(functions / "sentiment")
+    (tmp_path / "empty").mkdir()
+    create_app(tmp_path / "empty")
+    assert "holds no functions yet" in caplog.text
+
+
+def test_functions_not_yet_loaded_are_listed_as_loading(
+        functions: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At start-up the list showed the function being loaded and none of those after it."""
+    from funcformer._serving import Registry
+
+    seen: list[list[tuple[str, str]]] = []
+    load = Registry._load
+
+    async def spy(self: Registry, name: str, path: Path, slot: Any) -> None:
+        seen.append([(f["name"], f["status"]) for f in self.describe()])
+        await load(self, name, path, slot)
+
+    monkeypatch.setattr(Registry, "_load", spy)
+
+    async def scenario() -> None:
+        async with serving(functions):
+            pass
+
+    run(scenario)
+    names = sorted(p.name for p in functions.iterdir())
+    assert [name for name, _ in seen[0]] == names
+    assert {status for _, status in seen[0]} == {"loading"}
+    assert [status for _, status in seen[-1]].count("ready") == len(names) - 1
+
+
+def test_limits_name_their_flags() -> None:
+    with pytest.raises(DataError, match=r"max_queue \(--max-queue\) 5 must be at least "
+                                        r"max_inputs \(--max-inputs\) 10"):
+        Limits(max_inputs=10, max_queue=5)
+    with pytest.raises(DataError, match=r"Limits.max_generated_tokens "
+                                        r"\(--max-generated-tokens\)"):
+        Limits(max_generated_tokens=0)

@@ -956,6 +956,9 @@ def serve(
                                            help="Most characters per input.")] = 10_000,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Most inputs waiting; "
                                            "beyond it requests get 429.")] = 4096,
+    max_generated_tokens: Annotated[int, typer.Option(
+        "--max-generated-tokens", min=1, help="Most new tokens one request may ask of a "
+        "generate function (prompts x max_new_tokens).")] = 8192,
     reload_interval: Annotated[float, typer.Option(
         "--reload-interval", min=0, help="Seconds between checks of DIR for changed "
         "functions (0: only on SIGHUP).")] = 1.0,
@@ -965,7 +968,7 @@ def serve(
     from ._server import Limits, serve_command
 
     limits = Limits(max_body_bytes=max_body_bytes, max_inputs=max_inputs, max_chars=max_chars,
-                    max_queue=max_queue)
+                    max_queue=max_queue, max_generated_tokens=max_generated_tokens)
     serve_command(directory, host=host, port=port, api_key=api_key,
                   max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, cache=cache,
                   limits=limits, runtime=runtime, reload_interval=reload_interval, dtype=dtype,

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from ._artifact import MANIFEST
 from ._cache import Cache, MemoryCache
 from ._errors import DataError, FuncformerError, require
 from ._serving import (
@@ -41,7 +42,9 @@ from ._serving import (
     Registry,
     Version,
     admit,
+    admit_generation,
     admit_options,
+    artifacts,
     check_options,
     group_of,
 )
@@ -50,6 +53,9 @@ log = logging.getLogger("funcformer.server")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
 """Paths served without the API key: probes and the API description (no function names)."""
+ROUTES = ("POST /v1/functions/{name}, GET /v1/functions, POST /v1/embeddings, GET /healthz, "
+          "GET /readyz, GET /metrics, GET /docs")
+"""What a 404 or 405 lists."""
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 DTYPES = (None, "float32", "bfloat16", "float16")
 SERVER_CACHE_ITEMS = 20_000
@@ -301,7 +307,15 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     if not root.is_dir():
         raise DataError(f"{root}: no such directory. Fix: pass the directory holding your "
                         "function folders (each written by 'funcformer train --out').")
+    if (root / MANIFEST).is_file():
+        raise DataError(f"{root} is itself a function (it holds {MANIFEST}); serve takes the "
+                        f"directory of function folders. Fix: funcformer serve "
+                        f"{root.parent}, or move {root.name} into a folder of its own.")
+    if not artifacts(root):
+        log.warning("%s holds no functions yet (folders written by 'funcformer train --out'); "
+                    "those added later are loaded as they appear.", root)
     _check_runtime(runtime, dtype, device)
+    check_api_key(api_key)
     limits = limits or Limits()
     server = Server(root, batching=Batching(max_tokens=max_batch_tokens,
                                             max_wait_ms=max_wait_ms),
@@ -316,7 +330,10 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
         finally:
             await server.stop()
 
+    # redirect_slashes off: '/v1/functions/x/' got a 307 to an http:// URL built from the
+    # Host header (wrong behind a TLS proxy); now a JSON 404 naming the routes
     app = fastapi.FastAPI(title="funcformer", lifespan=lifespan, version=_version(),
+                          redirect_slashes=False,
                           description="Trained funcformer functions over HTTP. Send the API "
                           "key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     app.state.server = server
@@ -351,9 +368,10 @@ def _function_routes(app: Any, server: Server) -> None:
             request.state.function = name
         version = server.registry.acquire(name)
         try:
+            admit_options(body.options, server.limits)  # sizes first: 413, never an echo
             check_options(version.function, body.options)
-            admit_options(body.options, server.limits)
             inputs = admit(version.function, body.inputs, server.limits)
+            admit_generation(version.function, inputs, body.options, server.limits)
             return _json(await server.run(version, inputs, body.options, _render_outputs))
         finally:
             server.registry.release(version)
@@ -383,7 +401,7 @@ def _function_routes(app: Any, server: Server) -> None:
 def _service_routes(app: Any, server: Server) -> None:
     from fastapi import Response
 
-    @app.get("/healthz", tags=["service"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
     async def healthz() -> dict[str, str]:
         """200 while the process serves HTTP."""
         return {"status": "ok"}
@@ -460,7 +478,11 @@ def _error_handlers(app: Any) -> None:
                 "too deeply, or a number too long). Fix: send the request as UTF-8 JSON.",
                 field="body"))
         kinds = {404: "not_found", 405: "method_not_allowed"}
-        known = HTTPError(err.status_code, kinds.get(err.status_code, "error"), str(err.detail))
+        message = str(err.detail)
+        if err.status_code in kinds:
+            message = (f"{message}: {request.method} {request.url.path[:80]}. Routes: "
+                       f"{ROUTES}.")
+        known = HTTPError(err.status_code, kinds.get(err.status_code, "error"), message)
         known.headers.update(err.headers or {})  # 405's Allow
         return _error_response(known)
 
@@ -531,6 +553,10 @@ class Guard:
         return name if name != path and name in self.served() else "-"
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.key is None and scope["path"] not in OPEN_PATHS:
+            foreign = _foreign(scope)
+            if foreign is not None:
+                return await _send_error(send, foreign)
         if self.key is not None and scope["path"] not in OPEN_PATHS \
                 and not self._authorized(scope):
             error = HTTPError(401, "unauthorized", "Missing or invalid API key. Send it as "
@@ -587,12 +613,69 @@ class Guard:
                 return b"".join(chunks)
 
 
+def _foreign(scope: dict[str, Any]) -> HTTPError | None:
+    """A 403 for a request that a server without an API key (one on this machine's loopback)
+    must not answer: one addressed to another host name (a page that rebound its own name to
+    127.0.0.1 could read the answers), or sent by a web page of another site (a form or a
+    text/plain fetch needs no CORS preflight: any page visited could run the functions)."""
+    headers = dict(scope["headers"])
+    host, origin = headers.get(b"host"), headers.get(b"origin")
+    if host is not None and not _loopback(host):
+        return HTTPError(403, "forbidden", f"This server has no API key, so it answers only "
+                         f"requests addressed to this machine's loopback (localhost, "
+                         f"127.0.0.1, [::1]); this one was addressed to "
+                         f"{_shown(host)}. Fix: call it as http://127.0.0.1:PORT (or "
+                         "localhost), or start it with --api-key to serve other names.")
+    if origin is not None and not _loopback(origin, origin=True):
+        return HTTPError(403, "forbidden", f"This server has no API key, so it refuses "
+                         f"requests from web pages of other sites (this one came from "
+                         f"{_shown(origin)}): any page visited could otherwise run its "
+                         "functions. Fix: call it from a program or a page on localhost, or "
+                         "start it with --api-key.")
+    return None
+
+
+def _loopback(value: bytes, origin: bool = False) -> bool:
+    """Whether a Host ('localhost:8000', '[::1]:8000') or Origin ('http://127.0.0.1:3000')
+    header names this machine's loopback: localhost, a *.localhost name, 127.0.0.0/8 or ::1.
+
+    >>> _loopback(b"127.0.0.1:8000"), _loopback(b"[::1]"), _loopback(b"app.localhost")
+    (True, True, True)
+    >>> _loopback(b"evil.example:8000"), _loopback(b"null", origin=True)
+    (False, False)
+    """
+    text = value.decode("latin-1").strip().lower()
+    if origin:
+        _, found, text = text.partition("://")
+        if not found:  # "null": a sandboxed frame or a file: page
+            return False
+    if text.startswith("["):
+        host = text[1:text.find("]")]
+    else:
+        host = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    host = host.rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _shown(value: bytes) -> str:
+    """A header value quoted in an error, at most 80 characters of it."""
+    text = value.decode("latin-1")
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
 def _as_json(scope: dict[str, Any]) -> dict[str, Any]:
     """The /v1 routes take JSON only: the body is read as JSON whatever its content type
     (`curl -d` sends a form's, a browser's fetch with a string body text/plain)."""
     given = dict(scope["headers"]).get(b"content-type", b"").lower()
-    if b"json" in given:
-        return scope
+    kind = given.partition(b";")[0].strip()
+    if kind == b"application/json" or (kind.startswith(b"application/")
+                                       and kind.endswith(b"+json")):
+        return scope  # what FastAPI parses as JSON (text/json, x-ndjson it would not)
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
@@ -631,13 +714,21 @@ def _check_runtime(runtime: str, dtype: str | None, device: str) -> None:
     check_device(device)  # 'tpu', or 'cuda' on a machine without one
 
 
-def check_binding(host: str, api_key: str | None) -> None:
-    """Refuse to listen beyond this machine without an API key; refuse a key that is empty
-    or has spaces around it (headers arrive stripped, so it could never match)."""
+def check_api_key(api_key: str | None) -> None:
+    """Refuse a key that is empty (`--api-key "$KEY"` with KEY unset served with no key at
+    all) or has spaces around it (headers arrive stripped, so it could never match)."""
     if api_key is not None and (not api_key.strip() or api_key != api_key.strip()):
-        raise DataError("The API key is empty or starts or ends with whitespace, so no "
-                        "request could present it. Fix: pass --api-key (or FUNCFORMER_API_KEY) "
-                        "without surrounding spaces.")
+        raise DataError("The API key is empty or starts or ends with whitespace: an empty one "
+                        "would leave the server open, and one with spaces around it could not "
+                        "be presented. Fix: pass --api-key (or FUNCFORMER_API_KEY) a key "
+                        "without surrounding spaces, or leave both unset to serve this machine "
+                        "only, with no key.")
+
+
+def check_binding(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this machine without an API key, and refuse a bad key
+    (`check_api_key`)."""
+    check_api_key(api_key)
     if api_key or host == "localhost":
         return
     try:
@@ -667,7 +758,8 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
     >>> serve_command("functions", port=8000)   # doctest: +SKIP
     """
     uvicorn = require("uvicorn", "server")
-    api_key = api_key or os.environ.get("FUNCFORMER_API_KEY") or None
+    if api_key is None:  # an empty flag is refused below, not taken for "no key"
+        api_key = os.environ.get("FUNCFORMER_API_KEY")
     check_binding(host, api_key)
     openmp_defaults(os.environ)  # (read when torch loads, after this line)
     app = create_app(directory, api_key=api_key, max_batch_tokens=max_batch_tokens,

@@ -61,14 +61,26 @@ class Limits:
     """Most characters in one input (a pair's two texts together)."""
     max_queue: int = 4096
     """Most inputs waiting for a batch; a request that would pass it gets 429 + Retry-After."""
+    max_generated_tokens: int = 8192
+    """Most new tokens one request may ask of a generate function: its prompts times
+    `max_new_tokens`. One worker runs every function's batches, so a long generation delays
+    the others' requests (256 prompts of 80 tokens held a one-text classify for 19 s)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not is_whole(value) or value < 1:
-                raise DataError(f"Limits.{name} must be a positive integer, got {value!r}.")
+                raise DataError(f"Limits.{name} ({_flag(name)}) must be a positive integer, "
+                                f"got {value!r}.")
         if self.max_queue < self.max_inputs:
-            raise DataError(f"Limits.max_queue ({self.max_queue}) must be at least max_inputs "
-                            f"({self.max_inputs}), or a full request could never be queued.")
+            raise DataError(f"max_queue ({_flag('max_queue')}) {self.max_queue} must be at "
+                            f"least max_inputs ({_flag('max_inputs')}) {self.max_inputs}, or a "
+                            "full request could never be queued. Fix: raise the one or lower "
+                            "the other.")
+
+
+def _flag(name: str) -> str:
+    """The `funcformer serve` flag that sets Limits field `name`."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -162,8 +174,10 @@ class Registry:
                 found = await asyncio.to_thread(artifacts, self.directory)
                 for name in [n for n in self.slots if n not in found]:
                     self._vanished(name)
+                for name in found:  # listed as loading from now, not once its turn comes
+                    self.slots.setdefault(name, Slot())
                 for name, (path, stamp) in found.items():
-                    slot = self.slots.setdefault(name, Slot())
+                    slot = self.slots[name]
                     slot.missing = 0
                     if stamp is not None and stamp != slot.stamp:
                         slot.stamp = stamp
@@ -230,8 +244,9 @@ class Registry:
             slot.current.users += 1
             return slot.current
         if slot is not None and slot.error is not None:
-            raise HTTPError(503, "unavailable", f"Function '{name}' failed to load: "
-                            f"{slot.error} Fix or replace {self.directory / name}; it is "
+            error = slot.error if slot.error.endswith(".") else slot.error + "."
+            raise HTTPError(503, "unavailable", f"Function '{name}' failed to load: {error} "
+                            f"Once {self.directory / name} is mended or replaced, it is "
                             "reloaded automatically.")
         if slot is not None or not self.scanned.is_set():
             raise HTTPError(503, "loading", "The server is still loading its functions; retry "
@@ -348,10 +363,11 @@ def check_options(fn: Any, options: dict[str, Any]) -> None:
     from ._function import options_text, unknown_option
 
     unknown = unknown_option(fn.predict, options)
-    if unknown is not None:
-        raise HTTPError(422, "invalid_request", f"options.{unknown}: not an option of "
+    if unknown is not None:  # quoted in part: a client's name can be any length
+        name = unknown if len(unknown) <= 80 else unknown[:80] + "..."
+        raise HTTPError(422, "invalid_request", f"options.{name}: not an option of "
                         f"{fn.manifest.task} functions (options: {options_text(fn.predict)}).",
-                        field=f"options.{unknown}")
+                        field=f"options.{name}")
 
 
 def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> list[Any]:
@@ -394,6 +410,25 @@ def _culprit(fn: Any, inputs: list[Any], field: str) -> str:
         except (FuncformerError, ValueError, TypeError):
             return f"{field}.{i}"
     return field
+
+
+def admit_generation(fn: Any, inputs: list[Any], options: dict[str, Any],
+                     limits: Limits) -> None:
+    """413 when a generate request asks for more new tokens than `limits` allow (prompts
+    times max_new_tokens, the call's or the function's default)."""
+    decoding = getattr(fn, "decoding", None)
+    if fn.manifest.task != "generate" or decoding is None:
+        return
+    each = options.get("max_new_tokens", decoding.max_new_tokens)
+    if not is_whole(each) or each < 1:
+        return  # the function's own check words that (422)
+    if len(inputs) * each > limits.max_generated_tokens:
+        raise HTTPError(413, "too_large", f"{len(inputs)} prompts of up to {each} new tokens "
+                        f"ask for {len(inputs) * each:,} tokens, over the limit of "
+                        f"{limits.max_generated_tokens:,} per request "
+                        f"({_flag('max_generated_tokens')}). Fix: send fewer prompts per "
+                        "request, or a smaller max_new_tokens.", field="options.max_new_tokens"
+                        if "max_new_tokens" in options else "inputs")
 
 
 def admit_options(options: dict[str, Any], limits: Limits) -> None:
