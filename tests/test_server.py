@@ -669,6 +669,18 @@ def test_metrics_count_requests_batches_queue_and_cache(functions: Path) -> None
             await client.post("/v1/functions/sentiment", json={"inputs": TEXTS})
             await client.post("/v1/functions/nope", json={"inputs": TEXTS})
             await client.post("/v1/functions/sentiment", json={"inputs": []})  # fails schema
+            sent: list[dict[str, Any]] = []
+
+            async def gone() -> dict[str, Any]:  # the client left before its body arrived
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await client._transport.app(  # type: ignore[attr-defined]
+                {"type": "http", "method": "POST", "path": "/v1/functions/sentiment",
+                 "headers": [(b"host", b"localhost")], "query_string": b""}, gone, send)
+            assert not sent  # nothing to answer
             return before, (await client.get("/metrics")).text
 
     before, after = run(scenario)
@@ -679,6 +691,8 @@ def test_metrics_count_requests_batches_queue_and_cache(functions: Path) -> None
     assert metric(after, "funcformer_requests_total", function="-", status="404") == 1
     # rejected before its route ran, still counted under the function it named
     assert metric(after, "funcformer_requests_total", function="sentiment", status="422") == 1
+    # gone before any answer: 499 (nginx's "client closed request"), not a status of "0"
+    assert metric(after, "funcformer_requests_total", function="sentiment", status="499") == 1
     assert metric(after, "funcformer_batch_inputs_sum") == 2 * len(TEXTS)
     assert metric(after, "funcformer_queue_inputs") == 0
     assert metric(after, "funcformer_functions", status="ready") == 4
@@ -689,10 +703,20 @@ def test_openapi_docs_are_served(functions: Path) -> None:
         async with serving(functions) as (client, _):
             return await client.get("/docs"), await client.get("/openapi.json")
 
+    async def keyed() -> dict[str, Any]:
+        async with serving(functions, api_key="s3cret") as (client, _):
+            return (await client.get("/openapi.json")).json()
+
     docs, schema = run(scenario)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert {"/v1/functions", "/v1/functions/{name}", "/v1/embeddings", "/healthz", "/readyz",
             "/metrics"} <= set(schema.json()["paths"])
+    assert "securitySchemes" not in schema.json().get("components", {})
+    guarded = run(keyed)  # /docs's 'Authorize' sends the key ('Try it out' got 401 without)
+    assert set(guarded["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    paths = guarded["paths"]
+    assert paths["/v1/functions/{name}"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" in paths["/metrics"]["get"] and "security" not in paths["/healthz"]["get"]
 
 
 def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:

@@ -337,12 +337,33 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                           description="Trained funcformer functions over HTTP. Send the API "
                           "key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     app.state.server = server
+    if api_key is not None:
+        _declare_key(app)
     _error_handlers(app)
     _function_routes(app, server)
     _service_routes(app, server)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes,
                        metrics=server.metrics, served=lambda: server.registry.slots)
     return app
+
+
+def _declare_key(app: Any) -> None:
+    """The schema names the API key (bearer or X-API-Key) on every guarded route, so /docs
+    offers 'Authorize' and its 'Try it out' calls send the key (they all got 401)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # FastAPI keeps it as app.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+            for path, item in schema["paths"].items():
+                for operation in ([] if path in OPEN_PATHS else item.values()):
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _version() -> str:
@@ -401,10 +422,13 @@ def _function_routes(app: Any, server: Server) -> None:
 def _service_routes(app: Any, server: Server) -> None:
     from fastapi import Response
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
+    @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
         """200 while the process serves HTTP."""
         return {"status": "ok"}
+
+    # HEAD too, for probes that use it (one route: FastAPI would name two operations alike)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/readyz", tags=["service"], responses={503: {"description": "Still loading"}})
     async def readyz() -> Any:
@@ -542,7 +566,8 @@ class Guard:
         await self._guarded(scope, receive, record)
         if scope["method"] == "POST" and scope["path"].startswith("/v1/"):
             function = state.get("function") or self._named(scope["path"])
-            self.metrics.requests.labels(function, str(status[0])).inc()
+            # 499 (nginx's "client closed request"): gone before any answer was sent
+            self.metrics.requests.labels(function, str(status[0] or 499)).inc()
             self.metrics.latency.labels(function).observe(loop.time() - started)
 
     def _named(self, path: str) -> str:
