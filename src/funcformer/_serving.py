@@ -394,12 +394,23 @@ def for_http(message: str, field: str) -> str:
     """A reader's message in the request's terms: '<list>, index 1' is `field`.1, and a fix
     names the JSON key, not the CLI flag that would set it.
 
-    >>> for_http("<list>, index 1: field 'text_b' is missing. Fix: name the field with "
-    ...          "--set text_b_column=... / text_b_column= (fields here: a).", "inputs")
-    "inputs.1: field 'text_b' is missing. Fix: name the field with text_b_column= (fields here: a)."
+    Field names cannot be set over HTTP, so the fix of naming them goes; a pair function's
+    input form is said instead, and the Python call that makes one is not.
+
+    >>> print(for_http("<list>, index 1: field 'text_b' is missing. Fix: add it, or name the "
+    ...                "field with --set text_b_column=... / text_b_column= (fields here: "
+    ...                "text_a).", "inputs"))  # doctest: +NORMALIZE_WHITESPACE
+    inputs.1: field 'text_b' is missing. Fix: add it (fields here: text_a); a pair function
+    takes [text_a, text_b] pairs or objects with both fields.
     """
     message = re.sub(r"^<list>, index (\d+)", lambda m: f"{field}.{m.group(1)}", message)
-    return re.sub(r"--set \w+=\.\.\. / |--[a-z][\w-]* / ", "", message)
+    message = re.sub(r"--set \w+=\.\.\. / |--[a-z][\w-]* / ", "", message)
+    message = re.sub(r",? or name the field with \w+_column= ", " ", message)
+    message = message.replace(' (funcformer.train("pair", ...))', "")
+    if "field 'text_b' is missing" in message:
+        message = message.rstrip(".") + ("; a pair function takes [text_a, text_b] pairs or "
+                                         "objects with both fields.")
+    return message
 
 
 def _culprit(fn: Any, inputs: list[Any], field: str) -> str:
