@@ -4,6 +4,7 @@ version and digest checks, and no pickle anywhere."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -403,3 +404,26 @@ def test_a_save_finishing_mid_load_loads_the_new_function(
 
     monkeypatch.setattr(_function, "_load", resaved_mid_load)
     assert funcformer.load(out).digest == head.digest
+
+
+def test_every_file_of_an_artifact_and_its_export_has_the_umask_mode(
+        tiny_backbone: Path, tmp_path: Path) -> None:
+    """safetensors' save_file wrote head.safetensors and the encoder's weights 0600 (the rest
+    0644 under umask 022): a function trained by one user could not be served by another."""
+    import stat
+
+    from conftest import make_reviews
+
+    previous = os.umask(0o022)
+    try:
+        fn = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                              progress=False, method="full")
+        out = fn.save(tmp_path / "fn")
+        pytest.importorskip("onnxruntime")
+        fn.export_onnx(out, int8=True)
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in out.rglob("*") if p.is_file()}
+    assert "head.safetensors" in modes and "onnx/model-int8.onnx" in modes
+    assert set(modes.values()) == {0o644}, modes

@@ -185,6 +185,7 @@ def atomic_directory(target: Path, graph_of: str | None = None) -> Iterator[Path
     try:
         yield temp
         record_files(temp)
+        even_modes(temp, temp / MANIFEST)
         _keep_export(target, temp, graph_of)
         _fsync_tree(temp)
         _swap_in(temp, target, target.parent / f".{target.name}.old-{tag}")
@@ -350,6 +351,20 @@ def _replaceable(target: Path) -> bool:
                             "holds a function is unknown. Fix: make it readable, or choose "
                             "another directory.") from None
     return not entries or any(e.name == MANIFEST and e.is_file() for e in entries)
+
+
+def even_modes(root: Path, reference: Path) -> None:
+    """Give every file under `root` the permissions of `reference`, a file written with
+    open() (so by the umask's rule, 0644 under the usual 022). safetensors' save_file and
+    temporary files write 0600: a function trained by one user could not be served by
+    another, or from a container running as another user."""
+    try:
+        mode = reference.stat().st_mode & 0o777
+    except OSError:  # nothing written there: leave the modes as they are
+        return
+    for file in root.rglob("*"):
+        if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 != mode:
+            os.chmod(file, mode)
 
 
 def _fsync_tree(root: Path) -> None:

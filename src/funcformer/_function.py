@@ -24,6 +24,7 @@ from . import _backbone, _explain
 from ._artifact import (
     DAMAGED_FIX,
     ENCODER_DIR,
+    EXPORT_RECORD,
     HEAD_FILE,
     MANIFEST,
     ONNX_DIR,
@@ -34,6 +35,7 @@ from ._artifact import (
     check_files,
     check_weights,
     copy_pooling_files,
+    even_modes,
     float32_tensors,
     read_manifest,
     save_encoder,
@@ -870,6 +872,7 @@ def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Modu
             shutil.rmtree(directory, ignore_errors=True)
         raise
     _onnx.write_record(directory, digest, target, __version__, graph_of)  # last: vouches
+    even_modes(directory, directory / EXPORT_RECORD)
     return target
 
 
