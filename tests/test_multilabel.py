@@ -112,6 +112,12 @@ def test_held_out_thresholds_and_forced_single_label(tiny_backbone: Path) -> Non
                               backbone=tiny_backbone, progress=False, epochs=2,
                               multi_label=False, method="head")
     assert single.labels == ["a|b", "c"]
+    rows = [{"text": f"the food was {w}", "label": ["c"] if i % 2 else []}
+            for i, w in enumerate(["great", "awful"] * 10)]
+    with pytest.raises(funcformer.DataError, match=r"<list>, index 0, field 'label': no label "
+                                                   r"\(\[\]\), but the function is single-label"):
+        funcformer.train("classify", rows, backbone=tiny_backbone, progress=False, epochs=2,
+                         multi_label=False, method="head")  # [] made a class named ''
 
 
 def test_cli_multi_label(tmp_path: Path, tiny_backbone: Path, capsys) -> None:

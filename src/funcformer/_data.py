@@ -279,6 +279,18 @@ def split_labels(label: str) -> list[str]:
     return [part.strip() for part in label.split(MULTI_SEPARATOR) if part.strip()]
 
 
+def check_single_label(examples: Examples, column: str | None) -> None:
+    """A DataError naming the first row with no label (an empty list in JSONL) for a function
+    told it is single-label, where [] became a class named ''. (Several labels, "a|b" or a
+    list, make one class of the combination there, as asked.)"""
+    for label, place in zip(examples.labels or [], examples.places, strict=False):
+        if not label:
+            raise DataError(f"{examples.source}, {place}, field '{column}': no label ([]), but "
+                            "the function is single-label (--single-label / multi_label=False),"
+                            " where every row needs one. Fix: give the row a label or remove "
+                            "it, or drop --single-label to train a multi-label function.")
+
+
 def is_multi_label(examples: Examples) -> bool:
     """True when any row has several labels ('a|b' or a list) or none (an empty list)."""
     return examples.labels is not None and any(

@@ -45,6 +45,7 @@ from ._cache import Cache, open_cache
 from ._config import HEADS, TrainConfig, check_metric
 from ._data import (
     Examples,
+    check_single_label,
     file_record,
     file_sha256,
     is_multi_label,
@@ -416,6 +417,10 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     unlabeled_examples, settings = _unlabeled_data(unlabeled, self_training, text_column)
     if multi_label is None:
         multi_label = is_multi_label(train_examples)
+    elif not multi_label:
+        for examples in (train_examples, eval_examples):
+            if examples is not None:
+                check_single_label(examples, label_column)
     if multi_label and unlabeled_examples is not None:
         raise TaskError("Self-training (unlabeled=) pseudo-labels single-label data; this is "
                         "multi-label. Fix: drop unlabeled=, or label more rows.")
