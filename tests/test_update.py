@@ -310,3 +310,17 @@ def test_a_lora_function_loaded_in_bfloat16_updates(tiny_backbone: Path, tmp_pat
                                                              progress=False)
     assert updated.labels == ["sports", "tech", "food"]
     assert updated.digest.startswith("sha256:")
+
+
+def test_an_update_without_memory_warns_that_old_labels_are_not_replayed(
+        base: funcformer.Function, tiny_backbone: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The CLI said only '0 replayed from memory', and old texts came back as the new label."""
+    bare = funcformer.train("classify", rows(["sports", "tech"], 20), backbone=tiny_backbone,
+                            method="head", progress=False)
+    bare.update(rows(["food"], 5), progress=False, epochs=2)
+    assert "keeps no examples of its old labels" in caplog.text
+    assert "memory=20" in caplog.text
+    caplog.clear()
+    base.update(rows(["food"], 5), progress=False, epochs=2)  # it has a memory: no warning
+    assert "keeps no examples" not in caplog.text
