@@ -380,7 +380,7 @@ def test_classification_metrics_match_scikit_learn() -> None:
 
 
 @pytest.mark.parametrize("options, error, says", [
-    ({"device": "tpu"}, TaskError, "device 'tpu' is not a torch device"),
+    ({"device": "tpu"}, TaskError, r"device 'tpu' is not a torch device\. Fix: "),
     ({"cache": 5}, TaskError, "cache must be 'memory', a file path or a cache object, got 5"),
     ({"config": 5}, TaskError, "config must be a TrainConfig or a dict of its fields, got int"),
 ])

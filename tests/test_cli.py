@@ -361,11 +361,21 @@ def test_predict_with_full_function(capsys, full_dir: Path) -> None:
     assert [r["text"] for r in parse_lines(out)] == ["great", "awful"]
 
 
+def test_metrics_without_a_row_count_print_none(capsys) -> None:
+    """distill's held-out agreement came without its row count: '(? examples)'."""
+    from funcformer._cli import _print_metrics
+
+    _print_metrics({"held_out_teacher_agreement": 0.7})
+    _print_metrics({"accuracy": 0.5, "examples": 12})
+    out = capsys.readouterr().out
+    assert "?" not in out and "(12 examples)" in out
+
+
 def test_predict_nothing_to_predict(capsys, trained_dir: Path) -> None:
     code, out, err = cli(capsys, "predict", trained_dir)
     assert_clean_error(code, err)
     assert "Nothing to predict" in err
-    assert "--input" in err
+    assert "--input -" in err  # piped text needs it
     assert out == ""
 
 

@@ -170,6 +170,7 @@ def test_cli_distill(teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "kept layers 0 of 2" in captured.out and "80 labelled + 20 unlabelled" in captured.out
+    assert "?" not in captured.out  # it printed "(? examples)"
     assert funcformer.load(out).manifest.training["distill"]["kept_layers"] == [0]
     code = run_cli("distill", teacher_dir, "--student-layers", "5", "--out", tmp_path / "x")
     err = capsys.readouterr().err

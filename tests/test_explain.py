@@ -351,6 +351,7 @@ def test_cli_explain_errors(head_fn: funcformer.Function, tmp_path: Path, capsys
         assert run_cli("explain", directory, "the food", "--html", page) == 1
         out, err = capsys.readouterr()
         assert err.startswith("error: --html ") and message in err and not out
+    assert f"--html {tmp_path / 'why.html'}" in err  # the fix names a page, not results.jsonl
     assert (directory / "funcformer.json").read_bytes() == manifest
     assert not (directory / "why.html").exists()
     assert run_cli("explain", "--help") == 0

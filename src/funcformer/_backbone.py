@@ -510,9 +510,9 @@ def check_device(device: Any) -> None:
     try:
         where = torch.device(device)
         kind = where.type
-    except (RuntimeError, TypeError) as err:
-        raise TaskError(f"device {device!r} is not a torch device ({str(err)[:120]}). Fix: "
-                        "device='cpu', 'cuda' or 'cuda:1' (CLI: --device cpu).") from None
+    except (RuntimeError, TypeError):
+        raise TaskError(f"device {device!r} is not a torch device. Fix: device='cpu', "
+                        "'cuda', 'cuda:1' or 'mps' (CLI: --device cpu).") from None
     available = {"cuda": torch.cuda.is_available,
                  "mps": lambda: torch.backends.mps.is_available()}.get(kind)
     if available is not None and not available():

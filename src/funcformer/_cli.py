@@ -226,8 +226,9 @@ def _check_output_file(output: Path, flag: str, *, keep: tuple[Path | str | None
         raise DataError(f"{flag} is empty. Fix: give a file path, e.g. {flag} results.jsonl.")
     path = Path(output)
     if path.is_dir():
+        example = "why.html" if flag == "--html" else "results.jsonl"
         raise DataError(f"{flag} {output} is a directory. Fix: give a file path, e.g. "
-                        f"{flag} {path / 'results.jsonl'}.")
+                        f"{flag} {path / example}.")
     resolved = path.resolve()
     for kept in keep:
         if kept is None or str(kept) == "-":
@@ -391,7 +392,8 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
     if input_file:
         return read_inputs(input_file, text_column=text_column)
     if not texts:
-        raise DataError("Nothing to predict. Fix: give texts as arguments, or --input FILE.")
+        raise DataError("Nothing to predict. Fix: give texts as arguments, or --input FILE "
+                        "(--input - reads standard input, one text per line).")
     return read_inputs(texts)
 
 
@@ -481,7 +483,8 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     console = _console()
     scalars = [f"{k.replace('_f1', '-F1').replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
                if isinstance(v, float)]
-    console.print("   ".join(scalars) + f"   ({metrics.get('examples', '?')} examples)")
+    count = metrics.get("examples")
+    console.print("   ".join(scalars) + (f"   ({count} examples)" if count is not None else ""))
     rows = metrics.get("per_class") or metrics.get("per_type")  # classes, or entity types
     if rows:
         console.print(metrics_table({"per_class": rows}))

@@ -307,7 +307,7 @@ class _Evaluation:
         agreement = task.score(task.predicted_labels(self.teacher_logits),
                                task.predicted_labels(logits), metric)
         if not self.given:
-            return {"held_out_teacher_agreement": agreement}
+            return {"held_out_teacher_agreement": agreement, "examples": len(self.eval_data)}
         assert self.eval_data.labels is not None
         student = task.metrics(self.eval_data.labels, task.predicted_labels(logits))
         teacher = task.metrics(self.eval_data.labels,
