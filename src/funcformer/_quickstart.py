@@ -39,14 +39,32 @@ def run(out: Path, method: str, console: Any) -> None:
     _show_metrics(fn.evaluate(test_part), console)
     _show_predictions(fn, console)
     fn.save(out)
-    console.print(f"Saved the function to [bold]{out}[/bold] "
+    held_out = _write_held_out(test_part, Path(out))
+    console.print(f"Saved the function to [bold]{out}[/bold] and its {len(test_part)} held-out "
+                  f"reviews to {held_out} "
                   f"(total {time.perf_counter() - started:.0f}s). Next, try:\n"
                   f"  funcformer predict {out} \"The staff were wonderful.\"\n"
-                  f"  funcformer eval {out} {sample_reviews()}\n"
+                  f"  funcformer eval {out} {held_out}\n"
                   f"      (add --report DIR for metrics.json and a confusion-matrix PNG; "
                   "it needs pip install 'funcformer\\[report]')\n"
                   f"  funcformer info {out}\n"
                   f"  funcformer train classify YOUR_DATA.csv --out functions/mine")
+
+
+def _write_held_out(examples: Any, out: Path) -> Path:
+    """The reviews held out from training, as a CSV beside the function (`sentiment-test.csv`
+    for `functions/sentiment`): the suggested `eval` measures on them, where the whole sample
+    file, mostly trained on, read 0.95 against 0.83 held out."""
+    import csv
+
+    from ._artifact import atomic_file
+
+    path = out.parent / f"{out.name}-test.csv"
+    with atomic_file(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(examples.texts, examples.labels, strict=True))
+    return path
 
 
 def _show_metrics(metrics: dict[str, Any], console: Any) -> None:
