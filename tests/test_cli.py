@@ -155,7 +155,17 @@ def test_train_head_writes_artifact(capsys, tmp_path: Path, tiny_backbone: Path,
     assert (out_dir / "head.safetensors").is_file()
     assert not (out_dir / "encoder").exists()
     assert "Trained classify (head) on 40 examples" in out
-    assert f"Saved to {out_dir}" in out
+    assert f"Saved to {out_dir}\n" in out  # nothing was there
+    first = json.loads((out_dir / "funcformer.json").read_text("utf-8"))["digest"]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("food\nstaff\n", "utf-8")
+    code, out, err = cli(capsys, "train", "zero_shot", labels, "--out", out_dir,
+                         "--backbone", tiny_backbone)
+    assert code == 0, err  # another task over it: replaced, and said so
+    assert (f"Saved to {out_dir}, replacing the classify function (version "
+            f"{first.removeprefix('sha256:')[:12]}, ") in out
+    code, out, err = cli(capsys, "train", "classify", reviews_csv, "--out", out_dir,
+                         "--backbone", tiny_backbone, "--epochs", "2", "--method", "head")
     manifest = json.loads((out_dir / "funcformer.json").read_text("utf-8"))
     assert manifest["format_version"] == 1
     assert manifest["task"] == "classify"

@@ -209,8 +209,8 @@ def test_missing_text_column_names_file_column_and_fix(tmp_path: Path, fn_dir: P
     ("in.xlsx", "x", r"unknown input file type '\.xlsx'.*Fix: use \.csv"),
     ("in.jsonl", '{"text": "fine"}\n{"text": broken}\n', r"in\.jsonl, line 2: malformed JSON"),
     ("in.jsonl", '{"text": "fine"}\n["a list"]\n', r"in\.jsonl, line 2: expected a JSON object"),
-    ("in.csv", "text\nthe food was great\n   \n", r"in\.csv, row 2, field 'text': the text is "
-                                                  "empty"),
+    ("in.csv", "text\nthe food was great\n   \n",
+     r"in\.csv, row 2 after the header, field 'text': the text is empty"),
     ("in.jsonl", '{"text": "ok"}\n{"text": 5}\n', r"in\.jsonl, row 2, field 'text': expected a "
                                                   "string"),
     ("in.parquet", "not parquet", r"in\.parquet: not a readable Parquet file"),
@@ -304,7 +304,8 @@ def test_a_failed_run_removes_the_directories_it_made(tmp_path: Path, fn_dir: Pa
     rows = [{"text": f"the food was great {i}"} for i in range(20)] + [{"text": " "}]
     path = write_table(tmp_path / "in.csv", rows + rows[:5])
     (tmp_path / "kept").mkdir()
-    with pytest.raises(DataError, match=r"in\.csv, row 21, field 'text': the text is empty"):
+    with pytest.raises(DataError, match=r"in\.csv, row 21 after the header, field 'text': "
+                                        "the text is empty"):
         fmap(fn_dir, path, f"{tmp_path}/{output}", batch_size=4, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "kept"]
     assert not any((tmp_path / "kept").iterdir())

@@ -108,6 +108,19 @@ def test_training_options_are_refused(tiny_backbone: Path) -> None:
         funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, epochs=3)
     with pytest.raises(TaskError, match="multi_label must be true or false, got 'false'"):
         funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, multi_label="false")
+    with pytest.raises(TaskError, match="zero_shot trains nothing, so method 'head'"):
+        funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, method="head")
+    assert funcformer.train("zero_shot", ["a", "b"], backbone=tiny_backbone, method="auto")
+
+
+def test_a_template_for_described_labels_is_said_to_apply_per_call_only(
+        tiny_backbone: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """All labels described: the template was stored and silently changed nothing."""
+    funcformer.train("zero_shot", {"food": "meals and dishes", "room": "the hotel room"},
+                     backbone=tiny_backbone, template="About {}.")
+    assert "applies to labels given by name in a call only" in capsys.readouterr().err
+    funcformer.train("zero_shot", ["food", "room"], backbone=tiny_backbone, template="About {}.")
+    assert capsys.readouterr().err == ""
 
 
 def test_eval_data_records_metrics_and_calibrates(tiny_backbone: Path) -> None:

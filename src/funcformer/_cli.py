@@ -153,9 +153,26 @@ def train(
     if flags.get("resume") and not flags.get("checkpoint_dir"):
         raise DataError("--resume needs --checkpoint-dir: the directory the killed run "
                         "wrote its checkpoints to.")
+    replaced = _function_at(out)
     fn = train_function(task, data, device=device, **flags)
     fn.save(out)
-    _print_training(fn, out)
+    _print_training(fn, out, replaced)
+
+
+def _function_at(path: Path) -> str | None:
+    """'the classify function (version 3f2a..., 2026-11-30 14:02)' saved at `path`, which a
+    save there replaces; None when there is none."""
+    from ._artifact import MANIFEST, read_manifest
+
+    if not (path / MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_manifest(path)
+    except FuncformerError:  # damaged: it is replaced all the same
+        return "a damaged function"
+    when = manifest.created_at[:16].replace("T", " ")
+    return (f"the {manifest.task} function (version "
+            f"{manifest.digest.removeprefix('sha256:')[:12]}, {when})")
 
 
 def _json_or_text(value: str | None) -> Any:
@@ -283,7 +300,7 @@ def _check_call_options(fn: Any, options: dict[str, Any]) -> None:
                         f"Options: {options_text(fn.predict)}.")
 
 
-def _print_training(fn: Any, out: Path) -> None:
+def _print_training(fn: Any, out: Path, replaced: str | None = None) -> None:
     console = _console()
     report = fn.manifest.training
     metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -300,7 +317,8 @@ def _print_training(fn: Any, out: Path) -> None:
         console.print(f"Metrics: {metrics}")
     if "self_training" in report:
         console.print(_self_training_line(report["self_training"]))
-    console.print(f"Saved to {out}")
+    console.print(f"Saved to {out}" + (f", replacing {replaced} that was there" if replaced
+                                       else ""))
 
 
 def _self_training_line(report: dict[str, Any]) -> str:

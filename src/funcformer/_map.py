@@ -295,11 +295,15 @@ def function_class(task: str) -> type:
 
 
 def _relocate(message: str, source: str, offset: int | None) -> str:
-    """'<list>, index 4: ...' -> 'data.csv, row 1005: ...' (rows counted from 1, no header)."""
+    """'<list>, index 4: ...' -> 'data.csv, row 1005 after the header: ...' (rows counted
+    from 1; the other commands' readers name a CSV's file line, one more than this where no
+    text spans lines, so the header is said to be left out)."""
+    header = " after the header" if source.lower().endswith((".csv", ".tsv")) else ""
+
     def where(match: re.Match[str]) -> str:
         if offset is None:
             return f"{source}, a row in a Ray batch (engine='local' names its row number)"
-        return f"{source}, row {offset + int(match.group(1)) + 1}"
+        return f"{source}, row {offset + int(match.group(1)) + 1}{header}"
 
     return re.sub(r"<list>, index (\d+)", where, message, count=1)
 

@@ -31,10 +31,21 @@ def train(data: Any, *, eval_data: Any = None, backbone: Any = None, method: str
         raise TaskError(f"zero_shot trains nothing, so {', '.join(sorted(ignored)) or 'init'} "
                         "does not apply. Fix: drop it, or train a classify function with "
                         "init='zero_shot' (ZeroShot.fit) to learn from examples.")
+    if method not in (None, "auto", "none"):  # accepted and ignored, where epochs= was refused
+        raise TaskError(f"zero_shot trains nothing, so method {method!r:.40} does not apply. "
+                        "Fix: drop it, or train a classify function with init='zero_shot' "
+                        "(ZeroShot.fit) to learn from examples.")
     if multi_label is not None and not isinstance(multi_label, bool):  # "false" was true
         raise TaskError(f"multi_label must be true or false, got {multi_label!r:.60}.")
-    fn = ZeroShot(read_labels(data, label_column), template=template, backbone=backbone,
+    labels = read_labels(data, label_column)
+    fn = ZeroShot(labels, template=template, backbone=backbone,
                   device=device, multi_label=bool(multi_label), threshold=threshold)
+    if template != DEFAULT_TEMPLATE and isinstance(labels, dict):
+        from .._function import say
+
+        say(f"zero_shot: every label here has a description, used as written; the template "
+            f"{template!r:.60} applies to labels given by name in a call only "
+            "(fn(text, labels=[...])).", progress)
     if eval_data is not None:
         eval_data = _eval_examples(eval_data, fn.multi_label, text_column, label_column)
         if fn.multi_label:
