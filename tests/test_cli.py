@@ -400,8 +400,17 @@ def test_predict_texts_and_input_together(capsys, tmp_path: Path, trained_dir: P
 def test_predict_empty_text_argument(capsys, trained_dir: Path) -> None:
     code, out, err = cli(capsys, "predict", trained_dir, "fine", "   ")
     assert_clean_error(code, err)
-    assert "<list>, index 1, field 'text'" in err
+    assert "argument 2, field 'text'" in err  # was "<list>, index 1": a Python list's words
     assert out == ""
+    import io
+
+    from pytest import MonkeyPatch
+
+    with MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", io.StringIO("fine\n\n\x00\n"))
+        code, out, err = cli(capsys, "predict", trained_dir, "--input", "-")
+    assert_clean_error(code, err)
+    assert "stdin, line 3, field 'text'" in err  # its line in the input, blank lines counted
 
 
 def test_predict_empty_stdin(capsys, monkeypatch: pytest.MonkeyPatch, trained_dir: Path) -> None:

@@ -157,8 +157,11 @@ def test_is_single_and_read_inputs(fns: dict, tmp_path: Path) -> None:
     assert fn.read_inputs(path) == [("q1", "d1"), ("q2", "d2")]
     assert fn.read_inputs([{"text_a": "q", "text_b": "d"}, ("x", "y")]) == [("q", "d"),
                                                                              ("x", "y")]
-    with pytest.raises(DataError, match=r"<list>, index 0: field 'text_b' is missing"):
-        fn(["only one text"])
+    # it said field 'text_b' is missing, with text_b_column= as the fix
+    with pytest.raises(DataError, match=r"<list>, index 1: one text, where a pair function "
+                                        r"takes two: .* separated by a tab"):
+        fn.read_inputs(["a\tb", "only one text"])
+    assert fn.read_inputs(["a\tb"]) == [("a", "b")]
 
 
 def test_a_renamed_column_missing_names_its_own_option(tmp_path: Path) -> None:

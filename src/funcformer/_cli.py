@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -401,18 +402,31 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
     if texts and input_file:
         raise DataError("Give texts on the command line or --input, not both.")
     if input_file == "-":
-        lines = [line.rstrip("\r\n") for line in _stdin_text().splitlines() if line.strip()]
-        if not lines:
+        numbered = [(n, line.rstrip("\r\n"))
+                    for n, line in enumerate(_stdin_text().splitlines(), start=1) if line.strip()]
+        if not numbered:
             raise DataError("stdin: no texts (the input was empty or only blank lines). Fix: "
                             "pipe one text per line, e.g. printf 'one\\ntwo\\n' | "
                             "funcformer predict DIR --input -")
-        return read_inputs(lines)
+        return _named(read_inputs, [line for _, line in numbered],
+                      lambda i: f"stdin, line {numbered[i][0]}")
     if input_file:
         return read_inputs(input_file, text_column=text_column)
     if not texts:
         raise DataError("Nothing to predict. Fix: give texts as arguments, or --input FILE "
                         "(--input - reads standard input, one text per line).")
-    return read_inputs(texts)
+    return _named(read_inputs, texts, lambda i: f"argument {i + 1}")
+
+
+def _named(read_inputs: Any, values: list[str], where: Any) -> list[Any]:
+    """`read_inputs(values)`, an error naming the argument or stdin line at fault, not the
+    Python list's '<list>, index 0'."""
+    try:
+        return read_inputs(values)
+    except DataError as err:
+        message = re.sub(r"^<list>, index (\d+)", lambda m: where(int(m.group(1))), str(err),
+                         count=1)
+        raise DataError(message) from None
 
 
 @app.command("map")

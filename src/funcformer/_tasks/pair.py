@@ -178,8 +178,13 @@ class PairFunction(Function):
                     _text({field: half}, field, lines.where(i))  # named by line, not index
             data = list(lines.texts)
         if isinstance(data, list):
-            data = [tuple(x.split("\t", 1)) if isinstance(x, str) and "\t" in x else x
-                    for x in data]
+            lone = next((i for i, x in enumerate(data) if isinstance(x, str) and "\t" not in x),
+                        None)
+            if lone is not None:  # it said field 'text_b' is missing, fix: text_b_column=
+                raise DataError(f"<list>, index {lone}: one text, where a pair function takes "
+                                "two: a (text_a, text_b) pair, or the two texts separated by a "
+                                "tab. Fix: give the second text (CLI: $'query\\titem').")
+            data = [tuple(x.split("\t", 1)) if isinstance(x, str) else x for x in data]
         pairs = read_pairs(data, self.columns, gold=False)
         return list(zip(pairs.a, pairs.b, strict=True))
 
