@@ -163,6 +163,9 @@ def test_cli_train_and_predict(tiny_backbone: Path, tmp_path: Path, capsys) -> N
     line = json.loads(capsys.readouterr().out)
     assert line["label"] in ("food", "room")
     assert funcformer.load(out).template == "All about {}."
+    assert cli("info", out) == 0
+    info = capsys.readouterr().out
+    assert "nothing (no training)" in info and "0 examples" not in info
     assert cli("predict", out, "the food was great", "--set", "labels=a,b") == 1
     assert """CLI: --set 'labels=["business", "sports"]'""" in capsys.readouterr().err
     assert cli("predict", out, "the food was great", "--set", 'labels=["a", "b"]') == 0

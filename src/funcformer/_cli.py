@@ -372,9 +372,12 @@ def predict(
         return
     from ._artifact import atomic_file
 
+    count = 0
     with atomic_file(output) as handle:
         for line in lines:
             handle.write(line + "\n")
+            count += 1
+    _console().print(f"Wrote {count} results to {output}")
 
 
 def _stdin_text() -> str:
@@ -881,7 +884,8 @@ def info(
             ("backbone digest", ref.digest), ("function digest", manifest.digest),
             ("metrics", json.dumps(manifest.metrics)),
             ("trained on", f"{manifest.training.get('examples', '?')} examples in "
-                           f"{manifest.training.get('seconds', '?')}s"),
+                           f"{manifest.training.get('seconds', '?')}s"
+                           if manifest.method != "none" else "nothing (no training)"),
             ("created", f"{manifest.created_at} by funcformer {manifest.library_version}")]
     if manifest.adapter:
         rows.append(("adapter", _adapter_line(manifest.adapter)))
