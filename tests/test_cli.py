@@ -807,6 +807,13 @@ def test_dir_without_manifest(capsys, tmp_path: Path, module_data: Path, command
     code, _, err = cli(capsys, command, plain, *extra)
     assert_clean_error(code, err)
     assert "funcformer.json" in err and "not a funcformer function" in err
+    (plain / "sentiment").mkdir()  # a folder of functions, as serve takes
+    (plain / "sentiment" / "funcformer.json").write_text("{}", "utf-8")
+    code, _, err = cli(capsys, command, plain, *extra)
+    assert_clean_error(code, err)
+    if command != "info":  # (info describes such a folder)
+        assert "not a function but a folder of functions (sentiment)" in err
+        assert f"Fix: pass one of them, e.g. {plain / 'sentiment'}" in err
 
 
 @pytest.mark.parametrize("command", ["predict", "eval", "info"])

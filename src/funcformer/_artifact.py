@@ -117,8 +117,15 @@ def read_manifest(path: Path) -> Manifest:
                             "directory that 'funcformer train --out' or fn.save() wrote.")
     file = path / MANIFEST
     if not file.is_file():
-        raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). An interrupted "
-                            "save leaves no manifest; train or save again.")
+        inside = sorted(p.name for p in path.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+        if inside:  # a folder of functions (what serve takes), named where one is wanted
+            raise ArtifactError(f"{path}: not a function but a folder of functions "
+                                f"({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})."
+                                f" Fix: pass one of them, e.g. {path / inside[0]}.")
+        raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). Fix: pass the "
+                            "directory that 'funcformer train --out' or fn.save() wrote (a save "
+                            "that was interrupted leaves none: train or save again).")
     try:
         raw = json.loads(file.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
