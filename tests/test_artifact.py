@@ -250,8 +250,11 @@ def test_damaged_manifest_and_head(trained: dict, tmp_path: Path) -> None:
     (out / "funcformer.json").write_text('{"format_version": 1, "task": "classify"}')
     with pytest.raises(ArtifactError, match="field 'method'"):
         funcformer.load(out)
-    with pytest.raises(ArtifactError, match=r"no funcformer\.json"):
+    with pytest.raises(ArtifactError, match=r"not a function but a folder of functions \(fn\)"):
         funcformer.load(tmp_path)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ArtifactError, match=r"no funcformer\.json"):
+        funcformer.load(tmp_path / "plain")
     with pytest.raises(ArtifactError, match="no such directory"):
         funcformer.load(tmp_path / "missing")
     with pytest.raises(ArtifactError, match=r"funcformer\.json is a file, not a function "
