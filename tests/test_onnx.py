@@ -398,11 +398,13 @@ def test_functions_with_the_same_graph_share_one_session(tiny_backbone: Path,
         paths.append(fn.save(tmp_path / name))
         fn.export_onnx(paths[-1])
         fn.export_onnx(paths[-1], int8=True)
-    a, b = (funcformer.load(p, runtime="onnx") for p in paths)
+    # threads=3: a key of this test's own (the same tiny graph loaded by an earlier test in
+    # this process, say the server's, is the same bytes and would be shared with it)
+    a, b = (funcformer.load(p, runtime="onnx", threads=3) for p in paths)
     assert a.runner is b.runner
     assert a("the food was great").scores.keys() == {"food", "staff"}  # each its own labels
     assert b("the room was dirty").scores.keys() == {"room", "price", "view"}
-    int8 = funcformer.load(paths[0], runtime="onnx-int8")
+    int8 = funcformer.load(paths[0], runtime="onnx-int8", threads=3)
     assert int8.runner is not a.runner
     assert funcformer.load(paths[0], runtime="onnx", threads=1).runner is not a.runner
     session = weakref.ref(a.runner)

@@ -848,7 +848,11 @@ def test_without_a_key_only_this_machine_and_its_pages_are_answered(functions: P
                    await post("/v1/functions/sentiment", json=call,
                               headers={"Origin": "null"}),
                    await client.get("/v1/functions", headers={"Host": "evil.example:8000"}),
-                   await client.get("/metrics", headers={"Host": "x" * 500})]
+                   await client.get("/metrics", headers={"Host": "x" * 500}),
+                   # every header counts (Starlette reads the first, a dict the last)
+                   await client.get("/v1/functions", headers=[("Host", "evil.example"),
+                                                              ("Host", "localhost")]),
+                   await client.get("/v1/functions", headers={"Host": "localhost:80@evil"})]
             allowed = [await post("/v1/functions/sentiment", json=call),
                        await post("/v1/functions/sentiment", json=call,
                                   headers={"Origin": "http://localhost:3000"}),

@@ -192,8 +192,8 @@ def atomic_directory(target: Path, graph_of: str | None = None) -> Iterator[Path
     try:
         yield temp
         record_files(temp)
-        even_modes(temp, temp / MANIFEST)
         _keep_export(target, temp, graph_of)
+        even_modes(temp, temp / MANIFEST)  # a carried export too (made 0600 before)
         _fsync_tree(temp)
         _swap_in(temp, target, target.parent / f".{target.name}.old-{tag}")
     finally:
@@ -222,7 +222,7 @@ def _keep_export(target: Path, temp: Path, graph_of: str | None = None) -> None:
         return
     shutil.copytree(target / ONNX_DIR, temp / ONNX_DIR, copy_function=_link_or_copy)
     if not same:  # a new file, not a write through the hard link into target's record
-        stamped = temp / ONNX_DIR / f".{EXPORT_RECORD}.tmp"
+        stamped = temp / ONNX_DIR / f".{EXPORT_RECORD}.tmp-{uuid.uuid4().hex[:8]}"
         stamped.write_text(json.dumps({**record, "digest": digest}, indent=2) + "\n", "utf-8")
         os.replace(stamped, temp / ONNX_DIR / EXPORT_RECORD)
 

@@ -44,7 +44,6 @@ from ._serving import (
     admit,
     admit_generation,
     admit_options,
-    artifacts,
     check_options,
     group_of,
 )
@@ -311,7 +310,7 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
         raise DataError(f"{root} is itself a function (it holds {MANIFEST}); serve takes the "
                         f"directory of function folders. Fix: funcformer serve "
                         f"{root.parent}, or move {root.name} into a folder of its own.")
-    if not artifacts(root):
+    if not _holds_functions(root):
         log.warning("%s holds no functions yet (folders written by 'funcformer train --out'); "
                     "those added later are loaded as they appear.", root)
     _check_runtime(runtime, dtype, device)
@@ -345,6 +344,16 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes,
                        metrics=server.metrics, served=lambda: server.registry.slots)
     return app
+
+
+def _holds_functions(root: Path) -> bool:
+    """Whether `root` has a function folder (a cheap look: no file of it is read)."""
+    try:
+        return any(entry.is_dir() and not entry.name.startswith(".")
+                   and (Path(entry.path) / MANIFEST).is_file() for entry in os.scandir(root))
+    except OSError as err:
+        raise DataError(f"{root}: cannot be read ({err.strerror}). Fix: serve a directory "
+                        "this user can read.") from None
 
 
 def _declare_key(app: Any) -> None:
@@ -504,7 +513,7 @@ def _error_handlers(app: Any) -> None:
         kinds = {404: "not_found", 405: "method_not_allowed"}
         message = str(err.detail)
         if err.status_code in kinds:
-            message = (f"{message}: {request.method} {request.url.path[:80]}. Routes: "
+            message = (f"{message}: {request.method} {request.scope['path'][:80]}. Routes: "
                        f"{ROUTES}.")
         known = HTTPError(err.status_code, kinds.get(err.status_code, "error"), message)
         known.headers.update(err.headers or {})  # 405's Allow
@@ -643,15 +652,18 @@ def _foreign(scope: dict[str, Any]) -> HTTPError | None:
     must not answer: one addressed to another host name (a page that rebound its own name to
     127.0.0.1 could read the answers), or sent by a web page of another site (a form or a
     text/plain fetch needs no CORS preflight: any page visited could run the functions)."""
-    headers = dict(scope["headers"])
-    host, origin = headers.get(b"host"), headers.get(b"origin")
-    if host is not None and not _loopback(host):
+    # every Host and Origin header, not the last one (Starlette reads the first)
+    hosts = [v for k, v in scope["headers"] if k == b"host"]
+    origins = [v for k, v in scope["headers"] if k == b"origin"]
+    host = next((v for v in hosts if not _loopback(v)), None)
+    origin = next((v for v in origins if not _loopback(v, origin=True)), None)
+    if host is not None:
         return HTTPError(403, "forbidden", f"This server has no API key, so it answers only "
                          f"requests addressed to this machine's loopback (localhost, "
                          f"127.0.0.1, [::1]); this one was addressed to "
                          f"{_shown(host)}. Fix: call it as http://127.0.0.1:PORT (or "
                          "localhost), or start it with --api-key to serve other names.")
-    if origin is not None and not _loopback(origin, origin=True):
+    if origin is not None:
         return HTTPError(403, "forbidden", f"This server has no API key, so it refuses "
                          f"requests from web pages of other sites (this one came from "
                          f"{_shown(origin)}): any page visited could otherwise run its "
@@ -668,6 +680,8 @@ def _loopback(value: bytes, origin: bool = False) -> bool:
     (True, True, True)
     >>> _loopback(b"evil.example:8000"), _loopback(b"null", origin=True)
     (False, False)
+    >>> _loopback(b"localhost:80@evil"), _loopback(b"[::1]evil"), _loopback(b"a/.localhost")
+    (False, False, False)
     """
     text = value.decode("latin-1").strip().lower()
     if origin:
@@ -675,10 +689,16 @@ def _loopback(value: bytes, origin: bool = False) -> bool:
         if not found:  # "null": a sandboxed frame or a file: page
             return False
     if text.startswith("["):
-        host = text[1:text.find("]")]
+        host, _, port = text[1:].partition("]")
+        if port and not (port.startswith(":") and port[1:].isdigit()):
+            return False
     else:
-        host = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+        host, _, port = text.partition(":")
+        if port and not port.isdigit():
+            return False
     host = host.rstrip(".")
+    if not host or any(c in host for c in "/@?#\\ "):
+        return False
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

@@ -407,6 +407,7 @@ def for_http(message: str, field: str) -> str:
     message = re.sub(r"--set \w+=\.\.\. / |--[a-z][\w-]* / ", "", message)
     message = re.sub(r",? or name the field with \w+_column= ", " ", message)
     message = message.replace(' (funcformer.train("pair", ...))', "")
+    message = re.sub(r" \(CLI: [^)]*\)", "", message)  # the command line's own form
     if "field 'text_b' is missing" in message:
         message = message.rstrip(".") + ("; a pair function takes [text_a, text_b] pairs or "
                                          "objects with both fields.")
@@ -434,12 +435,16 @@ def admit_generation(fn: Any, inputs: list[Any], options: dict[str, Any],
     if not is_whole(each) or each < 1:
         return  # the function's own check words that (422)
     if len(inputs) * each > limits.max_generated_tokens:
-        raise HTTPError(413, "too_large", f"{len(inputs)} prompts of up to {each} new tokens "
-                        f"ask for {len(inputs) * each:,} tokens, over the limit of "
+        given = "max_new_tokens" in options
+        asked = f"{len(inputs) * each:,}" if each < 10 ** 12 else "over 10**12"
+        source = "" if given else f" (the function's default, {each:,})"
+        raise HTTPError(413, "too_large", f"{len(inputs)} prompts of up to "
+                        f"{each if each < 10 ** 12 else 'over 10**12'} new tokens{source} ask "
+                        f"for {asked} tokens, over the limit of "
                         f"{limits.max_generated_tokens:,} per request "
                         f"({_flag('max_generated_tokens')}). Fix: send fewer prompts per "
-                        "request, or a smaller max_new_tokens.", field="options.max_new_tokens"
-                        if "max_new_tokens" in options else "inputs")
+                        "request, or a smaller max_new_tokens in options.",
+                        field="options.max_new_tokens" if given else "inputs")
 
 
 def admit_options(options: dict[str, Any], limits: Limits) -> None:
