@@ -215,8 +215,10 @@ def _text(fields: Mapping[str, Any], column: str, where: str,
                         f"{', '.join(map(str, fields)) or 'none'}).")
     value = fields[column]
     if not isinstance(value, str):
+        fix = ("fill in the text or remove the row" if value is None
+               else "put the text in quotes")
         raise DataError(f"{where}, field '{column}': expected a string, got "
-                        f"{_json_type(value)}. Fix: put the text in quotes.")
+                        f"{_json_type(value)}. Fix: {fix}.")
     if _blank(value):
         raise DataError(f"{where}, field '{column}': the text is empty or only whitespace. "
                         "Fix: remove the row or fill in the text.")
