@@ -760,8 +760,11 @@ def test_serve_refuses_a_public_address_without_a_key(
     for key in (" ", " s3cret"):  # headers arrive stripped: such a key could never match
         assert run_cli("serve", functions, "--api-key", key) == 1
         assert "API key is empty or starts or ends with whitespace" in capsys.readouterr().err
+    assert run_cli("serve", functions, "--cors-origin", "*") == 1
+    assert "--cors-origin '*' lets every web page call the server" in capsys.readouterr().err
     assert run_cli("serve", "--help") == 0
-    assert "--max-batch-tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--max-batch-tokens" in out and "--cors-origin" in out
 
 
 @pytest.mark.parametrize(("device", "says"), [
@@ -964,3 +967,35 @@ def test_limits_name_their_flags() -> None:
     with pytest.raises(DataError, match=r"Limits.max_generated_tokens "
                                         r"\(--max-generated-tokens\)"):
         Limits(max_generated_tokens=0)
+
+
+def test_cors_origins_let_named_pages_call_from_a_browser(functions: Path) -> None:
+    """OPTIONS got 405, so no browser page could call the server; --cors-origin names the
+    pages that may (a preflight is answered, the answer carries the CORS header), also past
+    the key-less guard, which still refuses other sites."""
+    page = "http://localhost:3000"
+    app_page = "https://app.example.com"
+
+    async def scenario() -> list[httpx.Response]:
+        async with serving(functions, cors_origins=[app_page, page]) as (client, _):
+            return [await client.options("/v1/functions/sentiment", headers={
+                        "Origin": app_page, "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": "content-type"}),
+                    await client.post("/v1/functions/sentiment", json={"inputs": TEXTS},
+                                      headers={"Origin": app_page}),
+                    await client.post("/v1/functions/sentiment", json={"inputs": TEXTS},
+                                      headers={"Origin": "https://evil.example"})]
+
+    preflight, allowed, other = run(scenario)
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == app_page
+    assert allowed.status_code == 200 and \
+        allowed.headers["access-control-allow-origin"] == app_page
+    assert error_of(other, 403)["type"] == "forbidden"
+    assert "--cors-origin" in error_of(other, 403)["message"]
+    with pytest.raises(DataError, match=r"'\*' lets every web page .* no API key"):
+        create_app(functions, cors_origins=["*"])
+    create_app(functions, cors_origins=["*"], api_key="s3cret")
+    for bad in ("app.example.com", "https://app.example.com/", "ftp://x"):
+        with pytest.raises(DataError, match="is not an origin"):
+            create_app(functions, cors_origins=[bad])

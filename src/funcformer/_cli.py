@@ -1002,6 +1002,9 @@ def serve(
         "--reload-interval", min=0, help="Seconds between checks of DIR for changed "
         "functions (0: only on SIGHUP).")] = 1.0,
     device: Device = "cpu",
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="A web page origin whose scripts may call the server from a "
+        "browser (https://app.example.com); repeatable; '*' with --api-key only.")] = None,
 ) -> None:
     """Serve every function under DIR over HTTP (pip install 'funcformer[server]')."""
     from ._server import Limits, serve_command
@@ -1011,7 +1014,7 @@ def serve(
     serve_command(directory, host=host, port=port, api_key=api_key,
                   max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, cache=cache,
                   limits=limits, runtime=runtime, reload_interval=reload_interval, dtype=dtype,
-                  device=device)
+                  device=device, cors_origins=cors_origin or ())
 
 
 def main(argv: list[str] | None = None) -> None:

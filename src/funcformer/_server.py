@@ -23,7 +23,7 @@ import os
 import signal
 import struct
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -285,7 +285,8 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                cache: Cache | str | os.PathLike[str] | None = "memory",
                limits: Limits | None = None, runtime: str = "torch",
                reload_interval: float = 1.0, reload_signal: bool = False,
-               dtype: str | None = None, device: str = "cpu") -> Any:
+               dtype: str | None = None, device: str = "cpu",
+               cors_origins: Sequence[str] = ()) -> Any:
     """A FastAPI app serving every function artifact under `directory` (one per folder).
 
     `cache`: "memory" (an LRU of 20,000 entries), an SQLite path, a Cache, or None.
@@ -294,6 +295,8 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     `dtype`: "bfloat16" runs the torch runtime's encoders in bfloat16 (about 2x the texts/s of
     float32 on CPUs with AMX or AVX512-BF16, at a small numerical cost); None is float32.
     `device`: the torch runtime's device ("cuda", "cuda:1"; checked here, before any load).
+    `cors_origins`: web pages (origins such as "https://app.example.com") whose scripts may
+    call the server from a browser; "*" for any, with an API key only.
     `reload_interval`: seconds between scans of `directory` (0: only on `reload_signal`,
     which reloads on SIGHUP when the app runs in the main thread). Functions load in the
     background once the app starts; GET /readyz answers 200 when they have.
@@ -315,6 +318,7 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
                     "those added later are loaded as they appear.", root)
     _check_runtime(runtime, dtype, device)
     check_api_key(api_key)
+    origins = check_origins(cors_origins, api_key)
     limits = limits or Limits()
     server = Server(root, batching=Batching(max_tokens=max_batch_tokens,
                                             max_wait_ms=max_wait_ms),
@@ -342,8 +346,39 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     _function_routes(app, server)
     _service_routes(app, server)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes,
-                       metrics=server.metrics, served=lambda: server.registry.slots)
+                       metrics=server.metrics, served=lambda: server.registry.slots,
+                       origins=origins)
+    if origins:  # outside the Guard: a preflight carries no key and is answered here
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins),
+                           allow_methods=["GET", "POST"], max_age=600,
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
     return app
+
+
+def check_origins(origins: Sequence[str], api_key: str | None) -> tuple[str, ...]:
+    """`--cors-origin` values as browsers send them ('https://app.example.com', no path or
+    trailing slash), or a DataError with the fix; "*" only with an API key (without one, any
+    page visited could run the functions)."""
+    out = []
+    for origin in origins:
+        if origin == "*":
+            if api_key is None:
+                raise DataError("--cors-origin '*' lets every web page call the server, and "
+                                "it has no API key. Fix: name the pages' origins (e.g. "
+                                "--cors-origin http://localhost:3000), or set --api-key.")
+            out.append(origin)
+            continue
+        scheme, found, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not found or not rest or "/" in rest \
+                or rest != rest.strip():
+            raise DataError(f"--cors-origin {origin!r:.80} is not an origin. Fix: give the "
+                            "scheme, host and port a browser sends, e.g. "
+                            "https://app.example.com or http://localhost:3000 (no path, no "
+                            "trailing slash).")
+        out.append(origin.lower())
+    return tuple(out)
 
 
 def _holds_functions(root: Path) -> bool:
@@ -552,8 +587,10 @@ class Guard:
     size (read here, so an oversize body is never parsed), and request metrics."""
 
     def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int,
-                 metrics: Metrics, served: Callable[[], Any] = dict) -> None:
+                 metrics: Metrics, served: Callable[[], Any] = dict,
+                 origins: Sequence[str] = ()) -> None:
         self.app = app
+        self.origins = {o.encode() for o in origins}  # pages let in without a key
         self.key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
@@ -588,7 +625,7 @@ class Guard:
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.key is None and scope["path"] not in OPEN_PATHS:
-            foreign = _foreign(scope)
+            foreign = _foreign(scope, self.origins)
             if foreign is not None:
                 return await _send_error(send, foreign)
         if self.key is not None and scope["path"] not in OPEN_PATHS \
@@ -647,7 +684,8 @@ class Guard:
                 return b"".join(chunks)
 
 
-def _foreign(scope: dict[str, Any]) -> HTTPError | None:
+def _foreign(scope: dict[str, Any], allowed: set[bytes] | frozenset[bytes] = frozenset()
+             ) -> HTTPError | None:
     """A 403 for a request that a server without an API key (one on this machine's loopback)
     must not answer: one addressed to another host name (a page that rebound its own name to
     127.0.0.1 could read the answers), or sent by a web page of another site (a form or a
@@ -656,7 +694,8 @@ def _foreign(scope: dict[str, Any]) -> HTTPError | None:
     hosts = [v for k, v in scope["headers"] if k == b"host"]
     origins = [v for k, v in scope["headers"] if k == b"origin"]
     host = next((v for v in hosts if not _loopback(v)), None)
-    origin = next((v for v in origins if not _loopback(v, origin=True)), None)
+    origin = next((v for v in origins if not _loopback(v, origin=True)
+                   and v.strip().lower() not in allowed), None)
     if host is not None:
         return HTTPError(403, "forbidden", f"This server has no API key, so it answers only "
                          f"requests addressed to this machine's loopback (localhost, "
@@ -667,8 +706,8 @@ def _foreign(scope: dict[str, Any]) -> HTTPError | None:
         return HTTPError(403, "forbidden", f"This server has no API key, so it refuses "
                          f"requests from web pages of other sites (this one came from "
                          f"{_shown(origin)}): any page visited could otherwise run its "
-                         "functions. Fix: call it from a program or a page on localhost, or "
-                         "start it with --api-key.")
+                         "functions. Fix: call it from a program or a page on localhost, let "
+                         "that page in with --cors-origin, or start it with --api-key.")
     return None
 
 
@@ -793,7 +832,7 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
                   cache: str | os.PathLike[str] | None = None, limits: Limits | None = None,
                   runtime: str = "torch", reload_interval: float = 1.0,
                   log_level: str = "info", dtype: str | None = None,
-                  device: str = "cpu") -> None:
+                  device: str = "cpu", cors_origins: Sequence[str] = ()) -> None:
     """Serve `directory` over HTTP until SIGTERM or Ctrl+C (`funcformer serve`).
 
     `api_key` defaults to the FUNCFORMER_API_KEY environment variable; without one, only a
@@ -810,7 +849,7 @@ def serve_command(directory: str | os.PathLike[str], *, host: str = "127.0.0.1",
     app = create_app(directory, api_key=api_key, max_batch_tokens=max_batch_tokens,
                      max_wait_ms=max_wait_ms, cache=cache or "memory", limits=limits,
                      runtime=runtime, reload_interval=reload_interval, reload_signal=True,
-                     dtype=dtype, device=device)
+                     dtype=dtype, device=device, cors_origins=cors_origins)
     logging.getLogger("funcformer.server").setLevel(logging.INFO)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=30)
