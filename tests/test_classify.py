@@ -135,7 +135,9 @@ def test_truncation_is_reported_once(tiny_backbone: Path,
 def test_eval_labels_must_be_known(tiny_backbone: Path) -> None:
     from conftest import make_reviews
 
-    with pytest.raises(DataError, match=r"<list>, index 1.*unknown label 'neutral'"):
+    with pytest.raises(DataError, match=r"<list>, index 1.*unknown label 'neutral'\. The "
+                                        r"labels \(from the training data\): negative, "
+                                        r"positive\. Fix: "):
         funcformer.train("classify", make_reviews(), backbone=tiny_backbone, progress=False,
                          eval_data=[("ok", "positive"), ("fine", "neutral")], method="head")
 

@@ -343,7 +343,9 @@ def test_explore_auto_share_falls_with_labelled_texts_per_label() -> None:
 
 @pytest.mark.parametrize(("data", "n", "words"), [
     ([], 2, "unlabeled: an empty list"),
-    (["good", "bad"], 3, "asked for n=3"),
+    # no duplicates among them: it said "(the rest are duplicates ...)" of no rest
+    (["good", "bad"], 3, r"asked for n=3 suggestions, but there are only 2 texts\. Fix: "),
+    (["good", "good", "bad"], 3, r"only 2 of the 3 texts differ from each other \(the rest"),
     (["good", "bad"], 0, "n must be a whole number >= 1"),
 ])
 def test_suggest_bad_input_is_a_clear_error(classifier: funcformer.Function, data: list[str],

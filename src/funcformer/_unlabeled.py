@@ -371,6 +371,9 @@ def suggest(fn: Any, unlabeled: Any, n: int = 20, *, measure: str = "margin",
             raise DataError(f"{examples.source}: none of the {len(examples)} texts can be "
                             "suggested: each is a labelled text or a near-duplicate of one. "
                             "Fix: pass texts that have no label yet.")
+        if found == len(examples):  # no duplicates: there are simply too few texts
+            raise DataError(f"{examples.source}: asked for n={n} suggestions, but there are "
+                            f"only {found} texts. Fix: pass n <= {found} or more texts.")
         raise DataError(f"{examples.source}: asked for n={n} suggestions, but only {found} "
                         f"of the {len(examples)} texts differ from each other (the rest are "
                         f"duplicates or near-duplicates) and from the labelled texts. Fix: "

@@ -16,6 +16,14 @@ from .._model import HeadChoice, LinearHead
 from .._results import Labels, Prediction
 
 
+def known_labels(labels: list[str]) -> str:
+    """The end of an unknown-label error, true at training time too (eval data checked before
+    there is a function: it said "This function knows")."""
+    shown = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
+    return (f"The labels (from the training data): {shown}. Fix: correct the label, or train "
+            "(or update) with examples of it.")
+
+
 class Classify:
     """Single-label classification: what the head looks like, the loss, decoding, metrics.
 
@@ -70,7 +78,7 @@ class Classify:
         for i, label in enumerate(examples.labels):
             if label not in self.index:
                 raise DataError(f"{examples.where(i)}, field 'label': unknown label '{label}'. "
-                                f"This function knows: {', '.join(self.labels)}.")
+                                f"{known_labels(self.labels)}")
         return torch.tensor([self.index[label] for label in examples.labels], dtype=torch.long)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -149,7 +157,7 @@ class MultiLabel(Classify):
             for name in split_labels(label):
                 if name not in self.index:
                     raise DataError(f"{examples.where(i)}, field 'label': unknown label "
-                                    f"'{name}'. This function knows: {', '.join(self.labels)}.")
+                                    f"'{name}'. {known_labels(self.labels)}")
                 out[i, self.index[name]] = 1.0
         return out
 
