@@ -13,6 +13,7 @@ import logging
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -522,3 +523,42 @@ def test_the_server_caps_the_tokens_a_request_asks_for(tiny_lm: Path, tmp_path: 
     error = error_of(default, 413)
     assert error["field"] == "inputs" and "(the function's default, 64)" in error["message"]
     assert ok.status_code == 200, ok.text
+
+
+def test_a_served_generation_stops_when_its_client_goes(tiny_lm: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch ran to max_new_tokens after its client had disconnected, holding the one worker
+    every function's requests wait for; now it stops between two tokens."""
+    import asyncio
+    import time
+
+    from test_server import serving
+
+    from funcformer import _causal
+
+    funcformer.generator(tiny_lm).save(tmp_path / "functions" / "gen")
+    steps = []
+    real = _causal.next_tokens
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # 20 ms a token, counted
+        for tokens in real(*args, **kwargs):
+            steps.append(time.monotonic())
+            time.sleep(0.02)
+            yield tokens
+
+    monkeypatch.setattr(_causal, "next_tokens", slow)
+
+    async def scenario() -> Any:
+        async with serving(tmp_path / "functions") as (client, _):
+            call = client.post("/v1/functions/gen", json={
+                "inputs": PROMPTS[:2], "options": {"max_new_tokens": 100}})
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call, timeout=0.3)  # the client gives up
+            again = await client.post("/v1/functions/gen", json={
+                "inputs": PROMPTS[:1], "options": {"max_new_tokens": 3}})
+            return len(steps), again
+
+    taken, again = asyncio.run(scenario())
+    # the next request waited for the abandoned batch: it ran 100 steps before, then 3
+    assert 3 <= taken < 60, taken
+    assert again.status_code == 200 and again.json()["outputs"][0]["tokens"] == 3

@@ -8,6 +8,7 @@ safetensors weights. Names resolve and weights are digested as for encoder backb
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,11 @@ _PREFIX_TOKENS = 4
 """Prompt tokens decoded in front of the new ones, so a tokenizer that drops a leading space at
 the start of a text (SentencePiece) decodes the first new word with its space."""
 _loaded: _backbone.Loaded[CausalLM] = _backbone.Loaded()
+STOP: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "funcformer_generate_stop", default=None)
+"""A check read between decoding steps, set by a caller that may lose interest: the server's
+batch worker sets one that turns true once every request of the batch has gone (its client
+disconnected), and the generation stops where it is instead of running to max_new_tokens."""
 
 
 @dataclass(eq=False)

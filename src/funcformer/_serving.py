@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -534,16 +535,24 @@ def group_of(version: Version, options: dict[str, Any]) -> Hashable:
     return ("own", version.key)
 
 
-def run_batch(engine: Any, jobs: list[Job]) -> list[bytes | BaseException]:
+def run_batch(engine: Any, jobs: list[Job], gone: Callable[[], bool] | None = None
+              ) -> list[bytes | BaseException]:
     """Each job's response body, or the error that job alone raises: a failing batch is run
-    again one job at a time, so one bad input never fails the other requests."""
+    again one job at a time, so one bad input never fails the other requests. `gone`: true
+    once no job's client waits any more; a generation then stops between two tokens (what
+    it returns is not sent)."""
+    from ._causal import STOP
+
+    token = STOP.set(gone)
     try:
         results = _compute(engine, jobs)
         return [job.render(r) for job, r in zip(jobs, results, strict=True)]
     except Exception as err:
         if len(jobs) == 1:
             return [err]
-        return [run_batch(engine, [job])[0] for job in jobs]
+        return [run_batch(engine, [job], gone)[0] for job in jobs]
+    finally:
+        STOP.reset(token)
 
 
 def _compute(engine: Any, jobs: list[Job]) -> list[list[Any]]:
@@ -558,6 +567,26 @@ def _compute(engine: Any, jobs: list[Job]) -> list[list[Any]]:
         out.append(outputs[job.version.key][start : start + len(job.inputs)])
         start += len(job.inputs)
     return out
+
+
+def _all_gone(jobs: list[Job]) -> Callable[[], bool]:
+    """A check, safe to call from the worker thread, that turns true once every job's future
+    is done while the batch runs: only a client that went away (the request task cancelled,
+    and the future it awaited with it) does that before the batch's results are set."""
+    gone = threading.Event()
+    waiting = [j for j in jobs if not j.future.done()]
+    left = [len(waiting)]
+
+    def done(_: Any) -> None:  # on the event loop's thread
+        left[0] -= 1
+        if left[0] == 0:
+            gone.set()
+
+    if not waiting:
+        gone.set()
+    for job in waiting:
+        job.future.add_done_callback(done)
+    return gone.is_set
 
 
 class Batcher:
@@ -618,7 +647,8 @@ class Batcher:
                 continue
             self.observe(jobs)
             self._running = jobs
-            results = await loop.run_in_executor(self._executor, run_batch, self.engine, jobs)
+            results = await loop.run_in_executor(self._executor, run_batch, self.engine, jobs,
+                                                 _all_gone(jobs))
             self._running = []
             for job, result in zip(jobs, results, strict=True):
                 if job.future.done():  # the client went away

@@ -196,11 +196,12 @@ class TextGenerator(Function):
                             limit=decoding.max_new_tokens) for row in rows]
         pick = _causal.sampler(decoding.temperature, decoding.top_p, decoding.seed, len(rows),
                                self.lm.model.device)
+        stop = _causal.STOP.get()
         for tokens in _causal.next_tokens(self.lm.model, rows, self.lm.pad_id, pick):
             for tracker, token in zip(trackers, tokens, strict=True):
                 tracker.push(token)
             yield trackers
-            if all(tracker.finish for tracker in trackers):
+            if all(tracker.finish for tracker in trackers) or (stop is not None and stop()):
                 return
 
     def _prompt_rows(self, prompts: Sequence[str], decoding: Decoding) -> list[list[int]]:
