@@ -562,3 +562,72 @@ def test_a_served_generation_stops_when_its_client_goes(tiny_lm: Path, tmp_path:
     # the next request waited for the abandoned batch: it ran 100 steps before, then 3
     assert 3 <= taken < 60, taken
     assert again.status_code == 200 and again.json()["outputs"][0]["tokens"] == 3
+
+    # a call without options goes through the result cache: the stopped generation's stub
+    # was cached, and the same prompt then got a few tokens for the function's 40
+    funcformer.generator(tiny_lm, decoding={"max_new_tokens": 40}).save(
+        tmp_path / "functions" / "gen")
+
+    async def cached() -> Any:
+        async with serving(tmp_path / "functions") as (client, _):
+            call = client.post("/v1/functions/gen", json={"inputs": PROMPTS[:1]})
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call, timeout=0.3)
+            return await client.post("/v1/functions/gen", json={"inputs": PROMPTS[:1]})
+
+    whole = asyncio.run(cached()).json()["outputs"][0]
+    assert (whole["tokens"], whole["finish_reason"]) == (40, "length")
+
+
+def test_a_generation_stops_when_its_client_closes_the_socket(
+        tiny_lm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a real socket: uvicorn does not cancel a request whose client went away (httpx's
+    in-process transport does), so the server watches for the disconnect itself."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from funcformer import _causal
+    from funcformer._server import create_app
+
+    funcformer.generator(tiny_lm).save(tmp_path / "functions" / "gen")
+    steps = []
+    real = _causal.next_tokens
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # 20 ms a token, counted
+        for tokens in real(*args, **kwargs):
+            steps.append(1)
+            time.sleep(0.02)
+            yield tokens
+
+    monkeypatch.setattr(_causal, "next_tokens", slow)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "functions", reload_interval=0),
+                                           host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        body = json.dumps({"inputs": PROMPTS[:2], "options": {"max_new_tokens": 100}}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"POST /v1/functions/gen HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.3)  # then the client closes the connection
+        time.sleep(2.2)  # 100 tokens at 20 ms: 2 s
+        assert 0 < len(steps) < 50, len(steps)
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -996,6 +996,24 @@ def test_cors_origins_let_named_pages_call_from_a_browser(functions: Path) -> No
     with pytest.raises(DataError, match=r"'\*' lets every web page .* no API key"):
         create_app(functions, cors_origins=["*"])
     create_app(functions, cors_origins=["*"], api_key="s3cret")
-    for bad in ("app.example.com", "https://app.example.com/", "ftp://x"):
+    for bad in ("app.example.com", "https://app.example.com/", "ftp://x", "https://x:443",
+                "http://*.example.com", "http://a b", "https://user@x", "https://café.fr"):
         with pytest.raises(DataError, match="is not an origin"):
-            create_app(functions, cors_origins=[bad])
+            create_app(functions, cors_origins=[bad])  # browsers never send these
+    with pytest.raises(DataError, match="must be a list of origins"):
+        create_app(functions, cors_origins=app_page)  # type: ignore[arg-type]
+    create_app(functions, cors_origins=["HTTPS://App.Example.com"])  # taken lowercased
+
+
+def test_cors_answers_chromiums_private_network_preflight(functions: Path) -> None:
+    """A public page calling the loopback server: Chromium's preflight asks for private
+    network access, and got 400 'Disallowed CORS private-network'."""
+    async def scenario() -> httpx.Response:
+        async with serving(functions, cors_origins=["https://app.example.com"]) as (client, _):
+            return await client.options("/v1/functions/sentiment", headers={
+                "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Private-Network": "true"})
+
+    preflight = run(scenario)
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-private-network"] == "true"

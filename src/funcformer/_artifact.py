@@ -371,7 +371,8 @@ def even_modes(root: Path, reference: Path) -> None:
         return
     for file in root.rglob("*"):
         if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 != mode:
-            os.chmod(file, mode)
+            with contextlib.suppress(PermissionError):  # a carried export another user owns
+                os.chmod(file, mode)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -30,7 +30,13 @@ STOP: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar
     "funcformer_generate_stop", default=None)
 """A check read between decoding steps, set by a caller that may lose interest: the server's
 batch worker sets one that turns true once every request of the batch has gone (its client
-disconnected), and the generation stops where it is instead of running to max_new_tokens."""
+disconnected, or the server is stopping); the generation then raises `Stopped` where it is,
+instead of running to max_new_tokens."""
+
+
+class Stopped(Exception):
+    """A generation stopped by `STOP`: raised, never returned, so a cut-short text cannot be
+    taken for a whole one (cached, or sent to a client still waiting)."""
 
 
 @dataclass(eq=False)

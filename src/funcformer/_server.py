@@ -187,14 +187,21 @@ class Server:
             await self.reload()
 
     async def run(self, version: Version, inputs: list[Any], options: dict[str, Any],
-                  render: Callable[[list[Any]], bytes]) -> bytes:
-        """Queue one request's inputs and wait for its response body."""
+                  render: Callable[[list[Any]], bytes], receive: Any = None) -> bytes:
+        """Queue one request's inputs and wait for its response body. `receive`: the request's
+        ASGI receive, watched for the client's disconnect, which cancels the job (uvicorn
+        does not cancel a request whose client went away; a generation ran on to its end)."""
         loop = asyncio.get_running_loop()
         job = Job(group=group_of(version, options), version=version, inputs=inputs,
                   options=options, render=render, future=loop.create_future(),
                   arrived=loop.time())
         self.batcher.submit(job)
+        watch = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
         try:
+            if watch is not None:
+                await asyncio.wait({job.future, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if not job.future.done():  # the client went away: nobody reads this answer
+                    raise HTTPError(499, "client_gone", "The client disconnected.")
             return await job.future
         except (FuncformerError, ValueError) as err:  # the function rejected this input
             option = getattr(err, "option", None)
@@ -211,6 +218,17 @@ class Server:
             raise
         except Exception as err:
             raise internal_error(err) from None
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if not job.future.done():  # left without its answer (gone, or cancelled): the
+                job.future.cancel()    # batcher skips it, and a generation for it stops
+
+
+async def _disconnected(receive: Any) -> None:
+    """Return once `receive` (called after the body was read) says the client disconnected."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def internal_error(err: BaseException) -> HTTPError:
@@ -351,9 +369,12 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     if origins:  # outside the Guard: a preflight carries no key and is answered here
         from starlette.middleware.cors import CORSMiddleware
 
+        # allow_private_network: Chromium asks it of a public page calling a loopback server
+        # (a 400 'Disallowed CORS private-network' without it)
         app.add_middleware(CORSMiddleware, allow_origins=list(origins),
                            allow_methods=["GET", "POST"], max_age=600,
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+                           allow_private_network=True)
     return app
 
 
@@ -361,6 +382,9 @@ def check_origins(origins: Sequence[str], api_key: str | None) -> tuple[str, ...
     """`--cors-origin` values as browsers send them ('https://app.example.com', no path or
     trailing slash), or a DataError with the fix; "*" only with an API key (without one, any
     page visited could run the functions)."""
+    if isinstance(origins, str):  # taken one character at a time
+        raise DataError(f"cors_origins must be a list of origins, got the string {origins!r:.80}."
+                        f" Fix: cors_origins=[{origins!r:.80}].")
     out = []
     for origin in origins:
         if origin == "*":
@@ -370,15 +394,33 @@ def check_origins(origins: Sequence[str], api_key: str | None) -> tuple[str, ...
                                 "--cors-origin http://localhost:3000), or set --api-key.")
             out.append(origin)
             continue
-        scheme, found, rest = origin.partition("://")
-        if scheme not in ("http", "https") or not found or not rest or "/" in rest \
-                or rest != rest.strip():
-            raise DataError(f"--cors-origin {origin!r:.80} is not an origin. Fix: give the "
-                            "scheme, host and port a browser sends, e.g. "
-                            "https://app.example.com or http://localhost:3000 (no path, no "
-                            "trailing slash).")
+        if not _is_origin(origin.lower()):
+            raise DataError(f"--cors-origin {origin!r:.80} is not an origin as a browser sends "
+                            "it. Fix: the scheme, host and port only, e.g. "
+                            "https://app.example.com or http://localhost:3000 (no path or "
+                            "trailing slash, no wildcard, no default port :443 / :80, a "
+                            "non-ASCII host in its xn-- form).")
         out.append(origin.lower())
     return tuple(out)
+
+
+def _is_origin(origin: str) -> bool:
+    """Whether `origin` (lowercased) is one a browser would send: http(s), an ASCII host of
+    letters, digits, '-' and '.' (or a bracketed IPv6 address), and a port only when it is
+    not the scheme's default (browsers leave those out, so such a value never matches).
+
+    >>> [_is_origin(o) for o in ("https://app.example.com", "http://localhost:3000",
+    ...  "http://[::1]:8000", "https://x:443", "http://*.example.com", "https://x/")]
+    [True, True, True, False, False, False]
+    """
+    import re
+
+    match = re.fullmatch(r"(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?", origin)
+    if match is None or match.group(2).startswith((".", "-")):
+        return False
+    port = match.group(3)
+    default = "443" if match.group(1) == "https" else "80"
+    return port is None or (port != default and 0 < int(port) < 65536)
 
 
 def _holds_functions(root: Path) -> bool:
@@ -437,7 +479,8 @@ def _function_routes(app: Any, server: Server) -> None:
             check_options(version.function, body.options)
             inputs = admit(version.function, body.inputs, server.limits)
             admit_generation(version.function, inputs, body.options, server.limits)
-            return _json(await server.run(version, inputs, body.options, _render_outputs))
+            return _json(await server.run(version, inputs, body.options, _render_outputs,
+                                          request.receive))
         finally:
             server.registry.release(version)
 

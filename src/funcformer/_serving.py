@@ -541,12 +541,14 @@ def run_batch(engine: Any, jobs: list[Job], gone: Callable[[], bool] | None = No
     again one job at a time, so one bad input never fails the other requests. `gone`: true
     once no job's client waits any more; a generation then stops between two tokens (what
     it returns is not sent)."""
-    from ._causal import STOP
+    from ._causal import STOP, Stopped
 
     token = STOP.set(gone)
     try:
         results = _compute(engine, jobs)
         return [job.render(r) for job, r in zip(jobs, results, strict=True)]
+    except Stopped as err:  # nobody to answer: no job is run again
+        return [err] * len(jobs)
     except Exception as err:
         if len(jobs) == 1:
             return [err]

@@ -201,8 +201,10 @@ class TextGenerator(Function):
             for tracker, token in zip(trackers, tokens, strict=True):
                 tracker.push(token)
             yield trackers
-            if all(tracker.finish for tracker in trackers) or (stop is not None and stop()):
+            if all(tracker.finish for tracker in trackers):
                 return
+            if stop is not None and stop():
+                raise _causal.Stopped("the generation was stopped: nobody waits for it")
 
     def _prompt_rows(self, prompts: Sequence[str], decoding: Decoding) -> list[list[int]]:
         """Token ids per prompt; a prompt that leaves no room for `max_new_tokens` in the
