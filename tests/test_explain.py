@@ -336,7 +336,9 @@ def test_cli_explain_errors(head_fn: funcformer.Function, tmp_path: Path, capsys
     directory = head_fn.save(tmp_path / "fn")
     for args, message in ((["the food", "--method", "lime"], "Unknown explanation method"),
                           (["the", "food"], "explain takes one text"),
-                          (["the food", "--target", "meh"], "Unknown target 'meh'")):
+                          (["the food", "--target", "meh"], "Unknown target 'meh'"),
+                          # it said "<list>, index 0" of a command-line argument
+                          (["   "], "error: argument 1, field 'text'")):
         capsys.readouterr()
         assert run_cli("explain", directory, *args) == 1
         err = capsys.readouterr().err

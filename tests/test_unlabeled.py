@@ -514,3 +514,16 @@ def test_suggest_refuses_a_seed_that_is_not_a_whole_number(classifier: funcforme
                                                            texts: list[str]) -> None:
     with pytest.raises(DataError, match="seed must be a whole number"):  # was a RuntimeError
         funcformer.suggest(classifier, texts, n=2, seed="a")
+
+
+def test_self_training_says_how_many_unlabelled_texts_it_leaves_out(
+        tiny_backbone: Path, texts: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Texts repeated, or also in the labelled data, were left out with no word but the
+    manifest's count ('unlabeled: 140' of 200)."""
+    labelled = [text for text, _ in make_reviews(4)]
+    self_trained(tiny_backbone, [*texts, texts[0], labelled[0]], progress=True)
+    err = capsys.readouterr().err
+    assert (f"self-training: {len(texts)} of the {len(texts) + 2} unlabelled texts are used; "
+            "2 repeat one another or a text of the training or eval data") in err
+    self_trained(tiny_backbone, texts, progress=True)
+    assert "unlabelled texts are used" not in capsys.readouterr().err

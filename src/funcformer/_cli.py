@@ -580,7 +580,7 @@ def _explain_input(fn: Any, texts: list[str]) -> Any:
         want = "one pair: two texts" if fn.manifest.task == "pair" else "one text"
         raise DataError(f"explain takes {want}, got {len(texts)} arguments. Fix: put a text "
                         "with spaces in quotes.")
-    return fn.read_inputs(texts)[0]
+    return _named(fn.read_inputs, texts, lambda i: f"argument {i + 1}")[0]
 
 
 @app.command()

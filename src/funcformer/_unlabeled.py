@@ -151,6 +151,11 @@ def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples
         labelled, eval_data = holdout(labelled, config.eval_share, config.seed)
         source = f"held out {len(eval_data)}" if eval_data is not None else "none"
     pool = _pool(unlabeled, labelled, eval_data)
+    if len(pool) < len(unlabeled):  # it was only in the manifest: 200 texts, 'unlabeled: 140'
+        say(f"self-training: {len(pool)} of the {len(unlabeled)} unlabelled texts are used; "
+            f"{len(unlabeled) - len(pool)} repeat one another or a text of the training or "
+            "eval data (an eval text pseudo-labelled would leak into its own score).",
+            progress)
     shares = _shares(task, labelled)
     trained = fit(task, backbone, labelled, eval_data, _in_round(config, 0), progress, cache,
                   source=source)
