@@ -117,8 +117,7 @@ def read_manifest(path: Path) -> Manifest:
                             "directory that 'funcformer train --out' or fn.save() wrote.")
     file = path / MANIFEST
     if not file.is_file():
-        inside = sorted(p.name for p in path.iterdir()
-                        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+        inside = [p.name for p in function_folders(path)]
         if inside:  # a folder of functions (what serve takes), named where one is wanted
             raise ArtifactError(f"{path}: not a function but a folder of functions "
                                 f"({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})."
@@ -175,6 +174,14 @@ def check_weights(directory: Path, error: type[FuncformerError] = ArtifactError,
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, ensure_ascii=False)
     (directory / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def function_folders(directory: Path) -> list[Path]:
+    """The function artifacts directly under `directory`, by name: folders holding a
+    funcformer.json, hidden ones skipped (saves in progress). OSError if it cannot be read."""
+    return [Path(entry.path) for entry in sorted(os.scandir(directory), key=lambda e: e.name)
+            if not entry.name.startswith(".") and entry.is_dir()
+            and (Path(entry.path) / MANIFEST).is_file()]
 
 
 @contextlib.contextmanager

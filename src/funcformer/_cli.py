@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -424,12 +423,12 @@ def _prediction_inputs(texts: list[str] | None, input_file: str | None, text_col
 def _named(read_inputs: Any, values: list[str], where: Any) -> list[Any]:
     """`read_inputs(values)`, an error naming the argument or stdin line at fault, not the
     Python list's '<list>, index 0'."""
+    from ._data import at_place
+
     try:
         return read_inputs(values)
     except DataError as err:
-        message = re.sub(r"^<list>, index (\d+)", lambda m: where(int(m.group(1))), str(err),
-                         count=1)
-        raise DataError(message) from None
+        raise DataError(at_place(str(err), where)) from None
 
 
 @app.command("map")

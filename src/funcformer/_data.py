@@ -16,7 +16,7 @@ import numbers
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,16 @@ def _check_label_length(label: str, column: str, where: str) -> str:
         raise DataError(f"{where}, field '{column}': the label has {len(label)} characters, "
                         f"over the limit of {MAX_LABEL_CHARS}. Fix: use a shorter label name.")
     return label
+
+
+def at_place(message: str, where: Callable[[int], str]) -> str:
+    """A Python-list reader's message with the place the caller knows: '<list>, index 4: ...'
+    -> where(4) + ': ...' (a file's row, a command-line argument, a request's field).
+
+    >>> at_place("<list>, index 1, field 'text': empty.", lambda i: f"argument {i + 1}")
+    "argument 2, field 'text': empty."
+    """
+    return re.sub(r"<list>, index (\d+)", lambda m: where(int(m.group(1))), message, count=1)
 
 
 def split_labels(label: str) -> list[str]:

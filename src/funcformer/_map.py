@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import check_writable, function_home
+from ._data import at_place
 from ._errors import DataError, TaskError, require
 from ._tables import FORMATS, TableWriter, column_names, count_rows, file_format, read_chunks
 
@@ -300,12 +300,12 @@ def _relocate(message: str, source: str, offset: int | None) -> str:
     text spans lines, so the header is said to be left out)."""
     header = " after the header" if source.lower().endswith((".csv", ".tsv")) else ""
 
-    def where(match: re.Match[str]) -> str:
+    def where(index: int) -> str:
         if offset is None:
             return f"{source}, a row in a Ray batch (engine='local' names its row number)"
-        return f"{source}, row {offset + int(match.group(1)) + 1}{header}"
+        return f"{source}, row {offset + index + 1}{header}"
 
-    return re.sub(r"<list>, index (\d+)", where, message, count=1)
+    return at_place(message, where)
 
 
 def _extension(fmt: str) -> str:

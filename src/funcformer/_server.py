@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from ._artifact import MANIFEST
+from ._artifact import MANIFEST, function_folders
 from ._cache import Cache, MemoryCache
 from ._errors import DataError, FuncformerError, require
 from ._serving import (
@@ -227,8 +227,9 @@ class Server:
 
 async def _disconnected(receive: Any) -> None:
     """Return once `receive` (called after the body was read) says the client disconnected."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    message = await receive()
+    while message["type"] != "http.disconnect":  # more body: read past it
+        message = await receive()
 
 
 def internal_error(err: BaseException) -> HTTPError:
@@ -426,8 +427,7 @@ def _is_origin(origin: str) -> bool:
 def _holds_functions(root: Path) -> bool:
     """Whether `root` has a function folder (a cheap look: no file of it is read)."""
     try:
-        return any(entry.is_dir() and not entry.name.startswith(".")
-                   and (Path(entry.path) / MANIFEST).is_file() for entry in os.scandir(root))
+        return bool(function_folders(root))
     except OSError as err:
         raise DataError(f"{root}: cannot be read ({err.strerror}). Fix: serve a directory "
                         "this user can read.") from None

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import threading
 from collections import deque
@@ -25,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._artifact import MANIFEST, check_weights, read_manifest
+from ._artifact import check_weights, function_folders, read_manifest
+from ._data import at_place
 from ._errors import ArtifactError, DataError, FuncformerError, is_whole
 
 log = logging.getLogger("funcformer.server")
@@ -343,12 +343,7 @@ def describe_error(err: BaseException) -> str:
 def artifacts(directory: Path) -> dict[str, tuple[Path, Stamp | None]]:
     """Each artifact directly under `directory` (hidden names skipped: saves in progress),
     with a stamp that changes whenever any of its files does (None while it is changing)."""
-    found: dict[str, tuple[Path, Stamp | None]] = {}
-    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        path = Path(entry.path)
-        if not entry.name.startswith(".") and entry.is_dir() and (path / MANIFEST).is_file():
-            found[entry.name] = (path, _stamp(path))
-    return found
+    return {path.name: (path, _stamp(path)) for path in function_folders(directory)}
 
 
 def _stamp(path: Path) -> Stamp | None:
@@ -404,7 +399,7 @@ def for_http(message: str, field: str) -> str:
     inputs.1: field 'text_b' is missing. Fix: add it (fields here: text_a); a pair function
     takes [text_a, text_b] pairs or objects with both fields.
     """
-    message = re.sub(r"^<list>, index (\d+)", lambda m: f"{field}.{m.group(1)}", message)
+    message = at_place(message, lambda i: f"{field}.{i}")
     message = re.sub(r"--set \w+=\.\.\. / |--[a-z][\w-]* / ", "", message)
     message = re.sub(r",? or name the field with \w+_column= ", " ", message)
     message = message.replace(' (funcformer.train("pair", ...))', "")
