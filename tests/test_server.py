@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -717,6 +718,56 @@ def test_openapi_docs_are_served(functions: Path) -> None:
     paths = guarded["paths"]
     assert paths["/v1/functions/{name}"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert "security" in paths["/metrics"]["get"] and "security" not in paths["/healthz"]["get"]
+
+
+def test_docs_pages_load_nothing_from_the_internet(functions: Path) -> None:
+    """/docs and /redoc work on a host with no internet: every script, style sheet, font and
+    icon they name is served here (FastAPI's defaults load them from a CDN), without the API
+    key, and only the files of that fixed list are."""
+    async def scenario() -> tuple[list[httpx.Response], dict[str, httpx.Response], list[Any]]:
+        async with serving(functions, api_key="s3cret") as (client, _):
+            pages = [await client.get("/docs"), await client.get("/redoc"),
+                     await client.get("/docs/oauth2-redirect")]
+            named = {url for page in pages[:2]
+                     for url in re.findall(r"(?:src|href|url)\s*[=:(]\s*['\"]([^'\"]+)['\"]",
+                                           page.text)}
+            fetched = {url: await client.get(url) for url in named}
+            others = [await client.get("/docs/assets/%2e%2e/openapi.json"),
+                      await client.get("/docs/assets/index.html")]
+            return pages, fetched, others
+
+    pages, fetched, (escaped, unlisted) = run(scenario)
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert not re.search(r"https?://", pages[0].text + pages[1].text)  # no CDN, no Google Fonts
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css",
+            "/docs/assets/redoc.standalone.js", "/openapi.json"} <= set(fetched)
+    for url, response in fetched.items():
+        assert response.status_code == 200 and len(response.content) > 1000, url
+    js = fetched["/docs/assets/swagger-ui-bundle.js"]
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in js.text
+    assert fetched["/docs/assets/swagger-ui.css"].headers["content-type"].startswith("text/css")
+    assert error_of(escaped, 401)["type"] == "unauthorized"  # not an open path: no file either
+    assert error_of(unlisted, 401)["type"] == "unauthorized"
+
+
+def test_docs_without_fastapi_offline_fall_back_to_the_cdn(
+        functions: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fastapi_offline" else find_spec(name, *a))
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with serving(functions) as (client, _):
+            return await client.get("/docs"), await client.get("/docs/assets/swagger-ui.css")
+
+    with caplog.at_level(logging.WARNING, logger="funcformer.server"):
+        docs, asset = run(scenario)
+    assert docs.status_code == 200 and "cdn.jsdelivr.net" in docs.text  # FastAPI's own page
+    assert asset.status_code == 404
+    assert "install 'funcformer[server]'" in caplog.text
 
 
 def test_settings_are_checked(functions: Path, tmp_path: Path) -> None:

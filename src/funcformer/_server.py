@@ -49,8 +49,12 @@ from ._serving import (
 )
 
 log = logging.getLogger("funcformer.server")
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+               "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
+"""The docs pages' scripts, style and icon, served from the `fastapi-offline` package (the
+`server` extra) so that /docs and /redoc work on a host with no internet."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+                        "/openapi.json", *(f"/docs/assets/{name}" for name in DOCS_ASSETS)})
 """Paths served without the API key: probes and the API description (no function names)."""
 ROUTES = ("POST /v1/functions/{name}, GET /v1/functions, POST /v1/embeddings, GET /healthz, "
           "GET /readyz, GET /metrics, GET /docs")
@@ -354,8 +358,10 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
 
     # redirect_slashes off: '/v1/functions/x/' got a 307 to an http:// URL built from the
     # Host header (wrong behind a TLS proxy); now a JSON 404 naming the routes
+    assets = _docs_assets()
     app = fastapi.FastAPI(title="funcformer", lifespan=lifespan, version=_version(),
-                          redirect_slashes=False,
+                          redirect_slashes=False, docs_url=None if assets else "/docs",
+                          redoc_url=None if assets else "/redoc",
                           description="Trained funcformer functions over HTTP. Send the API "
                           "key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     app.state.server = server
@@ -364,6 +370,8 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     _error_handlers(app)
     _function_routes(app, server)
     _service_routes(app, server)
+    if assets:
+        _docs_routes(app, assets)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes,
                        metrics=server.metrics, served=lambda: server.registry.slots,
                        origins=origins)
@@ -532,6 +540,64 @@ def _service_routes(app: Any, server: Server) -> None:
         queue depth, cache hits and misses, functions by status, artifact loads."""
         body, content_type = server.metrics.text()
         return Response(body, media_type=content_type)
+
+
+def _docs_assets() -> Path | None:
+    """The folder of `fastapi-offline`'s copies of Swagger UI and ReDoc, or None where that
+    package is missing (FastAPI's pages then load them from a public CDN, as they used to)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        log.warning("/docs and /redoc load their scripts from a public CDN (blank without "
+                    "internet): install 'funcformer[server]' to serve them from here.")
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if all((folder / name).is_file() for name in DOCS_ASSETS) else None
+
+
+def _docs_routes(app: Any, assets: Path) -> None:
+    """/docs and /redoc as FastAPI makes them, their scripts served from `assets` (a fixed
+    list of files: nothing in a request's path names a file) instead of a CDN."""
+    from fastapi import Request, Response
+    from fastapi.openapi.docs import (
+        get_redoc_html,
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> Any:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/assets/favicon.png")
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    async def swagger_redirect() -> Any:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> Any:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}/docs/assets/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/docs/assets/favicon.png",
+                              with_google_fonts=False)
+
+    def serve(body: bytes, media_type: str) -> Callable[[], Any]:
+        async def asset() -> Any:
+            return Response(body, media_type=media_type,
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+        return asset
+
+    for name, media_type in DOCS_ASSETS.items():
+        app.add_api_route(f"/docs/assets/{name}", serve((assets / name).read_bytes(), media_type),
+                          methods=["GET"], include_in_schema=False)
 
 
 def _json(body: bytes, status: int = 200) -> Any:
