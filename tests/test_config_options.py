@@ -8,6 +8,7 @@ import math
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -294,7 +295,8 @@ def test_every_head_round_trips_through_the_artifact(tiny_backbone: Path, tmp_pa
     assert sorted(p.name for p in saved.iterdir()) == ["funcformer.json", "head.safetensors"]
     manifest = json.loads((saved / "funcformer.json").read_text("utf-8"))
     assert manifest["head"] == {"hidden": 32, "outputs": 2, **record}
-    loaded = funcformer.load(saved)
+    factories = [record["factory"]] if "factory" in record else []
+    loaded = funcformer.load(saved, head_factories=factories)
     assert type(loaded.head) is type(fn.head)
     texts = ["the food was great", "the room was dirty", "slow"]
     assert torch.allclose(loaded.logits(texts), fn.logits(texts), atol=1e-6)
@@ -332,6 +334,7 @@ def test_missing_factory_code_at_load_is_a_clear_artifact_error(
     monkeypatch.syspath_prepend(str(package))
     fn = _train(tiny_backbone, head="vanishing_heads:make")
     saved = fn.save(tmp_path / "fn")
+    monkeypatch.setenv("FUNCFORMER_HEAD_FACTORIES", "other:one, vanishing_heads:make")
     assert funcformer.load(saved).labels == fn.labels  # loads while the code is there
     module.unlink()
     monkeypatch.delitem(sys.modules, "vanishing_heads")
@@ -347,6 +350,55 @@ def test_factory_attribute_gone_at_load_is_an_artifact_error(tiny_backbone: Path
     manifest["head"]["factory"] = "custom_heads:renamed"
     (saved / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
     with pytest.raises(ArtifactError, match=r"custom_heads:renamed.*AttributeError"):
+        funcformer.load(saved, head_factories=["custom_heads:renamed"])
+
+
+def test_a_factory_named_by_an_artifact_runs_only_when_allowed(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest could name any callable installed here (one that fetches and runs code,
+    say): loading imports none that the caller did not allow, not even its module."""
+    package = tmp_path / "src"
+    package.mkdir()
+    marker = tmp_path / "imported"
+    (package / "planted.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "def make(*, hidden, outputs):\n    from funcformer._model import LinearHead\n"
+        "    return LinearHead(hidden, outputs, 0.1)\n", "utf-8")
+    monkeypatch.syspath_prepend(str(package))
+    saved = _train(tiny_backbone).save(tmp_path / "fn")
+    manifest = json.loads((saved / "funcformer.json").read_text("utf-8"))
+    manifest["head"] = {**manifest["head"], "type": "factory", "factory": "planted:make",
+                        "options": {}}
+    (saved / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
+    monkeypatch.delenv("FUNCFORMER_HEAD_FACTORIES", raising=False)
+    with pytest.raises(ArtifactError, match=r"built by 'planted:make'.*only when you allow it"
+                       r".*head_factories=\['planted:make'\].*FUNCFORMER_HEAD_FACTORIES"):
+        funcformer.load(saved, head_factories=["planted:other"])
+    assert not marker.exists() and "planted" not in sys.modules
+    with pytest.raises(TaskError, match="a list of import paths"):
+        funcformer.load(saved, head_factories="planted:make")
+    assert funcformer.load(saved, head_factories=["planted:make"]).labels  # allowed: it loads
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"head": {"type": "mlp", "options": {"width": 10**12}}},
+     r"head.safetensors: its tensors .* are not those of the head funcformer.json describes"),
+    ({"head": {"outputs": 2, "hidden": 10**9}},
+     r"are not those of the head funcformer.json describes"),
+    ({"options": {"task": {"bogus": 1}}}, r"field 'options.task' cannot be used"),
+    ({"config": {"dropout": "abc"}}, r"field 'config.dropout' is not a number"),
+])
+def test_edited_head_sizes_and_options_are_artifact_errors(
+        tiny_backbone: Path, tmp_path: Path, edit: dict[str, Any], message: str) -> None:
+    """Sizes come from the manifest: a width of 10**12 must be refused against the file's
+    tensors, before anything of that size is allocated."""
+    saved = _train(tiny_backbone).save(tmp_path / "fn")
+    manifest = json.loads((saved / "funcformer.json").read_text("utf-8"))
+    for key, value in edit.items():
+        manifest[key] = {**manifest.get(key, {}), **value}
+    (saved / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(ArtifactError, match=message):
         funcformer.load(saved)
 
 

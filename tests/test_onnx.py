@@ -185,6 +185,34 @@ def test_function_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_pa
         funcformer.load(out, runtime="tensorrt")
 
 
+@pytest.mark.parametrize("link", ["onnx", "onnx/config.json"])
+def test_export_refuses_to_write_through_a_link(tiny_backbone: Path, tmp_path: Path,
+                                                link: str) -> None:
+    """A function folder from someone else may hold onnx/ (or a file in it) as a link to a
+    folder or file of yours: the export would overwrite it and make it world-readable."""
+    from conftest import make_reviews
+
+    import funcformer
+
+    out = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                           progress=False).save(tmp_path / "fn")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    secret = victim / "config.json"
+    secret.write_text("mine", "utf-8")
+    secret.chmod(0o600)
+    if link == "onnx":
+        (out / "onnx").symlink_to(victim)
+    else:
+        (out / "onnx").mkdir()
+        (out / link).symlink_to(secret)
+    fn = funcformer.load(out)
+    with pytest.raises(funcformer.ArtifactError, match=rf"{link}: a symbolic link .*rm "):
+        fn.export_onnx(out)
+    assert sorted(p.name for p in victim.iterdir()) == ["config.json"]
+    assert secret.read_text("utf-8") == "mine" and secret.stat().st_mode & 0o777 == 0o600
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_embed_export_and_onnx_runtime_round_trip(tiny_backbone: Path, tmp_path: Path,
                                                   method: str) -> None:

@@ -624,7 +624,8 @@ def now() -> str:
 
 def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "torch",
          threads: int | None = None, device: str = "cpu", dtype: str | None = None,
-         trust_remote_code: bool = False, merge_adapter: bool = False) -> Function:
+         trust_remote_code: bool = False, merge_adapter: bool = False,
+         head_factories: Iterable[str] = ()) -> Function:
     """Load a saved function. `backbone` overrides where to find a referenced backbone.
 
     `runtime`: "torch", or "onnx" / "onnx-int8" to run a graph made by `export_onnx` (every
@@ -635,6 +636,11 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
     rounded weights; load it in float32 to copy the exact ones.
     `trust_remote_code` lets a `generate` function's model run its own code (never read from
     the artifact: the caller decides).
+    `head_factories`: the import paths ("package.module:function") of your own heads that
+    this load may call. A function trained with such a head names it in its manifest, and
+    anyone who can edit a manifest could name any function installed here: so none is
+    imported unless you allow it, here or in the environment variable
+    FUNCFORMER_HEAD_FACTORIES (comma-separated; the CLI and the server read it).
     A `lora` function attaches its adapter to the shared backbone (one backbone in memory for
     any number of them); `merge_adapter=True` folds the adapter into private copies of the
     adapted weights instead: slightly faster calls for a few MB more memory. The same holds
@@ -658,7 +664,8 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
         try:
             fn = _load(path, backbone=backbone, runtime=runtime, threads=threads,
                        device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                       merge_adapter=merge_adapter)
+                       merge_adapter=merge_adapter,
+                       head_factories=allowed_factories(head_factories))
             # after the loaders: they name a damaged file better
             check_files(Path(path), fn.manifest)
         except ArtifactError as err:
@@ -673,6 +680,20 @@ def load(path: PathLike, *, backbone: PathLike | None = None, runtime: str = "to
 
 
 LOAD_ATTEMPTS = 3
+HEAD_FACTORIES_ENV = "FUNCFORMER_HEAD_FACTORIES"
+
+
+def allowed_factories(given: Iterable[str]) -> frozenset[str]:
+    """The head factories a load may call: `given` and those of FUNCFORMER_HEAD_FACTORIES.
+
+    >>> sorted(allowed_factories(["pkg.heads:gated"]))  # doctest: +SKIP
+    ['pkg.heads:gated']
+    """
+    if isinstance(given, str) or not all(isinstance(name, str) for name in given):
+        raise TaskError(f"head_factories={given!r:.80}: a list of import paths. Fix: "
+                        f"head_factories=[{given!r:.80}].")
+    listed = os.environ.get(HEAD_FACTORIES_ENV, "").split(",")
+    return frozenset(name.strip() for name in [*given, *listed] if name.strip())
 ONNX_TASKS = ("classify", "zero_shot", "embed", "search", "pair", "tag")
 """Tasks whose functions export to ONNX and load with runtime "onnx" / "onnx-int8"."""
 
@@ -689,10 +710,7 @@ def _manifest_stamp(directory: Path) -> str | None:
 
 def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: int | None,
           device: str, dtype: str | None, trust_remote_code: bool,
-          merge_adapter: bool) -> Function:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+          merge_adapter: bool, head_factories: frozenset[str]) -> Function:
     if runtime not in ("torch", "onnx", "onnx-int8"):
         raise TaskError(f"Unknown runtime '{runtime}'. Choose torch, onnx or onnx-int8.")
     if runtime != "torch" and (dtype not in (None, "float32") or merge_adapter):
@@ -733,31 +751,82 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
         return task_module(manifest.task).load(directory, manifest, backbone=backbone,
                                                device=device, dtype=dtype, **extra)
     _check_head_fits_labels(directory, manifest)
-    task = task_class(manifest.task, manifest.options.get("multi_label", False))(
-        manifest.labels, **manifest.options.get("task", {}))
+    try:
+        task = task_class(manifest.task, manifest.options.get("multi_label", False))(
+            manifest.labels, **manifest.options.get("task", {}))
+    except (TypeError, ValueError) as err:  # options edited by hand
+        raise ArtifactError(f"{directory / MANIFEST}: field 'options.task' cannot be used "
+                            f"({str(err)[:160]}). The artifact is damaged or was edited by "
+                            f"hand. {DAMAGED_FIX}") from None
     if runtime != "torch":
         runner, tokenizer = open_graph(directory, manifest, runtime, threads)
         return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
                           runner=runner)
-    shared = load_backbone(directory, manifest, backbone, device, dtype)
     task.head_choice = HeadChoice.from_record(manifest.head)  # a user's factory: by import path
-    head = task.head_choice.build(manifest.head.hidden, manifest.head.outputs,
-                                  float(manifest.config.get("dropout", 0.1)),
-                                  error=ArtifactError, where=f"{directory}: ")
-    head_file = directory / HEAD_FILE
-    if not head_file.is_file():
-        raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")
-    try:
-        head.load_state_dict(load_file(str(head_file)))
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
-                            f"The artifact is damaged. {DAMAGED_FIX}") from None
+    head = load_head(directory, manifest, task.head_choice, head_factories)
+    shared = load_backbone(directory, manifest, backbone, device, dtype)
     from ._update import read_memory
 
     fn = Classifier(task=task, backbone=shared, head=head, manifest=manifest,
                     encoder=load_adapter(directory, manifest, shared, merge_adapter))
     fn.memory = read_memory(directory, manifest)
     return fn
+
+
+def load_head(directory: Path, manifest: Manifest, choice: HeadChoice,
+              factories: frozenset[str]) -> torch.nn.Module:
+    """The classifier head saved at `directory`. A factory head is built only when the caller
+    allowed its import path (`factories`); a linear or MLP head only when its sizes in the
+    manifest are those of the tensors in head.safetensors (checked on the meta device, so an
+    edited width cannot make it allocate what the file does not hold)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    assert manifest.head is not None  # the manifest's validator requires one for classify
+    if choice.kind not in ("linear", "mlp") and choice.kind not in factories:
+        raise ArtifactError(
+            f"{directory}: its head is built by '{choice.kind}', a function its {MANIFEST} "
+            f"names; funcformer imports and calls such a function only when you allow it, for "
+            f"anyone who can edit a manifest could name any function installed here. Fix, for "
+            f"a function you trust: load(..., head_factories=['{choice.kind}']), or "
+            f"{HEAD_FACTORIES_ENV}={choice.kind} for the command line and the server.")
+    head_file = directory / HEAD_FILE
+    if not head_file.is_file():
+        raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")
+    try:
+        dropout = float(manifest.config.get("dropout", 0.1))
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"{directory / MANIFEST}: field 'config.dropout' is not a number "
+                            f"({str(err)[:80]}). {DAMAGED_FIX}") from None
+    try:
+        with safe_open(str(head_file), "pt") as handle:
+            saved = {key: tuple(handle.get_slice(key).get_shape())
+                     for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as err:  # safetensors' own errors, OSError
+        raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
+                            f"The artifact is damaged. {DAMAGED_FIX}") from None
+    where = f"{directory}: "
+    hidden, outputs = manifest.head.hidden, manifest.head.outputs
+    if choice.kind in ("linear", "mlp"):
+        with torch.device("meta"):
+            planned = choice.build(hidden, outputs, dropout, error=ArtifactError, where=where)
+        wanted = {key: tuple(value.shape) for key, value in planned.state_dict().items()}
+        if wanted != saved:
+            raise ArtifactError(f"{head_file}: its tensors {_shapes(saved)} are not those of "
+                                f"the head {MANIFEST} describes {_shapes(wanted)}; the manifest "
+                                f"was edited by hand or is damaged. {DAMAGED_FIX}")
+    head = choice.build(hidden, outputs, dropout, error=ArtifactError, where=where)
+    try:
+        head.load_state_dict(load_file(str(head_file)))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
+                            f"The artifact is damaged. {DAMAGED_FIX}") from None
+    return head
+
+
+def _shapes(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    text = ", ".join(f"{key} {list(shape)}" for key, shape in sorted(shapes.items()))
+    return f"({text[:200]})"
 
 
 def _check_head_fits_labels(directory: Path, manifest: Manifest) -> None:
@@ -862,6 +931,7 @@ def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Modu
                         "to export it; the export runs on the CPU whatever the device.")
     _check_export_home(Path(path), digest)
     directory = Path(path) / ONNX_DIR
+    _refuse_links(directory)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -879,6 +949,23 @@ def export_graph(digest: str, backbone: _backbone.Backbone, model: torch.nn.Modu
     _onnx.write_record(directory, digest, target, __version__, graph_of)  # last: vouches
     even_modes(directory, directory / EXPORT_RECORD)
     return target
+
+
+def _refuse_links(directory: Path) -> None:
+    """An export writes (and sets the modes of) the files in `directory`: a symbolic link
+    there, or `directory` itself one, would make it write wherever the link points, outside
+    the function (a folder received from someone else can hold such links)."""
+    if directory.is_symlink():
+        links = [directory]
+    elif directory.is_dir():
+        links = [entry for entry in directory.rglob("*") if entry.is_symlink()]
+    else:
+        return
+    if links:
+        raise ArtifactError(f"{links[0]}: a symbolic link (to {os.readlink(links[0])}); an "
+                            f"export writes into {directory} and would write through it, "
+                            f"outside the function. Fix: remove it (rm {links[0]}) and export "
+                            "again.")
 
 
 def open_graph(directory: Path, manifest: Manifest, runtime: str,

@@ -21,7 +21,8 @@ import torch
 
 from .. import _backbone, _explain, _lora
 from .._artifact import (
-    HEAD_FILE,
+    DAMAGED_FIX,
+    MANIFEST,
     BackboneRef,
     HeadSpec,
     Manifest,
@@ -37,6 +38,7 @@ from .._function import (
     export_graph,
     load_adapter,
     load_backbone,
+    load_head,
     make_config,
     method_option,
     need_torch,
@@ -47,7 +49,7 @@ from .._function import (
 )
 from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
-from .._model import LinearHead
+from .._model import HeadChoice, LinearHead
 from .._train import History, Plan, content_digest, length_grouped_batches, run, shuffled_batches
 from .._version import __version__
 from ._pairs import (
@@ -441,21 +443,16 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
          dtype: str | None = None, merge_adapter: bool = False) -> PairFunction:
     """Rebuild a saved pair function; a `head` or `lora` artifact finds its backbone by name or
     `backbone=` (and attaches its adapter to it)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if manifest.head is None or "kind" not in manifest.options:
         raise ArtifactError(f"{directory}: the manifest lacks the pair head or its options. "
                             "The artifact is damaged; save it again.")
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = LinearHead(manifest.head.hidden, 1, float(manifest.config.get("dropout", 0.1)))
+    head = load_head(directory, manifest, HeadChoice(), frozenset())  # sizes checked first
     try:
-        head.load_state_dict(load_file(str(directory / HEAD_FILE)))
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise ArtifactError(f"{directory / HEAD_FILE}: cannot load the head weights "
-                            f"({str(err)[:200]}). The artifact is damaged; save it "
-                            "again.") from None
-    pooling = Pooling(**manifest.options.get("pooling", {}))
+        pooling = Pooling(**manifest.options.get("pooling", {}))
+    except TypeError as err:  # options edited by hand
+        raise ArtifactError(f"{directory / MANIFEST}: field 'options.pooling' cannot be used "
+                            f"({str(err)[:160]}). {DAMAGED_FIX}") from None
     encoder = load_adapter(directory, manifest, shared, merge_adapter)
     head = head.to(dtype=next(shared.model.parameters()).dtype)
     model = CrossEncoder(encoder if encoder is not None else shared.model, head, pooling)

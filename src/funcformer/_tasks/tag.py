@@ -25,7 +25,6 @@ import torch
 
 from .. import _backbone, _explain, _lora
 from .._artifact import (
-    HEAD_FILE,
     BackboneRef,
     HeadSpec,
     Manifest,
@@ -40,6 +39,7 @@ from .._function import (
     export_graph,
     load_adapter,
     load_backbone,
+    load_head,
     make_config,
     method_option,
     need_torch,
@@ -50,7 +50,7 @@ from .._function import (
 )
 from .._fused import last_hidden_state
 from .._methods import choose_tuning, task_method, trainable_encoder
-from .._model import LinearHead
+from .._model import HeadChoice, LinearHead
 from .._train import Plan, content_digest, length_grouped_batches, run
 from .._version import __version__
 from ._spans import (
@@ -486,18 +486,9 @@ def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = Non
          device: str = "cpu", dtype: str | None = None, merge_adapter: bool = False) -> Tagger:
     """Rebuild a saved tagger: its encoder (included, or referenced with its adapter) and its
     head."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     _check_tags(directory, manifest)
     assert manifest.head is not None
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = LinearHead(manifest.head.hidden, manifest.head.outputs)
-    try:
-        head.load_state_dict(load_file(str(directory / HEAD_FILE)))
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise ArtifactError(f"{directory / HEAD_FILE}: cannot load the head weights "
-                            f"({str(err)[:200]}). The artifact is damaged; save it "
-                            "again.") from None
+    head = load_head(directory, manifest, HeadChoice(), frozenset())  # sizes checked first
     return Tagger(backbone=shared, head=head.to(device), manifest=manifest,
                   encoder=load_adapter(directory, manifest, shared, merge_adapter))
