@@ -430,3 +430,18 @@ def test_every_file_of_an_artifact_and_its_export_has_the_umask_mode(
              for p in out.rglob("*") if p.is_file()}
     assert "head.safetensors" in modes and "onnx/model-int8.onnx" in modes
     assert set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.timeout(60, method="thread")  # a blocked open() ignores signals
+@pytest.mark.parametrize("name", ["extra.safetensors", "encoder/tokenizer.json"])
+def test_a_pipe_in_a_function_folder_is_refused_not_read(trained: dict, tmp_path: Path,
+                                                         name: str) -> None:
+    """Reading a FIFO never ends: a folder holding one hung load, predict and a server
+    (every load holds one lock), which only kill -9 stopped."""
+    saved = trained["full"].save(tmp_path / "fn")
+    (saved / name).unlink(missing_ok=True)
+    os.mkfifo(saved / name)
+    with pytest.raises(ArtifactError, match=rf"{name}: not a regular file .*Fix: remove it"):
+        funcformer.load(saved)
+    with pytest.raises(ArtifactError, match="not a regular file"):
+        _artifact.read_manifest(saved)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from funcformer import BackboneNotFound
+from funcformer import ArtifactError, BackboneNotFound
 from funcformer import _backbone as bb
 
 
@@ -347,3 +347,75 @@ def test_a_backbone_with_its_own_code_is_not_run(tiny_backbone: Path, tmp_path: 
         {**config, "auto_map": auto_map, "num_attention_heads": 3}))
     with pytest.raises(BackboneNotFound, match=r"config\.json or weights are damaged"):
         bb.load(damaged)
+
+
+def test_an_exports_config_code_is_never_run(tiny_backbone: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX runtimes read the export's config.json; with an auto_map to code of its own,
+    transformers asked 'Do you wish to run the custom code? [y/N]' on stdin (which predict
+    --input - reads texts from), and a 'yes' ran it."""
+    marker = tmp_path / "ran"
+    folder = tmp_path / "onnx"
+    shutil.copytree(tiny_backbone, folder)
+    (folder / "evilcfg.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evilmodel'\n", "utf-8")
+    config = json.loads((folder / "config.json").read_text("utf-8"))
+    (folder / "config.json").write_text(json.dumps(
+        {**config, "model_type": "evilmodel", "auto_map": {"AutoConfig": "evilcfg.EvilConfig"}}))
+    monkeypatch.setattr("builtins.input", lambda *args: "yes")
+    with pytest.raises(ArtifactError, match=r"config\.json cannot be read"):
+        bb.load_tokenizer(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(60, method="thread")  # a blocked open() ignores signals
+def test_a_pipe_among_the_weights_is_refused_not_read(tiny_backbone: Path,
+                                                      tmp_path: Path) -> None:
+    """A FIFO named like a weight file blocked the load for ever (under the lock every load
+    takes, so a server froze, SIGTERM included)."""
+    import os
+
+    target = tmp_path / "piped"
+    shutil.copytree(tiny_backbone, target)
+    os.mkfifo(target / "extra.safetensors")
+    with pytest.raises(BackboneNotFound, match=r"extra.safetensors: not a regular file"):
+        bb.load(target)
+
+
+@pytest.mark.parametrize(("modules", "message"), [
+    ("{not json", r"modules.json: cannot be used \(JSONDecodeError"),
+    ("[1, 2]", r"modules.json: cannot be used \(AttributeError"),
+    (json.dumps([{"path": "../outside", "type": "sentence_transformers.models.Pooling"}]),
+     r"modules.json: cannot be used .*'../outside' leads out of the folder"),
+])
+def test_a_damaged_or_escaping_modules_file_is_an_artifact_error(tmp_path: Path, modules: str,
+                                                                 message: str) -> None:
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (folder / "modules.json").write_text(modules)
+    with pytest.raises(ArtifactError, match=message):
+        bb.Pooling.read(folder)
+
+
+@pytest.mark.parametrize(("saved", "expected"), [(100_000, "positions"), (16, 16),
+                                                 (None, "positions"), ("abc", None), (0, None)])
+def test_max_seq_length_is_checked_and_capped_by_the_positions(
+        tiny_backbone: Path, tmp_path: Path, saved: object, expected: object) -> None:
+    """An edited max_seq_length of 100000 let long texts reach the model past its positions
+    (a RuntimeError, a 500 on the server); a non-number was a ValueError."""
+    backbone = bb.load(tiny_backbone)
+    positions = backbone.model.config.max_position_embeddings
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": saved}))
+    if expected is None:
+        with pytest.raises(ArtifactError, match="max_seq_length"):
+            bb._max_length(folder, backbone.tokenizer, backbone.model.config)
+        return
+    length = bb._max_length(folder, backbone.tokenizer, backbone.model.config)
+    assert length == (min(positions, backbone.tokenizer.model_max_length, 512)
+                      if expected == "positions" else expected)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import re
@@ -718,6 +719,40 @@ def test_openapi_docs_are_served(functions: Path) -> None:
     paths = guarded["paths"]
     assert paths["/v1/functions/{name}"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert "security" in paths["/metrics"]["get"] and "security" not in paths["/healthz"]["get"]
+
+
+def test_embeddings_of_a_manifests_backbone_name_never_go_online(
+        functions: Path, tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under --runtime onnx no backbone is loaded, so the first /v1/embeddings request for a
+    backbone a served manifest names loaded it by that name: online, from a hub, when the name
+    was not here (then a 500). A manifest's name must not make the server fetch weights."""
+    pytest.importorskip("onnxruntime")
+    import huggingface_hub
+
+    path = functions / "plain"  # a head function: it references its backbone by name
+    funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="head",
+                     epochs=2, progress=False).save(path)
+    funcformer.load(path).export_onnx(path)
+    manifest = json.loads((path / "funcformer.json").read_text("utf-8"))
+    manifest["backbone"]["name"] = "attacker-org/evil-model"
+    (path / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
+    calls: list[dict[str, Any]] = []
+
+    def snapshot_download(*args: Any, **kwargs: Any) -> str:
+        calls.append(kwargs)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+
+    async def scenario() -> httpx.Response:
+        async with serving(functions, runtime="onnx") as (client, _):
+            return await client.post("/v1/embeddings", json={"model": "attacker-org/evil-model",
+                                                             "input": "hi"})
+
+    answer = run(scenario)
+    assert error_of(answer, 503)["type"] == "unavailable"
+    assert "attacker-org/evil-model" in error_of(answer, 503)["message"]
+    assert calls and all(call.get("local_files_only") for call in calls)
 
 
 def test_docs_pages_load_nothing_from_the_internet(functions: Path) -> None:

@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -125,11 +126,15 @@ def read_manifest(path: Path) -> Manifest:
         raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). Fix: pass the "
                             "directory that 'funcformer train --out' or fn.save() wrote (a save "
                             "that was interrupted leaves none: train or save again).")
+    check_plain_files(path)
     try:
         raw = json.loads(file.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{file}: not valid JSON ({err}). The artifact is damaged; save "
                             "it again.") from None
+    except RecursionError:
+        raise ArtifactError(f"{file}: nested too deeply to read as JSON; no funcformer wrote "
+                            "it. The artifact is damaged; save it again.") from None
     except OSError as err:  # gone since is_file() (a save renaming the directory), unreadable
         raise ArtifactError(f"{file}: cannot be read ({err.strerror or err}). Fix: if a save "
                             "was replacing it, load it again once the save is done; else "
@@ -155,6 +160,21 @@ def read_manifest(path: Path) -> Manifest:
                             "or was edited by hand; save it again.") from None
 
 
+def check_plain_files(directory: Path, error: type[FuncformerError] = ArtifactError) -> None:
+    """Every entry under `directory` is a file or a folder: reading a pipe (a FIFO named
+    like one of its files), a socket or a device never ends, and a server loading it would
+    hang, holding its loading lock. A broken link is left to the reader of that file."""
+    for entry in directory.rglob("*"):
+        try:
+            mode = entry.stat().st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise error(f"{entry}: not a regular file (a pipe, socket or device), which no "
+                        "funcformer writes; reading it could block for ever. Fix: remove it, "
+                        "or copy the function again from its source.")
+
+
 def check_weights(directory: Path, error: type[FuncformerError] = ArtifactError,
                   fix: str = DAMAGED_FIX) -> None:
     """Read the header of every safetensors file under `directory` (not the tensors, so it is
@@ -162,6 +182,7 @@ def check_weights(directory: Path, error: type[FuncformerError] = ArtifactError,
     Without it the loaders fail deep inside transformers or torch with no file named."""
     from safetensors import safe_open
 
+    check_plain_files(directory, error)
     for file in sorted(directory.rglob("*.safetensors")):
         try:
             with safe_open(str(file), "numpy") as handle:

@@ -169,18 +169,28 @@ class Pooling:
     normalize: bool = False
 
     @classmethod
-    def read(cls, path: Path) -> Pooling:
-        """Read sentence-transformers' modules.json / 1_Pooling config; mean pooling if absent."""
+    def read(cls, path: Path, error: type[FuncformerError] = ArtifactError) -> Pooling:
+        """Read sentence-transformers' modules.json / 1_Pooling config; mean pooling if absent.
+        A file that cannot be read, or a module path leading out of `path`, is `error`."""
         modules_file = path / "modules.json"
         if not modules_file.is_file():
             return cls()
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-        mode = "mean"
-        for module in modules:
-            if module.get("type", "").endswith("Pooling"):
-                config = json.loads((path / module["path"] / "config.json").read_text("utf-8"))
-                mode = _pooling_mode(config)
+        try:
+            modules = json.loads(modules_file.read_text(encoding="utf-8"))
+            normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+            mode = "mean"
+            for module in modules:
+                if module.get("type", "").endswith("Pooling"):
+                    folder = (path / module["path"]).resolve()
+                    if not folder.is_relative_to(path.resolve()):
+                        raise ValueError(f"the Pooling module's path {module['path']!r:.80} "
+                                         "leads out of the folder")
+                    config = json.loads((folder / "config.json").read_text("utf-8"))
+                    mode = _pooling_mode(config)
+        except (ValueError, TypeError, KeyError, AttributeError, OSError,
+                RecursionError) as err:
+            raise error(f"{modules_file}: cannot be used ({type(err).__name__}: "
+                        f"{str(err)[:160]}). {_fix(error)}") from None
         return cls(mode=mode, normalize=normalize)
 
 
@@ -458,8 +468,8 @@ def _load(resolved: Resolved, device: str, trust_remote_code: bool, dtype: str |
     _check_vocabulary(path, tokenizer, model.config, error)
     model.eval().to(device)
     return Backbone(name=resolved.name, path=path, model=model, tokenizer=tokenizer,
-                    pooling=Pooling.read(path),
-                    max_length=_max_length(path, tokenizer, model.config),
+                    pooling=Pooling.read(path, error),
+                    max_length=_max_length(path, tokenizer, model.config, error),
                     digest=weights_digest(path), device=device)
 
 
@@ -546,7 +556,8 @@ def load_tokenizer(path: Path, fix: str | None = None) -> Backbone:
     tokenizer = _tokenizer(path, ArtifactError, fix=fix)
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(path)
+            # never the config's own code (auto_map): transformers would ask on stdin
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ArtifactError(f"{path}: config.json cannot be read ({str(err)[:200]}). "
                             f"{fix}") from None
@@ -591,14 +602,26 @@ def _check_vocabulary(path: Path, tokenizer: Any, config: Any,
                 f"unknown. {fix or _fix(error)}")
 
 
-def _max_length(path: Path, tokenizer: Any, config: Any) -> int:
+def _max_length(path: Path, tokenizer: Any, config: Any,
+                error: type[FuncformerError] = ArtifactError) -> int:
+    """Tokens a text is cut to: sentence-transformers' max_seq_length when set, never more
+    than the model's positions (an edited 100000 made every long text fail in the model)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    positions = positions if isinstance(positions, int) and positions > 0 else None
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
-        value = json.loads(st_config.read_text("utf-8")).get("max_seq_length")
+        try:
+            value = json.loads(st_config.read_text("utf-8")).get("max_seq_length")
+        except (ValueError, AttributeError, OSError, RecursionError) as err:
+            raise error(f"{st_config}: cannot be read ({type(err).__name__}: "
+                        f"{str(err)[:160]}). {_fix(error)}") from None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise error(f"{st_config}: max_seq_length {value!r:.40} is not a whole number of "
+                        f"1 or more. {_fix(error)}")
         if value:
-            return int(value)
-    candidates = [getattr(config, "max_position_embeddings", None),
-                  getattr(tokenizer, "model_max_length", None), _MAX_LENGTH_CAP]
+            return min(value, positions or value)
+    candidates = [positions, getattr(tokenizer, "model_max_length", None), _MAX_LENGTH_CAP]
     return int(min(c for c in candidates if isinstance(c, int) and c > 0))
 
 

@@ -291,8 +291,13 @@ class Registry:
                 raise HTTPError(404, "not_found", f"model: no embed function or backbone "
                                 f"named {_quoted(model)}. Models here: {_some(models)}.",
                                 field="model")
-            function = await asyncio.to_thread(_untrained_embedder, model, self.dtype,
-                                               self.device)
+            try:
+                function = await asyncio.to_thread(_untrained_embedder, model, self.dtype,
+                                                   self.device)
+            except FuncformerError as err:  # gone from disk since, damaged, not cached
+                raise HTTPError(503, "unavailable", f"model: the backbone {_quoted(model)} "
+                                f"cannot be loaded here: {str(err)[:300]}",
+                                field="model") from None
             if model not in self.backbones:  # a concurrent first request may have made one
                 self.backbones[model] = Version(name=model, key=f"backbone:{model}",
                                                 function=function, loaded_at=0.0)
@@ -318,7 +323,9 @@ def _untrained_embedder(backbone: str, dtype: str | None = None, device: str = "
     from . import _backbone
     from ._tasks.embed import from_backbone
 
-    return from_backbone(_backbone.load(backbone, dtype=dtype, device=device))
+    # offline: the name comes from a served manifest, and a request must not make the
+    # server fetch (and then run) whatever a hub holds under it
+    return from_backbone(_backbone.load(backbone, dtype=dtype, device=device, offline=True))
 
 
 def describe_function(fn: Any) -> dict[str, Any]:
