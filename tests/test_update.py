@@ -187,9 +187,11 @@ def test_cli_update(base: funcformer.Function, tmp_path: Path, capsys) -> None:
     assert json.loads((out / "funcformer.json").read_text())["labels"][-1] == "food"
     assert run_cli("info", str(out)) == 0  # the version history, oldest first
     shown = capsys.readouterr().out
-    assert re.search(r"\n +versions  1  \d{4}-\d\d-\d\d \d\d:\d\d  \d+ examples, \d+ labels\n"
-                     r" +2  \S+ \S+  15 new examples, \d+ labels \(new: food\)  \(this one\)\n",
-                     shown), shown
+    first, second = (json.loads((out / "funcformer.json").read_text())["versions"][i]["digest"]
+                     .removeprefix("sha256:")[:12] for i in (0, 1))
+    assert re.search(rf"\n +versions  1  \d{{4}}-\d\d-\d\d \d\d:\d\d  {first}  parent -  +\d+ "
+                     rf"examples, \d+ labels\n +2  \S+ \S+  {second}  parent {first}  15 new "
+                     r"examples, \d+ labels \(new: food\)  \(this one\)\n", shown), shown
     assert run_cli("update", str(source), str(data), "--out", str(tmp_path / "v2b"),
                    "--set", "label_template=A text about {}.", "--set", "label_texts=true",
                    "--set", "epochs=2") == 0

@@ -929,9 +929,15 @@ def _runtimes_line(function: Path, manifest: Any) -> str:
 
 
 def _version_line(version: dict[str, Any], first: bool) -> str:
-    """One version of an updated function for `info`: number, date, data, labels, metrics."""
+    """One version of an updated function for `info`: number, date, digest and its parent's
+    (12 hex digits), data, labels, metrics."""
     when = str(version.get("created_at", "?"))[:16].replace("T", " ")
-    line = (f"{version.get('version', '?')}  {when}  {version.get('examples', '?')} "
+
+    def short(digest: Any) -> str:
+        return str(digest).partition(":")[2][:12] or "-" if digest else "-"
+
+    line = (f"{version.get('version', '?')}  {when}  {short(version.get('digest'))}  parent "
+            f"{short(version.get('parent')):<12}  {version.get('examples', '?')} "
             f"{'examples' if first else 'new examples'}, {version.get('labels', '?')} labels")
     if version.get("new_labels") and not first:
         line += f" (new: {', '.join(version['new_labels'])})"
