@@ -471,3 +471,17 @@ def test_ray_bad_row_is_a_data_error(local_ray, tmp_path: Path, fn_dir: Path) ->
     with pytest.raises(DataError, match=r"in\.jsonl, a row in a Ray batch.*the text is empty"):
         fmap(fn_dir, path, tmp_path / "out.jsonl", engine="ray", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_plan_carries_the_allowed_head_factories(tmp_path: Path, fn_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray actors on a cluster lack this process's environment: the head factories allowed
+    here (FUNCFORMER_HEAD_FACTORIES) travel in the plan that every actor loads from."""
+    from funcformer._map import make_plan
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngreat food\n", "utf-8")
+    monkeypatch.setenv("FUNCFORMER_HEAD_FACTORIES", "pkg.heads:b, pkg.heads:a")
+    plan = make_plan(fn_dir, source, tmp_path / "out.csv", text_column="text", batch_size=8,
+                     options={}, cache=None, device="cpu")
+    assert plan.head_factories == ("pkg.heads:a", "pkg.heads:b")

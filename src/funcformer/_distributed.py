@@ -37,7 +37,7 @@ class Annotator:
 
         torch.set_num_threads(threads)
         self.plan = plan
-        self.fn = load(plan.function)
+        self.fn = load(plan.function, head_factories=plan.head_factories)
         self.engine = Engine({"fn": self.fn}, cache=plan.cache)
 
     def __call__(self, batch: Any) -> Any:

@@ -48,6 +48,9 @@ class Plan:
     """The input's columns when known (local files): CSV and TSV read them all as text."""
     device: str = "cpu"
     """The torch device the local engine loads the function on (Ray actors use CPUs)."""
+    head_factories: tuple[str, ...] = ()
+    """The head factories the caller allowed (FUNCFORMER_HEAD_FACTORIES here): a cluster's
+    actors do not have this process's environment."""
 
     @property
     def source(self) -> str:
@@ -109,6 +112,7 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
               device: str) -> Plan:
     """Check the artifact, the input's format and columns, and the output before any work."""
     from ._artifact import read_manifest
+    from ._function import allowed_factories
 
     if batch_size < 1:
         raise TaskError(f"batch_size must be at least 1, got {batch_size}.")
@@ -135,7 +139,8 @@ def make_plan(function_dir: PathLike, input: PathLike, output: PathLike, *, text
                 input_format=input_format, output_format=output_format,
                 to_directory=to_directory, columns=columns, text_column=text_column,
                 batch_size=batch_size, options=dict(options),
-                cache=None if cache is None else str(cache), names=names, device=device)
+                cache=None if cache is None else str(cache), names=names, device=device,
+                head_factories=tuple(sorted(allowed_factories(()))))
 
 
 def check_device(device: str, engine: str) -> None:
@@ -202,7 +207,7 @@ def run_local(plan: Plan, progress: bool = True) -> int:
     if is_remote(plan.input) or is_remote(plan.output):
         raise DataError("The local engine reads and writes local files. Fix: use "
                         "engine='ray' (--engine ray) for remote storage.")
-    fn = load(plan.function, device=plan.device)
+    fn = load(plan.function, device=plan.device, head_factories=plan.head_factories)
     engine = Engine({"fn": fn}, cache=plan.cache)
     path = Path(plan.input)
     target = Path(plan.output)
