@@ -445,3 +445,39 @@ def test_a_pipe_in_a_function_folder_is_refused_not_read(trained: dict, tmp_path
         funcformer.load(saved)
     with pytest.raises(ArtifactError, match="not a regular file"):
         _artifact.read_manifest(saved)
+
+
+@pytest.mark.timeout(60, method="thread")  # a blocked open() ignores signals
+def test_a_pipe_named_funcformer_json_is_refused_not_read(trained: dict, tmp_path: Path) -> None:
+    """load hashed the manifest (to notice a save landing mid-load) before any check: a FIFO
+    in its place blocked it for ever."""
+    saved = trained["head"].save(tmp_path / "fn")
+    (saved / "funcformer.json").unlink()
+    os.mkfifo(saved / "funcformer.json")
+    with pytest.raises(ArtifactError, match=r"funcformer.json: not a regular file"):
+        funcformer.load(saved)
+
+
+@pytest.mark.parametrize("how", ["save", "export"])
+def test_a_link_out_of_the_function_is_not_copied_into_a_new_artifact(
+        trained: dict, tmp_path: Path, how: str) -> None:
+    """The pooling files of a function's encoder/ are copied on save and export: through a
+    link, a private file of the machine's landed in the new artifact, readable by all."""
+    if how == "export":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("PRIVATE KEY", "utf-8")
+    secret.chmod(0o600)
+    saved = trained["full"].save(tmp_path / "fn")
+    (saved / "encoder/1_Pooling").mkdir(exist_ok=True)
+    (saved / "encoder/1_Pooling/config.json").unlink(missing_ok=True)
+    (saved / "encoder/1_Pooling/config.json").symlink_to(secret)
+    fn = funcformer.load(saved)
+    target = tmp_path / "copy"
+    with pytest.raises(ArtifactError, match=r"1_Pooling/config.json: a link to .*secret.txt, "
+                       r"outside the function"):
+        fn.save(target) if how == "save" else fn.export_onnx(saved)
+    assert not any("PRIVATE" in p.read_text("utf-8", errors="replace")
+                   for root in (target, saved / "onnx") if root.exists()
+                   for p in root.rglob("*") if p.is_file() and not p.is_symlink())

@@ -199,6 +199,7 @@ def test_other_encoder_families_train_and_reload(kind: str, tiny_backbone: Path,
                           method="full", progress=False)
     loaded = funcformer.load(fn.save(tmp_path / "fn"))
     assert loaded(["the food was great"]) == fn(["the food was great"])
+    assert loaded("the food was great " * 60).label in loaded.labels  # cut, not failing
 
 
 def test_half_precision_path_runs_on_cpu(tiny_backbone: Path, tmp_path: Path) -> None:
@@ -419,3 +420,21 @@ def test_max_seq_length_is_checked_and_capped_by_the_positions(
     length = bb._max_length(folder, backbone.tokenizer, backbone.model.config)
     assert length == (min(positions, backbone.tokenizer.model_max_length, 512)
                       if expected == "positions" else expected)
+
+
+def test_roberta_positions_after_the_padding_id_bound_the_length(tmp_path: Path) -> None:
+    """RoBERTa-style position ids start after the padding id: 66 positions hold 64 tokens,
+    and an edited max_seq_length of 100000 was cut to 66 (an index error past 64)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("roberta", max_position_embeddings=66, pad_token_id=1)
+
+    class Tokenizer:
+        model_max_length = 10**30  # what a tokenizer that states no limit says
+
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 100_000}))
+    assert bb._max_length(tmp_path, Tokenizer(), config) == 64
+    (tmp_path / "sentence_bert_config.json").unlink()
+    assert bb._max_length(tmp_path, Tokenizer(), config) == 64
+    bert = AutoConfig.for_model("bert", max_position_embeddings=66)
+    assert bb._max_length(tmp_path, Tokenizer(), bert) == 66

@@ -372,7 +372,8 @@ def test_a_factory_named_by_an_artifact_runs_only_when_allowed(
     (saved / "funcformer.json").write_text(json.dumps(manifest), "utf-8")
     monkeypatch.delenv("FUNCFORMER_HEAD_FACTORIES", raising=False)
     with pytest.raises(ArtifactError, match=r"built by 'planted:make'.*only when you allow it"
-                       r".*head_factories=\['planted:make'\].*FUNCFORMER_HEAD_FACTORIES"):
+                       r".*FUNCFORMER_HEAD_FACTORIES=planted:make in the environment.*"
+                       r"head_factories=\['planted:make'\]"):
         funcformer.load(saved, head_factories=["planted:other"])
     assert not marker.exists() and "planted" not in sys.modules
     with pytest.raises(TaskError, match="a list of import paths"):
@@ -381,13 +382,34 @@ def test_a_factory_named_by_an_artifact_runs_only_when_allowed(
     assert marker.exists()
 
 
+def test_an_allowed_factory_is_still_bounded_by_the_encoders_width(
+        tiny_backbone: Path, tmp_path: Path) -> None:
+    """Allowing a factory for your own functions must not let another folder naming it
+    allocate a head of any size: hidden is the encoder's width, and the shapes are checked on
+    the meta device against head.safetensors before anything real is built."""
+    saved = _train(tiny_backbone, head="custom_heads:gated").save(tmp_path / "fn")
+    manifest = json.loads((saved / "funcformer.json").read_text("utf-8"))
+    for edit, message in (({"hidden": 20_000}, r"'head.hidden' is 20000"),
+                          ({"options": {"scale": 0.5, "bogus": 1}},
+                           r"cannot be built \(TypeError")):
+        (saved / "funcformer.json").write_text(
+            json.dumps({**manifest, "head": {**manifest["head"], **edit}}), "utf-8")
+        with pytest.raises(ArtifactError, match=message):
+            funcformer.load(saved, head_factories=["custom_heads:gated"])
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     ({"head": {"type": "mlp", "options": {"width": 10**12}}},
      r"head.safetensors: its tensors .* are not those of the head funcformer.json describes"),
     ({"head": {"outputs": 2, "hidden": 10**9}},
-     r"are not those of the head funcformer.json describes"),
+     r"field 'head.hidden' is 1000000000.*the encoder's width is 32"),
+    ({"head": {"hidden": -1}}, r"field 'head.hidden' is -1"),
+    ({"head": {"type": "mlp", "options": {"width": -3}}}, r"cannot be built \(RuntimeError"),
+    ({"head": {"type": "mlp", "options": {"width": "abc"}}}, r"cannot be built \(ValueError"),
+    ({"head": {"type": "conv"}}, r"unknown head type 'conv'"),
     ({"options": {"task": {"bogus": 1}}}, r"field 'options.task' cannot be used"),
-    ({"config": {"dropout": "abc"}}, r"field 'config.dropout' is not a number"),
+    ({"config": {"dropout": "abc"}}, r"field 'config.dropout' is 'abc'"),
+    ({"config": {"dropout": 5}}, r"field 'config.dropout' is 5"),
 ])
 def test_edited_head_sizes_and_options_are_artifact_errors(
         tiny_backbone: Path, tmp_path: Path, edit: dict[str, Any], message: str) -> None:

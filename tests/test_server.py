@@ -786,6 +786,18 @@ def test_docs_pages_load_nothing_from_the_internet(functions: Path) -> None:
     assert error_of(unlisted, 401)["type"] == "unauthorized"
 
 
+def test_docs_pages_behind_a_proxy_prefix(functions: Path) -> None:
+    """Behind a proxy that mounts the server under a prefix (root_path), the pages name their
+    files under it, with no double slash for a prefix given with a trailing one."""
+    from starlette.testclient import TestClient
+
+    app = create_app(functions, reload_interval=0)
+    with TestClient(app, root_path="/api/", base_url="http://localhost") as client:
+        page = client.get("/docs").text + client.get("/redoc").text
+    assert "/api/docs/assets/swagger-ui-bundle.js" in page and "/api/openapi.json" in page
+    assert "/api/docs/assets/redoc.standalone.js" in page and "//" not in page.replace("://", "")
+
+
 def test_docs_without_fastapi_offline_fall_back_to_the_cdn(
         functions: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import importlib.util

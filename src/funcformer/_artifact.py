@@ -117,6 +117,8 @@ def read_manifest(path: Path) -> Manifest:
         raise ArtifactError(f"{path}{' ' if path.is_file() else ''}{what}. Fix: pass the "
                             "directory that 'funcformer train --out' or fn.save() wrote.")
     file = path / MANIFEST
+    if file.exists() and not file.is_file() and not file.is_dir():
+        check_plain_files(path)  # a pipe named funcformer.json: said, never opened
     if not file.is_file():
         inside = [p.name for p in function_folders(path)]
         if inside:  # a folder of functions (what serve takes), named where one is wanted
@@ -445,11 +447,22 @@ def _half_dtypes() -> tuple[Any, ...]:
 
 
 def copy_pooling_files(source: Path, destination: Path) -> None:
-    """Copy the sentence-transformers pooling/length files that exist in `source`."""
+    """Copy the sentence-transformers pooling/length files that exist in `source`. From a
+    function's own folder (its encoder/), a link leading out of that function is refused:
+    the copy would carry a file of the machine's into the new artifact, readable by all (a
+    backbone in the Hugging Face cache links its files to blobs elsewhere, as it should)."""
+    home = source.parent if (source.parent / MANIFEST).is_file() else None
     for name in POOLING_FILES:
-        if (source / name).is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / name, destination / name)
+        if not (source / name).is_file():
+            continue
+        if home is not None and not (source / name).resolve().is_relative_to(home.resolve()):
+            raise ArtifactError(f"{source / name}: a link to {(source / name).resolve()}, "
+                                f"outside the function {home}; saving or exporting it would "
+                                f"copy that file into the new artifact. Fix: remove the link "
+                                f"(rm {source / name}), or copy the function again from its "
+                                "source.")
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, destination / name)
 
 
 @contextlib.contextmanager

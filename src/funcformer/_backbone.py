@@ -35,6 +35,10 @@ _PACKAGED = {  # alias -> (python package that ships the weights, function retur
 # Only what a backbone needs: never *.bin / *.pt (pickle), *.h5, *.onnx.
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*"]
 _MAX_LENGTH_CAP = 512
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet",
+                              "data2vec-text", "longformer", "luke", "ernie_m"})
+"""Model types whose position ids start after the padding id, so max_position_embeddings
+(514) exceeds the tokens a text may have (512) by pad_token_id + 1."""
 
 KEEP_LOADED = 4
 """Models kept loaded with nothing using them: the 4 most recently asked for (see `Loaded`)."""
@@ -607,6 +611,9 @@ def _max_length(path: Path, tokenizer: Any, config: Any,
     """Tokens a text is cut to: sentence-transformers' max_seq_length when set, never more
     than the model's positions (an edited 100000 made every long text fail in the model)."""
     positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and getattr(config, "model_type", "") in OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        positions -= (pad if isinstance(pad, int) else 1) + 1  # RoBERTa: 514 -> 512
     positions = positions if isinstance(positions, int) and positions > 0 else None
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import time
 from collections import Counter
@@ -703,6 +704,8 @@ def _manifest_stamp(directory: Path) -> str | None:
     renames a new directory into place, and a function saved again unchanged writes the same
     manifest, so the bytes alone missed a save landing mid-load."""
     try:
+        if not stat.S_ISREG(os.stat(directory / MANIFEST).st_mode):
+            return None  # a pipe would block; read_manifest names it
         return f"{os.stat(directory).st_ino}:{file_sha256(directory / MANIFEST)}"
     except OSError:
         return None
@@ -763,8 +766,8 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
         return Classifier(task=task, backbone=tokenizer, head=None, manifest=manifest,
                           runner=runner)
     task.head_choice = HeadChoice.from_record(manifest.head)  # a user's factory: by import path
-    head = load_head(directory, manifest, task.head_choice, head_factories)
     shared = load_backbone(directory, manifest, backbone, device, dtype)
+    head = load_head(directory, manifest, task.head_choice, head_factories, shared.hidden_size)
     from ._update import read_memory
 
     fn = Classifier(task=task, backbone=shared, head=head, manifest=manifest,
@@ -774,30 +777,47 @@ def _load(path: PathLike, *, backbone: PathLike | None, runtime: str, threads: i
 
 
 def load_head(directory: Path, manifest: Manifest, choice: HeadChoice,
-              factories: frozenset[str]) -> torch.nn.Module:
-    """The classifier head saved at `directory`. A factory head is built only when the caller
-    allowed its import path (`factories`); a linear or MLP head only when its sizes in the
-    manifest are those of the tensors in head.safetensors (checked on the meta device, so an
-    edited width cannot make it allocate what the file does not hold)."""
+              factories: frozenset[str], width: int | None = None) -> torch.nn.Module:
+    """The head saved at `directory`, for an encoder of `width` features. A factory head is
+    built only when the caller allowed its import path (`factories`). Sizes come from the
+    manifest: the head is first built on the meta device and must have the tensors of
+    head.safetensors, so an edited size cannot make it allocate what the file does not hold
+    (a factory that cannot be built on the meta device is built for real once its `hidden`
+    is the encoder's width)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
+    from ._model import _factory
+
     assert manifest.head is not None  # the manifest's validator requires one for classify
-    if choice.kind not in ("linear", "mlp") and choice.kind not in factories:
+    where = f"{directory}: "
+    kind = choice.kind
+    if kind not in ("linear", "mlp") and ":" not in kind:
+        _factory(kind, ArtifactError, where)  # "unknown head type": nothing to allow
+    if kind not in ("linear", "mlp") and kind not in factories:
         raise ArtifactError(
-            f"{directory}: its head is built by '{choice.kind}', a function its {MANIFEST} "
-            f"names; funcformer imports and calls such a function only when you allow it, for "
-            f"anyone who can edit a manifest could name any function installed here. Fix, for "
-            f"a function you trust: load(..., head_factories=['{choice.kind}']), or "
-            f"{HEAD_FACTORIES_ENV}={choice.kind} for the command line and the server.")
+            f"{directory}: its head is built by '{kind}', a function its {MANIFEST} names; "
+            f"funcformer imports and calls such a function only when you allow it, for anyone "
+            f"who can edit a manifest could name any function installed here. Fix, for a "
+            f"function you trust: {HEAD_FACTORIES_ENV}={kind} in the environment (the command "
+            f"line, the server, map, Engine.from_directory), or "
+            f"funcformer.load(..., head_factories=['{kind}']).")
+    hidden, outputs = manifest.head.hidden, manifest.head.outputs
+    dropout = manifest.config.get("dropout", 0.1)
+    for name, value, good in (
+            ("head.hidden", hidden, isinstance(hidden, int) and hidden > 0
+             and (width is None or hidden == width)),
+            ("head.outputs", outputs, isinstance(outputs, int) and outputs > 0),
+            ("config.dropout", dropout, isinstance(dropout, int | float)
+             and not isinstance(dropout, bool) and 0 <= dropout <= 1)):
+        if not good:
+            size = f" (the encoder's width is {width})" if name == "head.hidden" and width else ""
+            raise ArtifactError(f"{directory / MANIFEST}: field '{name}' is {value!r:.40}, "
+                                f"which no funcformer writes{size}. The manifest was edited by "
+                                f"hand or is damaged. {DAMAGED_FIX}")
     head_file = directory / HEAD_FILE
     if not head_file.is_file():
         raise ArtifactError(f"{directory}: {HEAD_FILE} is missing. Save the function again.")
-    try:
-        dropout = float(manifest.config.get("dropout", 0.1))
-    except (TypeError, ValueError) as err:
-        raise ArtifactError(f"{directory / MANIFEST}: field 'config.dropout' is not a number "
-                            f"({str(err)[:80]}). {DAMAGED_FIX}") from None
     try:
         with safe_open(str(head_file), "pt") as handle:
             saved = {key: tuple(handle.get_slice(key).get_shape())
@@ -805,17 +825,30 @@ def load_head(directory: Path, manifest: Manifest, choice: HeadChoice,
     except Exception as err:  # safetensors' own errors, OSError
         raise ArtifactError(f"{head_file}: cannot load the head weights ({str(err)[:200]}). "
                             f"The artifact is damaged. {DAMAGED_FIX}") from None
-    where = f"{directory}: "
-    hidden, outputs = manifest.head.hidden, manifest.head.outputs
-    if choice.kind in ("linear", "mlp"):
+
+    def build() -> torch.nn.Module:
+        try:
+            return choice.build(hidden, outputs, float(dropout), error=ArtifactError,
+                                where=where)
+        except (TypeError, ValueError, RuntimeError) as err:  # options edited by hand
+            raise ArtifactError(f"{directory / MANIFEST}: the head it describes cannot be "
+                                f"built ({type(err).__name__}: {str(err)[:160]}). "
+                                f"{DAMAGED_FIX}") from None
+
+    try:
         with torch.device("meta"):
-            planned = choice.build(hidden, outputs, dropout, error=ArtifactError, where=where)
+            planned: torch.nn.Module | None = build()
+    except ArtifactError:
+        if kind in ("linear", "mlp"):
+            raise
+        planned = None  # a user's factory may need real tensors: hidden is checked above
+    if planned is not None:
         wanted = {key: tuple(value.shape) for key, value in planned.state_dict().items()}
         if wanted != saved:
             raise ArtifactError(f"{head_file}: its tensors {_shapes(saved)} are not those of "
                                 f"the head {MANIFEST} describes {_shapes(wanted)}; the manifest "
                                 f"was edited by hand or is damaged. {DAMAGED_FIX}")
-    head = choice.build(hidden, outputs, dropout, error=ArtifactError, where=where)
+    head = build()
     try:
         head.load_state_dict(load_file(str(head_file)))
     except (SafetensorError, RuntimeError, OSError) as err:

@@ -568,7 +568,7 @@ def _docs_routes(app: Any, assets: Path) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger(request: Request) -> Any:
-        root = request.scope.get("root_path", "")
+        root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
@@ -582,7 +582,7 @@ def _docs_routes(app: Any, assets: Path) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> Any:
-        root = request.scope.get("root_path", "")
+        root = request.scope.get("root_path", "").rstrip("/")
         return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
                               redoc_js_url=f"{root}/docs/assets/redoc.standalone.js",
                               redoc_favicon_url=f"{root}/docs/assets/favicon.png",

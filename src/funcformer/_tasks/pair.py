@@ -447,7 +447,7 @@ def load(directory: Path, manifest: Manifest, *, backbone: Any = None, device: s
         raise ArtifactError(f"{directory}: the manifest lacks the pair head or its options. "
                             "The artifact is damaged; save it again.")
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = load_head(directory, manifest, HeadChoice(), frozenset())  # sizes checked first
+    head = load_head(directory, manifest, HeadChoice(), frozenset(), shared.hidden_size)
     try:
         pooling = Pooling(**manifest.options.get("pooling", {}))
     except TypeError as err:  # options edited by hand

@@ -489,6 +489,6 @@ def load(directory: Path, manifest: Manifest, *, backbone: PathLike | None = Non
     _check_tags(directory, manifest)
     assert manifest.head is not None
     shared = load_backbone(directory, manifest, backbone, device, dtype)
-    head = load_head(directory, manifest, HeadChoice(), frozenset())  # sizes checked first
+    head = load_head(directory, manifest, HeadChoice(), frozenset(), shared.hidden_size)
     return Tagger(backbone=shared, head=head.to(device), manifest=manifest,
                   encoder=load_adapter(directory, manifest, shared, merge_adapter))
