@@ -798,6 +798,29 @@ def test_docs_pages_behind_a_proxy_prefix(functions: Path) -> None:
     assert "/api/docs/assets/redoc.standalone.js" in page and "//" not in page.replace("://", "")
 
 
+def test_behind_a_proxy_prefix_the_guard_sees_the_route(functions: Path) -> None:
+    """uvicorn --root-path /api puts '/api/healthz' in the request's path: the Guard compared
+    that with its open paths and '/v1/' (so the probes needed the key, and a text/plain body
+    was not read as JSON, nor counted in the metrics)."""
+    from starlette.testclient import TestClient
+
+    app = create_app(functions, reload_interval=0, api_key="s3cret")
+    with TestClient(app, root_path="/api", base_url="http://localhost") as client:
+        for _ in range(600):  # the functions load in the background
+            if client.get("/api/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        health = client.get("/api/healthz")
+        called = client.post("/api/v1/functions/sentiment", content=json.dumps({"inputs": TEXTS}),
+                             headers={"X-API-Key": "s3cret", "Content-Type": "text/plain"})
+        refused = client.post("/api/v1/functions/sentiment", json={"inputs": TEXTS})
+        metrics = client.get("/api/metrics", headers={"X-API-Key": "s3cret"}).text
+    assert health.status_code == 200
+    assert called.status_code == 200, called.text
+    assert error_of(refused, 401)["type"] == "unauthorized"
+    assert 'funcformer_requests_total{function="sentiment",status="200"} 1.0' in metrics
+
+
 def test_docs_without_fastapi_offline_fall_back_to_the_cdn(
         functions: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import importlib.util

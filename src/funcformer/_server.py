@@ -387,6 +387,21 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
     return app
 
 
+def route_path(scope: dict[str, Any]) -> str:
+    """The path a request's route is matched on: without the `root_path` a proxy mounts the
+    server under (uvicorn --root-path /api puts '/api/healthz' in scope["path"]), as Starlette
+    routes it; the Guard compared the whole path, so behind such a proxy /healthz needed the
+    key and /v1/ bodies were not read as JSON.
+
+    >>> route_path({"path": "/api/healthz", "root_path": "/api"})
+    '/healthz'
+    """
+    path, root = scope["path"], scope.get("root_path", "").rstrip("/")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("/", ""):
+        return path[len(root):] or "/"
+    return path
+
+
 def check_origins(origins: Sequence[str], api_key: str | None) -> tuple[str, ...]:
     """`--cors-origin` values as browsers send them ('https://app.example.com', no path or
     trailing slash), or a DataError with the fix; "*" only with an API key (without one, any
@@ -719,8 +734,8 @@ class Guard:
             await send(message)
 
         await self._guarded(scope, receive, record)
-        if scope["method"] == "POST" and scope["path"].startswith("/v1/"):
-            function = state.get("function") or self._named(scope["path"])
+        if scope["method"] == "POST" and route_path(scope).startswith("/v1/"):
+            function = state.get("function") or self._named(route_path(scope))
             # 499 (nginx's "client closed request"): gone before any answer was sent
             self.metrics.requests.labels(function, str(status[0] or 499)).inc()
             self.metrics.latency.labels(function).observe(loop.time() - started)
@@ -733,11 +748,12 @@ class Guard:
         return name if name != path and name in self.served() else "-"
 
     async def _guarded(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.key is None and scope["path"] not in OPEN_PATHS:
+        path = route_path(scope)
+        if self.key is None and path not in OPEN_PATHS:
             foreign = _foreign(scope, self.origins)
             if foreign is not None:
                 return await _send_error(send, foreign)
-        if self.key is not None and scope["path"] not in OPEN_PATHS \
+        if self.key is not None and path not in OPEN_PATHS \
                 and not self._authorized(scope):
             error = HTTPError(401, "unauthorized", "Missing or invalid API key. Send it as "
                               "'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
@@ -745,7 +761,7 @@ class Guard:
             return await _send_error(send, error)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        if scope["path"].startswith("/v1/"):
+        if path.startswith("/v1/"):
             scope = _as_json(scope)
         body = await self._read_body(scope, receive)
         if isinstance(body, HTTPError):
