@@ -470,10 +470,10 @@ def test_a_link_out_of_the_function_is_not_copied_into_a_new_artifact(
     secret.write_text("PRIVATE KEY", "utf-8")
     secret.chmod(0o600)
     saved = trained["full"].save(tmp_path / "fn")
+    fn = funcformer.load(saved)  # the link comes after the load, which would refuse it
     (saved / "encoder/1_Pooling").mkdir(exist_ok=True)
     (saved / "encoder/1_Pooling/config.json").unlink(missing_ok=True)
     (saved / "encoder/1_Pooling/config.json").symlink_to(secret)
-    fn = funcformer.load(saved)
     target = tmp_path / "copy"
     with pytest.raises(ArtifactError, match=r"1_Pooling/config.json: a link to .*secret.txt, "
                        r"outside the function"):
@@ -481,3 +481,23 @@ def test_a_link_out_of_the_function_is_not_copied_into_a_new_artifact(
     assert not any("PRIVATE" in p.read_text("utf-8", errors="replace")
                    for root in (target, saved / "onnx") if root.exists()
                    for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_link_out_of_the_function_folder_is_refused_on_load(trained: dict,
+                                                              tmp_path: Path) -> None:
+    """A link leading out of the function made load read another file of the machine as the
+    function's (its parse errors quoted in messages, and on a server in GET /v1/functions);
+    links inside the folder, and a function folder that is itself a link, still load."""
+    saved = trained["full"].save(tmp_path / "real")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{}", "utf-8")
+    alias = tmp_path / "alias"
+    alias.symlink_to(saved)
+    assert funcformer.load(alias).labels == trained["full"].labels
+    (saved / "notes.txt").write_text("mine", "utf-8")
+    (saved / "inside").symlink_to(saved / "notes.txt")
+    assert funcformer.load(saved).labels == trained["full"].labels
+    (saved / "encoder/extra.json").symlink_to(elsewhere)
+    with pytest.raises(ArtifactError, match=r"encoder/extra.json: a link to .*elsewhere.json, "
+                       r"outside the function"):
+        funcformer.load(saved)

@@ -118,7 +118,7 @@ def read_manifest(path: Path) -> Manifest:
                             "directory that 'funcformer train --out' or fn.save() wrote.")
     file = path / MANIFEST
     if file.exists() and not file.is_file() and not file.is_dir():
-        check_plain_files(path)  # a pipe named funcformer.json: said, never opened
+        check_plain_files(path, contained=True)  # a pipe named funcformer.json
     if not file.is_file():
         inside = [p.name for p in function_folders(path)]
         if inside:  # a folder of functions (what serve takes), named where one is wanted
@@ -128,7 +128,7 @@ def read_manifest(path: Path) -> Manifest:
         raise ArtifactError(f"{path}: not a funcformer function (no {MANIFEST}). Fix: pass the "
                             "directory that 'funcformer train --out' or fn.save() wrote (a save "
                             "that was interrupted leaves none: train or save again).")
-    check_plain_files(path)
+    check_plain_files(path, contained=True)
     try:
         raw = json.loads(file.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -162,15 +162,25 @@ def read_manifest(path: Path) -> Manifest:
                             "or was edited by hand; save it again.") from None
 
 
-def check_plain_files(directory: Path, error: type[FuncformerError] = ArtifactError) -> None:
+def check_plain_files(directory: Path, error: type[FuncformerError] = ArtifactError,
+                      contained: bool = False) -> None:
     """Every entry under `directory` is a file or a folder: reading a pipe (a FIFO named
     like one of its files), a socket or a device never ends, and a server loading it would
-    hang, holding its loading lock. A broken link is left to the reader of that file."""
+    hang, holding its loading lock. A broken link is left to the reader of that file.
+    `contained` (a function's folder): no link may lead out of it, for its files would then
+    be another file of this machine's, read (and shown in errors) as the function's own; a
+    backbone in the Hugging Face cache links to blobs elsewhere, as it should."""
+    root = directory.resolve() if contained else None
     for entry in directory.rglob("*"):
         try:
             mode = entry.stat().st_mode
         except OSError:
             continue
+        if root is not None and entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise error(f"{entry}: a link to {entry.resolve()}, outside the function; "
+                        "funcformer never writes one, and reading through it would read "
+                        "another file of this machine as the function's. Fix: put the file "
+                        "itself there, or copy the function again from its source.")
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise error(f"{entry}: not a regular file (a pipe, socket or device), which no "
                         "funcformer writes; reading it could block for ever. Fix: remove it, "
