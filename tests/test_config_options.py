@@ -382,6 +382,28 @@ def test_a_factory_named_by_an_artifact_runs_only_when_allowed(
     assert marker.exists()
 
 
+def test_a_factory_whose_module_makes_tensors_loads_in_a_new_process(
+        tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A factory's module is first imported by load in a new process: imported under the
+    meta device (a size check), its module-level tensors stayed meta and the head failed."""
+    package = tmp_path / "src"
+    package.mkdir()
+    (package / "scaled_heads.py").write_text(
+        "import torch\nSCALE = torch.tensor(2.0)\n\nclass Scaled(torch.nn.Module):\n"
+        "    def __init__(self, hidden, outputs):\n        super().__init__()\n"
+        "        self.linear = torch.nn.Linear(hidden, outputs)\n"
+        "    def forward(self, x):\n        return self.linear(x) * SCALE\n\n"
+        "def make(*, hidden, outputs):\n    return Scaled(hidden, outputs)\n", "utf-8")
+    monkeypatch.syspath_prepend(str(package))
+    fn = _train(tiny_backbone, head="scaled_heads:make")
+    saved = fn.save(tmp_path / "fn")
+    monkeypatch.delitem(sys.modules, "scaled_heads")  # as in a new process
+    loaded = funcformer.load(saved, head_factories=["scaled_heads:make"])
+    assert sys.modules["scaled_heads"].SCALE.device.type == "cpu"
+    texts = ["the food was great", "slow"]
+    assert torch.allclose(loaded.logits(texts), fn.logits(texts), atol=1e-6)
+
+
 def test_an_allowed_factory_is_still_bounded_by_the_encoders_width(
         tiny_backbone: Path, tmp_path: Path) -> None:
     """Allowing a factory for your own functions must not let another folder naming it

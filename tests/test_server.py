@@ -798,6 +798,20 @@ def test_docs_pages_behind_a_proxy_prefix(functions: Path) -> None:
     assert "/api/docs/assets/redoc.standalone.js" in page and "//" not in page.replace("://", "")
 
 
+@pytest.mark.parametrize("root", ["", "/api", "/api/", "/"])
+@pytest.mark.parametrize("route", ["/healthz", "/v1/functions/x", "", "x", "/"])
+def test_the_guard_strips_a_root_path_as_starlette_routes(root: str, route: str) -> None:
+    """uvicorn builds the path as root_path + path: with --root-path /api/ a request for
+    /healthz is '/api//healthz', which Starlette routes to /healthz."""
+    from starlette._utils import get_route_path
+
+    from funcformer._server import route_path
+
+    for path in (root + route, "/apix" + route, route):
+        scope = {"path": path, "root_path": root}
+        assert route_path(scope) == get_route_path(scope), scope
+
+
 def test_behind_a_proxy_prefix_the_guard_sees_the_route(functions: Path) -> None:
     """uvicorn --root-path /api puts '/api/healthz' in the request's path: the Guard compared
     that with its open paths and '/v1/' (so the probes needed the key, and a text/plain body

@@ -780,10 +780,9 @@ def load_head(directory: Path, manifest: Manifest, choice: HeadChoice,
               factories: frozenset[str], width: int | None = None) -> torch.nn.Module:
     """The head saved at `directory`, for an encoder of `width` features. A factory head is
     built only when the caller allowed its import path (`factories`). Sizes come from the
-    manifest: the head is first built on the meta device and must have the tensors of
-    head.safetensors, so an edited size cannot make it allocate what the file does not hold
-    (a factory that cannot be built on the meta device is built for real once its `hidden`
-    is the encoder's width)."""
+    manifest: a linear or MLP head is first built on the meta device and must have the tensors
+    of head.safetensors, so an edited size cannot make it allocate what the file does not hold
+    (a factory, user code, is built for real, once its `hidden` is the encoder's width)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -835,20 +834,21 @@ def load_head(directory: Path, manifest: Manifest, choice: HeadChoice,
                                 f"built ({type(err).__name__}: {str(err)[:160]}). "
                                 f"{DAMAGED_FIX}") from None
 
-    try:
+    # ours on the meta device, so an edited width allocates nothing; a user's factory for
+    # real (under the meta device its module, imported then, would keep meta tensors for
+    # good), its hidden size bounded by the encoder's width above
+    if kind in ("linear", "mlp"):
         with torch.device("meta"):
-            planned: torch.nn.Module | None = build()
-    except ArtifactError:
-        if kind in ("linear", "mlp"):
-            raise
-        planned = None  # a user's factory may need real tensors: hidden is checked above
-    if planned is not None:
-        wanted = {key: tuple(value.shape) for key, value in planned.state_dict().items()}
-        if wanted != saved:
-            raise ArtifactError(f"{head_file}: its tensors {_shapes(saved)} are not those of "
-                                f"the head {MANIFEST} describes {_shapes(wanted)}; the manifest "
-                                f"was edited by hand or is damaged. {DAMAGED_FIX}")
-    head = build()
+            planned = build()
+    else:
+        planned = head = build()
+    wanted = {key: tuple(value.shape) for key, value in planned.state_dict().items()}
+    if wanted != saved:
+        raise ArtifactError(f"{head_file}: its tensors {_shapes(saved)} are not those of "
+                            f"the head {MANIFEST} describes {_shapes(wanted)}; the manifest "
+                            f"was edited by hand or is damaged. {DAMAGED_FIX}")
+    if kind in ("linear", "mlp"):
+        head = build()
     try:
         head.load_state_dict(load_file(str(head_file)))
     except (SafetensorError, RuntimeError, OSError) as err:

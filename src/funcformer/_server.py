@@ -389,17 +389,20 @@ def create_app(directory: str | os.PathLike[str], *, api_key: str | None = None,
 
 def route_path(scope: dict[str, Any]) -> str:
     """The path a request's route is matched on: without the `root_path` a proxy mounts the
-    server under (uvicorn --root-path /api puts '/api/healthz' in scope["path"]), as Starlette
-    routes it; the Guard compared the whole path, so behind such a proxy /healthz needed the
-    key and /v1/ bodies were not read as JSON.
+    server under (uvicorn --root-path /api puts '/api/healthz' in scope["path"]), exactly as
+    Starlette's router strips it; the Guard compared the whole path, so behind such a proxy
+    /healthz needed the key and /v1/ bodies were not read as JSON.
 
-    >>> route_path({"path": "/api/healthz", "root_path": "/api"})
-    '/healthz'
+    >>> [route_path({"path": p, "root_path": r}) for p, r in [("/api/healthz", "/api"),
+    ...  ("/api//healthz", "/api/"), ("//healthz", "/"), ("/apix/healthz", "/api")]]
+    ['/healthz', '/healthz', '/healthz', '/apix/healthz']
     """
-    path, root = scope["path"], scope.get("root_path", "").rstrip("/")
-    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("/", ""):
-        return path[len(root):] or "/"
-    return path
+    path, root = scope["path"], scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root):] if path[len(root)] == "/" else path
 
 
 def check_origins(origins: Sequence[str], api_key: str | None) -> tuple[str, ...]:
