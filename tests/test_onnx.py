@@ -748,7 +748,7 @@ def test_an_export_record_without_files_still_loads(saved, tmp_path: Path) -> No
 
     path = _copy(saved, tmp_path)
     record = json.loads((path / "onnx/export.json").read_text())
-    assert set(record["files"]) == {"model.onnx"}
+    assert {name for name in record["files"] if name.endswith(".onnx")} == {"model.onnx"}
     del record["files"]
     (path / "onnx/export.json").write_text(json.dumps(record))
     assert funcformer.load(path, runtime="onnx")("great").label
@@ -762,7 +762,8 @@ def test_the_int8_export_keeps_the_fp32_record(saved, tmp_path: Path) -> None:
     path = _copy(saved, tmp_path)
     funcformer.load(path).export_onnx(path, int8=True)
     record = json.loads((path / "onnx/export.json").read_text())
-    assert set(record["files"]) == {"model.onnx", "model-int8.onnx"}
+    assert {name for name in record["files"] if name.endswith(".onnx")} == \
+        {"model.onnx", "model-int8.onnx"}
     for runtime in ("onnx", "onnx-int8"):
         assert funcformer.load(path, runtime=runtime)("great").label
 
@@ -812,8 +813,30 @@ def test_a_damaged_export_tokenizer_says_export_again(saved, tmp_path: Path) -> 
     path = _copy(saved, tmp_path)
     (path / "onnx/tokenizer.json").write_text("{bad", "utf-8")
     with pytest.raises(funcformer.ArtifactError,
-                       match=r"tokenizer cannot be loaded.*Fix: run funcformer export .*--onnx "
-                             r"again"):
+                       match=r"tokenizer.json: not the file exported.*Fix: run funcformer export "
+                             r".*--onnx again"):
+        funcformer.load(path, runtime="onnx")
+
+
+def test_an_edited_export_tokenizer_is_refused(saved, tmp_path: Path) -> None:
+    """export.json vouched for the graphs only: two words swapped in onnx/tokenizer.json
+    loaded, and answered under the function's digest (which caches key by)."""
+    import json
+
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    vocab = json.loads((path / "onnx/tokenizer.json").read_text("utf-8"))
+    words = vocab["model"]["vocab"]
+    words["great"], words["the"] = words["the"], words["great"]
+    (path / "onnx/tokenizer.json").write_text(json.dumps(vocab), "utf-8")
+    with pytest.raises(funcformer.ArtifactError, match=r"tokenizer.json: not the file exported"):
+        funcformer.load(path, runtime="onnx")
+    record = json.loads((path / "onnx/export.json").read_text("utf-8"))
+    record["files"]["../funcformer.json"] = record["files"]["tokenizer.json"]
+    del record["files"]["tokenizer.json"]  # a record naming a file outside: refused, not read
+    (path / "onnx/export.json").write_text(json.dumps(record), "utf-8")
+    with pytest.raises(funcformer.ArtifactError, match=r"outside .*onnx"):
         funcformer.load(path, runtime="onnx")
 
 
@@ -825,3 +848,20 @@ def test_cli_on_a_damaged_export_says_what_to_do(saved, tmp_path: Path, capsys) 
     assert run_cli("predict", path, "great", "--runtime", "onnx") == 1
     err = capsys.readouterr().err
     assert "funcformer export" in err and "bug" not in err and "Traceback" not in err
+
+
+def test_saving_again_does_not_carry_an_export_holding_a_link(saved, tmp_path: Path) -> None:
+    """A save carries the export of the same function into the new copy; an onnx/ holding a
+    link (to a file outside, say) was carried link and all, into a folder funcformer wrote."""
+    import funcformer
+
+    path = _copy(saved, tmp_path)
+    fn = funcformer.load(path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET", "utf-8")
+    (path / "onnx/leak").symlink_to(secret)
+    fn.save(path)
+    assert not (path / "onnx").exists()  # dropped, not carried
+    assert funcformer.load(path).labels == fn.labels
+    fn.export_onnx(path)
+    assert funcformer.load(path, runtime="onnx")("great").label  # exported again, whole

@@ -260,6 +260,8 @@ def _keep_export(target: Path, temp: Path, graph_of: str | None = None) -> None:
     same = record.get("digest") == digest
     if not same and (graph_of is None or record.get("graph_of") != graph_of):
         return
+    if any(entry.is_symlink() for entry in (target / ONNX_DIR).rglob("*")):
+        return  # no funcformer export holds a link: not carried, not written again
     shutil.copytree(target / ONNX_DIR, temp / ONNX_DIR, copy_function=_link_or_copy)
     if not same:  # a new file, not a write through the hard link into target's record
         stamped = temp / ONNX_DIR / f".{EXPORT_RECORD}.tmp-{uuid.uuid4().hex[:8]}"

@@ -225,6 +225,11 @@ def write_record(directory: Path, digest: str, graph: Path, version: str,
     except ArtifactError:  # a damaged record: this export replaces it
         old = {}
     files = dict(old.get("files") or {}) if old.get("digest") == digest else {}
+    files = {name: sha for name, sha in files.items() if name.endswith(".onnx")}
+    files |= {path.relative_to(directory).as_posix(): file_sha256(path)  # tokenizer, config
+              for path in sorted(directory.rglob("*")) if path.is_file()
+              and path.suffix != ".onnx" and path.name != RECORD
+              and not path.name.startswith(".")}
     files[graph.name] = file_sha256(graph)
     record = {"digest": digest, "library_version": version, "files": files}
     if graph_of is not None:
@@ -250,6 +255,7 @@ def open_export(directory: Path, graph: Path, digest: str, fix: str,
     if saved is not None and file_sha256(graph) != saved:
         raise ArtifactError(f"{graph}: not the graph exported with this function (its sha256 "
                             f"differs from the one {RECORD} records). {fix}")
+    _check_side_files(directory, record, fix)
     key = (saved, threads or torch.get_num_threads())
     with _open_lock:
         shared = _open_runners.get(key) if saved is not None else None
@@ -273,6 +279,22 @@ _open_runners: weakref.WeakValueDictionary[tuple[str, int], OnnxRunner] = \
 backbone (and embed functions straight from it) export the same graph, and one ONNX Runtime
 session then serves them all, as one torch backbone does."""
 _open_lock = threading.Lock()
+
+
+def _check_side_files(directory: Path, record: dict[str, Any], fix: str) -> None:
+    """The tokenizer, config and pooling files an export wrote beside its graphs must be the
+    ones its record lists (exports before 0.1 list none): a tokenizer edited since (two words
+    swapped, say) would answer under the function's digest, which caches key by."""
+    root = directory.resolve()
+    for name, sha in (record.get("files") or {}).items():
+        if name.endswith(".onnx"):
+            continue  # the graphs: the one opened is checked by the caller
+        file = directory / name
+        if not file.resolve().is_relative_to(root) or not file.is_file() \
+                or file_sha256(file) != sha:
+            raise ArtifactError(f"{file}: not the file exported with this function (missing, "
+                                f"outside {directory}, or its sha256 differs from the one "
+                                f"{RECORD} records). {fix}")
 
 
 def _read_record(directory: Path, fix: str) -> dict[str, Any]:
