@@ -481,11 +481,12 @@ def test_size_limits_give_413_with_the_limit(functions: Path) -> None:
                                                         "input": ["ok"] * 5})]
 
     body, streamed, count, chars, embeddings = run(scenario)
-    assert "2,000 bytes" in error_of(body, 413)["message"]
+    assert "2,000 bytes (--max-body-bytes)" in error_of(body, 413)["message"]
     assert "2,000 bytes" in error_of(streamed, 413)["message"]
-    assert "limit of 4 per request" in error_of(count, 413)["message"]
+    assert "limit of 4 per request (--max-inputs)" in error_of(count, 413)["message"]
     error = error_of(chars, 413)
-    assert error["field"] == "inputs.1" and "limit of 100 per input" in error["message"]
+    assert error["field"] == "inputs.1"
+    assert "limit of 100 per input (--max-chars)" in error["message"]
     assert "limit of 4" in error_of(embeddings, 413)["message"]
 
 
@@ -502,7 +503,7 @@ def test_a_full_queue_gives_429_with_retry_after(functions: Path) -> None:
 
     first, second = run(scenario)
     assert first.status_code == 200
-    assert "limit 2" in error_of(second, 429)["message"]
+    assert "limit 2, --max-queue" in error_of(second, 429)["message"]
     assert second.headers["retry-after"] == "1"
 
 

@@ -793,8 +793,8 @@ class Guard:
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | HTTPError | None:
         too_large = HTTPError(413, "too_large", f"The request body is over the limit of "
-                              f"{self.max_body_bytes:,} bytes. Fix: send fewer or shorter "
-                              "inputs per request.")
+                              f"{self.max_body_bytes:,} bytes (--max-body-bytes). Fix: send "
+                              "fewer or shorter inputs per request.")
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return too_large

@@ -378,14 +378,14 @@ def admit(fn: Any, inputs: list[Any], limits: Limits, field: str = "inputs") -> 
     name `field` (the request's name for them: "input" in OpenAI's embeddings request)."""
     if len(inputs) > limits.max_inputs:
         raise HTTPError(413, "too_large", f"{field}: {len(inputs)} inputs, over the limit of "
-                        f"{limits.max_inputs} per request. Fix: split the request.",
+                        f"{limits.max_inputs} per request (--max-inputs). Fix: split the request.",
                         field=field)
     for i, value in enumerate(inputs):
         chars = sum(len(text) for text in _measured(value, f"{field}.{i}"))
         if chars > limits.max_chars:
             raise HTTPError(413, "too_large", f"{field}.{i}: {chars:,} characters, over the "
-                            f"limit of {limits.max_chars:,} per input. Fix: shorten or split "
-                            "it.", field=f"{field}.{i}")
+                            f"limit of {limits.max_chars:,} per input (--max-chars). Fix: "
+                            "shorten or split it.", field=f"{field}.{i}")
     try:
         return fn.read_inputs(inputs)
     except (FuncformerError, ValueError, TypeError) as err:
@@ -637,7 +637,8 @@ class Batcher:
         """Queue a job, or raise 429 when the queue is full."""
         if self.queued + len(job.inputs) > self.max_queue:
             raise HTTPError(429, "queue_full", f"The queue is full ({self.queued} inputs "
-                            f"waiting, limit {self.max_queue}); retry after a second.",
+                            f"waiting, limit {self.max_queue}, --max-queue); retry after a "
+                            "second.",
                             headers={"Retry-After": "1"})
         self._pending.setdefault(job.group, deque()).append(job)
         self.queued += len(job.inputs)
