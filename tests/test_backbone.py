@@ -153,6 +153,14 @@ def test_token_batches_respect_the_budget_and_cover_every_row() -> None:
     assert widths == sorted(widths)
 
 
+def test_token_batches_hold_more_rows_under_a_larger_budget() -> None:
+    rows = [[0] * 5 for _ in range(3000)]
+    # 64 rows at most under the CPU's 1,024 tokens; budget / 16 under a GPU's 16,384
+    assert max(len(b) for b in bb.token_batches(rows, budget=1024)) == 64
+    assert max(len(b) for b in bb.token_batches(rows, budget=16384)) == 1024
+    assert max(len(b) for b in bb.token_batches(rows, budget=16384, max_rows=8)) == 8
+
+
 def test_embed_restores_input_order(tiny_backbone: Path) -> None:
     backbone = bb.load(tiny_backbone)
     texts = ["the food was great", "slow", "the staff were rude and the room was dirty", "ok"]

@@ -101,6 +101,20 @@ def test_one_backbone_per_gpu_whatever_its_spelling(tiny_backbone: Path) -> None
     assert len({id(_backbone.load(tiny_backbone, device=d)) for d in spellings}) == 1
 
 
+def test_embed_on_cuda_returns_every_batch_in_input_order(tiny_backbone: Path) -> None:
+    """Pooled features stay on the GPU until the last batch, then come back in one copy:
+    rows must land where their texts were, whatever batch they ran in."""
+    from funcformer import _backbone
+
+    texts = [" ".join(["word"] * (1 + i % 17)) + f" {i}" for i in range(300)]
+    on_gpu, cut = _backbone.load(tiny_backbone, device=DEVICE).embed(texts, batch_tokens=64)
+    cpu = _backbone.load(tiny_backbone)
+    alone = [cpu.embed([text]) for text in texts]  # one text a batch: nothing to reorder
+    on_cpu = np.concatenate([features for features, _ in alone])
+    assert cut == sum(truncated for _, truncated in alone) and on_gpu.shape == on_cpu.shape
+    assert np.abs(on_gpu - on_cpu).max() < 1e-4
+
+
 def test_seeded_cuda_training_is_reproducible(tiny_backbone: Path) -> None:
     runs = [funcformer.train("classify", make_reviews(16), backbone=tiny_backbone,
                              method="full", epochs=2, progress=False, device=DEVICE, seed=seed)

@@ -304,8 +304,8 @@ class Backbone:
         """Pooled embeddings (N, H) as float32 numpy in input order, and the truncation count.
 
         `batch_tokens`: the token budget of a batch; default 1,024 on a CPU (activations stay
-        in cache) and 16,384 elsewhere (on an H200, 8-58% more texts/s than 1,024 depending
-        on the dtype; bench/gpu_check.py).
+        in cache) and 16,384 elsewhere (on an H200, about 3.3x the texts/s of 1,024 on SST-2's
+        short texts, once batches could hold up to budget / 16 rows; bench/gpu_check.py).
 
         Each distinct text is computed once; the truncation count counts a repeated one each
         time. With a `cache` (only for this backbone's own model, not a fine-tuned `encoder`),
@@ -351,14 +351,21 @@ class Backbone:
         encoder = self.model if encoder is None else encoder
         encoded, batches = self.batches(texts, max_length, batch_tokens)
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        on_device: list[tuple[list[int], torch.Tensor]] = []
         with self._lock, torch.inference_mode():
             for index, batch in batches:
                 if encoder is None and self.graph is not None:  # pooled in the graph
                     out[index] = self.graph(batch["input_ids"], batch["attention_mask"]).numpy()
                     continue
                 states = last_hidden_state(encoder, **batch)  # (B, T, H)
-                pooled = pool(states, batch["attention_mask"], self.pooling)  # (B, H)
-                out[index] = pooled.float().cpu().numpy()
+                pooled = pool(states, batch["attention_mask"], self.pooling).float()  # (B, H)
+                if pooled.device.type == "cpu":
+                    out[index] = pooled.numpy()
+                else:  # copied once at the end: a copy per batch waits for the GPU each time
+                    on_device.append((index, pooled))
+            if on_device:
+                order = [i for index, _ in on_device for i in index]
+                out[order] = torch.cat([pooled for _, pooled in on_device]).cpu().numpy()
         return out, encoded.cut
 
     def batches(self, texts: Sequence[str], max_length: int | None = None,
@@ -390,8 +397,13 @@ def call_tokenizer(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def token_batches(rows: Sequence[list[int]], budget: int,
-                  max_rows: int = 64) -> Iterator[list[int]]:
-    """Yield index lists of rows sorted by length, each padded batch within `budget` tokens."""
+                  max_rows: int | None = None) -> Iterator[list[int]]:
+    """Yield index lists of rows sorted by length, each padded batch within `budget` tokens
+    and `max_rows` rows: by default 64 for budgets up to 1,024 tokens (measured fastest on a
+    2-core CPU) and budget / 16 above, so a GPU's 16,384-token budget holds up to 1,024 short
+    texts (capped at 64, SST-2's texts ran in 256 launch-bound batches on an H200)."""
+    if max_rows is None:
+        max_rows = max(64, budget // 16)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     batch: list[int] = []
     for i in order:
