@@ -185,9 +185,9 @@ class TrainConfig:
     products in bfloat16; weights, gradients, optimizer state and the loss stay float32). For
     CPUs with AMX or AVX512-BF16 (recent Xeons): on such a Xeon, runs
     took 6-26% less time (more for longer texts) at the same accuracy (bench/precision.py). On
-    CPUs without them it is emulated and slower (a warning says so); on an H200 GPU one run of
-    `full` took 5.7x float32's time (bench/gpu_check.py). Evaluation and the saved weights are
-    float32 either way."""
+    CPUs without them it is emulated and slower (a warning says so); on an H200 GPU a warm
+    run of `full` took float32's time and the first runs 7-16 s more (docs/benchmarks.md, "On
+    a GPU"). Evaluation and the saved weights are float32 either way."""
     patience: int | None = None
     """Stop after this many epochs without a better eval metric; None: method default."""
     metric: str = "accuracy"
