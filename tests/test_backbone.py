@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,12 +154,25 @@ def test_token_batches_respect_the_budget_and_cover_every_row() -> None:
     assert widths == sorted(widths)
 
 
-def test_token_batches_hold_more_rows_under_a_larger_budget() -> None:
+def test_batches_hold_more_texts_off_the_cpu(tiny_backbone: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 texts a batch on a CPU whatever the budget (fastest on 2 cores); budget / 16 on a
+    GPU, where 64 short texts a batch left an H200 waiting on kernel launches."""
     rows = [[0] * 5 for _ in range(3000)]
-    # 64 rows at most under the CPU's 1,024 tokens; budget / 16 under a GPU's 16,384
-    assert max(len(b) for b in bb.token_batches(rows, budget=1024)) == 64
-    assert max(len(b) for b in bb.token_batches(rows, budget=16384)) == 1024
-    assert max(len(b) for b in bb.token_batches(rows, budget=16384, max_rows=8)) == 8
+    assert max(len(b) for b in bb.token_batches(rows, budget=16384)) == 64
+    assert max(len(b) for b in bb.token_batches(rows, budget=16384, max_rows=1024)) == 1024
+    backbone = bb.load(tiny_backbone)
+    sizes: list[int] = []
+    original = bb.token_batches
+
+    def spy(rows: Any, budget: int, max_rows: int = 64) -> Any:
+        sizes.append(max_rows)
+        return original(rows, budget, max_rows)
+
+    monkeypatch.setattr(bb, "token_batches", spy)
+    backbone.embed(["a short text", "another"], batch_tokens=16384)
+    assert sizes == [64]  # on the CPU
+    assert bb.rows_per_batch("cuda:0", 16384) == 1024 and bb.rows_per_batch("cuda", 512) == 64
 
 
 def test_embed_restores_input_order(tiny_backbone: Path) -> None:

@@ -305,7 +305,7 @@ class Backbone:
 
         `batch_tokens`: the token budget of a batch; default 1,024 on a CPU (activations stay
         in cache) and 16,384 elsewhere (on an H200, about 3.3x the texts/s of 1,024 on SST-2's
-        short texts, once batches could hold up to budget / 16 rows; bench/gpu_check.py).
+        short texts, with up to budget / 16 texts a batch: `rows_per_batch`).
 
         Each distinct text is computed once; the truncation count counts a repeated one each
         time. With a `cache` (only for this backbone's own model, not a fine-tuned `encoder`),
@@ -349,7 +349,8 @@ class Backbone:
         from ._fused import last_hidden_state
 
         encoder = self.model if encoder is None else encoder
-        encoded, batches = self.batches(texts, max_length, batch_tokens)
+        encoded, batches = self.batches(texts, max_length, batch_tokens,
+                                        rows_per_batch(self.device, batch_tokens))
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         on_device: list[tuple[list[int], torch.Tensor]] = []
         with self._lock, torch.inference_mode():
@@ -369,14 +370,15 @@ class Backbone:
         return out, encoded.cut
 
     def batches(self, texts: Sequence[str], max_length: int | None = None,
-                batch_tokens: int = 1024) -> tuple[Encoded, Iterator[tuple[list[int], dict]]]:
+                batch_tokens: int = 1024, max_rows: int = 64
+                ) -> tuple[Encoded, Iterator[tuple[list[int], dict]]]:
         """Tokenize once; return the tokenized texts (with their truncation) and (row
-        indices, padded batch) pairs in length order, packed by a token budget. Callers write
-        results back by index."""
+        indices, padded batch) pairs in length order, packed by a token budget and at most
+        `max_rows` texts a batch. Callers write results back by index."""
         encoded = self.tokenize(texts, max_length)
         rows = encoded.input_ids
         return encoded, ((index, self.pad([rows[i] for i in index]))
-                                   for index in token_batches(rows, batch_tokens))
+                                   for index in token_batches(rows, batch_tokens, max_rows))
 
 
 _tokenizer_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -397,13 +399,9 @@ def call_tokenizer(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def token_batches(rows: Sequence[list[int]], budget: int,
-                  max_rows: int | None = None) -> Iterator[list[int]]:
+                  max_rows: int = 64) -> Iterator[list[int]]:
     """Yield index lists of rows sorted by length, each padded batch within `budget` tokens
-    and `max_rows` rows: by default 64 for budgets up to 1,024 tokens (measured fastest on a
-    2-core CPU) and budget / 16 above, so a GPU's 16,384-token budget holds up to 1,024 short
-    texts (capped at 64, SST-2's texts ran in 256 launch-bound batches on an H200)."""
-    if max_rows is None:
-        max_rows = max(64, budget // 16)
+    and `max_rows` rows (64 measured fastest on a 2-core CPU; see `rows_per_batch`)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     batch: list[int] = []
     for i in order:
@@ -418,6 +416,20 @@ def token_batches(rows: Sequence[list[int]], budget: int,
 
 CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 16384
+
+
+def rows_per_batch(device: Any, budget: int) -> int:
+    """The most texts a batch of `budget` tokens holds: 64 on a CPU, where that measured
+    fastest on 2 cores, and budget / 16 elsewhere. With 64 on an H200 as well, SST-2's short
+    texts ran in 256 launch-bound batches under the 16,384-token budget: 15.7k texts/s in
+    float32, against 36.8k with up to 1,024 texts a batch (bench/gpu_check.py).
+
+    >>> rows_per_batch("cpu", 16384), rows_per_batch("cuda", 16384), rows_per_batch("cuda", 512)
+    (64, 1024, 64)
+    """
+    import torch
+
+    return 64 if torch.device(device).type == "cpu" else max(64, budget // 16)
 
 
 def load(name_or_path: str | os.PathLike[str] | None = None, device: str = "cpu",
