@@ -175,6 +175,46 @@ def test_batches_hold_more_texts_off_the_cpu(tiny_backbone: Path,
     assert bb.rows_per_batch("cuda:0", 16384) == 1024 and bb.rows_per_batch("cuda", 512) == 64
 
 
+def test_gpu_batching_gives_the_cpu_answers(tiny_backbone: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU's way (16,384-token batches of up to 1,024 texts, every batch queued before
+    the first copy back) run on the CPU: embed, pair and tag answer as the CPU's way does,
+    every row where its input was."""
+    import funcformer
+    from funcformer._tasks import pair as pair_task
+    from test_pair import make_pairs
+    from test_tag import toy_rows
+
+    texts = [" ".join(["word"] * (1 + i % 13)) + f" {i}" for i in range(150)]
+    pairs = [(a, b) for a, b in zip(texts, reversed(texts), strict=True)]
+    backbone = bb.load(tiny_backbone)
+    scorer = funcformer.train("pair", make_pairs(24), backbone=tiny_backbone, epochs=1,
+                              progress=False)
+    tagger = funcformer.train("tag", toy_rows(16), backbone=tiny_backbone, epochs=1,
+                              progress=False)
+
+    def answers() -> tuple[np.ndarray, list[float], list[Any]]:
+        return (backbone.embed(texts)[0], [s.score for s in scorer(pairs)],
+                [[(e.label, e.start, e.end) for e in found] for found in tagger(texts)])
+
+    on_cpu = answers()
+    queued: list[bool] = []
+    real_gather = bb.gather
+
+    def gather(results: Any, defer: bool) -> Any:
+        queued.append(defer)
+        return real_gather(results, defer)
+
+    for module in (bb, pair_task):
+        monkeypatch.setattr(module, "off_cpu", lambda device: True)
+        monkeypatch.setattr(module, "gather", gather)
+    as_on_gpu = answers()
+    assert queued and all(queued)
+    np.testing.assert_allclose(as_on_gpu[0], on_cpu[0], atol=1e-5)
+    np.testing.assert_allclose(as_on_gpu[1], on_cpu[1], atol=1e-5)
+    assert as_on_gpu[2] == on_cpu[2]
+
+
 def test_embed_restores_input_order(tiny_backbone: Path) -> None:
     backbone = bb.load(tiny_backbone)
     texts = ["the food was great", "slow", "the staff were rude and the room was dirty", "ok"]

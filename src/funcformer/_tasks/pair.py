@@ -27,7 +27,16 @@ from .._artifact import (
     HeadSpec,
     Manifest,
 )
-from .._backbone import Backbone, Pooling, pool, token_batches
+from .._backbone import (
+    GPU_BATCH_TOKENS,
+    Backbone,
+    Pooling,
+    gather,
+    off_cpu,
+    pool,
+    rows_per_batch,
+    token_batches,
+)
 from .._config import TrainConfig
 from .._data import _text, read_texts
 from .._errors import ArtifactError, DataError, TaskError, is_real, is_whole
@@ -123,13 +132,19 @@ class CrossEncoder(torch.nn.Module):
 
 
 def apply(backbone: Backbone, model: CrossEncoder, encoded: Encoded, width: int,
-          then: Callable[[torch.Tensor], torch.Tensor], batch_tokens: int = 1024) -> torch.Tensor:
+          then: Callable[[torch.Tensor], torch.Tensor], batch_tokens: int | None = None
+          ) -> torch.Tensor:
     """`then(pooled features)` for every pair, (N, width) on CPU in input order; pairs are
-    sorted by length and packed by a token budget so padding stays small."""
+    sorted by length and packed by a token budget so padding stays small (by default 1,024
+    tokens and 64 pairs a batch on a CPU, 16,384 tokens on a GPU, as `Backbone.embed`)."""
+    budget = batch_tokens or (GPU_BATCH_TOKENS if off_cpu(backbone.device) else 1024)
+    batches = token_batches(encoded.ids, budget, rows_per_batch(backbone.device, budget))
     out = torch.zeros((len(encoded.ids), width))
     with backbone._lock, torch.inference_mode():  # the shared encoder runs one batch at a time
-        for index in token_batches(encoded.ids, batch_tokens):
-            out[index] = then(model.features(**pad(backbone, encoded, index))).float().cpu()
+        results = ((index, then(model.features(**pad(backbone, encoded, index))))
+                   for index in batches)
+        for index, values in gather(results, defer=off_cpu(backbone.device)):
+            out[index] = torch.from_numpy(values)
     return out
 
 
