@@ -180,10 +180,11 @@ def test_gpu_batching_gives_the_cpu_answers(tiny_backbone: Path,
     """The GPU's way (16,384-token batches of up to 1,024 texts, every batch queued before
     the first copy back) run on the CPU: embed, pair and tag answer as the CPU's way does,
     every row where its input was."""
-    import funcformer
-    from funcformer._tasks import pair as pair_task
     from test_pair import make_pairs
     from test_tag import toy_rows
+
+    import funcformer
+    from funcformer._tasks import pair as pair_task
 
     texts = [" ".join(["word"] * (1 + i % 13)) + f" {i}" for i in range(150)]
     pairs = [(a, b) for a, b in zip(texts, reversed(texts), strict=True)]
