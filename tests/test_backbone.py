@@ -177,9 +177,9 @@ def test_batches_hold_more_texts_off_the_cpu(tiny_backbone: Path,
 
 def test_gpu_batching_gives_the_cpu_answers(tiny_backbone: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """The GPU's way (16,384-token batches of up to 1,024 texts, every batch queued before
-    the first copy back) run on the CPU: embed, pair and tag answer as the CPU's way does,
-    every row where its input was."""
+    """The GPU's way (its token budget, up to budget / 16 texts a batch, batches queued
+    before they are copied back) run on the CPU, with a budget small enough for many batches:
+    embed, pair and tag answer as the CPU's way does, every row where its input was."""
     from test_pair import make_pairs
     from test_tag import toy_rows
 
@@ -206,14 +206,49 @@ def test_gpu_batching_gives_the_cpu_answers(tiny_backbone: Path,
         queued.append(defer)
         return real_gather(results, defer)
 
+    batches: list[int] = []
+    real_token_batches = bb.token_batches
+
+    def token_batches(rows: Any, budget: int, max_rows: int = 64) -> Any:
+        made = list(real_token_batches(rows, budget, max_rows))
+        batches.append(len(made))
+        return made
+
+    monkeypatch.setattr(bb, "GPU_BATCH_TOKENS", 96)
     for module in (bb, pair_task):
         monkeypatch.setattr(module, "off_cpu", lambda device: True)
         monkeypatch.setattr(module, "gather", gather)
+        monkeypatch.setattr(module, "token_batches", token_batches)
     as_on_gpu = answers()
-    assert queued and all(queued)
+    assert len(queued) == 3 and all(queued)  # embed, pair, tag
+    assert len(batches) == 3 and min(batches) > 3, batches
     np.testing.assert_allclose(as_on_gpu[0], on_cpu[0], atol=1e-5)
     np.testing.assert_allclose(as_on_gpu[1], on_cpu[1], atol=1e-5)
     assert as_on_gpu[2] == on_cpu[2]
+
+
+def test_gather_copies_each_result_out_of_its_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued results must not be views of their batch (a CLS feature is `states[:, 0]`):
+    they would keep every batch's hidden states alive on the GPU, and see later writes."""
+    made: list[str] = []
+
+    def results(count: int) -> Any:
+        for k in range(count):
+            states = torch.full((2, 3, 4), float(k))
+            made.append(f"made {k}")
+            yield [2 * k, 2 * k + 1], states[:, 0]
+            states.zero_()  # the batch's memory reused once the next is made
+
+    got = [(index, values.tolist()) for index, values in bb.gather(results(3), defer=True)]
+    assert got == [([2 * k, 2 * k + 1], [[float(k)] * 4] * 2) for k in range(3)]
+    # queued until HELD_BYTES, then handed on: with a tiny limit, batch by batch
+    monkeypatch.setattr(bb, "HELD_BYTES", 1)
+    made.clear()
+    order = []
+    for index, _ in bb.gather(results(3), defer=True):
+        order += [*made, f"got {index[0] // 2}"]
+        made.clear()
+    assert order == ["made 0", "got 0", "made 1", "got 1", "made 2", "got 2"]
 
 
 def test_embed_restores_input_order(tiny_backbone: Path) -> None:

@@ -102,8 +102,8 @@ def test_one_backbone_per_gpu_whatever_its_spelling(tiny_backbone: Path) -> None
 
 
 def test_embed_on_cuda_returns_every_batch_in_input_order(tiny_backbone: Path) -> None:
-    """Pooled features stay on the GPU until the last batch, then come back in one copy:
-    rows must land where their texts were, whatever batch they ran in."""
+    """Pooled features are queued on the GPU and copied back together: rows must land where
+    their texts were, whatever batch they ran in."""
     from funcformer import _backbone
 
     texts = [" ".join(["word"] * (1 + i % 17)) + f" {i}" for i in range(300)]

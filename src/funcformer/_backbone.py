@@ -325,8 +325,7 @@ class Backbone:
         missing = [t for t in unique if t not in known]
         truncated = 0
         if missing:
-            budget = batch_tokens or (CPU_BATCH_TOKENS if device_key(self.device) == "cpu"
-                                      else GPU_BATCH_TOKENS)
+            budget = batch_tokens or default_budget(self.device, CPU_BATCH_TOKENS)
             computed, cut = self._embed(missing, encoder, max_length, budget)
             known.update(zip(missing, computed, strict=True))
             long = {text for text, was_cut in zip(missing, cut, strict=True) if was_cut}
@@ -421,15 +420,41 @@ def off_cpu(device: Any) -> bool:
     return torch.device(device).type != "cpu"
 
 
+HELD_BYTES = 256 * 2**20
+"""`gather` copies a GPU's queued results back once they hold this many bytes."""
+
+
 def gather(results: Iterable[tuple[list[int], torch.Tensor]], defer: bool
            ) -> Iterator[tuple[list[int], np.ndarray]]:
-    """(row indices, batch result) pairs with the results as float32 NumPy arrays. With
-    `defer` (a GPU), every batch is queued before the first copy back, so the GPU never waits
-    for a copy between batches; on a CPU each batch is handed on as it comes."""
-    if defer:
-        results = [(index, values.float()) for index, values in results]
+    """(row indices, batch result) pairs with the results as float32 NumPy arrays.
+
+    On a CPU each batch is handed on as it comes. With `defer` (a GPU), batches are queued
+    and copied back together once they hold `HELD_BYTES` (and at the end), so the GPU does not
+    wait for a copy after every batch; each result is copied out of its batch first (a CLS
+    feature is a view that would keep the batch's whole hidden states alive).
+    """
+    import torch
+
+    if not defer:
+        for index, values in results:
+            yield index, values.float().cpu().numpy()
+        return
+    held: list[tuple[list[int], torch.Tensor]] = []
+    size = 0
     for index, values in results:
-        yield index, values.float().cpu().numpy()
+        values = values.to(torch.float32, copy=True)
+        held.append((index, values))
+        size += values.numel() * values.element_size()
+        if size >= HELD_BYTES:
+            yield from ((i, v.cpu().numpy()) for i, v in held)
+            held, size = [], 0
+    yield from ((i, v.cpu().numpy()) for i, v in held)
+
+
+def default_budget(device: Any, on_cpu: int) -> int:
+    """The token budget of an inference batch: `on_cpu` on a CPU (small batches keep
+    activations in cache), `GPU_BATCH_TOKENS` elsewhere."""
+    return GPU_BATCH_TOKENS if off_cpu(device) else on_cpu
 
 
 def rows_per_batch(device: Any, budget: int) -> int:

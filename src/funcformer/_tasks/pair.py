@@ -28,9 +28,9 @@ from .._artifact import (
     Manifest,
 )
 from .._backbone import (
-    GPU_BATCH_TOKENS,
     Backbone,
     Pooling,
+    default_budget,
     gather,
     off_cpu,
     pool,
@@ -137,7 +137,7 @@ def apply(backbone: Backbone, model: CrossEncoder, encoded: Encoded, width: int,
     """`then(pooled features)` for every pair, (N, width) on CPU in input order; pairs are
     sorted by length and packed by a token budget so padding stays small (by default 1,024
     tokens and 64 pairs a batch on a CPU, 16,384 tokens on a GPU, as `Backbone.embed`)."""
-    budget = batch_tokens or (GPU_BATCH_TOKENS if off_cpu(backbone.device) else 1024)
+    budget = default_budget(backbone.device, 1024) if batch_tokens is None else batch_tokens
     batches = token_batches(encoded.ids, budget, rows_per_batch(backbone.device, budget))
     out = torch.zeros((len(encoded.ids), width))
     with backbone._lock, torch.inference_mode():  # the shared encoder runs one batch at a time

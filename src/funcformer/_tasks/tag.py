@@ -157,7 +157,7 @@ def probabilities(model: Any, backbone: _backbone.Backbone,
     rows = [w.ids for w in windows]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
     device = backbone.device
-    budget = budget or (_backbone.GPU_BATCH_TOKENS if _backbone.off_cpu(device) else 2048)
+    budget = _backbone.default_budget(device, 2048) if budget is None else budget
     batches = _backbone.token_batches(rows, budget, _backbone.rows_per_batch(device, budget))
     # the backbone's lock, as its other users hold it: explain puts hooks on the shared
     # embedding layer while it runs (a call meanwhile got its inputs, and explain failed)
