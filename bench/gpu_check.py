@@ -9,7 +9,9 @@ On all-MiniLM-L6-v2 (or `--backbone`), in one run:
    (`SentenceTransformer.encode`, the anchor) on the same SST-2 train texts, for each dtype,
    at each library's default batch and at a large one;
 3. fine-tuning on cuda: `full` (float32 and bf16 autocast) and `lora`, 2,000 SST-2 examples,
-   one epoch, each after a 64-row warm-up run: wall time and SST-2 dev accuracy.
+   one epoch, each after a 64-row warm-up run: wall time and SST-2 dev accuracy;
+4. scoring pairs and tagging on the GPU against sentence-transformers' CrossEncoder and
+   transformers' token-classification pipeline (texts/s, float32).
 
 `FUNCFORMER_BENCH_DATA` points at the shared data directory where it is not beside the repo;
 `--device cpu --texts 64` runs the script's code paths on a machine without a GPU (slowly).
@@ -18,6 +20,7 @@ On all-MiniLM-L6-v2 (or `--backbone`), in one run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
 import time
@@ -117,7 +120,59 @@ def main() -> int:
         accuracy = np.mean([p.label == g for p, g in zip(fn([t for t, _ in dev]), gold,
                                                          strict=True)])
         print(f"| {name} | {seconds:.1f} | {accuracy:.4f} |")
+    inference_of_pair_and_tag(args, texts, sample)
     return 0
+
+
+def inference_of_pair_and_tag(args: argparse.Namespace, texts: list[str],
+                              sample: list[tuple[str, str]]) -> None:
+    """Scoring pairs and tagging on the device, against sentence-transformers' CrossEncoder
+    and transformers' token-classification pipeline on the same weights. The functions are
+    trained one epoch on SST-2-made rows (two texts of one sentiment score 5, else 0; "not",
+    "no" and "never" tagged NEG), which only their speed needs."""
+    import tempfile
+    from pathlib import Path
+
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertForTokenClassification, pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    rows = [(a, b, 5.0 * (x == y)) for (a, x), (b, y) in itertools.pairwise(sample[:257])]
+    scorer = funcformer.train("pair", rows, backbone=args.backbone, epochs=1,
+                              device=args.device, progress=False)
+    pairs = list(itertools.pairwise(texts[:4097]))
+    ours = rate(scorer, pairs)
+    anchor = CrossEncoder(str(scorer.backbone.path), num_labels=1, device=args.device)
+    theirs = [rate(anchor.predict, pairs, batch_size=batch) for batch in (32, 256)]
+    print(f"\n| inference on {args.device} | funcformer texts/s (its default batches) | "
+          "anchor texts/s (batch 32 / 256) | ratio (anchor's default / its best) |")
+    print("| --- | --- | --- | --- |")
+    print(f"| pair: {len(pairs):,} SST-2 pairs, CrossEncoder.predict | {ours:.0f} | "
+          f"{theirs[0]:.0f} / {theirs[1]:.0f} | {ours / theirs[0]:.2f} / "
+          f"{ours / max(theirs):.2f} |")
+
+    negations = {"not", "no", "never"}
+    tag_rows = [{"tokens": t.split(), "tags": ["B-NEG" if w in negations else "O"
+                                               for w in t.split()]}
+                for t, _ in sample[:256] if t.split()]
+    tagger = funcformer.train("tag", tag_rows, backbone=args.backbone, epochs=1,
+                              device=args.device, progress=False)
+    sentences = texts[:4096]
+    ours = rate(tagger, sentences)
+    path = tagger.save(Path(tempfile.mkdtemp(prefix="ff-gpu-tag-")) / "tag")
+    tags = tagger.coder.tags
+    model = BertForTokenClassification.from_pretrained(
+        str(path / "encoder"), num_labels=len(tags), id2label=dict(enumerate(tags)),
+        label2id={t: i for i, t in enumerate(tags)})
+    tokenizer = AutoTokenizer.from_pretrained(str(path / "encoder"))
+    anchor = pipeline("token-classification", model=model, tokenizer=tokenizer,
+                      aggregation_strategy="first", device=args.device)
+    theirs = [rate(anchor, sentences, batch_size=batch) for batch in (32, 256)]
+    print(f"| tag: {len(sentences):,} SST-2 texts, token-classification pipeline | {ours:.0f} "
+          f"| {theirs[0]:.0f} / {theirs[1]:.0f} | {ours / theirs[0]:.2f} / "
+          f"{ours / max(theirs):.2f} |")
 
 
 if __name__ == "__main__":
