@@ -10,7 +10,9 @@ Anchors: SentenceTransformer.encode at batch 32 and 128, and a plain transformer
 forward + mean pooling at batch 32 in input order. funcformer rows run a `head` classifier
 trained here on 2,000 SST-2 training sentences (its encoder pass is the same work as encode).
 The "transformers' layers" rows run the same function with funcformer's fused encoder layers
-off (`FUNCFORMER_FUSED=0`: one native op per BERT layer, src/funcformer/_fused.py). The
+off (`FUNCFORMER_FUSED=0`, src/funcformer/_fused.py); the "native fused op" rows with the
+layers fused but their float32 products on PyTorch's native op (one per BERT layer, MKL's
+sgemm inside) instead of oneDNN's fused linear op (`FUNCFORMER_ONEDNN=0`). The
 bfloat16 rows load the same function with `dtype="bfloat16"` (fast where the CPU has
 bfloat16 matrix units, AMX or AVX512-BF16; `torch.backends.cpu.get_cpu_capability()` is
 printed). The ONNX rows run the same function's float32 and int8 exports (`runtime="onnx"` /
@@ -157,15 +159,16 @@ def main() -> None:
         print(f"| {row[0]} | {row[1]} | {row[2]} |")
 
 
-def without_fused(run):  # type: ignore[no-untyped-def]
-    """`run()` with funcformer's fused encoder layers off (transformers' modules instead)."""
+def without_fused(run, switch: str = "ENABLED"):  # type: ignore[no-untyped-def]
+    """`run()` with funcformer's fused encoder layers off (transformers' modules instead), or
+    with `switch="ONEDNN"` their float32 products on the native op instead of oneDNN's."""
     from funcformer import _fused
 
-    _fused.ENABLED = False
+    setattr(_fused, switch, False)
     try:
         return run()
     finally:
-        _fused.ENABLED = True
+        setattr(_fused, switch, True)
 
 
 def _export(path: Path) -> bool:
@@ -192,6 +195,7 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
     half = funcformer.Engine({"f0": funcformer.load(paths[0], dtype="bfloat16")}, cache=None)
     ours = best_of(repeats, lambda: one.run("f0", texts))
     unfused = best_of(repeats, lambda: without_fused(lambda: one.run("f0", texts)))
+    native = best_of(repeats, lambda: without_fused(lambda: one.run("f0", texts), "ONEDNN"))
     shared = best_of(repeats, lambda: five.run(five.names, texts))
     bf16 = best_of(repeats, lambda: half.run("f0", texts))
     def rate(seconds: float) -> str:
@@ -203,6 +207,8 @@ def _throughput(name: str, texts: list[str], paths: list[Path], repeats: int,
              rate(base["plain32"]), ""),
             (f"{name}: funcformer torch, one function",
              f"{rate(ours)} = {base['st32'] / ours:.2f}x anchor", ">= 1.2x"),
+            (f"{name}: funcformer torch, native fused op (FUNCFORMER_ONEDNN=0)",
+             f"{rate(native)} = {base['st32'] / native:.2f}x anchor", ""),
             (f"{name}: funcformer torch, transformers' layers (FUNCFORMER_FUSED=0)",
              f"{rate(unfused)} = {base['st32'] / unfused:.2f}x anchor", ""),
             (f"{name}: five functions, same texts, one Engine",
@@ -230,6 +236,9 @@ def _latency(sentences: list[str], path: Path, int8_ok: bool) -> list[tuple[str,
     torch_p50 = p50(fn, sentences)
     rows.append(("single text p50: funcformer torch", f"{torch_p50 * 1e3:.1f} ms = "
                  f"{torch_p50 / anchor:.2f}x anchor", "<= 0.5x"))
+    native_p50 = without_fused(lambda: p50(fn, sentences), "ONEDNN")
+    rows.append(("single text p50: funcformer torch, native fused op (FUNCFORMER_ONEDNN=0)",
+                 f"{native_p50 * 1e3:.1f} ms = {native_p50 / anchor:.2f}x anchor", ""))
     unfused_p50 = without_fused(lambda: p50(fn, sentences))
     rows.append(("single text p50: funcformer torch, transformers' layers (FUNCFORMER_FUSED=0)",
                  f"{unfused_p50 * 1e3:.1f} ms = {unfused_p50 / anchor:.2f}x anchor", ""))

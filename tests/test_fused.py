@@ -3,6 +3,8 @@ used, transformers' own path wherever they would not compute the same thing."""
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 from transformers import (
@@ -49,17 +51,51 @@ def _batch(types: bool = False) -> dict[str, torch.Tensor]:
     return batch
 
 
+@pytest.fixture(params=["onednn", "native"], autouse=True)
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: float32 layers on oneDNN's fused linear op, and on the native op."""
+    monkeypatch.setattr(_fused, "ONEDNN", request.param == "onednn")
+    return str(request.param)
+
+
 def _calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts calls of the native fused layer."""
+    """Counts fused layers run: calls of the native op, or of oneDNN's feed-forward input
+    product (the one with an activation: one per layer)."""
     calls: list[int] = []
-    native = torch._transformer_encoder_layer_fwd
+    native, linear = torch._transformer_encoder_layer_fwd, _fused._linear
 
     def counted(*args: object) -> torch.Tensor:
         calls.append(1)
         return native(*args)
 
+    def counted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       activation: str | None) -> torch.Tensor:
+        if activation is not None:
+            calls.append(1)
+        return linear(x, weight, bias, activation)
+
     monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", counted)
+    monkeypatch.setattr(_fused, "_linear", counted_linear)
     return calls
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="oneDNN's fused linear op is checked on x86 builds")
+def test_onednn_runs_float32_layers_where_it_agrees(kernels: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = _bert(), _batch()
+    calls: list[int] = []
+    native = torch._transformer_encoder_layer_fwd
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd",
+                        lambda *args: calls.append(1) or native(*args))
+    with torch.inference_mode():
+        _fused.last_hidden_state(model, **batch)
+    assert _fused._onednn()  # this x86 torch has the op, and it agrees with F.linear
+    assert len(calls) == (0 if kernels == "onednn" else 2)
+    # a build whose op disagrees (or is missing) keeps the native op
+    monkeypatch.setattr(_fused, "_onednn_checked", None)
+    monkeypatch.setattr(_fused, "_linear", lambda x, w, b, activation: x.new_zeros(()))
+    assert not _fused._onednn()
 
 
 @pytest.mark.parametrize("make, types", [(_bert, False), (_bert, True), (_roberta, False),
