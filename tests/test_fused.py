@@ -3,6 +3,7 @@ used, transformers' own path wherever they would not compute the same thing."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 
 import pytest
@@ -291,3 +292,59 @@ def test_weights_made_in_inference_mode() -> None:
         model = _bert()
         torch.testing.assert_close(_fused.last_hidden_state(model, **batch),
                                    model(**batch).last_hidden_state, atol=2e-5, rtol=1e-4)
+
+
+def test_training_linears_give_the_same_gradients(kernels: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training steps' float32 CPU linears on oneDNN (forward and both backward products):
+    the loss and every gradient as PyTorch's own; under bfloat16 or autocast, untouched."""
+    model = _bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    batch = _batch(True)
+    # a loss every weight and bias moves (the mean square of LayerNorm outputs barely does)
+    direction = torch.randn(3, 9, SIZES["hidden_size"], generator=torch.Generator().manual_seed(2))
+
+    def gradients(context: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        with context:  # type: ignore[attr-defined]
+            loss = (model(**batch).last_hidden_state * direction).sum()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    calls: list[str | None] = []
+    linear = _fused._linear
+
+    def counted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                activation: str | None) -> torch.Tensor:
+        calls.append(activation)
+        return linear(x, weight, bias, activation)
+
+    _fused._onednn()  # its one-off check calls the op too
+    monkeypatch.setattr(_fused, "_linear", counted)
+    plain_loss, plain = gradients(contextlib.nullcontext())
+    assert not calls
+    loss, grads = gradients(_fused.training_linears(model))
+    # 6 linears a layer, 2 layers, and the pooler: 13 forward products; backward, both
+    # products of each but the pooler's (the loss does not use its output)
+    assert len(calls) == (0 if kernels == "native" else 13 + 2 * 12)
+    torch.testing.assert_close(loss, plain_loss)
+    assert grads.keys() == plain.keys()
+    for name, grad in grads.items():  # within 1e-4 of each gradient's own scale
+        # (the key bias's is 0 up to rounding: softmax ignores what it adds to every score)
+        scale = max(float(plain[name].abs().max()), 1e-5)
+        assert float((grad - plain[name]).abs().max()) <= 1e-4 * scale, name
+    # an output changed in place (PEFT's adapters add to the base layer's) keeps its gradient
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    weight = torch.randn(5, 8, requires_grad=True)
+    with _fused.training_linears(model):
+        out = torch.nn.functional.linear(x, weight)
+    out += 1.0
+    out.square().sum().backward()
+    assert torch.allclose(x.grad, (2 * (x.detach() @ weight.detach().T + 1)) @ weight.detach(),
+                          atol=1e-4)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _fused.training_linears(model):
+        (model(**batch).last_hidden_state.float() * direction).sum().backward()
+    assert not calls  # autocast's casts apply, as without the context
+    assert isinstance(_fused.training_linears(_bert().to(torch.bfloat16)),
+                      contextlib.nullcontext)

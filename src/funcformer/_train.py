@@ -23,6 +23,7 @@ import torch
 
 from ._config import TrainConfig
 from ._errors import TaskError
+from ._fused import training_linears
 from ._progress import Progress
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, targets)
@@ -436,10 +437,11 @@ def _epoch(plan: Plan, optimizer: torch.optim.Optimizer, schedule: Any, config: 
            autocast: Any = contextlib.nullcontext()) -> float:
     plan.model.train()
     total, count = carried
+    linears = training_linears(plan.model)
     for step, (inputs, targets) in enumerate(plan.batches(epoch), start=1):
         if step <= skip:  # done before the checkpoint this run resumed from
             continue
-        with autocast:
+        with autocast, linears:
             outputs = plan.forward(plan.model, inputs)
         loss = plan.loss(outputs if config.precision == "fp32" else outputs.float(), targets)
         optimizer.zero_grad(set_to_none=True)
