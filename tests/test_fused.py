@@ -348,3 +348,44 @@ def test_training_linears_give_the_same_gradients(kernels: str,
     assert not calls  # autocast's casts apply, as without the context
     assert isinstance(_fused.training_linears(_bert().to(torch.bfloat16)),
                       contextlib.nullcontext)
+
+
+def test_training_linears_edge_cases(kernels: str) -> None:
+    """Empty products, a frozen weight's input changed after use, checkpointing, a second
+    derivative: as PyTorch's own linear does them, or a loud error."""
+    model = _bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    linear = torch.nn.functional.linear
+    weight = torch.randn(5, 8, requires_grad=True)
+    with _fused.training_linears(model):
+        empty = linear(torch.randn(0, 8, requires_grad=True), weight, torch.zeros(5))
+        x = torch.randn(4, 8, requires_grad=True)
+        inputs = x * 1.0
+        frozen = linear(inputs, weight.detach())  # nothing kept of the input: W is frozen
+        y = linear(x, weight)
+    inputs.add_(1.0)  # so changing it afterwards is allowed, as it is for PyTorch's linear
+    empty.sum().backward()
+    assert weight.grad is not None and not weight.grad.any()
+    frozen.sum().backward()  # the native linear saves no input for a frozen weight either
+    if kernels == "onednn":
+        with pytest.raises(RuntimeError):  # once differentiable: no silent zero
+            torch.autograd.grad(torch.autograd.grad(y.square().sum(), weight,
+                                                    create_graph=True)[0].sum(), x)
+    model.gradient_checkpointing_enable()
+    assert isinstance(_fused.training_linears(model), contextlib.nullcontext)
+
+
+def test_inference_falls_back_when_onednn_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, batch = _bert(), _batch()
+    monkeypatch.setattr(_fused, "ONEDNN", True)
+    monkeypatch.setattr(_fused, "_onednn_checked", True)
+
+    def refuses(*args: object) -> torch.Tensor:
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(_fused, "_linear", refuses)
+    with torch.inference_mode():
+        got = _fused.last_hidden_state(model, **batch)
+        expected = model(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-4)
+    assert _fused._onednn_checked is False

@@ -36,6 +36,7 @@ have no version counter and are packed on every call. A change that none of thes
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import weakref
@@ -45,6 +46,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.overrides import TorchFunctionMode
 
+log = logging.getLogger("funcformer")
 ENABLED = os.environ.get("FUNCFORMER_FUSED", "1").strip() != "0"
 ONEDNN = os.environ.get("FUNCFORMER_ONEDNN", "1").strip() != "0"
 MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert"}
@@ -164,17 +166,20 @@ class _LinearOnOneDNN(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        ctx.save_for_backward(rows, weight)
-        ctx.shape, ctx.has_bias = x.shape, bias is not None
+        # only what the backward needs: a frozen weight (LoRA's base layers) needs no input
+        ctx.save_for_backward(rows if ctx.needs_input_grad[1] else None,
+                              weight if ctx.needs_input_grad[0] else None)
+        ctx.shape, ctx.has_bias, ctx.width = x.shape, bias is not None, weight.shape[0]
         # not a view for autograd (as matmul's own output): callers add to it in place (PEFT's
         # adapters do), which a view made inside a custom Function forbids
         return torch.ops.aten._unsafe_view(_linear(rows, weight, bias, None),
                                            (*x.shape[:-1], weight.shape[0]))
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative fails loudly
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         rows, weight = ctx.saved_tensors
-        grad = grad.reshape(-1, weight.shape[0])
+        grad = grad.reshape(-1, ctx.width)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = _linear(grad, weight.t().contiguous(), None, None).view(ctx.shape)
@@ -197,8 +202,10 @@ class _TrainingLinears(TorchFunctionMode):
             if (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
                     and x.dim() >= 2 and weight.dim() == 2 and x.device.type == "cpu"
                     and x.dtype == weight.dtype == torch.float32
-                    and (bias is None or bias.dtype == torch.float32)
-                    and x.shape[-1] == weight.shape[1] and set(kwargs) <= {"bias"}):
+                    and (bias is None or (bias.dtype == torch.float32
+                                          and bias.shape == (weight.shape[0],)))
+                    and x.shape[-1] == weight.shape[1] and set(kwargs) <= {"bias"}
+                    and x.numel() and weight.numel()):  # oneDNN refuses empty products
                 return _LinearOnOneDNN.apply(x, weight, bias)
         return func(*args, **kwargs)
 
@@ -210,7 +217,11 @@ def training_linears(model: torch.nn.Module) -> Any:
     is missing or disagrees, or with `FUNCFORMER_ONEDNN=0`."""
     parameter = next(model.parameters(), None)
     if (not ONEDNN or parameter is None or parameter.device.type != "cpu"
-            or parameter.dtype != torch.float32 or not _onednn()):
+            or parameter.dtype != torch.float32 or not _onednn()
+            # checkpointing recomputes the forward inside backward, outside this context:
+            # its recomputed tensors would differ from the saved ones
+            or any(getattr(m, "gradient_checkpointing", False) is True
+                   for m in model.modules())):
         return contextlib.nullcontext()
     return _TrainingLinears()
 
@@ -375,7 +386,13 @@ class _Plan:
             padding = padding & ~padding.all(dim=1, keepdim=True)
         width = states.shape[-1]
         if self.dtype == torch.float32 and ONEDNN and _onednn():
-            return self._onednn_layers(states, padding)
+            try:
+                return self._onednn_layers(states, padding)
+            except RuntimeError as error:  # an input the op refuses: the native op from now on
+                global _onednn_checked
+                _onednn_checked = False
+                log.warning("oneDNN's linear op failed (%s); the fused layers use PyTorch's "
+                            "native op from now on", error)
         for part, (qkv_weight, qkv_bias) in zip(self.layers, self._qkv(), strict=True):
             states = torch._transformer_encoder_layer_fwd(
                 states, width, self.heads, qkv_weight, qkv_bias,
