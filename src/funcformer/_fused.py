@@ -142,7 +142,11 @@ def _onednn() -> bool:
                     and torch.allclose(_linear(x, w, b, None), plain, atol=1e-5)
                     and torch.allclose(_linear(x, w, b, "gelu"),
                                        torch.nn.functional.gelu(plain), atol=1e-5)
-                    and torch.allclose(_linear(x, w, b, "relu"), plain.relu(), atol=1e-5))
+                    and torch.allclose(_linear(x, w, b, "relu"), plain.relu(), atol=1e-5)
+                    # the backward's products, from transposed (strided) views
+                    and torch.allclose(_linear(plain, w.t(), None, None), plain @ w, atol=1e-4)
+                    and torch.allclose(_linear(plain.t(), x.t(), None, None), plain.t() @ x,
+                                       atol=1e-4))
         except Exception:  # the op missing (an older or a non-x86 build) or refusing these
             _onednn_checked = False
     return _onednn_checked
@@ -159,8 +163,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 class _LinearOnOneDNN(torch.autograd.Function):
     """`F.linear` for training, its three products made by oneDNN: y = x W^T + b forward,
-    dx = g W and dW = g^T x backward (W^T, g^T and x^T copied to contiguous first, which
-    costs less than the products save)."""
+    dx = g W and dW = g^T x backward (from transposed views, checked by `_onednn`)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
@@ -181,10 +184,10 @@ class _LinearOnOneDNN(torch.autograd.Function):
         rows, weight = ctx.saved_tensors
         grad = grad.reshape(-1, ctx.width)
         dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _linear(grad, weight.t().contiguous(), None, None).view(ctx.shape)
+        if ctx.needs_input_grad[0]:  # transposed views: oneDNN reads them as they are, and
+            dx = _linear(grad, weight.t(), None, None).view(ctx.shape)  # faster than copies
         if ctx.needs_input_grad[1]:
-            dw = _linear(grad.t().contiguous(), rows.t().contiguous(), None, None)
+            dw = _linear(grad.t(), rows.t(), None, None)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = grad.sum(0)
         return dx, dw, db
