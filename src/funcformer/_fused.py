@@ -127,14 +127,20 @@ def forget(model: torch.nn.Module) -> None:
 _onednn_checked: bool | None = None
 
 
+def _sample() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A small seeded input (3, 8), weight (5, 8) and bias (5,) for the one-off checks."""
+    generator = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,)))
+    return x, w, b
+
+
 def _onednn() -> bool:
     """Whether oneDNN's fused linear op is here and computes what `F.linear` (and its GELU /
     ReLU) does, checked once on a small random input."""
     global _onednn_checked
     if _onednn_checked is None:
         try:
-            generator = torch.Generator().manual_seed(0)
-            x, w, b = (torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,)))
+            x, w, b = _sample()
             with torch.inference_mode():
                 plain = torch.nn.functional.linear(x, w, b)
                 _onednn_checked = bool(
@@ -161,8 +167,7 @@ def _reorders() -> bool:
     global _reorders_checked
     if _reorders_checked is None:
         try:
-            generator = torch.Generator().manual_seed(0)
-            x, w, b = (torch.randn(shape, generator=generator) for shape in ((3, 8), (5, 8), (5,)))
+            x, w, b = _sample()
             with torch.inference_mode():
                 packed = torch.ops.mkldnn._reorder_linear_weight(w, 16)
                 _reorders_checked = bool(_onednn() and torch.allclose(
