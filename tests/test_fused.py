@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import threading
 
 import pytest
 import torch
@@ -184,18 +185,23 @@ def test_a_layer_replaced_after_use_is_noticed(monkeypatch: pytest.MonkeyPatch) 
         torch.testing.assert_close(got, model(**batch).last_hidden_state)
 
 
+def _agrees_with_transformers(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """The fused states of the real tokens are transformers' (a no_grad call, so weights that
+    are not inference tensors keep their version counters)."""
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        torch.testing.assert_close(_fused.last_hidden_state(model, **batch)[real],
+                                   model(**batch).last_hidden_state[real], atol=2e-5, rtol=1e-4)
+
+
 def test_weights_changed_in_place_are_used() -> None:
     """The packed QKV weights are rebuilt when a query/key/value weight changes: in place with
     a version bump (a state dict loaded), by a fused optimizer step (after a backward), or
     in any way after `forget`."""
     model, batch = _bert(), _batch()
-    real = batch["attention_mask"].bool()
 
     def agrees() -> None:
-        with torch.no_grad():
-            torch.testing.assert_close(_fused.last_hidden_state(model, **batch)[real],
-                                       model(**batch).last_hidden_state[real],
-                                       atol=2e-5, rtol=1e-4)
+        _agrees_with_transformers(model, batch)
 
     agrees()
     state = {k: v + 0.05 for k, v in model.state_dict().items() if "value" in k}
@@ -394,3 +400,42 @@ def test_inference_falls_back_when_onednn_fails(monkeypatch: pytest.MonkeyPatch)
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(got[real], expected[real], atol=2e-5, rtol=1e-4)
     assert _fused._onednn_checked is False
+
+
+def test_a_repack_by_another_thread_never_sticks(kernels: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread changes a query weight and repacks while this call readies its
+    reordered weights: this call may use what it saw, the next ones the new weights (the
+    cache was once labelled with the new packing but built from the old, stale for good)."""
+    if kernels == "native":
+        pytest.skip("the reordered weights are the oneDNN path's")
+    model, batch = _bert(), _batch()
+
+    def agrees() -> None:
+        _agrees_with_transformers(model, batch)
+
+    agrees()
+    plan = _fused._plans[model]
+    query = model.encoder.layer[0].attention.self.query
+
+    def change_and_repack() -> None:  # what a thread training this encoder does
+        with torch.no_grad():
+            query.weight.add_(torch.randn_like(query.weight))
+        plan._qkv()
+
+    workers: list[threading.Thread] = []
+    reorders = _fused._reorders
+
+    def racing() -> bool:
+        if not workers:
+            workers.append(threading.Thread(target=change_and_repack))
+            workers[0].start()
+            workers[0].join(timeout=0.5)  # it waits for the plan's lock, if held
+        return reorders()
+
+    monkeypatch.setattr(_fused, "_reorders", racing)
+    with torch.no_grad():
+        _fused.last_hidden_state(model, **batch)
+    workers[0].join()
+    agrees()
+    agrees()

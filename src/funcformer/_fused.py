@@ -372,7 +372,8 @@ class _Plan:
         self.refs: list[weakref.ref[torch.Tensor]] = []
         self.reordered: list[tuple[torch.Tensor, ...]] = []  # oneDNN's layout, `_onednn_weights`
         self.reordered_stamp: tuple[Any, ...] = ()
-        self.reordered_from: list[torch.Tensor] = []
+        self.reordered_from: list[weakref.ref[torch.Tensor]] = []
+        self.reordered_qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def intact(self, encoder: torch.nn.Module) -> bool:
         """Whether `encoder` still has the modules and dtype this plan was made for."""
@@ -445,16 +446,24 @@ class _Plan:
         plain = [(weight, bias, p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)
                  for (weight, bias), p in zip(qkv, self.layers, strict=True)]
         others = [t for row in plain for t in row[2:]]
-        if qkv is not self.packed or any(t.is_inference() for t in others) or not _reorders():
-            return plain
-        stamp = (self.stamp, *((t.data_ptr(), t._version) for t in others))
-        with self.lock:  # (the weights by identity too, as `_qkv` does)
-            if stamp != self.reordered_stamp or any(
-                    a is not b for a, b in zip(self.reordered_from, others, strict=True)):
+        with self.lock:
+            # another thread repacked since `_qkv` returned (this call's plain weights are
+            # what it saw); inference tensors have no version to track; no reorder op
+            if qkv is not self.packed or any(t.is_inference() for t in others) or \
+                    not _reorders():
+                self.reordered, self.reordered_qkv = [], None
+                return plain
+            stamp = tuple((t.data_ptr(), t._version) for t in others)
+            # the QKV packing by identity (`_qkv` makes a new one on any q/k/v change), the
+            # other weights by version and identity
+            if (self.reordered_qkv is not qkv or stamp != self.reordered_stamp
+                    or any(r() is not t for r, t in zip(self.reordered_from, others,
+                                                        strict=True))):
                 reorder = torch.ops.mkldnn._reorder_linear_weight
                 self.reordered = [(reorder(row[0], 16), row[1],
                                    *(reorder(w, 16) for w in row[2:])) for row in plain]
-                self.reordered_stamp, self.reordered_from = stamp, others
+                self.reordered_qkv, self.reordered_stamp = qkv, stamp
+                self.reordered_from = [weakref.ref(t) for t in others]
             return self.reordered
 
     def _onednn_layers(self, states: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
