@@ -18,9 +18,11 @@ bfloat16 matrix units, AMX or AVX512-BF16; `torch.backends.cpu.get_cpu_capabilit
 printed). The ONNX rows run the same function's float32 and int8 exports (`runtime="onnx"` /
 `"onnx-int8"`) when the `[onnx]` extra is installed.
 
-Run it as documented (`OMP_WAIT_POLICY=PASSIVE`, what `funcformer serve` sets) and also without
-it (the OpenMP default, which spins briefly between parallel regions: what a Python program
-calling a function gets): single short texts run about twice as fast with the default.
+Run it with `OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000` (what `funcformer serve` sets:
+threads spin about 0.1 ms, then sleep), and also without them (the OpenMP default, which spins
+longer between parallel regions: what a Python program calling a function gets).
+`OMP_WAIT_POLICY=PASSIVE` alone, the setting of earlier runs, makes every parallel region wake
+the second thread: single short texts take about 1.5x as long as with the spin.
 """
 
 from __future__ import annotations
