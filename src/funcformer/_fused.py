@@ -24,13 +24,15 @@ sgemm). Where the op is missing or disagrees with `F.linear` on a first check, o
 `FUNCFORMER_ONEDNN=0` (`funcformer._fused.ONEDNN = False`), float32 takes the native op too;
 bfloat16 always does.
 
-The packed QKV weights (3 x hidden^2 per layer: 10.6 MB for all-MiniLM-L6-v2) are built once
-per encoder and rebuilt when a query, key or value tensor is replaced, its version counter
-moves (an in-place change: loading a state dict, most optimizers), or any optimizer in the
-process steps (a global step hook: PyTorch's fused optimizers update weights without moving
-the version counter). Weights that are inference tensors (made under `torch.inference_mode`)
-have no version counter and are packed on every call. A change that none of these see
-(writing `weight.data` in place) needs `forget`.
+The packed QKV weights (3 x hidden^2 per layer: 10.6 MB for all-MiniLM-L6-v2), and on the
+oneDNN path every layer weight reordered into its layout (about 41 MB more resident for
+all-MiniLM-L6-v2), are built once per encoder and rebuilt when a weight is replaced, its
+version counter moves (an in-place change: loading a state dict, most optimizers), or any
+optimizer in the process steps (a global step hook: PyTorch's fused optimizers update weights
+without moving the version counter). Weights that are inference tensors (made under
+`torch.inference_mode`) have no version counter: their QKV weights are packed on every call
+and the others used as they are. A change that none of these see (writing `weight.data` in
+place) needs `forget`.
 """
 
 from __future__ import annotations
