@@ -256,6 +256,26 @@ def training_linears(model: torch.nn.Module) -> Any:
     return _TrainingLinears()
 
 
+class _Derived:
+    """A value made from some weights (packed, reordered), made again when one of them is
+    replaced, changed in place (its version), or any optimizer in the process steps (a fused
+    one moves no version counter). The tensors by identity too: an address can be reused once
+    one is freed. The caller holds its plan's lock."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.stamp: tuple[Any, ...] = ()
+        self.refs: list[weakref.ref[torch.Tensor]] = []
+
+    def get(self, tensors: list[torch.Tensor], make: Any) -> Any:
+        stamp = (_steps, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
+        if stamp != self.stamp or len(self.refs) != len(tensors) or any(
+                r() is not t for r, t in zip(self.refs, tensors, strict=True)):
+            self.value = make()
+            self.stamp, self.refs = stamp, [weakref.ref(t) for t in tensors]
+        return self.value
+
+
 class _Layer(NamedTuple):
     """One encoder layer's modules, fetched by name."""
 
@@ -369,13 +389,8 @@ class _Plan:
         self.eps = float(first.ffn_norm.eps)
         self.use_gelu = ACTIVATIONS[encoder.config.hidden_act]
         self.lock = threading.Lock()
-        self.packed: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.stamp: tuple[Any, ...] = ()
-        self.refs: list[weakref.ref[torch.Tensor]] = []
-        self.reordered: list[tuple[torch.Tensor, ...]] = []  # oneDNN's layout, `_onednn_weights`
-        self.reordered_stamp: tuple[Any, ...] = ()
-        self.reordered_from: list[weakref.ref[torch.Tensor]] = []
-        self.reordered_qkv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.packed = _Derived()  # QKV weights and biases, `_qkv`
+        self.reordered = _Derived()  # every product's weight in oneDNN's layout
 
     def intact(self, encoder: torch.nn.Module) -> bool:
         """Whether `encoder` still has the modules and dtype this plan was made for."""
@@ -391,23 +406,23 @@ class _Plan:
         the embeddings' do, as they are called)."""
         return any(m._forward_hooks or m._forward_pre_hooks for m in (encoder, *self.bypassed))
 
+    def _qkv_tensors(self) -> list[torch.Tensor]:
+        return [t for p in self.layers for linear in (p.query, p.key, p.value)
+                for t in (linear.weight, linear.bias)]
+
+    def _pack_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.cat([p.query.weight, p.key.weight, p.value.weight]),
+                 torch.cat([p.query.bias, p.key.bias, p.value.bias])) for p in self.layers]
+
     def _qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed: a
-        tensor replaced, changed in place (its version), or any optimizer step in the process
-        (a fused one moves no version counter)."""
-        parts = [(p.query, p.key, p.value) for p in self.layers]
-        tensors = [t for trio in parts for linear in trio for t in (linear.weight, linear.bias)]
-        if any(t.is_inference() for t in tensors):  # no version counter: pack afresh each call
-            return [(torch.cat([q.weight, k.weight, v.weight]),
-                     torch.cat([q.bias, k.bias, v.bias])) for q, k, v in parts]
-        stamp = (_steps, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
-        with self.lock:  # (the tensors by identity: an id can be reused once one is freed)
-            if stamp != self.stamp or len(self.refs) != len(tensors) or any(
-                    r() is not t for r, t in zip(self.refs, tensors, strict=True)):
-                self.packed = [(torch.cat([q.weight, k.weight, v.weight]),
-                                torch.cat([q.bias, k.bias, v.bias])) for q, k, v in parts]
-                self.stamp, self.refs = stamp, [weakref.ref(t) for t in tensors]
-            return self.packed
+        """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed
+        (`_Derived`); weights without a version counter (inference tensors) packed afresh
+        each call."""
+        tensors = self._qkv_tensors()
+        if any(t.is_inference() for t in tensors):
+            return self._pack_qkv()
+        with self.lock:
+            return self.packed.get(tensors, self._pack_qkv)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -441,32 +456,25 @@ class _Plan:
         """Per layer: the packed QKV weight and bias, then the attention output's and the
         feed-forward's two weights, the weights in oneDNN's own layout, reordered once (a
         short text's forward took 3.1 ms against 4.5 ms from the plain layout, the same
-        numbers). Rebuilt when the QKV packing is (a weight replaced, changed in place, an
-        optimizer step) or another weight changes; inference tensors, which have no version
-        counter, and builds without the reorder op get the plain weights."""
-        qkv = self._qkv()
-        plain = [(weight, bias, p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)
-                 for (weight, bias), p in zip(qkv, self.layers, strict=True)]
-        others = [t for row in plain for t in row[2:]]
+        numbers) and again when any of them changes (`_Derived`, under one lock with the QKV
+        packing they are made from). Inference tensors, which have no version counter, and
+        builds without the reorder op get the plain weights."""
+        qkv_tensors = self._qkv_tensors()
+        others = [t for p in self.layers
+                  for t in (p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)]
+        if not _reorders() or any(t.is_inference() for t in qkv_tensors + others):
+            return [(weight, bias, p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)
+                    for (weight, bias), p in zip(self._qkv(), self.layers, strict=True)]
+
+        def reorder() -> list[tuple[torch.Tensor, ...]]:
+            qkv = self.packed.get(qkv_tensors, self._pack_qkv)
+            layout = torch.ops.mkldnn._reorder_linear_weight
+            return [(layout(weight, 16), bias, *(layout(w, 16) for w in (
+                p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)))
+                for (weight, bias), p in zip(qkv, self.layers, strict=True)]
+
         with self.lock:
-            # another thread repacked since `_qkv` returned (this call's plain weights are
-            # what it saw); inference tensors have no version to track; no reorder op
-            if qkv is not self.packed or any(t.is_inference() for t in others) or \
-                    not _reorders():
-                self.reordered, self.reordered_qkv = [], None
-                return plain
-            stamp = tuple((t.data_ptr(), t._version) for t in others)
-            # the QKV packing by identity (`_qkv` makes a new one on any q/k/v change), the
-            # other weights by version and identity
-            if (self.reordered_qkv is not qkv or stamp != self.reordered_stamp
-                    or any(r() is not t for r, t in zip(self.reordered_from, others,
-                                                        strict=True))):
-                reorder = torch.ops.mkldnn._reorder_linear_weight
-                self.reordered = [(reorder(row[0], 16), row[1],
-                                   *(reorder(w, 16) for w in row[2:])) for row in plain]
-                self.reordered_qkv, self.reordered_stamp = qkv, stamp
-                self.reordered_from = [weakref.ref(t) for t in others]
-            return self.reordered
+            return self.reordered.get(qkv_tensors + others, reorder)
 
     def _onednn_layers(self, states: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         """The same post-norm layers as the native op, each product one oneDNN call with its
