@@ -33,6 +33,22 @@ def test_batches_cover_every_example_linearly_each_with_a_positive() -> None:
     assert label_batches(labels, 8, 0) == batches and label_batches(labels, 8, 1) != batches
 
 
+def test_every_batch_holds_each_label_text_once_enough_and_nothing_else_changes() -> None:
+    labels = [0] * 7 + [1] * 8 + [2] * 5 + [0, 0, 1, 1, 2, 2]
+    texts = list(range(20, 26))  # the label texts, two a label, as `with_label_texts` adds them
+    plain = label_batches(labels, batch_size=8, seed=0)
+    batches = label_batches(labels, batch_size=8, seed=0, label_texts=texts)
+    assert len(batches) == len(plain) > 2  # no extra steps
+    for before, after in zip(plain, batches, strict=True):
+        assert after[:len(before)] == before  # the pairs as they were, extras at the end
+        extra = after[len(before):]
+        assert set(extra) <= {20, 22, 24} and len(set(extra)) == len(extra)
+        held = {labels[i] for i in after if i in texts}
+        assert held == {0, 1, 2}, (before, after)  # every label's text in every batch
+        assert all(labels[i] not in {labels[j] for j in before if j in texts} for i in extra)
+    assert label_batches(labels, 8, 0, label_texts=()) == plain
+
+
 def test_loss_prefers_same_label_neighbours() -> None:
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     right = pair_similarity(features, torch.tensor([0, 0, 1, 1]))
@@ -192,6 +208,33 @@ def test_label_texts_change_training_and_are_classify_only(tiny_backbone: Path,
     with pytest.raises(TaskError, match="label_template applies to classify"):
         funcformer.train("embed", [("a", "b")] * 4, backbone=tiny_backbone,
                          label_template="About {}.")
+
+
+def test_contrastive_gives_its_batches_the_label_texts_up_to_eight_labels(
+        tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from funcformer._methods import contrastive
+
+    seen: list[tuple[list[int], list[int]]] = []
+
+    def spy(labels: list[int], batch_size: int, seed: int, label_texts: list[int] = ()
+            ) -> list[list[int]]:
+        seen.append((labels, list(label_texts)))
+        return label_batches(labels, batch_size, seed, label_texts)
+
+    monkeypatch.setattr(contrastive, "label_batches", spy)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+
+    def train(names: int) -> list[int]:
+        seen.clear()
+        rows = [(f"text {i} about {words[i % names]}", words[i % names]) for i in range(4 * names)]
+        funcformer.train("classify", rows, backbone=tiny_backbone, method="contrastive",
+                         epochs=1, progress=False)
+        labels, texts = seen[0]
+        assert len(labels) == 6 * names  # 4 rows and 2 label texts a label
+        return texts
+
+    assert train(8) == list(range(32, 48))  # the label texts come last, all of them
+    assert train(9) == []  # a ninth label: the extra texts would outgrow a batch of 16
 
 
 def test_label_texts_are_announced(tiny_backbone: Path, capsys: pytest.CaptureFixture) -> None:

@@ -5,7 +5,8 @@ data (setfit #628, #249: out-of-memory, 19-hour pair generation). Here each batc
 set of pairs: SetFit's objective (cosine similarity 1 for two texts of one label, 0 for two of
 different labels) is applied to every pair in the batch, balanced between the two kinds, so one
 epoch costs one pass over the examples. Batches are built so that each example meets at least
-one of its own label. Then a head is fit on the tuned encoder's features (as `head` does), and
+one of its own label, and, with up to 8 labels, each label's text ("This sentence is joy.",
+`labels`). Then a head is fit on the tuned encoder's features (as `head` does), and
 the function keeps both: the artifact includes the tuned encoder.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from .._model import FunctionModel
 from .._train import Plan, run
 from . import Trained, trainable_encoder
 from .head import probe
+from .labels import label_text_rows
 
 TEXT_BUDGET = 640
 LONG_BUDGET = 6000
@@ -43,10 +46,13 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     encoded = backbone.tokenize(train.texts, config.max_length)
     labels = task.targets(train)
     batch_size = int(config.batch_size or 16)
+    anchors = label_text_rows(train)
+    if len({int(labels[i]) for i in anchors}) > ANCHOR_MAX_LABELS:
+        anchors = []
 
     def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         out = []
-        for index in label_batches(labels.tolist(), batch_size, config.seed + epoch):
+        for index in label_batches(labels.tolist(), batch_size, config.seed + epoch, anchors):
             out.append((backbone.pad([encoded.input_ids[i] for i in index]),
                         labels[index].to(backbone.device)))
         return out
@@ -80,6 +86,12 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
+ANCHOR_MAX_LABELS = 8
+"""Up to this many labels, every batch holds each label's text (`label_batches`): its texts are
+pulled to their label's words at every step, not only in the one or two batches its label texts
+fall in. Against label texts as plain rows (bench/fewshot.py samples, `contrastive`): with 8 per
+class (3 seeds) CR +1.15, Emotion +3.29, AG News +0.16 points; with 64 (seeds 0 and 1) CR
++0.13, Emotion +1.00, AG News +0.57. Above it the extra texts would outgrow a batch of 16."""
 PAIRS_MAX_LABELS = 8
 """`contrastive_loss="auto"` takes `pairs` up to this many labels (a batch of 16 holds a pair of
 each), `supcon` above: with 16 and 32 of Banking77's labels supcon led by 0.7 and 2.2
@@ -143,12 +155,17 @@ def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torc
     return -mean_log[has].mean()
 
 
-def label_batches(labels: list[int], batch_size: int, seed: int) -> list[list[int]]:
+def label_batches(labels: list[int], batch_size: int, seed: int,
+                  label_texts: Sequence[int] = ()) -> list[list[int]]:
     """Batches covering every example once, each example next to one of its own label.
 
     Per label, a seeded shuffle is cut into pairs (a label with an odd count adds its first
     example again to close its last pair); pairs are shuffled and packed `batch_size // 2` to
     a batch. The number of batches grows linearly with the data.
+
+    `label_texts`: the rows that are label texts. They pair up like the others, and a batch
+    without one for a label also gets that label's first one, so every batch holds each
+    label's text (see `ANCHOR_MAX_LABELS`).
     """
     generator = torch.Generator().manual_seed(seed)
     pairs: list[list[int]] = []
@@ -164,5 +181,13 @@ def label_batches(labels: list[int], batch_size: int, seed: int) -> list[list[in
     order = torch.randperm(len(pairs), generator=generator).tolist()
     per_batch = max(1, batch_size // 2)
     shuffled = [pairs[i] for i in order]
-    return [[i for pair in shuffled[k:k + per_batch] for i in pair]
-            for k in range(0, len(shuffled), per_batch)]
+    batches = [[i for pair in shuffled[k:k + per_batch] for i in pair]
+               for k in range(0, len(shuffled), per_batch)]
+    first: dict[int, int] = {}
+    for row in label_texts:
+        first.setdefault(labels[row], row)
+    texts = set(label_texts)
+    for batch in batches:
+        present = {labels[i] for i in batch if i in texts}
+        batch += [row for label, row in first.items() if label not in present]
+    return batches

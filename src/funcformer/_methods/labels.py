@@ -17,6 +17,8 @@ from .._errors import TaskError
 
 LABEL_COPIES = 2
 """Each label's text enters training this many times (SetFit's templated `sample_size`)."""
+PLACE = "label text for {!r} (label_template)"
+"""Where a label text came from, in messages; `label_text_rows` finds them by it."""
 
 
 def with_label_texts(train: Examples, config: TrainConfig, labels: Sequence[str] | None = None,
@@ -53,11 +55,24 @@ def with_label_texts(train: Examples, config: TrainConfig, labels: Sequence[str]
     texts = [config.label_template.format(words[label]) for label in taught
              for _ in range(LABEL_COPIES)]
     tagged = [label for label in taught for _ in range(LABEL_COPIES)]
-    places = [f"label text for {label!r} (label_template)" for label in tagged]
+    places = [PLACE.format(label) for label in tagged]
     added = Examples(texts=train.texts + texts, labels=train.labels + tagged,
                      source=train.source, places=train.places + places)
     return added, (f"{len(taught)} label texts added, {LABEL_COPIES} each, e.g. {texts[0]!r} "
                    "(label_texts=False leaves them out)")
+
+
+def label_text_rows(examples: Examples) -> list[int]:
+    """The rows of `examples` that `with_label_texts` added (a data row's place is "line 7" or
+    "index 6", never this).
+
+    >>> rows = Examples(["good", "bad"], ["positive", "negative"], "x", ["1", "2"])
+    >>> label_text_rows(with_label_texts(rows, TrainConfig())[0])
+    [2, 3, 4, 5]
+    """
+    prefix, suffix = PLACE.split("{!r}")
+    return [i for i, place in enumerate(examples.places)
+            if place.startswith(prefix) and place.endswith(suffix)]
 
 
 _CODE = re.compile(r"(label|class|category|cat|lbl|type|id|tag)?[\W_]*\d*[\W_]*", re.IGNORECASE)
