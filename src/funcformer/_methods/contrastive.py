@@ -89,9 +89,9 @@ def epochs_for(examples: int) -> int:
 ANCHOR_MAX_LABELS = 8
 """Up to this many labels, every batch holds each label's text (`label_batches`): its texts are
 pulled to their label's words at every step, not only in the one or two batches its label texts
-fall in. Against label texts as plain rows (bench/fewshot.py samples, `contrastive`): with 8 per
-class (3 seeds) CR +1.15, Emotion +3.29, AG News +0.16 points; with 64 (seeds 0 and 1) CR
-+0.13, Emotion +1.00, AG News +0.57. Above it the extra texts would outgrow a batch of 16."""
+fall in. Against label texts as plain rows (bench/fewshot.py samples, `contrastive`, 3 seeds):
+with 8 per class CR +1.15, Emotion +3.29, AG News +0.16 points; with 64 CR -0.62, Emotion
++1.52, AG News +0.47. Above it the extra texts would outgrow a batch of 16."""
 PAIRS_MAX_LABELS = 8
 """`contrastive_loss="auto"` takes `pairs` up to this many labels (a batch of 16 holds a pair of
 each), `supcon` above: with 16 and 32 of Banking77's labels supcon led by 0.7 and 2.2
