@@ -210,7 +210,7 @@ def test_label_texts_change_training_and_are_classify_only(tiny_backbone: Path,
                          label_template="About {}.")
 
 
-def test_contrastive_gives_its_batches_the_label_texts_up_to_eight_labels(
+def test_contrastive_gives_its_batches_the_label_texts_up_to_half_a_batch_of_labels(
         tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from funcformer._methods import contrastive
 
@@ -224,17 +224,19 @@ def test_contrastive_gives_its_batches_the_label_texts_up_to_eight_labels(
     monkeypatch.setattr(contrastive, "label_batches", spy)
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
-    def train(names: int) -> list[int]:
+    def train(names: int, **options: object) -> list[int]:
         seen.clear()
         rows = [(f"text {i} about {words[i % names]}", words[i % names]) for i in range(4 * names)]
         funcformer.train("classify", rows, backbone=tiny_backbone, method="contrastive",
-                         epochs=1, progress=False)
+                         epochs=1, progress=False, **options)
         labels, texts = seen[0]
         assert len(labels) == 6 * names  # 4 rows and 2 label texts a label
         return texts
 
     assert train(8) == list(range(32, 48))  # the label texts come last, all of them
     assert train(9) == []  # a ninth label: the extra texts would outgrow a batch of 16
+    assert train(4, batch_size=8) == list(range(16, 24))
+    assert train(5, batch_size=8) == []  # a user's smaller batches are not swamped either
 
 
 def test_label_texts_are_announced(tiny_backbone: Path, capsys: pytest.CaptureFixture) -> None:

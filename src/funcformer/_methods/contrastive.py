@@ -5,9 +5,9 @@ data (setfit #628, #249: out-of-memory, 19-hour pair generation). Here each batc
 set of pairs: SetFit's objective (cosine similarity 1 for two texts of one label, 0 for two of
 different labels) is applied to every pair in the batch, balanced between the two kinds, so one
 epoch costs one pass over the examples. Batches are built so that each example meets at least
-one of its own label, and, with up to 8 labels, each label's text ("This sentence is joy.",
-`labels`). Then a head is fit on the tuned encoder's features (as `head` does), and
-the function keeps both: the artifact includes the tuned encoder.
+one of its own label, and, with up to 8 labels (half a batch), each label's text ("This
+sentence is joy.", `labels`). Then a head is fit on the tuned encoder's features (as `head`
+does), and the function keeps both: the artifact includes the tuned encoder.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     labels = task.targets(train)
     batch_size = int(config.batch_size or 16)
     anchors = label_text_rows(train)
-    if len({int(labels[i]) for i in anchors}) > ANCHOR_MAX_LABELS:
+    if len({int(labels[i]) for i in anchors}) > LABEL_TEXTS_MAX_SHARE * batch_size:
         anchors = []
 
     def batches(epoch: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
@@ -86,12 +86,13 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
-ANCHOR_MAX_LABELS = 8
-"""Up to this many labels, every batch holds each label's text (`label_batches`): its texts are
-pulled to their label's words at every step, not only in the one or two batches its label texts
-fall in. Against label texts as plain rows (bench/fewshot.py samples, `contrastive`, 3 seeds):
-with 8 per class CR +1.15, Emotion +3.29, AG News +0.16 points; with 64 CR -0.62, Emotion
-+1.52, AG News +0.47. Above it the extra texts would outgrow a batch of 16."""
+LABEL_TEXTS_MAX_SHARE = 0.5
+"""While the labels number at most this share of the batch size (8 with the default batches of
+16), every batch holds each label's text (`label_batches`), so a batch grows by half at most: a
+label's texts are pulled to its words at every step, not only in the one or two batches its
+label texts fall in. Against label texts as plain rows (bench/fewshot.py samples,
+`contrastive`, 3 seeds): with 8 per class CR +1.15, Emotion +3.29, AG News +0.16 points; with
+64 CR -0.62, Emotion +1.52, AG News +0.47. Above it the extra texts would outgrow the batch."""
 PAIRS_MAX_LABELS = 8
 """`contrastive_loss="auto"` takes `pairs` up to this many labels (a batch of 16 holds a pair of
 each), `supcon` above: with 16 and 32 of Banking77's labels supcon led by 0.7 and 2.2
@@ -157,7 +158,7 @@ def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor) -> torc
 
 def label_batches(labels: list[int], batch_size: int, seed: int,
                   label_texts: Sequence[int] = ()) -> list[list[int]]:
-    """Batches covering every example once, each example next to one of its own label.
+    """Batches covering every example at least once, each example next to one of its own label.
 
     Per label, a seeded shuffle is cut into pairs (a label with an odd count adds its first
     example again to close its last pair); pairs are shuffled and packed `batch_size // 2` to
@@ -165,7 +166,8 @@ def label_batches(labels: list[int], batch_size: int, seed: int,
 
     `label_texts`: the rows that are label texts. They pair up like the others, and a batch
     without one for a label also gets that label's first one, so every batch holds each
-    label's text (see `ANCHOR_MAX_LABELS`).
+    label's text: up to one more row per label than `batch_size // 2` pairs hold (see
+    `LABEL_TEXTS_MAX_SHARE`).
     """
     generator = torch.Generator().manual_seed(seed)
     pairs: list[list[int]] = []
