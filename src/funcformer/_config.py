@@ -84,8 +84,9 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
                 "head_learning_rate": 1e-3}
        for method, rate in (("adalora", 3e-3), ("ia3", 5e-3), ("prompt", 3e-2),
                             ("prefix", 1e-2))},
-    # epochs None: the method sets them from the data size (`contrastive.epochs_for`).
-    "contrastive": {"epochs": None, "learning_rate": 5e-5, "batch_size": 16, "patience": 40},
+    # None: the method sets them from the data, epochs from its size (`contrastive.epochs_for`)
+    # and the learning rate from its labels (`contrastive.learning_rate_for`).
+    "contrastive": {"epochs": None, "learning_rate": None, "batch_size": 16, "patience": 40},
 }
 
 

@@ -282,12 +282,13 @@ class Search:
         cross-entropy. Options the user fixed are not parameters."""
         from ._config import TrainConfig
         from ._methods import choose
-        from ._methods.contrastive import epochs_for
+        from ._methods.contrastive import epochs_for, learning_rate_for
 
         auto, _ = choose(self.data.labels, device, bool(self.fixed.get("multi_label")))
         method = auto if auto in self.methods else self.methods[0]
         config = TrainConfig(method=method).resolved()
-        values = {"method": method, f"{method}.learning_rate": config.learning_rate,
+        values = {"method": method, f"{method}.learning_rate":
+                  config.learning_rate or learning_rate_for(len(set(self.data.labels))),
                   # contrastive's default counts the training texts; label texts added
                   # at training can make its own count a few epochs different
                   f"{method}.epochs": config.epochs or epochs_for(len(self.data)),

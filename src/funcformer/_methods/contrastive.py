@@ -57,7 +57,10 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
                         labels[index].to(backbone.device)))
         return out
 
-    config = dataclasses.replace(config, epochs=config.epochs or epochs_for(len(train)))
+    rate = config.learning_rate or learning_rate_for(len(task.labels))
+    config = dataclasses.replace(config, epochs=config.epochs or epochs_for(len(train)),
+                                 learning_rate=rate,
+                                 head_learning_rate=config.head_learning_rate or rate)
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
                 loss=loss_for(config.contrastive_loss, len(task.labels)), evaluate=None,
                 metric_name="loss")
@@ -86,6 +89,26 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
+def learning_rate_for(labels: int) -> float:
+    """Default learning rate: `RATE`, or `MULTI_CLASS_RATE` for 3 to `PAIRS_MAX_LABELS` labels.
+
+    >>> learning_rate_for(2), learning_rate_for(6), learning_rate_for(77)
+    (5e-05, 0.0001, 5e-05)
+    """
+    return MULTI_CLASS_RATE if 2 < labels <= PAIRS_MAX_LABELS else RATE
+
+
+RATE = 5e-5
+"""The encoder's learning rate with two labels (SST-2 with 8 per class, 3 seeds: 40 epochs at
+5e-5 gave 0.674 dev accuracy, 20 at 2e-5 0.663, 40 at 1e-4 0.665; with 64 per class 1e-4 lost
+0.6 points, 2026-11-30 GPU sweep) and above `PAIRS_MAX_LABELS` (supcon's range, where every
+measurement ran at it)."""
+MULTI_CLASS_RATE = 1e-4
+"""With 3 to 8 labels, twice `RATE`: bench/fewshot.py's samples, 3 seeds, on the 2-core CPU,
+Emotion (6 labels) and AG News (4) with 64 per class: see docs/benchmarks.md (2026-12-01);
+with 8 per class Emotion 0.5332 -> 0.5355, AG News 0.8448 -> 0.8422. A sweep on a lent GPU
+(same samples, 3 seeds, 64 per class) rose with the rate on Emotion: 5e-5 0.737, 6.5e-5
+0.744, 8e-5 0.750, 1e-4 0.750, 1.2e-4 0.757; AG News stayed within 0.864-0.869."""
 LABEL_TEXTS_MAX_SHARE = 0.5
 """While the labels number at most this share of the batch size (8 with the default batches of
 16), every batch holds each label's text (`label_batches`), so a batch grows by half at most: a
