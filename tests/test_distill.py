@@ -145,6 +145,9 @@ def test_bad_requests_are_clear_errors(teacher_dir: Path, tiny_backbone: Path,
         funcformer.distill(teacher_dir, temperature=float("inf"), progress=False)
     with pytest.raises(TaskError, match="keeps the teacher's head"):
         funcformer.distill(teacher_dir, student_layers=1, head="mlp", progress=False)
+    for config in (funcformer.TrainConfig(method="contrastive"), {"method": "head"}):
+        with pytest.raises(TaskError, match=r"config has method .* drop method from config"):
+            funcformer.distill(teacher_dir, student_layers=1, config=config, progress=False)
     zero_shot = funcformer.train("zero_shot", ["positive", "negative"], backbone=tiny_backbone)
     with pytest.raises(TaskError, match="classify functions"):
         funcformer.distill(zero_shot, progress=False)

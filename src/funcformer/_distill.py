@@ -156,6 +156,10 @@ def _student_config(teacher: Any, config: TrainConfig | None, options: dict[str,
     """`full`'s settings at the student's learning rate, the teacher's token limit unless one
     is given, and `options`."""
     options = {k: v for k, v in options.items() if k != "method"}
+    given = config.get("method") if isinstance(config, dict) else getattr(config, "method", None)
+    if given not in (None, "full"):  # another method's defaults would not be full's
+        raise TaskError(f"distill trains the whole student (method 'full'); config has method "
+                        f"{given!r}. Fix: drop method from config.")
     if config is None and options.get("max_length") is None:
         options["max_length"] = teacher.manifest.config.get("max_length")
     if config is None and options.get("learning_rate") is None:

@@ -29,7 +29,7 @@ RANGES: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
     "head": ((1e-3, 1e-1), (10, 60)),
     "full": ((1e-5, 1e-4), (1, 4)),
     "lora": ((1e-4, 2e-3), (1, 6)),
-    "contrastive": ((1e-5, 1e-4), (5, 40)),
+    "contrastive": ((1e-5, 2e-4), (5, 40)),  # its default is 1e-4 with 3-8 labels
 }
 """Per method: the learning rate range (searched on a log scale) and the epochs range."""
 REPORTED = {"full": "fine-tune", "lora": "lora"}

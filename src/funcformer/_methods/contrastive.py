@@ -57,10 +57,9 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
                         labels[index].to(backbone.device)))
         return out
 
-    rate = config.learning_rate or learning_rate_for(len(task.labels))
-    config = dataclasses.replace(config, epochs=config.epochs or epochs_for(len(train)),
-                                 learning_rate=rate,
-                                 head_learning_rate=config.head_learning_rate or rate)
+    config = dataclasses.replace(
+        config, epochs=config.epochs or epochs_for(len(train)),
+        learning_rate=config.learning_rate or learning_rate_for(len(task.labels)))
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
                 loss=loss_for(config.contrastive_loss, len(task.labels)), evaluate=None,
                 metric_name="loss")
@@ -90,7 +89,9 @@ def epochs_for(examples: int) -> int:
 
 
 def learning_rate_for(labels: int) -> float:
-    """Default learning rate: `RATE`, or `MULTI_CLASS_RATE` for 3 to `PAIRS_MAX_LABELS` labels.
+    """Default learning rate: `RATE`, or `MULTI_CLASS_RATE` for 3 to `PAIRS_MAX_LABELS` labels
+    (measured with the pair objective, which `auto` takes there; also given to `supcon` when it
+    is asked for there).
 
     >>> learning_rate_for(2), learning_rate_for(6), learning_rate_for(77)
     (5e-05, 0.0001, 5e-05)
