@@ -268,6 +268,7 @@ def test_contrastive_learning_rate_follows_the_labels_unless_given(
         fn = funcformer.train("classify", rows, backbone=tiny_backbone, method="contrastive",
                               epochs=1, progress=False, **options)
         assert fn.manifest.config["learning_rate"] == options.get("learning_rate")
+        assert fn.manifest.training["chosen"] == {"epochs": 1, "learning_rate": rates[0]}
         return rates[0]
 
     assert rate(2) == 5e-5

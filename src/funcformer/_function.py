@@ -471,6 +471,8 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
               "history": trained.history.to_dict()}
     if reason is not None:
         report["method_reason"] = f"auto: {reason}"
+    if trained.chosen:  # what the method's None defaults became (the config keeps None)
+        report["chosen"] = trained.chosen
     if unlabeled_examples is not None:
         report["self_training"] = self_report
     source = file_record(data, text_column=text_column, label_column=label_column)

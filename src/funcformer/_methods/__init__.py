@@ -51,6 +51,9 @@ class Trained:
     """Where early stopping's eval data came from: 'given', 'held out N', or 'none'."""
     eval_data: Examples | None = None
     """The eval examples used (given or held out), e.g. to tune multi-label thresholds."""
+    chosen: dict[str, Any] | None = None
+    """Settings the method chose from the data where the config left them None (contrastive:
+    epochs and learning rate), recorded in the training report."""
 
 
 def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | None,

@@ -71,7 +71,8 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
     head, head_history, _ = probe(task, backbone, train, eval_data, probe_config, progress,
                                   refit=source.startswith("held out"), encoder=encoder)
     history.best_metric = head_history.best_metric
-    return Trained(encoder, head, history, encoded.truncated, source)
+    chosen = {"epochs": config.epochs, "learning_rate": config.learning_rate}
+    return Trained(encoder, head, history, encoded.truncated, source, chosen=chosen)
 
 
 def epochs_for(examples: int) -> int:
