@@ -156,15 +156,15 @@ def _student_config(teacher: Any, config: TrainConfig | None, options: dict[str,
     """`full`'s settings at the student's learning rate, the teacher's token limit unless one
     is given, and `options`."""
     options = {k: v for k, v in options.items() if k != "method"}
-    given = config.get("method") if isinstance(config, dict) else getattr(config, "method", None)
-    if given not in (None, "full"):  # another method's defaults would not be full's
-        raise TaskError(f"distill trains the whole student (method 'full'); config has method "
-                        f"{given!r}. Fix: drop method from config.")
     if config is None and options.get("max_length") is None:
         options["max_length"] = teacher.manifest.config.get("max_length")
     if config is None and options.get("learning_rate") is None:
         options["learning_rate"] = STUDENT_LEARNING_RATE
-    return make_config(config, "full", options)
+    made = make_config(config, "full", options)  # "full" unless `config` names a method
+    if made.method != "full":  # whose defaults would not be full's
+        raise TaskError(f"distill trains the whole student (method 'full'); config has method "
+                        f"{made.method!r}. Fix: drop method from config.")
+    return made
 
 
 def student_encoder(teacher: Any, student: str | None, layers: int | None,

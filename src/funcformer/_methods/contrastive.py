@@ -109,9 +109,9 @@ MULTI_CLASS_RATE = 1e-4
 """With 3 to 8 labels, twice `RATE`: bench/fewshot.py's samples, 3 seeds, on the 2-core CPU,
 Emotion (6 labels) 0.7302 -> 0.7457 and AG News (4) 0.8645 -> 0.8670 with 64 per class (+7.17
 and +0.95 points over SetFit, docs/benchmarks.md, 2026-12-01); with 8 per class Emotion 0.5332
--> 0.5355, AG News 0.8448 -> 0.8422. A sweep on a lent GPU
-(same samples, 3 seeds, 64 per class) rose with the rate on Emotion: 5e-5 0.737, 6.5e-5
-0.744, 8e-5 0.750, 1e-4 0.750, 1.2e-4 0.757; AG News stayed within 0.864-0.869."""
+-> 0.5355, AG News 0.8448 -> 0.8422. A sweep on a lent GPU (same samples, 3 seeds, 64 per
+class) rose with the rate on Emotion: 5e-5 0.737, 6.5e-5 0.744, 8e-5 0.750, 1e-4 0.750, 1.2e-4
+0.757; AG News stayed within 0.862-0.869."""
 LABEL_TEXTS_MAX_SHARE = 0.5
 """While the labels number at most this share of the batch size (8 with the default batches of
 16), every batch holds each label's text (`label_batches`), so a batch grows by half at most: a
