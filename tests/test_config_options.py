@@ -84,8 +84,8 @@ def test_each_optimizer_is_built_as_asked_and_learns(name: str) -> None:
     config = TrainConfig(optimizer=name, nesterov=name == "sgd", epochs=15, learning_rate=0.05,
                          head_learning_rate=0.05, warmup_ratio=0.0)
     optimizer = _optimizer(plan, config)
-    expected = {"adamw": "AdamW", "sgd": "SGD", "adafactor": "Adafactor"}[name]
-    assert type(optimizer).__name__ == expected
+    expected = {"adamw": "RowAdamW", "sgd": "SGD", "adafactor": "Adafactor"}[name]
+    assert type(optimizer).__name__ == expected  # RowAdamW: AdamW, and the tables' rows
     if name == "sgd":
         assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"]
     if name == "adafactor":
