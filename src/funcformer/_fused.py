@@ -48,6 +48,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.overrides import TorchFunctionMode
 
+from . import _packed
+
 log = logging.getLogger("funcformer")
 ENABLED = os.environ.get("FUNCFORMER_FUSED", "1").strip() != "0"
 ONEDNN = os.environ.get("FUNCFORMER_ONEDNN", "1").strip() != "0"
@@ -70,19 +72,30 @@ register_optimizer_step_post_hook(_stepped)
 
 def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
     """`encoder(**inputs).last_hidden_state` (B, T, H), through the fused layers when they
-    compute the same thing (see the module docstring). Rows past a text's length hold values
-    of no meaning, as transformers' do: pool them away with the attention mask."""
-    plan = _plan_for(encoder) if _inference(encoder, inputs) else None
-    if plan is None:
+    compute the same thing (see the module docstring), and in training (gradients on, or the
+    encoder in training mode) through `_packed`'s layers on the real tokens alone when they
+    do. Rows past a text's length hold values of no meaning, as transformers' do (zeros from
+    `_packed`): pool them away with the attention mask."""
+    if not _plain(inputs):
         return encoder(**inputs).last_hidden_state
-    return plan(**inputs)
+    if ENABLED and not torch.is_grad_enabled() and not encoder.training:
+        plan = _plan_for(encoder)
+        if plan is not None:
+            return plan(**inputs)
+    elif _packed.ENABLED:  # training: the same layers on the real tokens alone (`_packed`)
+        plan = _plan_for(encoder)
+        if _packed.applies(encoder, plan, inputs):
+            return _packed.last_hidden_state(plan, **inputs)
+    return encoder(**inputs).last_hidden_state
 
 
-def _inference(encoder: torch.nn.Module, inputs: dict[str, Any]) -> bool:
+def _plain(inputs: dict[str, Any]) -> bool:
+    """Whether these inputs, in this context, leave nothing to transformers' modules that the
+    fused and packed layers would skip: token ids on a CPU (no embeddings given), nothing
+    traced or compiled, no autocast, no global module hooks."""
     from torch.nn.modules import module
 
-    return (ENABLED and not torch.is_grad_enabled() and not encoder.training
-            and set(inputs) <= INPUTS and "input_ids" in inputs
+    return (set(inputs) <= INPUTS and "input_ids" in inputs
             and inputs["input_ids"].device.type == "cpu"
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not _compiling() and not _autocast()
