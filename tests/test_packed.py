@@ -92,7 +92,7 @@ def test_padded_positions_are_zeros(packed_calls: list[int]) -> None:
 
 @pytest.mark.parametrize("case", ["no padding", "a row without tokens", "eager attention",
                                   "disabled", "adapter", "hook", "autocast", "inference",
-                                  "other dropout"])
+                                  "other dropout", "gradient checkpointing"])
 def test_transformers_path_where_packing_would_differ(case: str, packed_calls: list[int],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(attn_implementation="eager") if case == "eager attention" else _model()
@@ -111,6 +111,8 @@ def test_transformers_path_where_packing_would_differ(case: str, packed_calls: l
         model.eval()
     elif case == "other dropout":
         model.encoder.layer[0].output.dropout = torch.nn.AlphaDropout(0.1)
+    elif case == "gradient checkpointing":
+        model.gradient_checkpointing_enable()
     context = torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast" else \
         torch.no_grad() if case == "inference" else torch.enable_grad()
     with context:

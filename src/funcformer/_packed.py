@@ -5,8 +5,9 @@ batch, 816 positions for 249 tokens. transformers computes every layer's product
 them. Here the products, LayerNorms and GELUs run on the real tokens alone, gathered into one
 (tokens, hidden) matrix; only attention sees the padded batch, scattered back for it (with the
 key padding masked, as transformers does). With 8 SST-2 and CR texts per class on a 2-core AMD
-EPYC, a training step's forward and backward took 0.57-0.69 of transformers' time (a batch of
-16: 116 -> 80, 217 -> 124, 240 -> 160 ms), the products then near the cores' peak.
+EPYC, a training step's forward and backward took 0.61-0.72 of transformers' time (batches of
+16: 125 -> 90, 233 -> 142, 254 -> 179 ms); the products are then about a third of it, and
+dropout's masks, drawn over the padded batch as transformers draws them, a fifth.
 
 It is the same computation as transformers' (checked in tests): the embeddings module itself
 runs on the padded batch, and each dropout draws its mask over the padded shape, as
@@ -16,9 +17,10 @@ float rounding, not bit for bit.
 
 Used by `_fused.last_hidden_state` where the fused inference path is not (gradients on or the
 encoder in training mode), for the same architectures (`_fused.eligible`), in float32 on a CPU,
-with transformers' `sdpa` attention and `nn.Dropout` modules, when the batch has padding and
-every text a token; transformers' path otherwise, and with `FUNCFORMER_PACKED=0` in the
-environment (or `funcformer._packed.ENABLED = False`).
+with transformers' `sdpa` attention and `nn.Dropout` modules, without gradient checkpointing
+(its memory saving is the user's choice), when the batch has padding and every text a token;
+transformers' path otherwise, and with `FUNCFORMER_PACKED=0` in the environment (or
+`funcformer._packed.ENABLED = False`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def applies(encoder: torch.nn.Module, plan: Any, inputs: dict[str, torch.Tensor]
     if (not ENABLED or plan is None or mask is None or mask.dim() != 2
             or plan.dtype != torch.float32
             or getattr(encoder.config, "_attn_implementation", None) != "sdpa"
+            or any(getattr(m, "gradient_checkpointing", False) is True for m in encoder.modules())
             or any(type(getattr(m, "dropout", None)) is not torch.nn.Dropout
                    for p in plan.layers
                    for m in (p.self_attention, p.attention_output, p.output))):
