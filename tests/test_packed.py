@@ -92,7 +92,8 @@ def test_padded_positions_are_zeros(packed_calls: list[int]) -> None:
 
 @pytest.mark.parametrize("case", ["no padding", "a row without tokens", "eager attention",
                                   "disabled", "adapter", "hook", "autocast", "inference",
-                                  "other dropout", "gradient checkpointing"])
+                                  "other dropout", "gradient checkpointing",
+                                  "inference, fused layers off"])
 def test_transformers_path_where_packing_would_differ(case: str, packed_calls: list[int],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(attn_implementation="eager") if case == "eager attention" else _model()
@@ -107,14 +108,16 @@ def test_transformers_path_where_packing_would_differ(case: str, packed_calls: l
         model.encoder.layer[0].attention.self.query = Adapted(32, 32)
     elif case == "hook":
         model.encoder.layer[1].register_forward_hook(lambda *a: None)
-    elif case == "inference":  # the fused inference path instead
+    elif case.startswith("inference"):  # the fused inference path instead
         model.eval()
+        if case.endswith("off"):  # FUNCFORMER_FUSED=0: transformers' layers, not packed ones
+            monkeypatch.setattr(_fused, "ENABLED", False)
     elif case == "other dropout":
         model.encoder.layer[0].output.dropout = torch.nn.AlphaDropout(0.1)
     elif case == "gradient checkpointing":
         model.gradient_checkpointing_enable()
     context = torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast" else \
-        torch.no_grad() if case == "inference" else torch.enable_grad()
+        torch.no_grad() if case.startswith("inference") else torch.enable_grad()
     with context:
         _fused.last_hidden_state(model, **batch)
     assert packed_calls == []

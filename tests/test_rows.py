@@ -72,6 +72,46 @@ def test_a_checkpointed_state_resumes_to_the_same_weights() -> None:
     assert torch.equal(resumed, whole)
 
 
+def test_dense_adamw_state_goes_on_row_by_row() -> None:
+    """A checkpoint of dense AdamW (a GPU run, an older release) resumed with sparse
+    gradients: the rows whose moments moved keep moving, as they would under AdamW."""
+    torch.manual_seed(0)
+    start = torch.randn(40, 4)
+    whole = torch.nn.Parameter(start.clone())
+    dense_run = torch.optim.AdamW([whole], lr=0.02, weight_decay=0.1)
+    _steps(whole, dense_run, False, range(12))
+    first = torch.nn.Parameter(start.clone())
+    dense = torch.optim.AdamW([first], lr=0.02, weight_decay=0.1)
+    _steps(first, dense, False, range(6))
+    resumed = torch.nn.Parameter(first.detach().clone())
+    rows = RowAdamW([resumed], lr=0.02, weight_decay=0.1)
+    rows.load_state_dict(dense.state_dict())
+    _steps(resumed, rows, True, range(6, 12))
+    torch.testing.assert_close(resumed, whole, atol=1e-6, rtol=1e-5)
+    _steps(resumed, rows, False, range(12, 13))  # a dense step: the rows are found again
+    assert "rows" not in rows.state[resumed]
+    _steps(resumed, rows, True, range(13, 14))
+    assert len(rows.state[resumed]["rows"]) > 0
+
+
+def test_a_closure_steps_its_own_sparse_gradients() -> None:
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(8, 3))
+    b = torch.nn.Parameter(a.detach().clone())
+    ids = torch.tensor([1, 2, 2, 5])
+    for weight, optimizer, sparse in ((a, torch.optim.AdamW([a], lr=0.1), False),
+                                      (b, RowAdamW([b], lr=0.1), True)):
+        def closure(weight: torch.Tensor = weight, optimizer: object = optimizer,
+                    sparse: bool = sparse) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.embedding(ids, weight, sparse=sparse).pow(2).sum()
+            loss.backward()
+            return loss
+
+        assert float(optimizer.step(closure)) > 0
+    assert torch.equal(a, b)
+
+
 def test_clipping_counts_sparse_gradients_as_dense_ones() -> None:
     torch.manual_seed(0)
     table, other = torch.randn(20, 3), torch.randn(5)

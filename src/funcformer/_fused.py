@@ -78,11 +78,12 @@ def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch
     `_packed`): pool them away with the attention mask."""
     if not _plain(inputs):
         return encoder(**inputs).last_hidden_state
-    if ENABLED and not torch.is_grad_enabled() and not encoder.training:
+    inference = not torch.is_grad_enabled() and not encoder.training
+    if inference and ENABLED:
         plan = _plan_for(encoder)
         if plan is not None:
             return plan(**inputs)
-    elif _packed.ENABLED:  # training: the same layers on the real tokens alone (`_packed`)
+    elif not inference and _packed.ENABLED:  # the same layers on the real tokens alone
         plan = _plan_for(encoder)
         if _packed.applies(encoder, plan, inputs):
             return _packed.last_hidden_state(plan, **inputs)

@@ -84,14 +84,25 @@ class RowAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:  # first, so its sparse gradients are the ones stepped
+            with torch.enable_grad():
+                loss = closure()
         held = []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    if group.get("amsgrad") or group.get("maximize"):
+                        raise ValueError("RowAdamW: amsgrad and maximize are not supported "
+                                         "with sparse gradients")
                     held.append((group, p, p.grad))
                     p.grad = None  # AdamW's own step skips a parameter without a gradient
+                else:  # a dense step moves every row's moments: rows found again if need be
+                    self.state[p].pop("rows", None)
         try:
-            loss = super().step(closure)
+            super().step()
         finally:
             for _, p, grad in held:
                 p.grad = grad
@@ -100,8 +111,6 @@ class RowAdamW(torch.optim.AdamW):
         return loss
 
     def _rows_step(self, group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor) -> None:
-        if group.get("amsgrad") or group.get("maximize"):
-            raise ValueError("RowAdamW: amsgrad and maximize are not supported")
         lr, decay, eps = float(group["lr"]), group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         state = self.state[p]
@@ -110,6 +119,10 @@ class RowAdamW(torch.optim.AdamW):
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
             state["rows"] = torch.zeros(0, dtype=torch.long)
+        elif "rows" not in state:  # dense AdamW's state (a checkpoint from a GPU, an older
+            # release, or a dense step): the rows whose moments moved
+            moved = (state["exp_avg"] != 0) | (state["exp_avg_sq"] != 0)
+            state["rows"] = moved.flatten(1).any(1).nonzero().squeeze(1)
         index, values = grad._indices()[0], grad._values()
         # a checkpoint's state comes back in the parameter's dtype: the rows as floats
         rows = torch.unique(torch.cat([state["rows"].long(), index]))  # sorted
