@@ -115,7 +115,8 @@ def test_transformers_path_where_packing_would_differ(case: str, packed_calls: l
     elif case == "other dropout":
         model.encoder.layer[0].output.dropout = torch.nn.AlphaDropout(0.1)
     elif case == "gradient checkpointing":
-        model.gradient_checkpointing_enable()
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5.x
+        (enable or model.gradient_checkpointing_enable)()
     context = torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast" else \
         torch.no_grad() if case.startswith("inference") else torch.enable_grad()
     with context:
