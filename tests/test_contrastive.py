@@ -262,9 +262,10 @@ def test_contrastive_learning_rate_follows_the_labels_unless_given(
     monkeypatch.setattr(contrastive, "run", spy)
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
-    def rate(names: int, **options: object) -> float:
+    def rate(names: int, per_label: int = 32, **options: object) -> float:
         rates.clear()
-        rows = [(f"text {i} about {words[i % names]}", words[i % names]) for i in range(2 * names)]
+        rows = [(f"text {i} about {words[i % names]}", words[i % names])
+                for i in range(per_label * names)]
         fn = funcformer.train("classify", rows, backbone=tiny_backbone, method="contrastive",
                               epochs=1, progress=False, **options)
         assert fn.manifest.config["learning_rate"] == options.get("learning_rate")
@@ -273,5 +274,6 @@ def test_contrastive_learning_rate_follows_the_labels_unless_given(
 
     assert rate(2) == 5e-5
     assert rate(3) == rate(8) == 1e-4  # 3 to 8 labels: twice the rate
+    assert rate(3, per_label=8) == 5e-5  # ... unless they have few examples each
     assert rate(9) == 5e-5  # supcon's range keeps it
     assert rate(6, learning_rate=2e-5) == 2e-5  # a given rate is kept

@@ -111,10 +111,11 @@ def test_trial_zero_trains_with_the_defaults(tiny_backbone: Path) -> None:
 
 def test_contrastive_trial_zero_takes_its_rate_for_the_labels(tiny_backbone: Path) -> None:
     words = ["alpha", "bravo", "charlie", "delta"]
-    rows = [(f"text {i} about {words[i % 4]}", words[i % 4]) for i in range(32)]
-    result = funcformer.tune("classify", rows, eval_data=rows[:12], backbone=tiny_backbone,
-                             trials=1, methods=["contrastive"], epochs=1, progress=False)
-    assert result.trials[0]["learning_rate"] == 1e-4  # 4 labels (5e-5 with 2)
+    rows = [(f"text {i} about {words[i % 4]}", words[i % 4]) for i in range(128)]
+    for data, expected in ((rows, 1e-4), (rows[:32], 5e-5)):  # 32 a label; 8 a label
+        result = funcformer.tune("classify", data, eval_data=rows[:12], backbone=tiny_backbone,
+                                 trials=1, methods=["contrastive"], epochs=1, progress=False)
+        assert result.trials[0]["learning_rate"] == expected  # 4 labels (5e-5 with 2)
 
 
 def test_errors(tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,7 +85,7 @@ _METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
        for method, rate in (("adalora", 3e-3), ("ia3", 5e-3), ("prompt", 3e-2),
                             ("prefix", 1e-2))},
     # None: the method sets them from the data, epochs from its size (`contrastive.epochs_for`)
-    # and the learning rate from its labels (`contrastive.learning_rate_for`).
+    # and the learning rate from its labels and their examples (`contrastive.learning_rate_for`).
     "contrastive": {"epochs": None, "learning_rate": None, "batch_size": 16, "patience": 40},
 }
 

@@ -288,7 +288,8 @@ class Search:
         method = auto if auto in self.methods else self.methods[0]
         config = TrainConfig(method=method).resolved()
         values = {"method": method, f"{method}.learning_rate":
-                  config.learning_rate or learning_rate_for(len(set(self.data.labels))),
+                  config.learning_rate or learning_rate_for(len(set(self.data.labels)),
+                                                            len(self.data)),
                   # contrastive's default counts the training texts; label texts added
                   # at training can make its own count a few epochs different
                   f"{method}.epochs": config.epochs or epochs_for(len(self.data)),

@@ -59,7 +59,7 @@ def fit(task: Any, backbone: Backbone, train: Examples, eval_data: Examples | No
 
     config = dataclasses.replace(
         config, epochs=config.epochs or epochs_for(len(train)),
-        learning_rate=config.learning_rate or learning_rate_for(len(task.labels)))
+        learning_rate=config.learning_rate or learning_rate_for(len(task.labels), len(train)))
     plan = Plan(model=model, batches=batches, forward=lambda m, inputs: m.features(**inputs),
                 loss=loss_for(config.contrastive_loss, len(task.labels)), evaluate=None,
                 metric_name="loss")
@@ -89,15 +89,19 @@ def epochs_for(examples: int) -> int:
     return max(5, min(15, math.ceil(LONG_BUDGET / n)), min(40, math.ceil(TEXT_BUDGET / n)))
 
 
-def learning_rate_for(labels: int) -> float:
+def learning_rate_for(labels: int, examples: int) -> float:
     """Default learning rate: `RATE`, or `MULTI_CLASS_RATE` for 3 to `PAIRS_MAX_LABELS` labels
-    (measured with the pair objective, which `auto` takes there; also given to `supcon` when it
-    is asked for there).
+    with at least `MULTI_CLASS_MIN_PER_LABEL` examples a label on average (measured with the
+    pair objective, which `auto` takes there; also given to `supcon` when it is asked for
+    there).
 
-    >>> learning_rate_for(2), learning_rate_for(6), learning_rate_for(77)
+    >>> learning_rate_for(2, 128), learning_rate_for(6, 396), learning_rate_for(6, 60)
     (5e-05, 0.0001, 5e-05)
+    >>> learning_rate_for(77, 5000)
+    5e-05
     """
-    return MULTI_CLASS_RATE if 2 < labels <= PAIRS_MAX_LABELS else RATE
+    many = examples >= MULTI_CLASS_MIN_PER_LABEL * labels
+    return MULTI_CLASS_RATE if 2 < labels <= PAIRS_MAX_LABELS and many else RATE
 
 
 RATE = 5e-5
@@ -112,6 +116,15 @@ and +0.95 points over SetFit, docs/benchmarks.md, 2026-12-01); with 8 per class 
 -> 0.5355, AG News 0.8448 -> 0.8422. A sweep on a lent GPU (same samples, 3 seeds, 64 per
 class) rose with the rate on Emotion: 5e-5 0.737, 6.5e-5 0.744, 8e-5 0.750, 1e-4 0.750, 1.2e-4
 0.757; AG News stayed within 0.862-0.869."""
+MULTI_CLASS_MIN_PER_LABEL = 32
+"""... and only from this many examples a label on average (label texts included): with 8 per
+class the higher rate lost more often than it won (bench/fewshot.py's samples, 3 seeds, 2-core
+CPU, 2026-12-01): AG News 0.8448 -> 0.8422 and Emotion 0.5332 -> 0.5355 on the benchmark; on
+its 3 AG News labels 0.9163 -> 0.9103 and 4 Emotion labels 0.6216 -> 0.6075; and after
+`update` added the 4th AG News label / the other 2 Emotion labels (memory 8), all-label
+accuracy 0.7552 -> 0.7332 and 0.5518 -> 0.5388: a higher rate fits the encoder more tightly to
+the few texts it saw. With 64 per class it won (above), and after the AG News update 0.7270 ->
+0.7325."""
 LABEL_TEXTS_MAX_SHARE = 0.5
 """While the labels number at most this share of the batch size (8 with the default batches of
 16), every batch holds each label's text (`label_batches`), so a batch grows by half at most: a
