@@ -136,6 +136,23 @@ def test_update_says_what_its_report_cannot_measure(tiny_backbone: Path, tmp_pat
     assert re.search(r"all, after  \d\.\d{4}  \(6 rows\)", shown), shown
 
 
+def test_update_says_when_its_new_labels_are_hardly_ever_predicted() -> None:
+    """The bias correction can find the eval rows classified best with rare, hard new labels
+    never predicted (Emotion, 8 a label): the update says so and what to do."""
+    from funcformer._update import _report_gap
+
+    report = {"old_labels_accuracy_before": 0.62, "old_labels_accuracy_after": 0.62,
+              "new_labels_accuracy_after": 0.004, "accuracy_after": 0.55}
+    says = _report_gap(report, False, 60, True, offset=-6.0)
+    assert says is not None and says.startswith("the new labels are right on only 0% of their "
+                                                "eval rows") and "offset -6.00" in says
+    assert "Fix: give the new labels more examples" in says
+    assert _report_gap(report, False, 60, True, offset=0.0) is None  # not the correction's doing
+    assert _report_gap({**report, "new_labels_accuracy_after": 0.4}, False, 60, True,
+                       offset=-6.0) is None
+    assert _report_gap(report, True, 60, True, offset=-6.0) is None  # multi-label: thresholds
+
+
 @pytest.mark.parametrize("options, says", [
     ({"multi_label": "no"}, "multi_label must be true or false"),  # 'no' trained multi-label
     ({"memory": "5"}, "memory must be a whole number of at least 1 example per label, got '5'"),
