@@ -123,8 +123,8 @@ CPU, 2026-12-01): AG News 0.8448 -> 0.8422 and Emotion 0.5332 -> 0.5355 on the b
 its 3 AG News labels 0.9163 -> 0.9103 and 4 Emotion labels 0.6216 -> 0.6075; and after
 `update` added the 4th AG News label / the other 2 Emotion labels (memory 8), all-label
 accuracy 0.7552 -> 0.7332 and 0.5518 -> 0.5388: a higher rate fits the encoder more tightly to
-the few texts it saw. With 64 per class it won (above), and after the AG News update 0.7270 ->
-0.7325."""
+the few texts it saw. With 64 per class it won (above), after the update too: 0.7270 -> 0.7325
+and 0.7010 -> 0.7102 (bench/fewshot_update.py, bench/results/fewshot-update-rates.txt)."""
 LABEL_TEXTS_MAX_SHARE = 0.5
 """While the labels number at most this share of the batch size (8 with the default batches of
 16), every batch holds each label's text (`label_batches`), so a batch grows by half at most: a
