@@ -125,6 +125,28 @@ def test_each_round_trains_on_the_labelled_rows_and_its_pseudo_labels(
         assert Counter(label for _, label in pseudo) == record["per_label"]
 
 
+def test_every_round_trains_at_the_rate_round_0_chose(tiny_backbone: Path, texts: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`contrastive` picks its rate by examples a label: the pseudo-labels must not change it
+    between rounds (rounds compared at different rates)."""
+    from funcformer._methods import contrastive
+
+    rates, real = [], contrastive.run
+    monkeypatch.setattr(contrastive, "learning_rate_for",
+                        lambda labels, examples: 1e-4 if examples > 12 else 5e-5)
+
+    def spy(plan: object, config: funcformer.TrainConfig, **options: object) -> object:
+        rates.append(config.learning_rate)
+        return real(plan, config, **options)
+
+    monkeypatch.setattr(contrastive, "run", spy)
+    fn = self_trained(tiny_backbone, texts, method="contrastive", epochs=1)
+    rounds = fn.manifest.training["self_training"]["rounds"]
+    assert len(rounds) == 3 and rounds[1]["pseudo_labels"] > 4  # more rows than round 0's
+    assert rates == [5e-5] * 3  # 8 labelled rows and 4 label texts: 12
+    assert fn.manifest.config["learning_rate"] is None  # a retrain chooses again
+
+
 def test_eval_data_gives_the_metric_per_round_and_the_gain(tiny_backbone: Path,
                                                            texts: list[str]) -> None:
     fn = self_trained(tiny_backbone, texts, eval_data=make_reviews(10, seed=9))

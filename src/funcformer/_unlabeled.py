@@ -19,6 +19,7 @@ variations of one text.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -129,7 +130,6 @@ def _in_round(config: Any, number: int) -> Any:
     `round-N` folders, as each round trains on other data (one checkpoint folder: resume
     refused round 0 the last round's checkpoint; one log run: the rounds' steps overlapped,
     and a resumed round hid the later rounds' ones)."""
-    import dataclasses
     import os
 
     return dataclasses.replace(config, **{
@@ -161,6 +161,11 @@ def self_train(task: Any, backbone: Any, labelled: Examples, eval_data: Examples
                   source=source)
     rounds = [_round_record(0, [], task, trained)]
     kept = (trained, 0)
+    chosen = (trained.chosen or {}).get("learning_rate")
+    if chosen is not None and config.learning_rate is None:
+        # every round at the rate round 0 chose from the labelled rows (`contrastive` picks
+        # it by examples a label): the pseudo-labels' count would change it between rounds
+        config = dataclasses.replace(config, learning_rate=chosen)
     for number in range(1, settings.rounds + 1):
         probs = _probabilities(trained, backbone, pool, config, cache)
         picks = pseudo_labels(probs, settings, number, shares)
