@@ -144,9 +144,15 @@ def test_update_says_when_its_new_labels_are_hardly_ever_predicted() -> None:
     report = {"old_labels_accuracy_before": 0.62, "old_labels_accuracy_after": 0.62,
               "new_labels_accuracy_after": 0.004, "accuracy_after": 0.55}
     says = _report_gap(report, False, 60, True, offset=-6.0)
-    assert says is not None and says.startswith("the new labels are right on only 0% of their "
-                                                "eval rows") and "offset -6.00" in says
-    assert "Fix: give the new labels more examples" in says
+    assert says is not None and says.startswith("the new labels are right on only 0.4% of "
+                                                "their eval rows") and "by 6.00" in says
+    assert says.endswith("Fix: give the new labels more examples, or eval data with as many "
+                         "rows of each label.")
+    held_out = _report_gap({**report, "new_labels_accuracy_after": 0.0999}, False, 60, True,
+                           offset=-1.5, given=False)  # no eval data given: a held-out part
+    assert held_out is not None and "right on only 9.9% of" in held_out
+    assert "weighs labels by the examples seen of each" in held_out
+    assert held_out.endswith("or pass eval_data= (CLI: --eval) with as many rows of each label.")
     assert _report_gap(report, False, 60, True, offset=0.0) is None  # not the correction's doing
     assert _report_gap({**report, "new_labels_accuracy_after": 0.4}, False, 60, True,
                        offset=-6.0) is None

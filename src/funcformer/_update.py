@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -245,7 +246,8 @@ def update(fn: Any, data: Any, *, eval_data: Any = None, memory: int | None = No
         manifest.memory = {"per_label": int(per_label), "examples": len(updated.memory)}
     report = _report(fn, updated, given_eval if given_eval is not None else held, old_labels,
                      featurize)
-    gap = _report_gap(report, multi, len(replay), remembered is not None, offset)
+    gap = _report_gap(report, multi, len(replay), remembered is not None, offset,
+                      given_eval is not None)
     if gap:
         say(f"update: {gap}", progress)
     if seen is not None:
@@ -417,13 +419,13 @@ on four labels, then love and surprise added, memory 8: with 8 examples a label 
 eval rows right, seed 0's offset -1.5; with 64 a label still about 1%)."""
 
 
-def _report_gap(report: dict[str, Any], multi: bool, rows: int,
-                remembers: bool = False, offset: float = 0.0) -> str | None:
+def _report_gap(report: dict[str, Any], multi: bool, rows: int, remembers: bool = False,
+                offset: float = 0.0, given: bool = True) -> str | None:
     """What the before/after report cannot say, and how to make it say it: nothing at all when
     no eval rows were given or could be held out; no forgetting figure when the eval rows hold
     no old label (a held-out tenth of new data without an exemplar memory). And when the new
-    labels are hardly ever predicted, because the bias correction (`offset`) found the eval
-    rows classified best that way, why and what to do."""
+    labels are hardly ever predicted, with the bias correction (`offset`) lowering them, why and
+    what to do (eval data `given`, or a held-out part weighed like everything seen)."""
     from ._methods import MIN_HELD_OUT
 
     fix = "pass eval_data= (CLI: --eval) with rows of the old and the new labels"
@@ -439,12 +441,15 @@ def _report_gap(report: dict[str, Any], multi: bool, rows: int,
                 f"{fix}, or {keep} (memory=, CLI: --memory).")
     new = report.get("new_labels_accuracy_after")
     if not multi and new is not None and new < NEW_LABELS_FLOOR and offset < 0:
-        return (f"the new labels are right on only {new:.0%} of their eval rows: their examples "
-                f"do not yet set them apart from the old labels, and the bias correction "
-                f"(offset {offset:+.2f} on their logits) found the eval rows classified best "
-                "with the new labels hardly ever predicted. Fix: give the new labels more "
-                "examples, or eval data with as many rows of each label (the correction weighs "
-                "labels as the eval rows do).")
+        weighs = ("weighs labels as the eval rows do" if given else
+                  "weighs labels by the examples seen of each")
+        balance = ("eval data with as many rows of each label" if given else
+                   "pass eval_data= (CLI: --eval) with as many rows of each label")
+        share = f"{math.floor(new * 1000) / 10:g}%"  # rounded down: never the floor's 10%
+        return (f"the new labels are right on only {share} of their eval rows: their examples "
+                "do not yet set them apart from the old labels, and the bias correction, which "
+                f"maximises accuracy on the eval rows and {weighs}, lowered their logits by "
+                f"{-offset:.2f}. Fix: give the new labels more examples, or {balance}.")
     return None
 
 
