@@ -29,7 +29,7 @@ RANGES: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
     "head": ((1e-3, 1e-1), (10, 60)),
     "full": ((1e-5, 1e-4), (1, 4)),
     "lora": ((1e-4, 2e-3), (1, 6)),
-    "contrastive": ((1e-5, 2e-4), (5, 40)),  # its default is 1e-4 with 3-8 labels
+    "contrastive": ((1e-5, 2e-4), (5, 40)),  # its default: 1e-4 with 3-8 labels of 32+ rows
 }
 """Per method: the learning rate range (searched on a log scale) and the epochs range."""
 REPORTED = {"full": "fine-tune", "lora": "lora"}
@@ -290,8 +290,9 @@ class Search:
         values = {"method": method, f"{method}.learning_rate":
                   config.learning_rate or learning_rate_for(len(set(self.data.labels)),
                                                             len(self.data)),
-                  # contrastive's default counts the training texts; label texts added
-                  # at training can make its own count a few epochs different
+                  # contrastive's defaults count the training texts; label texts added
+                  # at training can make its own count a few epochs different, and at 30-31
+                  # rows a label its rate 1e-4 where this trial takes 5e-5
                   f"{method}.epochs": config.epochs or epochs_for(len(self.data)),
                   "head": "linear", "loss": "cross_entropy", "label_smoothing": 0.0,
                   "class_weight": "none"}
