@@ -22,6 +22,14 @@ def read_tsv(path: Path) -> list[tuple[str, str]]:
         return [(row["text"], row["label"]) for row in rows]
 
 
+def accuracy(fn: Any, rows: list[tuple[str, str]]) -> float:
+    """`fn`'s accuracy on (text, label) rows; NaN for none."""
+    if not rows:
+        return float("nan")
+    predicted = [p.label for p in fn([t for t, _ in rows])]
+    return sum(p == y for p, (_, y) in zip(predicted, rows, strict=True)) / len(rows)
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):

@@ -15,20 +15,13 @@ import argparse
 import random
 import time
 
-from _common import DATA, print_header, read_tsv
+from _common import DATA, accuracy, print_header, read_tsv
 
 import funcformer
 from funcformer import MemoryCache
 
 OLD = ["sadness", "joy", "anger", "fear"]
 NEW = ["love", "surprise"]
-
-
-def accuracy(fn: funcformer.Function, rows: list[tuple[str, str]]) -> float:
-    if not rows:
-        return float("nan")
-    predicted = [p.label for p in fn([t for t, _ in rows])]
-    return sum(p == y for p, (_, y) in zip(predicted, rows, strict=True)) / len(rows)
 
 
 def main() -> None:

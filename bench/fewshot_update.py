@@ -16,18 +16,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import DATA, fewshot_indices, print_header, read_tsv
+from _common import DATA, accuracy, fewshot_indices, print_header, read_tsv
 from fewshot import SPLITS
 
 import funcformer
 from funcformer import _backbone
 
 NEW = {"ag_news": ["Sci/Tech"], "emotion": ["love", "surprise"]}
-
-
-def accuracy(fn: funcformer.Function, rows: list[tuple[str, str]]) -> float:
-    predicted = [p.label for p in fn([t for t, _ in rows])]
-    return float(np.mean([p == y for p, (_, y) in zip(predicted, rows, strict=True)]))
 
 
 def main() -> None:
