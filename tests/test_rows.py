@@ -132,6 +132,26 @@ def test_clipping_counts_sparse_gradients_as_dense_ones() -> None:
         torch.testing.assert_close(mine, theirs)
 
 
+@pytest.mark.parametrize("size", [30.0, 1e-3, float("nan")])  # clips, does not, NaN spreads
+def test_clipping_dense_gradients_is_torchs_to_the_bit(size: float) -> None:
+    torch.manual_seed(0)
+    shapes = [(64, 16), (16,), (7, 3, 2)]
+    values = [torch.randn(shape) * size for shape in shapes]
+    norms, grads = [], []
+    for clip in (clip_gradients, torch.nn.utils.clip_grad_norm_):
+        params = [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+        for p, v in zip(params, values, strict=True):
+            p.grad = v.clone()
+        params.append(torch.nn.Parameter(torch.zeros(2)))  # no gradient: left out
+        norms.append(clip(params, 1.0))
+        grads.append([p.grad for p in params[:-1]])
+    assert torch.equal(norms[0], norms[1]) or (norms[0].isnan() and norms[1].isnan())
+    for mine, theirs in zip(*grads, strict=True):
+        assert torch.equal(mine, theirs) or torch.equal(mine.isnan(), theirs.isnan())
+    if size > 1:
+        assert norms[0] > 1.0 and not torch.equal(grads[0][0], values[0])  # it did clip
+
+
 def test_sparse_only_for_row_adamw_and_tables_that_are_not_shared() -> None:
     model = torch.nn.ModuleDict({"words": torch.nn.Embedding(30, 4),
                                  "frozen": torch.nn.Embedding(30, 4),
