@@ -38,13 +38,16 @@ def cpu_model() -> str:
 
 
 def print_header() -> None:
-    """Date, command and machine, as docs/benchmarks.md records them."""
+    """Date, command and machine (with OpenMP's wait policy), as docs/benchmarks.md records
+    them."""
     import torch
 
     print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"command: python {' '.join(sys.argv)}")
+    # OpenMP's wait policy moves training times by up to a quarter (docs/benchmarks.md, few-shot)
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)\n")
+          f"({torch.get_num_threads()} threads), OMP_WAIT_POLICY {policy}\n")
 
 
 def exported(fn: Any, name: str) -> tuple[Path, Any]:
