@@ -57,10 +57,12 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     """`torch.nn.utils.clip_grad_norm_` (2-norm over every gradient), counting sparse
     gradients as the dense ones they stand for; they are coalesced in place first.
 
-    The same arithmetic in fewer calls where every gradient is a CPU tensor of one dtype: the
-    norms from one foreach call (torch takes one call per tensor on a CPU; the values are
-    equal), and no scaling when the factor is 1 (the usual case late in a run: x * 1.0 is x).
-    On a 2-core AMD EPYC that takes clipping from 4.7 to 2.3 ms of a few-shot step.
+    Where every gradient is a CPU tensor of one dtype: the norms from one foreach call, as
+    torch takes them for dense gradients (this function's sparse case took one call per
+    tensor), and no scaling when the factor is exactly 1, which torch applies anyway (x * 1.0
+    is x). In the few-shot runs measured, the norm exceeded 1 in 4-13% of the steps; in the
+    others, clipping a few-shot step's gradients (row-wise tables, 2-core AMD EPYC) took
+    2.3 ms against 4.7 ms before.
     """
     params = [p for p in parameters if p.grad is not None]
     grads = []
