@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -62,3 +63,19 @@ def test_api_page_covers_every_public_name() -> None:
     page = (Path(__file__).parents[1] / "docs/api.md").read_text("utf-8")
     missing = [n for n in funcformer.__all__ if n != "__version__" and f"`{n}" not in page]
     assert not missing, f"docs/api.md does not cover: {missing}"
+
+
+def test_import_bounds_onednn_caches_unless_the_user_set_them() -> None:
+    """Set on `import funcformer`, before torch loads (oneDNN reads them on first use)."""
+    code = ("import os, sys, funcformer; assert 'torch' not in sys.modules; print("
+            "os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), os.environ['LRU_CACHE_CAPACITY'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY",
+                        "LRU_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["64", "64"]
+    env.update(DNNL_PRIMITIVE_CACHE_CAPACITY="512", LRU_CACHE_CAPACITY="300")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["None", "300"]  # the older name stands; ours would override it
