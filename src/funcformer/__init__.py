@@ -5,40 +5,48 @@
 >>> fn("Delivery was two days late.")                      # doctest: +SKIP
 Prediction(label='negative', score=0.91, scores={...})
 
-Heavy modules (torch, transformers) load on first use, so `import funcformer` is fast.
+Heavy modules (torch, transformers) load on first use, so `import funcformer` is fast. The
+import caps oneDNN's caches through environment variables (`_bound_onednn_caches`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os as _os
+import platform as _platform
 from collections.abc import MutableMapping as _MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
 _ONEDNN_CACHE_ENTRIES = 64
-"""What `_bound_onednn_caches` allows oneDNN's primitive cache and ideep's operator cache
-(1,024 entries each by default). Training meets a new product shape in nearly every batch (its
-token count), and each cached entry holds memory: `full` on 2,000 SST-2 rows (2-core AMD EPYC)
-peaked at 2,486 MB of RSS with the defaults, 1,425 MB with 64 entries each, in the same 64 s and
-to the same accuracy; inference cycling through 96 batch shapes took 26.6 against 26.0 ms a
-forward (docs/benchmarks.md, LoRA vs full)."""
+"""What `_bound_onednn_caches` allows oneDNN's primitive cache and, on x86, ideep's operator
+cache (1,024 entries each by default there). Training meets a new product shape in nearly
+every batch (its token count), and each cached entry holds memory: `full` on 2,000 SST-2 rows
+(2-core AMD EPYC) peaked at 2,486 MB of RSS with the defaults, 1,425 MB with 64 entries each, in
+the same 64 s and to the same accuracy. 16 entries saved 70 MB more; 64 keeps a server's
+recurring batch shapes cached: cycling through 96 shapes, the worst case for these caches,
+took 26.6 against 26.0 ms a forward (bench/onednn_caches.py, docs/benchmarks.md)."""
 
 
 def _bound_onednn_caches(environ: _MutableMapping[str, str] = _os.environ) -> None:
-    """Cap oneDNN's and ideep's caches at `_ONEDNN_CACHE_ENTRIES`, unless the user set them.
-    Read when oneDNN is first used in the process, so this runs on `import funcformer`, before
-    torch loads.
+    """Cap oneDNN's primitive cache, and on x86 ideep's operator cache, at
+    `_ONEDNN_CACHE_ENTRIES` each, unless the user set that cache's variable. oneDNN reads
+    them when it is first used in the process, so this runs on `import funcformer` (torch
+    loads later); a process that ran oneDNN before keeps its sizes. The variables are
+    process-wide and inherited by child processes. Not `LRU_CACHE_CAPACITY` off x86: ideep's
+    default there is 1 entry, which 64 would raise.
 
-    >>> env = {}; _bound_onednn_caches(env); sorted(env.items())
-    [('LRU_CACHE_CAPACITY', '64'), ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', '64')]
-    >>> env = {"DNNL_PRIMITIVE_CACHE_CAPACITY": "1024"}; _bound_onednn_caches(env); sorted(env)
-    ['DNNL_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY']
+    >>> env = {}; _bound_onednn_caches(env); env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    '64'
+    >>> env = {"DNNL_PRIMITIVE_CACHE_CAPACITY": "1024"}; _bound_onednn_caches(env)
+    >>> "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in env
+    False
     """
     if not {"ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"} & set(environ):
         environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(_ONEDNN_CACHE_ENTRIES)
-    environ.setdefault("LRU_CACHE_CAPACITY", str(_ONEDNN_CACHE_ENTRIES))
+    if _platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        environ.setdefault("LRU_CACHE_CAPACITY", str(_ONEDNN_CACHE_ENTRIES))
 
 
 _bound_onednn_caches()
