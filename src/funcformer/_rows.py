@@ -80,7 +80,7 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
         norms = list(torch._foreach_norm(grads))
     total = torch.linalg.vector_norm(torch.stack(norms))
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if total.device.type != "cpu" or not float(scale) >= 1.0:  # NaN scales as torch does
+    if not float(scale) >= 1.0:  # (on a CPU here: sparse gradients are; NaN scales as torch)
         torch._foreach_mul_(grads, scale)
     return total
 
