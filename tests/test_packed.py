@@ -124,21 +124,194 @@ def test_transformers_path_where_packing_would_differ(case: str, packed_calls: l
     assert packed_calls == []
 
 
+ROWS = [("good fun film", "pos"), ("bad", "neg"), ("a truly great and lovely story", "pos"),
+        ("dull and long and slow", "neg")] * 3
+
+
+def _trained(packed: bool, method: str, backbone: object, monkeypatch: pytest.MonkeyPatch,
+             **options: object) -> dict[str, torch.Tensor]:
+    """The weights a seeded run of `method` on a tiny backbone trains (for `lora` the adapter's),
+    and its head's."""
+    import funcformer
+    from funcformer import _lora
+
+    monkeypatch.setattr(_packed, "ENABLED", packed)
+    fn = funcformer.train("classify", ROWS, backbone=str(backbone), method=method, epochs=3,
+                          seed=0, progress=False, eval_fraction=0, **options)
+    encoder = _lora.adapter_state(fn.encoder) if method == "lora" else fn.encoder.state_dict()
+    return {**encoder, **{f"head.{k}": v for k, v in fn.head.state_dict().items()}}
+
+
+def _same_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert weights.keys() == expected.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_training_a_function_gives_the_same_weights(monkeypatch: pytest.MonkeyPatch,
                                                    tiny_backbone: object) -> None:
     """`full` on a tiny backbone, packed and not: the same seeded run, the same weights to
     rounding (dropout included)."""
-    import funcformer
+    _same_weights(_trained(True, "full", tiny_backbone, monkeypatch),
+                  _trained(False, "full", tiny_backbone, monkeypatch))
 
-    rows = [("good fun film", "pos"), ("bad", "neg"), ("a truly great and lovely story", "pos"),
-            ("dull and long and slow", "neg")] * 3
-    weights = []
-    for packed in (True, False):
-        monkeypatch.setattr(_packed, "ENABLED", packed)
-        fn = funcformer.train("classify", rows, backbone=str(tiny_backbone), method="full",
-                              epochs=3, seed=0, progress=False, eval_fraction=0)
-        weights.append({**fn.encoder.state_dict(),
-                        **{f"head.{k}": v for k, v in fn.head.state_dict().items()}})
-    assert weights[0].keys() == weights[1].keys()
-    for name, value in weights[0].items():
-        torch.testing.assert_close(value, weights[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+def _lora(model: torch.nn.Module, dropout: float, feed_forward: bool = True) -> torch.nn.Module:
+    """`model` with PEFT's LoRA layers (`lora`'s own view), B not zero so that every adapter
+    weight has a gradient."""
+    from funcformer import _lora
+
+    view = _lora.view(model, _lora.LoRA(r=4, dropout=dropout, feed_forward=feed_forward))
+    torch.manual_seed(3)
+    for name, param in view.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    return view
+
+
+def _same_gradients(grads: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Equal to rounding, measured against each tensor's largest entry (LoRA's gradients span
+    several orders of magnitude), and none all zeros."""
+    assert grads.keys() == expected.keys()
+    for name, grad in grads.items():
+        scale = float(expected[name].abs().max())
+        assert scale > 0, name
+        torch.testing.assert_close(grad, expected[name], atol=1e-5 + 1e-6 * scale, rtol=1e-4,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("feed_forward", [False, True])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_lora_same_states_and_gradients_as_peft(feed_forward: bool, mode: str,
+                                                packed_calls: list[int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With PEFT's masks (`PEFT_MASKS`), LoRA's layers on the real tokens are PEFT's
+    computation: the same seed gives the same states and adapter gradients (LoRA's dropout,
+    attention's and the hidden dropout all on)."""
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    model = getattr(_lora(_model(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3),
+                          dropout=0.3, feed_forward=feed_forward), mode)()
+    adapted = [m for m in model.modules() if _packed.is_lora(m)]
+    assert len(adapted) == (12 if feed_forward else 8)
+    batch = _batch()
+    states, grads = _run(model, batch, True, monkeypatch)
+    assert packed_calls == [1]
+    expected, expected_grads = _run(model, batch, False, monkeypatch)
+    assert packed_calls == [1]
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == expected_grads.keys()
+    assert all("lora_" in name for name in grads) and len(grads) == 2 * len(adapted)
+    _same_gradients(grads, expected_grads)
+
+
+def test_lora_masks_over_the_real_tokens(packed_calls: list[int],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default LoRA's dropout draws its own masks (`keep_mask`): other numbers than PEFT's,
+    the same under a seed; with LoRA's dropout off the states are PEFT's again."""
+    model = _lora(_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                  dropout=0.5).train()
+    batch = _batch()
+    fast, _ = _run(model, batch, True, monkeypatch)
+    again, _ = _run(model, batch, True, monkeypatch)
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    peft, _ = _run(model, batch, True, monkeypatch)
+    assert packed_calls == [1, 1, 1]
+    torch.testing.assert_close(fast, again, atol=0, rtol=0)
+    assert not torch.allclose(fast, peft, atol=1e-3)
+    for module in model.modules():
+        if _packed.is_lora(module):
+            module.lora_dropout["default"].p = 0.0
+    monkeypatch.setattr(_packed, "PEFT_MASKS", False)
+    plain, _ = _run(model, batch, True, monkeypatch)
+    expected, _ = _run(model, batch, False, monkeypatch)
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_keep_mask_is_dropout(p: float) -> None:
+    """Each entry 0 or 1 / keep, dropped with probability p, independently of its neighbours
+    (the four entries of one draw included), the mean kept at 1."""
+    torch.manual_seed(0)
+    mask = _packed.keep_mask((500, 801), p)
+    assert mask.shape == (500, 801) and mask.dtype == torch.float32
+    assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p), rel=1e-4)]
+    dropped = (mask == 0).float()
+    assert abs(float(dropped.mean()) - p) < 0.005
+    assert abs(float(mask.mean()) - 1) < 0.01
+    flat = dropped.flatten()
+    for lag in (1, 2, 3, 4):  # neighbours in one draw and across draws
+        assert abs(float(torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1])) < 0.01
+    torch.manual_seed(0)
+    assert torch.equal(_packed.keep_mask((500, 801), p), mask)
+
+
+@pytest.mark.parametrize("case", ["merged", "disabled", "dora"])
+def test_lora_transformers_path_where_packing_would_differ(case: str, packed_calls: list[int]
+                                                           ) -> None:
+    """PEFT's forward where `_packed` would not compute it: a merged adapter, adapters
+    disabled, a LoRA variant (DoRA)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = _model().train()
+    config = LoraConfig(r=4, target_modules=["query", "value"], use_dora=case == "dora")
+    inject_adapter_in_model(config, model, adapter_name="default")
+    adapted = [m for m in model.modules() if _packed.is_lora(m)]
+    assert adapted
+    for module in adapted:
+        if case == "merged":
+            module.merge()
+        elif case == "disabled":
+            module.enable_adapters(False)
+    _fused.last_hidden_state(model, **_batch())
+    assert packed_calls == []
+
+
+def test_training_a_lora_function_gives_the_same_adapter(packed_calls: list[int],
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        tiny_backbone: object) -> None:
+    """`lora` on a tiny backbone runs packed, and with PEFT's masks gives PEFT's adapter to
+    rounding (dropout included)."""
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    options = {"lora": {"r": 4, "dropout": 0.2, "feed_forward": True}}
+    packed = _trained(True, "lora", tiny_backbone, monkeypatch, **options)
+    assert packed_calls
+    packed_calls.clear()
+    _same_weights(packed, _trained(False, "lora", tiny_backbone, monkeypatch, **options))
+    assert not packed_calls
+
+
+@pytest.mark.parametrize("lengths", [(9, 5, 2), (9, 9, 9)])
+def test_lora_inference_on_the_real_tokens(lengths: tuple[int, ...], packed_calls: list[int],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA function's inference (no gradients, eval mode) takes the packed layers too, with
+    or without padding (the fused inference layers do not compute adapters): PEFT's states;
+    with `FUNCFORMER_FUSED=0` transformers' layers, as for any model."""
+    model = _lora(_model(), dropout=0.1).eval()
+    batch = _batch(lengths)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        states = _fused.last_hidden_state(model, **batch)[real]
+        assert packed_calls == [1]
+        monkeypatch.setattr(_packed, "ENABLED", False)
+        expected = _fused.last_hidden_state(model, **batch)[real]
+        monkeypatch.setattr(_packed, "ENABLED", True)
+        monkeypatch.setattr(_fused, "ENABLED", False)
+        _fused.last_hidden_state(model, **batch)
+    assert packed_calls == [1]
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_training_without_padding_is_packed(packed_calls: list[int],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch without padding takes the packed layers when LoRA's are in it (their masks),
+    transformers' otherwise (as fast there, and the same numbers)."""
+    batch = _batch((9, 9, 9))
+    _fused.last_hidden_state(_model().train(), **batch)
+    assert packed_calls == []
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    model = _lora(_model(hidden_dropout_prob=0.3), dropout=0.3).train()
+    states, grads = _run(model, batch, True, monkeypatch)
+    assert packed_calls == [1]
+    expected, expected_grads = _run(model, batch, False, monkeypatch)
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+    _same_gradients(grads, expected_grads)

@@ -12,7 +12,8 @@ transformers in tests to ~1e-5), and through transformers otherwise:
   bfloat16;
 - only the plain architecture: `bert`, `roberta`, `xlm-roberta` or `camembert` with absolute
   positions, exact GELU or ReLU, no decoder or cross-attention, and every projection a plain
-  `nn.Linear` (a LoRA-injected or quantized layer keeps transformers' path);
+  `nn.Linear` (a LoRA-injected or quantized layer keeps transformers' path; in training
+  `_packed` also takes PEFT's LoRA layers);
 - never when a module of the encoder has hooks (they would not run);
 - not with `FUNCFORMER_FUSED=0` in the environment (or `funcformer._fused.ENABLED = False`).
 
@@ -79,12 +80,14 @@ def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch
     if not _plain(inputs):
         return encoder(**inputs).last_hidden_state
     inference = not torch.is_grad_enabled() and not encoder.training
+    plan = None
     if inference and ENABLED:
         plan = _plan_for(encoder)
-        if plan is not None:
+        if plan is not None and not plan.adapted:
             return plan(**inputs)
-    elif not inference and _packed.ENABLED:  # the same layers on the real tokens alone
-        plan = _plan_for(encoder)
+    # the same layers on the real tokens alone: in training, and LoRA's layers in inference
+    if _packed.ENABLED and (not inference or plan is not None):
+        plan = plan or _plan_for(encoder)
         if _packed.applies(encoder, plan, inputs):
             return _packed.last_hidden_state(plan, **inputs)
     return encoder(**inputs).last_hidden_state
@@ -352,7 +355,9 @@ def _exact_activation(module: torch.nn.Module, gelu: bool) -> bool:
 def eligible(encoder: torch.nn.Module) -> bool:
     """Whether `encoder` is an architecture the fused layers compute exactly. Checked when a
     plan is made; a plan checks on each call that its modules are still in place, so a layer
-    replaced later (an adapter injected) takes transformers' path from then on."""
+    replaced later (an adapter injected) makes a new plan or takes transformers' path. A
+    projection may be PEFT's LoRA layer over a plain `nn.Linear` (`_Plan.adapted`: `_packed`
+    trains through it, inference takes transformers' path)."""
     config = getattr(encoder, "config", None)
     structure = _structure(encoder)
     if (config is None or getattr(config, "model_type", None) not in MODEL_TYPES
@@ -373,13 +378,15 @@ def eligible(encoder: torch.nn.Module) -> bool:
         if (not isinstance(heads, int) or getattr(part.layer, "crossattention", None) is not None
                 or not _exact_activation(part.activation, ACTIVATIONS[config.hidden_act])
                 or any(type(m) is not torch.nn.Linear or m.bias is None
-                       or m.weight.dtype != dtype or m.bias.dtype != dtype for m in part.linears)
+                       or m.weight.dtype != dtype or m.bias.dtype != dtype
+                       for m in map(_packed.base, part.linears))
                 or any(type(n) is not torch.nn.LayerNorm or n.weight is None or n.bias is None
                        or n.weight.dtype != dtype or n.bias.dtype != dtype for n in part.norms)):
             return False
-        width = part.query.out_features
+        width = _packed.base(part.query).out_features
         if width != config.hidden_size or width % heads or \
-                part.key.out_features != width or part.value.out_features != width:
+                _packed.base(part.key).out_features != width or \
+                _packed.base(part.value).out_features != width:
             return False
         eps.update(n.eps for n in part.norms)
     return len(eps) == 1
@@ -398,7 +405,10 @@ class _Plan:
         self.bypassed = [*encoder.encoder.modules(),
                          *(pooler.modules() if isinstance(pooler, torch.nn.Module) else ())]
         first = self.layers[0]
-        self.dtype = first.query.weight.dtype
+        # PEFT's LoRA layers in place of projections: `_packed` trains them, the fused
+        # inference layers do not compute them (transformers' path)
+        self.adapted = any(_packed.is_lora(m) for p in self.layers for m in p.linears)
+        self.dtype = _packed.base(first.query).weight.dtype
         self.heads = int(first.self_attention.num_attention_heads)
         self.eps = float(first.ffn_norm.eps)
         self.use_gelu = ACTIVATIONS[encoder.config.hidden_act]
@@ -413,7 +423,7 @@ class _Plan:
                 and all(a is b for a, b in zip(now[0], self.modules, strict=True))
                 and all(a is b for new, old in zip(now[1], self.layers, strict=True)
                         for a, b in zip(new, old, strict=True))
-                and self.layers[0].query.weight.dtype == self.dtype)
+                and _packed.base(self.layers[0].query).weight.dtype == self.dtype)
 
     def hooked(self, encoder: torch.nn.Module) -> bool:
         """Whether a module whose forward the fused layers skip has hooks (they would not run;
