@@ -315,3 +315,33 @@ def test_lora_training_without_padding_is_packed(packed_calls: list[int],
     expected, expected_grads = _run(model, batch, False, monkeypatch)
     torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
     _same_gradients(grads, expected_grads)
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # the second adapter
+def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two active adapters, LoRA's bias and rsLoRA's scaling: still PEFT's computation."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    model = _model(hidden_dropout_prob=0.2).train()
+    for name, extra in (("one", {"lora_bias": True}), ("two", {"use_rslora": True})):
+        config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["query", "dense"],
+                            **extra)
+        inject_adapter_in_model(config, model, adapter_name=name)
+    torch.manual_seed(3)
+    adapted = [m for m in model.modules() if _packed.is_lora(m)]
+    for module in adapted:
+        module.set_adapter(["one", "two"])
+        for name, param in module.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.5)
+    assert adapted and all(len(m.active_adapters) == 2 for m in adapted)
+    batch = _batch()
+    states, grads = _run(model, batch, True, monkeypatch)
+    assert packed_calls == [1]
+    expected, expected_grads = _run(model, batch, False, monkeypatch)
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+    assert any("lora_B.one.bias" in name for name in grads)
+    _same_gradients({n: g for n, g in grads.items() if "lora_" in n},
+                    {n: g for n, g in expected_grads.items() if "lora_" in n})
