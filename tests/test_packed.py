@@ -204,23 +204,28 @@ def test_lora_same_states_and_gradients_as_peft(feed_forward: bool, mode: str,
     _same_gradients(grads, expected_grads)
 
 
-def test_lora_masks_over_the_real_tokens(packed_calls: list[int],
+@pytest.mark.parametrize("dropout", ["lora", "hidden"])
+def test_lora_masks_over_the_real_tokens(dropout: str, packed_calls: list[int],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """By default LoRA's dropout draws its own masks (`keep_mask`): other numbers than PEFT's,
-    the same under a seed; with LoRA's dropout off the states are PEFT's again."""
-    model = _lora(_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-                  dropout=0.5).train()
+    """By default an encoder with LoRA layers draws its own masks (`keep_mask`), LoRA's and
+    the hidden states': other numbers than PEFT's, the same under a seed; with both dropouts
+    off the states are PEFT's again."""
+    hidden, lora = (0.5, 0.0) if dropout == "hidden" else (0.0, 0.5)
+    model = _lora(_model(hidden_dropout_prob=hidden, attention_probs_dropout_prob=0.0),
+                  dropout=lora).train()
     batch = _batch()
     fast, _ = _run(model, batch, True, monkeypatch)
     again, _ = _run(model, batch, True, monkeypatch)
     monkeypatch.setattr(_packed, "PEFT_MASKS", True)
     peft, _ = _run(model, batch, True, monkeypatch)
+    expected, _ = _run(model, batch, False, monkeypatch)
     assert packed_calls == [1, 1, 1]
     torch.testing.assert_close(fast, again, atol=0, rtol=0)
+    torch.testing.assert_close(peft, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(fast, peft, atol=1e-3)
     for module in model.modules():
-        if _packed.is_lora(module):
-            module.lora_dropout["default"].p = 0.0
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     monkeypatch.setattr(_packed, "PEFT_MASKS", False)
     plain, _ = _run(model, batch, True, monkeypatch)
     expected, _ = _run(model, batch, False, monkeypatch)
@@ -281,24 +286,61 @@ def test_training_a_lora_function_gives_the_same_adapter(packed_calls: list[int]
 
 
 @pytest.mark.parametrize("lengths", [(9, 5, 2), (9, 9, 9)])
-def test_lora_inference_on_the_real_tokens(lengths: tuple[int, ...], packed_calls: list[int],
+@pytest.mark.parametrize("feed_forward", [False, True])
+def test_lora_inference_on_the_fused_layers(lengths: tuple[int, ...], feed_forward: bool,
+                                           packed_calls: list[int],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """A LoRA function's inference (no gradients, eval mode) takes the packed layers too, with
-    or without padding (the fused inference layers do not compute adapters): PEFT's states;
-    with `FUNCFORMER_FUSED=0` transformers' layers, as for any model."""
-    model = _lora(_model(), dropout=0.1).eval()
+    """A LoRA encoder's inference (no gradients, eval mode) takes the fused oneDNN layers,
+    which add the adapters' terms: PEFT's states. Without oneDNN (the native op has no place
+    for them) the packed layers compute it, with `FUNCFORMER_FUSED=0` transformers' layers."""
+    if not _fused._onednn():
+        pytest.skip("the fused layers compute adapters on oneDNN only")
+    model = _lora(_model(), dropout=0.1, feed_forward=feed_forward).eval()
     batch = _batch(lengths)
     real = batch["attention_mask"].bool()
+    fused: list[int] = []
+    original = _fused._Plan._onednn_layers
+    monkeypatch.setattr(_fused._Plan, "_onednn_layers",
+                        lambda *a, **k: fused.append(1) or original(*a, **k))
     with torch.no_grad():
         states = _fused.last_hidden_state(model, **batch)[real]
-        assert packed_calls == [1]
-        monkeypatch.setattr(_packed, "ENABLED", False)
-        expected = _fused.last_hidden_state(model, **batch)[real]
-        monkeypatch.setattr(_packed, "ENABLED", True)
+        assert fused == [1] and packed_calls == []
+        monkeypatch.setattr(_fused, "ONEDNN", False)
+        packed = _fused.last_hidden_state(model, **batch)[real]
+        assert fused == [1] and packed_calls == [1]
         monkeypatch.setattr(_fused, "ENABLED", False)
-        _fused.last_hidden_state(model, **batch)
-    assert packed_calls == [1]
+        expected = _fused.last_hidden_state(model, **batch)[real]
+    assert fused == [1] and packed_calls == [1]
     torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_inference_shares_the_backbones_fused_weights() -> None:
+    """Two adapters on one backbone use its packed and reordered weights: one copy; a merged
+    adapter (private weights) and a changed base weight make their own."""
+    if not _fused._onednn():
+        pytest.skip("the fused layers compute adapters on oneDNN only")
+    from funcformer._lora import merged
+
+    backbone = _model().eval()
+    views = [_lora(backbone, dropout=0.1).eval() for _ in range(2)]
+    batch = _batch()
+    with torch.no_grad():
+        for model in (backbone, *views):
+            _fused.last_hidden_state(model, **batch)
+    plans = [_fused._plan_for(m) for m in (backbone, *views)]
+    assert not plans[0].adapted and plans[1].adapted and plans[2].adapted
+    weights = [plan._onednn_weights()[0] for plan in plans]  # the first layer's
+    assert all(a is b for view in weights[1:] for a, b in zip(view, weights[0], strict=True))
+    private = merged(_lora(backbone, dropout=0.1).eval())
+    assert not _fused._plan_for(private).adapted
+    assert _fused._plan_for(private)._onednn_weights()[0][0] is not weights[0][0]
+    query = views[0].encoder.layer[0].attention.self.query
+    query.base_layer.weight = torch.nn.Parameter(query.base_layer.weight.detach().clone(),
+                                                 requires_grad=False)
+    assert _fused._plan_for(views[0])._onednn_weights()[0][0] is not weights[0][0]
+    assert _fused._plan_for(views[1])._onednn_weights()[0][0] is weights[0][0]
+
 
 
 def test_lora_training_without_padding_is_packed(packed_calls: list[int],

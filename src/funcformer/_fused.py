@@ -12,8 +12,8 @@ transformers in tests to ~1e-5), and through transformers otherwise:
   bfloat16;
 - only the plain architecture: `bert`, `roberta`, `xlm-roberta` or `camembert` with absolute
   positions, exact GELU or ReLU, no decoder or cross-attention, and every projection a plain
-  `nn.Linear` (a LoRA-injected or quantized layer keeps transformers' path; in training
-  `_packed` also takes PEFT's LoRA layers);
+  `nn.Linear`, or PEFT's plain LoRA layer over one, whose terms the oneDNN layers add (a
+  quantized layer or another adapter keeps transformers' path);
 - never when a module of the encoder has hooks (they would not run);
 - not with `FUNCFORMER_FUSED=0` in the environment (or `funcformer._fused.ENABLED = False`).
 
@@ -23,11 +23,14 @@ In float32 the layers' matrix products run through oneDNN with the bias and GELU
 512 SST-2 texts from 1.56 to 0.95 s against the native op (whose products go through MKL's
 sgemm). Where the op is missing or disagrees with `F.linear` on a first check, or with
 `FUNCFORMER_ONEDNN=0` (`funcformer._fused.ONEDNN = False`), float32 takes the native op too;
-bfloat16 always does.
+bfloat16 always does. LoRA's terms (`B(A(x)) * scaling` per active adapter) need the oneDNN
+layers; a LoRA function of all-MiniLM-L6-v2 (r = 16, feed-forward too) predicted 512 SST-2
+texts in 1.05 s against 1.73-1.88 s through PEFT's layers.
 
 The packed QKV weights (3 x hidden^2 per layer: 10.6 MB for all-MiniLM-L6-v2), and on the
 oneDNN path every layer weight reordered into its layout (about 41 MB more resident for
-all-MiniLM-L6-v2), are built once per encoder and rebuilt when a weight is replaced, its
+all-MiniLM-L6-v2), are built once per encoder (once per backbone for the LoRA copies made by
+`_lora`, `share`) and rebuilt when a weight is replaced, its
 version counter moves (an in-place change: loading a state dict, most optimizers), or any
 optimizer in the process steps (a global step hook: PyTorch's fused optimizers update weights
 without moving the version counter). Weights that are inference tensors (made under
@@ -59,6 +62,8 @@ ACTIVATIONS = {"gelu": True, "relu": False}  # hidden_act -> the op's use_gelu
 INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
 
 _plans: weakref.WeakKeyDictionary[torch.nn.Module, _Plan] = weakref.WeakKeyDictionary()
+# a copy of a model whose weights are that model's tensors -> the model (`share`)
+_origins: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
 _plans_lock = threading.Lock()
 _steps = 0  # optimizer steps taken in this process (a fused one bumps no version counter)
 
@@ -83,9 +88,9 @@ def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch
     plan = None
     if inference and ENABLED:
         plan = _plan_for(encoder)
-        if plan is not None and not plan.adapted:
+        if plan is not None and (not plan.adapted or plan.computes_adapters()):
             return plan(**inputs)
-    # the same layers on the real tokens alone: in training, and LoRA's layers in inference
+    # the same layers on the real tokens alone: in training, and LoRA's in inference otherwise
     if _packed.ENABLED and (not inference or plan is not None):
         plan = plan or _plan_for(encoder)
         if _packed.applies(encoder, plan, inputs):
@@ -132,6 +137,14 @@ def _plan_for(encoder: torch.nn.Module) -> _Plan | None:
                 return None
             plan = _plans[encoder] = _Plan(encoder)
     return None if plan.hooked(encoder) else plan
+
+
+def share(copy: torch.nn.Module, original: torch.nn.Module) -> None:
+    """Record that `copy`'s weights are `original`'s tensors (`_lora.shared_copy`). When
+    adapters are injected into `copy`, its fused inference layers use `original`'s packed and
+    reordered weights while its base weights are still those tensors: one copy of them in the
+    process however many adapters share the backbone (about 52 MB for all-MiniLM-L6-v2)."""
+    _origins[copy] = weakref.ref(original)
 
 
 def forget(model: torch.nn.Module) -> None:
@@ -405,9 +418,11 @@ class _Plan:
         self.bypassed = [*encoder.encoder.modules(),
                          *(pooler.modules() if isinstance(pooler, torch.nn.Module) else ())]
         first = self.layers[0]
-        # PEFT's LoRA layers in place of projections: `_packed` trains them, the fused
-        # inference layers do not compute them (transformers' path)
+        # PEFT's LoRA layers in place of projections: `_packed` trains them; in inference the
+        # oneDNN layers add their terms (`computes_adapters`), with the base weights of the
+        # model this one is a copy of (`share`), if any
         self.adapted = any(_packed.is_lora(m) for p in self.layers for m in p.linears)
+        self.origin = _origins.get(encoder)
         self.dtype = _packed.base(first.query).weight.dtype
         self.heads = int(first.self_attention.num_attention_heads)
         self.eps = float(first.ffn_norm.eps)
@@ -430,13 +445,38 @@ class _Plan:
         the embeddings' do, as they are called)."""
         return any(m._forward_hooks or m._forward_pre_hooks for m in (encoder, *self.bypassed))
 
+    def computes_adapters(self) -> bool:
+        """Whether the fused layers compute this adapted encoder now: in float32 on oneDNN
+        (the native op has no place for the adapters' terms), every LoRA layer a plain one
+        (`_packed.plain_lora`: not merged, enabled, no variant)."""
+        return (self.dtype == torch.float32 and ONEDNN and _onednn()
+                and all(_packed.plain_lora(m) for p in self.layers for m in p.linears
+                        if _packed.is_lora(m)))
+
+    def _origin_plan(self) -> _Plan | None:
+        """The plan of the model this encoder is a copy of (`share`), while every base weight
+        and bias of this one is still that model's tensor; None otherwise."""
+        original = self.origin() if self.origin is not None else None
+        plan = _plan_for(original) if original is not None else None
+        if plan is None or plan.adapted or len(plan.layers) != len(self.layers):
+            return None
+        for mine, theirs in zip(self.layers, plan.layers, strict=True):
+            for a, b in zip(mine.linears, theirs.linears, strict=True):
+                a = _packed.base(a)
+                if a.weight.data_ptr() != b.weight.data_ptr() or \
+                        a.bias.data_ptr() != b.bias.data_ptr() or a.weight.dtype != b.weight.dtype:
+                    return None
+        return plan
+
     def _qkv_tensors(self) -> list[torch.Tensor]:
         return [t for p in self.layers for linear in (p.query, p.key, p.value)
-                for t in (linear.weight, linear.bias)]
+                for t in (_packed.base(linear).weight, _packed.base(linear).bias)]
 
     def _pack_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(torch.cat([p.query.weight, p.key.weight, p.value.weight]),
-                 torch.cat([p.query.bias, p.key.bias, p.value.bias])) for p in self.layers]
+        base = _packed.base
+        return [(torch.cat([base(p.query).weight, base(p.key).weight, base(p.value).weight]),
+                 torch.cat([base(p.query).bias, base(p.key).bias, base(p.value).bias]))
+                for p in self.layers]
 
     def _qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's packed (3H, H) weight and (3H,) bias, rebuilt when one changed
@@ -466,6 +506,10 @@ class _Plan:
                 _onednn_checked = False
                 log.warning("oneDNN's linear op failed (%s); the fused layers use PyTorch's "
                             "native op from now on", error)
+                if self.adapted:  # which has no place for adapters: the packed layers
+                    mask = torch.ones_like(input_ids) if attention_mask is None else \
+                        attention_mask
+                    return _packed.last_hidden_state(self, input_ids, mask, token_type_ids)
         for part, (qkv_weight, qkv_bias) in zip(self.layers, self._qkv(), strict=True):
             states = torch._transformer_encoder_layer_fwd(
                 states, width, self.heads, qkv_weight, qkv_bias,
@@ -483,18 +527,21 @@ class _Plan:
         numbers) and again when any of them changes (`_Derived`, under one lock with the QKV
         packing they are made from). Inference tensors, which have no version counter, and
         builds without the reorder op get the plain weights."""
+        origin = self._origin_plan() if self.adapted else None
+        if origin is not None:  # the shared backbone's, made once for all its adapters
+            return origin._onednn_weights()
+        base = _packed.base
         qkv_tensors = self._qkv_tensors()
-        others = [t for p in self.layers
-                  for t in (p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)]
+        others = [base(m).weight for p in self.layers for m in (p.out_dense, p.ffn_in, p.ffn_out)]
         if not _reorders() or any(t.is_inference() for t in qkv_tensors + others):
-            return [(weight, bias, p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)
+            return [(weight, bias, *(base(m).weight for m in (p.out_dense, p.ffn_in, p.ffn_out)))
                     for (weight, bias), p in zip(self._qkv(), self.layers, strict=True)]
 
         def reorder() -> list[tuple[torch.Tensor, ...]]:
             qkv = self.packed.get(qkv_tensors, self._pack_qkv)
             layout = torch.ops.mkldnn._reorder_linear_weight
-            return [(layout(weight, 16), bias, *(layout(w, 16) for w in (
-                p.out_dense.weight, p.ffn_in.weight, p.ffn_out.weight)))
+            return [(layout(weight, 16), bias, *(layout(base(m).weight, 16) for m in (
+                p.out_dense, p.ffn_in, p.ffn_out)))
                 for (weight, bias), p in zip(qkv, self.layers, strict=True)]
 
         with self.lock:
@@ -508,17 +555,39 @@ class _Plan:
         mask = None if padding is None else ~padding[:, None, None, :]  # (B, 1, 1, T): attend
         activation = "gelu" if self.use_gelu else "relu"
         x = states.reshape(batch * length, width)
+        base, adapt = _packed.base, _add_adapters
         for part, (qkv_weight, qkv_bias, out_weight, in_weight, ffn_weight) in zip(
                 self.layers, self._onednn_weights(), strict=True):
             qkv = _linear(x, qkv_weight, qkv_bias, None)  # (B*T, 3H)
+            if self.adapted:  # each projection's terms into its third
+                for third, module in zip(qkv.split(width, dim=1),
+                                         (part.query, part.key, part.value), strict=True):
+                    adapt(third, x, module)
             q, k, v = qkv.view(batch, length, 3, self.heads, size).permute(2, 0, 3, 1, 4)
             attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             attended = attended.transpose(1, 2).reshape(batch * length, width)
-            x = torch.nn.functional.layer_norm(
-                _linear(attended, out_weight, part.out_dense.bias, None) + x,
-                (width,), part.out_norm.weight, part.out_norm.bias, self.eps)
-            inner = _linear(x, in_weight, part.ffn_in.bias, activation)
-            x = torch.nn.functional.layer_norm(
-                _linear(inner, ffn_weight, part.ffn_out.bias, None) + x,
-                (width,), part.ffn_norm.weight, part.ffn_norm.bias, self.eps)
+            out = adapt(_linear(attended, out_weight, base(part.out_dense).bias, None), attended,
+                        part.out_dense)
+            x = torch.nn.functional.layer_norm(out + x, (width,), part.out_norm.weight,
+                                               part.out_norm.bias, self.eps)
+            if _packed.is_lora(part.ffn_in):  # the activation after the adapter's terms
+                inner = adapt(_linear(x, in_weight, base(part.ffn_in).bias, None), x,
+                              part.ffn_in)
+                inner = torch.nn.functional.gelu(inner) if self.use_gelu else inner.relu()
+            else:
+                inner = _linear(x, in_weight, part.ffn_in.bias, activation)
+            out = adapt(_linear(inner, ffn_weight, base(part.ffn_out).bias, None), inner,
+                        part.ffn_out)
+            x = torch.nn.functional.layer_norm(out + x, (width,), part.ffn_norm.weight,
+                                               part.ffn_norm.bias, self.eps)
         return x.view(batch, length, width)
+
+
+def _add_adapters(out: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """`out` (a projection's base product of `x`, in inference) plus, in place, the terms of
+    `module`'s active LoRA adapters when it is PEFT's LoRA layer: `B(A(x)) * scaling`."""
+    if _packed.is_lora(module):
+        for name in module.active_adapters:
+            if name in module.lora_A:
+                out.add_(module.lora_B[name](module.lora_A[name](x)), alpha=module.scaling[name])
+    return out

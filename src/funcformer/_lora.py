@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import _fused
 from ._artifact import DAMAGED_FIX, float32_tensors
 from ._config import Options
 from ._errors import ArtifactError, TaskError, is_real, is_whole
@@ -125,7 +126,9 @@ def shared_copy(model: torch.nn.Module) -> torch.nn.Module:
         memo[id(param)] = torch.nn.Parameter(param.detach(), requires_grad=False)
     for buffer in model.buffers():
         memo[id(buffer)] = buffer
-    return copy.deepcopy(model, memo)
+    clone = copy.deepcopy(model, memo)
+    _fused.share(clone, model)  # its adapters' inference reuses `model`'s fused weights
+    return clone
 
 
 def view(model: torch.nn.Module, spec: LoRA | None = None, config: Any = None) -> torch.nn.Module:

@@ -25,16 +25,17 @@ environment (or `funcformer._packed.ENABLED = False`).
 LoRA: a projection may be PEFT's LoRA layer (`lora`'s encoder, `LoRA(...)`). Its base product
 runs on the real tokens with the others, and each active adapter adds `B(A(dropout(x))) *
 scaling`, as PEFT's `forward` does and in its order. Only plain LoRA (not merged, adapters
-enabled, no variant such as DoRA, float32); PEFT's own path otherwise. Such an encoder takes
-these layers in inference too (the fused inference layers compute no adapters). LoRA's
-dropout is the one place where the masks are not PEFT's draws. It drops the input of every
-adapted projection, 1,536 wide for the feed-forward's output; drawn as PEFT draws them
-(`bernoulli_`, one number at a time, over the padded batch), those masks took 150 of a
-278 ms step on 32 SST-2 texts (4,160 tokens in 12,224 positions; 2-core AMD EPYC). `keep_mask`
-draws them over the real tokens alone, four entries from each 64-bit draw: 189 ms a step
-(PEFT's path 365-415 ms). It is the same distribution (p to within 2^-16), not the same
-numbers. `PEFT_MASKS = True` draws PEFT's masks, with which the tests check the rest against
-PEFT's path.
+enabled, no variant such as DoRA, float32); PEFT's own path otherwise. In inference the fused
+layers compute the adapters (`_fused`, on oneDNN; these layers where oneDNN is missing). In
+training such an encoder draws its own dropout masks here, LoRA's and the hidden states':
+`keep_mask`, over the real tokens alone, four entries from each 64-bit draw. LoRA drops the
+input of every adapted projection, 1,536 wide for the feed-forward's output, and drawn as
+PEFT and transformers draw them (`bernoulli_`, one number at a time, over the padded batch)
+the masks took 150 of a 278 ms step on 32 SST-2 texts (4,160 tokens in 12,224 positions;
+2-core AMD EPYC); with `keep_mask` the step took 153-158 ms (PEFT's path 365-415 ms). It is
+the same distribution (p to within 2^-16), not the same numbers; attention's masks and the
+embeddings' stay torch's. `PEFT_MASKS = True` draws every mask as PEFT and transformers do,
+with which the tests check the rest against PEFT's path.
 """
 
 from __future__ import annotations
@@ -130,26 +131,21 @@ def last_hidden_state(plan: Any, input_ids: torch.Tensor, attention_mask: torch.
     def padded(x: torch.Tensor) -> torch.Tensor:  # (tokens, W) -> (B * T, W), zeros elsewhere
         return x.new_zeros(positions, x.shape[1]).index_copy(0, flat, x)
 
+    own = plan.adapted and not PEFT_MASKS  # LoRA's runs draw their own masks
+
     def dropout(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-        """`module` (`nn.Dropout`, or LoRA's `nn.Identity` for none) on the padded batch, for
-        the real tokens: its mask drawn over (B * T, W)."""
-        if not isinstance(module, torch.nn.Dropout):
-            return x
-        p = module.p
-        if not module.training or p == 0:
+        """`module` (`nn.Dropout`, or LoRA's `nn.Identity` for none) on the real tokens: its
+        mask drawn over the padded batch (B * T, W) as transformers draws it, or in an encoder
+        with LoRA layers by `keep_mask` over the real tokens alone."""
+        p = module.p if isinstance(module, torch.nn.Dropout) and module.training else 0.0
+        if p == 0:
             return x
         if p == 1:
             return x * 0
+        if own:
+            return x * keep_mask(tuple(x.shape), p)
         keep = x.new_empty(positions, x.shape[1]).bernoulli_(1 - p).index_select(0, flat)
         return x * keep.div_(1 - p)
-
-    def lora_dropout(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-        """`module` (`nn.Dropout` or `nn.Identity`) on LoRA's input: `keep_mask` over the real
-        tokens, or with `PEFT_MASKS` PEFT's own draws."""
-        p = module.p if isinstance(module, torch.nn.Dropout) and module.training else 0.0
-        if PEFT_MASKS or p in (0.0, 1.0):
-            return dropout(x, module)
-        return x * keep_mask(tuple(x.shape), p)
 
     def adapted(out: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
         """`out` (the base product of `x`) plus LoRA's terms when `module` is a LoRA layer."""
@@ -157,7 +153,7 @@ def last_hidden_state(plan: Any, input_ids: torch.Tensor, attention_mask: torch.
             return out
         for name in module.active_adapters:
             if name in module.lora_A:
-                inputs = lora_dropout(x, module.lora_dropout[name])
+                inputs = dropout(x, module.lora_dropout[name])
                 out = out + module.lora_B[name](module.lora_A[name](inputs)) * \
                     module.scaling[name]
         return out
