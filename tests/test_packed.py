@@ -387,3 +387,64 @@ def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
     assert any("lora_B.one.bias" in name for name in grads)
     _same_gradients({n: g for n, g in grads.items() if "lora_" in n},
                     {n: g for n, g in expected_grads.items() if "lora_" in n})
+
+
+def test_dora_is_not_plain_lora_on_older_peft() -> None:
+    """PEFT before 0.15 marks DoRA in `use_dora` only (no `lora_variant`): still not plain."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = _model()
+    inject_adapter_in_model(LoraConfig(r=4, target_modules=["query"], use_dora=True), model,
+                            adapter_name="default")
+    adapted = [m for m in model.modules() if _packed.is_lora(m)]
+    assert adapted and not any(_packed.plain_lora(m) for m in adapted)
+    for module in adapted:
+        del module.lora_variant
+        module.use_dora = {"default": True}
+    assert not any(_packed.plain_lora(m) for m in adapted)
+    for module in adapted:
+        module.use_dora = {}
+    assert all(_packed.plain_lora(m) for m in adapted)
+
+
+def test_keep_mask_extreme_probabilities() -> None:
+    """p near 0 or 1 rounds to one 2^-16 step from it, never to no dropout or a zero keep."""
+    torch.manual_seed(0)
+    assert (_packed.keep_mask((64, 64), 1e-7) == 0).sum() < 5
+    high = _packed.keep_mask((64, 64), 1 - 1e-7)
+    assert torch.isfinite(high).all() and (high == 0).sum() > 4000
+
+
+def test_lora_inference_never_takes_the_native_op(packed_calls: list[int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN turned off between the check and the call: PEFT's states from another path, not
+    the native op without the adapters."""
+    model = _lora(_model(), dropout=0.1).eval()
+    batch = _batch()
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        expected = model(**batch).last_hidden_state[real]
+        plan = _fused._plan_for(model)
+        monkeypatch.setattr(_fused._Plan, "computes_adapters", lambda self: True)
+        monkeypatch.setattr(_fused, "ONEDNN", False)
+        states = _fused.last_hidden_state(model, **batch)[real]
+    assert plan is not None and plan.adapted and packed_calls == [1]
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_forget_on_a_lora_copy_drops_the_shared_weights() -> None:
+    """A base weight written through `.data` (no version counter moves): `forget` on the LoRA
+    copy also drops the backbone's fused weights it shares, so the next call sees the write."""
+    if not _fused._onednn():
+        pytest.skip("the fused layers compute adapters on oneDNN only")
+    backbone = _model().eval()
+    view = _lora(backbone, dropout=0.1).eval()
+    batch = _batch()
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        _fused.last_hidden_state(view, **batch)
+        view.encoder.layer[0].attention.self.query.base_layer.weight.data.mul_(2)
+        _fused.forget(view)
+        states = _fused.last_hidden_state(view, **batch)[real]
+        expected = view(**batch).last_hidden_state[real]
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)

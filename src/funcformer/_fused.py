@@ -89,7 +89,10 @@ def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch
     if inference and ENABLED:
         plan = _plan_for(encoder)
         if plan is not None and (not plan.adapted or plan.computes_adapters()):
-            return plan(**inputs)
+            try:
+                return plan(**inputs)
+            except _Unfused:  # oneDNN gone since the check: the packed or PEFT's layers
+                pass
     # the same layers on the real tokens alone: in training, and LoRA's in inference otherwise
     if _packed.ENABLED and (not inference or plan is not None):
         plan = plan or _plan_for(encoder)
@@ -139,6 +142,11 @@ def _plan_for(encoder: torch.nn.Module) -> _Plan | None:
     return None if plan.hooked(encoder) else plan
 
 
+class _Unfused(Exception):
+    """An adapted plan asked to run where only the native op could (it has no place for
+    adapters' terms)."""
+
+
 def share(copy: torch.nn.Module, original: torch.nn.Module) -> None:
     """Record that `copy`'s weights are `original`'s tensors (`_lora.shared_copy`). When
     adapters are injected into `copy`, its fused inference layers use `original`'s packed and
@@ -150,10 +158,13 @@ def share(copy: torch.nn.Module, original: torch.nn.Module) -> None:
 def forget(model: torch.nn.Module) -> None:
     """Drop the packed weights of every encoder in `model`: call after changing weights in a
     way neither their version counters nor an optimizer step show (writing `weight.data` in
-    place)."""
+    place), and those of the backbone an adapter's copy shares them with (`share`)."""
     with _plans_lock:
         for module in model.modules():
             _plans.pop(module, None)
+            origin = _origins.get(module)
+            if origin is not None and origin() is not None:
+                _plans.pop(origin(), None)
 
 
 _onednn_checked: bool | None = None
@@ -370,7 +381,7 @@ def eligible(encoder: torch.nn.Module) -> bool:
     plan is made; a plan checks on each call that its modules are still in place, so a layer
     replaced later (an adapter injected) makes a new plan or takes transformers' path. A
     projection may be PEFT's LoRA layer over a plain `nn.Linear` (`_Plan.adapted`: `_packed`
-    trains through it, inference takes transformers' path)."""
+    trains through it, the oneDNN inference layers add its terms)."""
     config = getattr(encoder, "config", None)
     structure = _structure(encoder)
     if (config is None or getattr(config, "model_type", None) not in MODEL_TYPES
@@ -506,10 +517,8 @@ class _Plan:
                 _onednn_checked = False
                 log.warning("oneDNN's linear op failed (%s); the fused layers use PyTorch's "
                             "native op from now on", error)
-                if self.adapted:  # which has no place for adapters: the packed layers
-                    mask = torch.ones_like(input_ids) if attention_mask is None else \
-                        attention_mask
-                    return _packed.last_hidden_state(self, input_ids, mask, token_type_ids)
+        if self.adapted:  # the native op has no place for adapters: the caller's other paths
+            raise _Unfused
         for part, (qkv_weight, qkv_bias) in zip(self.layers, self._qkv(), strict=True):
             states = torch._transformer_encoder_layer_fwd(
                 states, width, self.heads, qkv_weight, qkv_bias,

@@ -73,7 +73,8 @@ def applies(encoder: torch.nn.Module, plan: Any, inputs: dict[str, torch.Tensor]
 def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
     """Dropout's scaled mask for probability `p` (0 < p < 1): each entry 1 / keep with
     probability keep = 1 - p, 0 otherwise, independently; p is rounded to a multiple of 2^-16
-    and the scale is exact for the rounded keep (the expectation stays x). Four entries come
+    (1 to 65,535 of them) and the scale is exact for the rounded keep (the expectation stays
+    x). Four entries come
     from each 64-bit draw of torch's default generator (seeded by `torch.manual_seed`): on a
     2-core AMD EPYC a (1222, 1536) mask and its product took 3.3 ms against 10.1 with
     `bernoulli_`.
@@ -84,8 +85,9 @@ def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
     ([0.0, 1.3333], 0.25)
     """
     count = math.prod(shape)
-    dropped = round(p * 65536)  # lanes below this (of 65,536 values) are dropped
-    words = torch.empty(-(-count // LANES), dtype=torch.int64).random_(-2 ** 63, None)
+    dropped = min(max(round(p * 65536), 1), 65535)  # lanes below this (of 65,536) are dropped
+    words = torch.empty(-(-count // LANES), dtype=torch.int64, device="cpu")
+    words.random_(-2 ** 63, None)
     lanes = words.view(torch.int16)[:count].view(shape)  # uniform over -32768..32767
     return (lanes >= dropped - 32768).to(torch.float32).mul_(65536 / (65536 - dropped))
 
@@ -104,10 +106,13 @@ def base(module: torch.nn.Module) -> torch.nn.Module:
 
 def plain_lora(module: torch.nn.Module) -> bool:
     """Whether this LoRA layer's forward is, now, the one `_packed` computes: the base product
-    plus `B(A(dropout(x))) * scaling` per active adapter, in float32."""
+    plus `B(A(dropout(x))) * scaling` per active adapter, in float32. A variant (DoRA, ...)
+    is in `lora_variant` (PEFT 0.15 and later) or, before, `use_dora`."""
     active = [a for a in module.active_adapters if a in module.lora_A]
+    variants = getattr(module, "lora_variant", {})
+    dora = getattr(module, "use_dora", {})
     return (not module.merged and not module.disable_adapters
-            and all(a not in module.lora_variant
+            and all(a not in variants and not dora.get(a, False)
                     and type(module.lora_A[a]) is torch.nn.Linear
                     and type(module.lora_B[a]) is torch.nn.Linear
                     and type(module.lora_dropout[a]) in (torch.nn.Dropout, torch.nn.Identity)
