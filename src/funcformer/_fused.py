@@ -89,10 +89,9 @@ def last_hidden_state(encoder: torch.nn.Module, **inputs: torch.Tensor) -> torch
     if inference and ENABLED:
         plan = _plan_for(encoder)
         if plan is not None and (not plan.adapted or plan.computes_adapters()):
-            try:
-                return plan(**inputs)
-            except _Unfused:  # oneDNN gone since the check: the packed or PEFT's layers
-                pass
+            states = plan(**inputs)
+            if states is not None:  # None: an adapted plan whose oneDNN layers just failed
+                return states
     # the same layers on the real tokens alone: in training, and LoRA's in inference otherwise
     if _packed.ENABLED and (not inference or plan is not None):
         plan = plan or _plan_for(encoder)
@@ -140,11 +139,6 @@ def _plan_for(encoder: torch.nn.Module) -> _Plan | None:
                 return None
             plan = _plans[encoder] = _Plan(encoder)
     return None if plan.hooked(encoder) else plan
-
-
-class _Unfused(Exception):
-    """An adapted plan asked to run where only the native op could (it has no place for
-    adapters' terms)."""
 
 
 def share(copy: torch.nn.Module, original: torch.nn.Module) -> None:
@@ -461,8 +455,7 @@ class _Plan:
         (the native op has no place for the adapters' terms), every LoRA layer a plain one
         (`_packed.plain_lora`: not merged, enabled, no variant)."""
         return (self.dtype == torch.float32 and ONEDNN and _onednn()
-                and all(_packed.plain_lora(m) for p in self.layers for m in p.linears
-                        if _packed.is_lora(m)))
+                and _packed.plain_adapters(self))
 
     def _origin_plan(self) -> _Plan | None:
         """The plan of the model this encoder is a copy of (`share`), while every base weight
@@ -500,7 +493,9 @@ class _Plan:
             return self.packed.get(tensors, self._pack_qkv)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The last hidden states; None for an adapted plan when oneDNN's layers cannot run
+        (the native op has no place for the adapters' terms)."""
         embeddings = self.modules[0]
         states = embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         padding = None if attention_mask is None else attention_mask == 0  # (B, T), True: pad
@@ -518,7 +513,7 @@ class _Plan:
                 log.warning("oneDNN's linear op failed (%s); the fused layers use PyTorch's "
                             "native op from now on", error)
         if self.adapted:  # the native op has no place for adapters: the caller's other paths
-            raise _Unfused
+            return None
         for part, (qkv_weight, qkv_bias) in zip(self.layers, self._qkv(), strict=True):
             states = torch._transformer_encoder_layer_fwd(
                 states, width, self.heads, qkv_weight, qkv_bias,
@@ -564,14 +559,10 @@ class _Plan:
         mask = None if padding is None else ~padding[:, None, None, :]  # (B, 1, 1, T): attend
         activation = "gelu" if self.use_gelu else "relu"
         x = states.reshape(batch * length, width)
-        base, adapt = _packed.base, _add_adapters
+        base, adapt = _packed.base, _packed.with_adapters
         for part, (qkv_weight, qkv_bias, out_weight, in_weight, ffn_weight) in zip(
                 self.layers, self._onednn_weights(), strict=True):
-            qkv = _linear(x, qkv_weight, qkv_bias, None)  # (B*T, 3H)
-            if self.adapted:  # each projection's terms into its third
-                for third, module in zip(qkv.split(width, dim=1),
-                                         (part.query, part.key, part.value), strict=True):
-                    adapt(third, x, module)
+            qkv = _packed.qkv_with_adapters(_linear(x, qkv_weight, qkv_bias, None), x, part)
             q, k, v = qkv.view(batch, length, 3, self.heads, size).permute(2, 0, 3, 1, 4)
             attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             attended = attended.transpose(1, 2).reshape(batch * length, width)
@@ -590,13 +581,3 @@ class _Plan:
             x = torch.nn.functional.layer_norm(out + x, (width,), part.ffn_norm.weight,
                                                part.ffn_norm.bias, self.eps)
         return x.view(batch, length, width)
-
-
-def _add_adapters(out: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    """`out` (a projection's base product of `x`, in inference) plus, in place, the terms of
-    `module`'s active LoRA adapters when it is PEFT's LoRA layer: `B(A(x)) * scaling`."""
-    if _packed.is_lora(module):
-        for name in module.active_adapters:
-            if name in module.lora_A:
-                out.add_(module.lora_B[name](module.lora_A[name](x)), alpha=module.scaling[name])
-    return out

@@ -64,7 +64,7 @@ def applies(encoder: torch.nn.Module, plan: Any, inputs: dict[str, torch.Tensor]
                    for p in plan.layers
                    for m in (p.self_attention, p.attention_output, p.output))):
         return False
-    if not all(plain_lora(m) for p in plan.layers for m in p.linears if is_lora(m)):
+    if not plain_adapters(plan):
         return False
     real = mask != 0  # without padding transformers' layers are as fast, but not LoRA's
     return bool((plan.adapted or not real.all()) and real.any(dim=1).all())
@@ -74,10 +74,9 @@ def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
     """Dropout's scaled mask for probability `p` (0 < p < 1): each entry 1 / keep with
     probability keep = 1 - p, 0 otherwise, independently; p is rounded to a multiple of 2^-16
     (1 to 65,535 of them) and the scale is exact for the rounded keep (the expectation stays
-    x). Four entries come
-    from each 64-bit draw of torch's default generator (seeded by `torch.manual_seed`): on a
-    2-core AMD EPYC a (1222, 1536) mask and its product took 3.3 ms against 10.1 with
-    `bernoulli_`.
+    x). Four entries come from each 64-bit draw of torch's default generator (seeded by
+    `torch.manual_seed`): on a 2-core AMD EPYC a (1222, 1536) mask and its product took 3.3 ms
+    against 10.1 with `bernoulli_`.
 
     >>> _ = torch.manual_seed(0)
     >>> mask = keep_mask((1000, 100), 0.25)
@@ -120,6 +119,42 @@ def plain_lora(module: torch.nn.Module) -> bool:
                     and module.lora_B[a].weight.dtype == torch.float32 for a in active))
 
 
+def plain_adapters(plan: Any) -> bool:
+    """Whether every LoRA layer in `plan`'s layers is a plain one (`plain_lora`)."""
+    return all(plain_lora(m) for p in plan.layers for m in p.linears if is_lora(m))
+
+
+def with_adapters(out: torch.Tensor, x: torch.Tensor, module: torch.nn.Module,
+                  dropout: Any = None) -> torch.Tensor:
+    """`out` (a projection's base product of `x`) plus, when `module` is PEFT's LoRA layer,
+    each active adapter's `B(A(dropout(x))) * scaling`, as PEFT's `forward` adds them;
+    `dropout(x, module)` draws the mask. Without one and without autograd (inference) the
+    terms go into `out` in place, saving a copy of it per adapter."""
+    if not is_lora(module):
+        return out
+    inplace = dropout is None and not torch.is_grad_enabled()
+    for name in module.active_adapters:
+        if name in module.lora_A:
+            inputs = x if dropout is None else dropout(x, module.lora_dropout[name])
+            terms = module.lora_B[name](module.lora_A[name](inputs))
+            out = out.add_(terms, alpha=module.scaling[name]) if inplace else \
+                out + terms * module.scaling[name]
+    return out
+
+
+def qkv_with_adapters(qkv: torch.Tensor, x: torch.Tensor, part: Any,
+                      dropout: Any = None) -> torch.Tensor:
+    """The packed (tokens, 3H) query/key/value product of `x` with each projection's LoRA
+    terms added to its third, in PEFT's order (query, key, value); `qkv` itself without
+    adapters, and in inference with them added in place (`with_adapters`)."""
+    projections = (part.query, part.key, part.value)
+    if not any(is_lora(m) for m in projections):
+        return qkv
+    thirds = [with_adapters(out, x, m, dropout) for out, m in zip(
+        qkv.split(qkv.shape[1] // 3, dim=1), projections, strict=True)]
+    return qkv if dropout is None and not torch.is_grad_enabled() else torch.cat(thirds, 1)
+
+
 def last_hidden_state(plan: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The encoder's last hidden states (B, T, H), computed on the real tokens; padded
@@ -152,20 +187,9 @@ def last_hidden_state(plan: Any, input_ids: torch.Tensor, attention_mask: torch.
         keep = x.new_empty(positions, x.shape[1]).bernoulli_(1 - p).index_select(0, flat)
         return x * keep.div_(1 - p)
 
-    def adapted(out: torch.Tensor, x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-        """`out` (the base product of `x`) plus LoRA's terms when `module` is a LoRA layer."""
-        if not is_lora(module):
-            return out
-        for name in module.active_adapters:
-            if name in module.lora_A:
-                inputs = dropout(x, module.lora_dropout[name])
-                out = out + module.lora_B[name](module.lora_A[name](inputs)) * \
-                    module.scaling[name]
-        return out
-
     def project(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
         linear = base(module)
-        return adapted(F.linear(x, linear.weight, linear.bias), x, module)
+        return with_adapters(F.linear(x, linear.weight, linear.bias), x, module, dropout)
 
     x = states.reshape(positions, width).index_select(0, flat)
     for part in plan.layers:
@@ -173,10 +197,7 @@ def last_hidden_state(plan: Any, input_ids: torch.Tensor, attention_mask: torch.
         projections = [base(m) for m in (part.query, part.key, part.value)]
         qkv = F.linear(x, torch.cat([m.weight for m in projections]),
                        torch.cat([m.bias for m in projections]))
-        if any(is_lora(m) for m in (part.query, part.key, part.value)):  # in PEFT's order
-            qkv = torch.cat([adapted(out, x, m) for out, m in zip(
-                qkv.split(width, dim=1), (part.query, part.key, part.value), strict=True)], 1)
-        qkv = padded(qkv)
+        qkv = padded(qkv_with_adapters(qkv, x, part, dropout))
         query, key, value = qkv.view(batch, length, 3, heads, size).permute(2, 0, 3, 1, 4)
         attention = part.self_attention
         attended = F.scaled_dot_product_attention(
