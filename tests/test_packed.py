@@ -359,14 +359,11 @@ def test_lora_training_without_padding_is_packed(packed_calls: list[int],
     _same_gradients(grads, expected_grads)
 
 
-@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # the second adapter
-def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two active adapters, LoRA's bias and rsLoRA's scaling: still PEFT's computation."""
+def _two_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with two active adapters, "one" with LoRA's bias and "two" with rsLoRA's
+    scaling, on the query and every dense projection; B not zero."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
-    model = _model(hidden_dropout_prob=0.2).train()
     for name, extra in (("one", {"lora_bias": True}), ("two", {"use_rslora": True})):
         config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["query", "dense"],
                             **extra)
@@ -376,9 +373,20 @@ def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
     for module in adapted:
         module.set_adapter(["one", "two"])
         for name, param in module.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name:  # its weight, and LoRA's bias
                 torch.nn.init.normal_(param, std=0.5)
+            elif name.endswith("bias"):  # the base layer's (BERT starts them at zero)
+                torch.nn.init.normal_(param, std=0.1)
     assert adapted and all(len(m.active_adapters) == 2 for m in adapted)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # the second adapter
+def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two active adapters, LoRA's bias and rsLoRA's scaling: still PEFT's computation."""
+    monkeypatch.setattr(_packed, "PEFT_MASKS", True)
+    model = _two_adapters(_model(hidden_dropout_prob=0.2).train())
     batch = _batch()
     states, grads = _run(model, batch, True, monkeypatch)
     assert packed_calls == [1]
@@ -387,6 +395,28 @@ def test_lora_two_adapters_bias_and_rslora_as_peft(packed_calls: list[int],
     assert any("lora_B.one.bias" in name for name in grads)
     _same_gradients({n: g for n, g in grads.items() if "lora_" in n},
                     {n: g for n, g in expected_grads.items() if "lora_" in n})
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
+def test_lora_inference_two_adapters_bias_and_rslora_on_the_fused_layers(
+        packed_calls: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused oneDNN layers add both adapters' terms, LoRA's bias and rsLoRA's scaling in
+    inference too (the query's third of the QKV product, each dense projection): PEFT's
+    states."""
+    if not _fused._onednn():
+        pytest.skip("the fused layers compute adapters on oneDNN only")
+    model = _two_adapters(_model()).eval()
+    batch = _batch()
+    real = batch["attention_mask"].bool()
+    fused: list[int] = []
+    original = _fused._Plan._onednn_layers
+    monkeypatch.setattr(_fused._Plan, "_onednn_layers",
+                        lambda *a, **k: fused.append(1) or original(*a, **k))
+    with torch.no_grad():
+        states = _fused.last_hidden_state(model, **batch)[real]
+        expected = model(**batch).last_hidden_state[real]
+    assert fused == [1] and packed_calls == []
+    torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_dora_is_not_plain_lora_on_older_peft() -> None:
