@@ -2,6 +2,8 @@
 
     python bench/lora.py                     # 8,000 rows, evaluated on dev (872)
     python bench/lora.py --train 2000        # a shorter run
+    python bench/lora.py --data emotion      # Emotion: 8,000 of its 16,000 training rows;
+                                             # validation for early stopping, test scored
 
 Each method trains in its own subprocess, so its peak memory (max RSS) is its own. Reported:
 dev accuracy, training seconds, artifact size on disk, peak RSS. Goal (issue 4): `lora` within
@@ -23,13 +25,19 @@ from typing import Any
 
 from _common import DATA, print_header, read_tsv
 
+SPLITS = {"sst2": ("train", "dev", "dev"), "emotion": ("train", "validation", "test")}
+"""Per dataset: the file sampled for training, the one for early stopping, the one scored."""
 
-def one(method: str, rows: int, seed: int, options: dict[str, Any]) -> dict[str, float]:
+
+def one(method: str, data: str, rows: int, seed: int,
+        options: dict[str, Any]) -> dict[str, float]:
     """Train, save and evaluate one method in this process; print its numbers as JSON."""
     import funcformer
 
-    train = random.Random(seed).sample(read_tsv(DATA / "sst2/train.tsv"), rows)
-    dev = read_tsv(DATA / "sst2/dev.tsv")
+    train_file, eval_file, test_file = SPLITS[data]
+    train = random.Random(seed).sample(read_tsv(DATA / data / f"{train_file}.tsv"), rows)
+    dev = read_tsv(DATA / data / f"{eval_file}.tsv")
+    test = read_tsv(DATA / data / f"{test_file}.tsv")
     started = time.perf_counter()
     fn = funcformer.train("classify", train, eval_data=dev, method=method, seed=seed,
                           progress=False, **(options if method == "lora" else {}))
@@ -38,13 +46,14 @@ def one(method: str, rows: int, seed: int, options: dict[str, Any]) -> dict[str,
         path = fn.save(Path(scratch) / "fn")
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         adapter = sum(f.stat().st_size for f in path.glob("adapter/*") if f.is_file())
-    return {"accuracy": fn.evaluate(dev)["accuracy"], "seconds": seconds, "bytes": size,
+    return {"accuracy": fn.evaluate(test)["accuracy"], "seconds": seconds, "bytes": size,
             "adapter_bytes": adapter, "epochs": fn.manifest.training["history"]["best_epoch"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=sorted(SPLITS), default="sst2")
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--methods", nargs="+", default=["full", "lora", "head"])
     parser.add_argument("--seed", type=int, default=0)
@@ -53,17 +62,20 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.train, args.seed, json.loads(args.lora_options))))
+        print(json.dumps(one(args.one, args.data, args.train, args.seed,
+                             json.loads(args.lora_options))))
         return
     print_header()
-    print(f"SST-2: {args.train} training rows (seeded sample), dev 872 rows; each method in "
-          f"its own process; lora options: {args.lora_options}\n")
-    print("| method | dev accuracy | vs full (points) | train s | artifact | peak RSS |")
+    train_file, eval_file, test_file = SPLITS[args.data]
+    print(f"{args.data}: {args.train} {train_file} rows (seeded sample, seed {args.seed}), "
+          f"early stopping on {eval_file}, scored on {test_file}; each method in its own "
+          f"process; lora options: {args.lora_options}\n")
+    print(f"| method | {test_file} accuracy | vs full (points) | train s | artifact | peak RSS |")
     print("|---|---|---|---|---|---|")
     results = {}
     for method in args.methods:
-        out = subprocess.run([sys.executable, __file__, "--one", method, "--train",
-                              str(args.train), "--seed", str(args.seed),
+        out = subprocess.run([sys.executable, __file__, "--one", method, "--data", args.data,
+                              "--train", str(args.train), "--seed", str(args.seed),
                               "--lora-options", args.lora_options],
                              capture_output=True, text=True, check=True)
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
