@@ -158,6 +158,28 @@ def test_auto_with_lora_settings_trains_lora(tiny_backbone: Path,
     assert "LoRA settings" in fn.manifest.training["method_reason"]
 
 
+def test_auto_lora_takes_the_adapter_measured_nearest_full(
+        tiny_backbone: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    # auto's lora without settings: LoRA(r=16, feed_forward=True), which bench/lora.py measured
+    # nearer `full` than LoRA(); lora asked for by name keeps LoRA(), and given settings win
+    monkeypatch.setattr("funcformer._methods.FEW_PER_CLASS", 0)
+    auto = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, epochs=1,
+                            progress=True)
+    assert auto.manifest.method == "lora" and auto.manifest.adapter["r"] == 16
+    assert any(t.endswith("intermediate.dense") for t in auto.manifest.adapter["targets"])
+    assert auto.manifest.config["lora"]["feed_forward"] is True
+    assert auto.manifest.training["method_reason"].endswith("LoRA(r=16, feed_forward=True)")
+    assert "method auto -> lora" in capsys.readouterr().err
+    named = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, method="lora",
+                             epochs=1, progress=False)
+    assert named.manifest.adapter["r"] == 8
+    assert all("attention" in t for t in named.manifest.adapter["targets"])
+    given = funcformer.train("classify", make_reviews(), backbone=tiny_backbone, lora={"r": 2},
+                             epochs=1, progress=False)
+    assert given.manifest.method == "lora" and given.manifest.adapter["r"] == 2
+    assert "LoRA(" not in given.manifest.training["method_reason"]
+
+
 def test_merge_adapter_on_a_head_function_is_an_error(tiny_backbone: Path, tmp_path: Path) -> None:
     fn = funcformer.train("classify", make_reviews(5), backbone=tiny_backbone, method="head",
                           epochs=1, progress=False)

@@ -104,9 +104,14 @@ def test_trial_zero_trains_with_the_defaults(tiny_backbone: Path) -> None:
     # LoRA settings go to lora trials; head trials refused them (every trial failed)
     mixed = _tune(tiny_backbone, trials=2, methods=["head", "lora"], lora={"r": 2})
     assert {t["state"] for t in mixed.trials} == {"COMPLETE"}
+    given = _tune(tiny_backbone, trials=1, methods=["lora"], lora={"r": 2})
+    assert given.best.manifest.adapter["r"] == 2
     fixed = _tune(tiny_backbone, trials=1, methods=["lora"], learning_rate=1e-3, head="mlp")
     assert fixed.trials[0]["learning_rate"] == 1e-3 and fixed.trials[0]["head"] == "mlp"
     assert fixed.trials[0]["epochs"] == 4  # lora's default
+    # without LoRA settings, lora trials take the adapter auto gives lora
+    assert fixed.best.manifest.adapter["r"] == 16
+    assert fixed.best.manifest.config["lora"]["feed_forward"] is True
 
 
 def test_contrastive_trial_zero_takes_its_rate_for_the_labels(tiny_backbone: Path) -> None:

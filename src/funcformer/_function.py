@@ -385,7 +385,7 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
     >>> fn = funcformer.train("classify", [("great", "pos"), ("awful", "neg")] * 10,
     ...                       epochs=5)                                    # doctest: +SKIP
     """
-    from ._methods import choose, fit
+    from ._methods import AUTO_LORA, choose, fit
 
     config = as_config(config)
     if task != "classify":
@@ -434,6 +434,9 @@ def train(task: str, data: Any, *, eval_data: Any = None, backbone: PathLike | N
             # LoRA settings mean lora, as for the other tasks (head dropped them silently)
             chosen, reason = "lora", "LoRA settings were given (lora=...)"
         config = dataclasses.replace(config, method=chosen)
+        if chosen == "lora" and config.lora is None:
+            config = dataclasses.replace(config, lora=dict(AUTO_LORA))
+            reason += f", LoRA({', '.join(f'{k}={v}' for k, v in AUTO_LORA.items())})"
     config = config.resolved()
     task_obj = task_class(task, multi_label)(labels)
     task_obj.configure(config, train_examples)  # head and loss; "balanced" weights from the data

@@ -197,7 +197,12 @@ def _data(data: Any, eval_data: Any, seed: int, text_column: str, label_column: 
 
 def for_method(fixed: dict[str, Any], method: str) -> dict[str, Any]:
     """The fixed settings a trial of `method` takes: LoRA settings go to the trials that
-    build an adapter (lora, contrastive), not to head or full trials, which refuse them."""
+    build an adapter (lora, contrastive), not to head or full trials, which refuse them; lora
+    trials without them take the adapter `auto` gives `lora`."""
+    from ._methods import AUTO_LORA
+
+    if method == "lora" and fixed.get("lora") is None:
+        return {**fixed, "lora": dict(AUTO_LORA)}
     if method in ("lora", "contrastive"):
         return fixed
     return {k: v for k, v in fixed.items() if k != "lora"}
