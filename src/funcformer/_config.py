@@ -109,7 +109,8 @@ class TrainConfig:
     tasks that train an encoder or a decoder)."""
     lora: dict[str, Any] | None = None
     """LoRA settings (`funcformer.LoRA` or its dict) for `lora`, and for `contrastive` to tune
-    the encoder through an adapter instead of a full copy; None with `lora`: LoRA()."""
+    the encoder through an adapter instead of a full copy; None with `lora`: LoRA(); None where
+    `auto` picks `lora` for classify: `_methods.AUTO_LORA`, LoRA(r=16, feed_forward=True)."""
     peft: dict[str, Any] | None = None
     """Settings of method `adalora`, `ia3`, `prompt` or `prefix`: a `funcformer.AdaLoRA`,
     `IA3`, `PromptTuning` or `PrefixTuning`, or a dict of its fields; None: its defaults."""
