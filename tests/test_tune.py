@@ -106,6 +106,8 @@ def test_trial_zero_trains_with_the_defaults(tiny_backbone: Path) -> None:
     assert {t["state"] for t in mixed.trials} == {"COMPLETE"}
     given = _tune(tiny_backbone, trials=1, methods=["lora"], lora={"r": 2})
     assert given.best.manifest.adapter["r"] == 2
+    in_config = _tune(tiny_backbone, trials=1, methods=["lora"], config={"lora": {"r": 2}})
+    assert in_config.best.manifest.adapter["r"] == 2  # not overridden by auto's adapter
     fixed = _tune(tiny_backbone, trials=1, methods=["lora"], learning_rate=1e-3, head="mlp")
     assert fixed.trials[0]["learning_rate"] == 1e-3 and fixed.trials[0]["head"] == "mlp"
     assert fixed.trials[0]["epochs"] == 4  # lora's default

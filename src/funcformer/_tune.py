@@ -199,9 +199,11 @@ def for_method(fixed: dict[str, Any], method: str) -> dict[str, Any]:
     """The fixed settings a trial of `method` takes: LoRA settings go to the trials that
     build an adapter (lora, contrastive), not to head or full trials, which refuse them; lora
     trials without them take the adapter `auto` gives `lora`."""
+    from ._function import as_config
     from ._methods import AUTO_LORA
 
-    if method == "lora" and fixed.get("lora") is None:
+    config = as_config(fixed.get("config"))
+    if method == "lora" and fixed.get("lora") is None and (config is None or config.lora is None):
         return {**fixed, "lora": dict(AUTO_LORA)}
     if method in ("lora", "contrastive"):
         return fixed
