@@ -39,8 +39,9 @@ AUTO_LORA = {"r": 16, "feed_forward": True}
 """The adapter of the `lora` that `auto` picks for classify, and of `tune`'s lora trials, when
 no LoRA settings are given (`method="lora"` by name keeps `LoRA()`). Against `full`
 (bench/lora.py, docs/benchmarks.md): SST-2 with 8,000 examples, seeds 0-2, -0.69 points on
-average where `LoRA()` (r=8, attention only) is -1.80; SST-2 with 2,000, -0.34 against -2.29;
-Emotion with 8,000, +0.60 against -0.65. The price: a 2.7 MB adapter against 0.6 MB, 1.1-1.2x
+average where `LoRA()` (r=8, attention only) is -1.80; SST-2 with 2,000, -0.34 / -0.46 against
+-2.29 / -1.61 (seeds 0-1); Emotion with 8,000, +0.60 against -0.65 (seed 0; seed 1, without
+`full`: 1.10 points above `LoRA()`). The price: a 2.7 MB adapter against 0.6 MB, 1.1-1.2x
 the training time, calls 1.1-1.2x slower unmerged."""
 FEW_EXAMPLES = 64
 """`choose_tuning` keeps a task's default (`full`) below this many training examples."""
